@@ -1,0 +1,133 @@
+//! Configuration: environment variables, each also a command-line flag (SPEC section 6).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use rumqttc::QoS;
+
+/// Settings shared by every subcommand. Each field reads its environment variable
+/// when the flag is absent; a bad value is a start-up error naming the variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Host name of the MQTT broker.
+    #[arg(long, env = "MQTT_BROKER_HOST", default_value = "localhost", global = true)]
+    pub mqtt_broker_host: String,
+
+    /// Port of the MQTT broker.
+    #[arg(long, env = "MQTT_BROKER_PORT", default_value_t = 1883, global = true)]
+    pub mqtt_broker_port: u16,
+
+    /// QoS of feed messages: 0 (written to the socket counts as delivered) or 1 (PUBACK).
+    #[arg(long, env = "MQTT_QOS_LEVEL", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(0..=1), global = true)]
+    pub mqtt_qos_level: u8,
+
+    /// Longest exercise a scenario may declare, in seconds.
+    #[arg(long, env = "MAX_EXERCISE_DURATION", default_value_t = 7200,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_exercise_duration: u32,
+
+    /// Most teams one scenario may have.
+    #[arg(long, env = "MAX_TEAMS_PER_EXERCISE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_teams_per_exercise: u32,
+
+    /// Most injects one timeline may hold.
+    #[arg(long, env = "MAX_INJECTS_PER_TIMELINE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_injects_per_timeline: u32,
+
+    /// An inject acknowledged more than this many milliseconds after it was due is
+    /// reported as late.
+    #[arg(long, env = "TIMER_PRECISION_MS", default_value_t = 100, global = true)]
+    pub timer_precision_ms: u64,
+
+    /// How long to wait for the broker to acknowledge a feed message before the
+    /// attempt counts as failed.
+    #[arg(long, env = "DELIVERY_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub delivery_timeout_ms: u64,
+
+    /// Pause between a failed attempt and the next one.
+    #[arg(long, env = "RETRY_DELAY_SECONDS", default_value_t = 5, global = true)]
+    pub retry_delay_seconds: u64,
+
+    /// Attempts per delivery before it is marked failed.
+    #[arg(long, env = "MAX_RETRY_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_retry_attempts: u32,
+
+    /// Folder of media files that injects refer to.
+    #[arg(long, env = "MEDIA_STORAGE_PATH", global = true)]
+    pub media_storage_path: Option<PathBuf>,
+
+    /// Folder searched for `<timeline_id>.json` when the scenario's own
+    /// `timelines/` folder does not have it.
+    #[arg(long, env = "TIMELINE_STORAGE_PATH", global = true)]
+    pub timeline_storage_path: Option<PathBuf>,
+}
+
+/// The limits a scenario is validated against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_duration_secs: u32,
+    pub max_teams: usize,
+    pub max_injects_per_timeline: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_duration_secs: 7200,
+            max_teams: 10,
+            max_injects_per_timeline: 1000,
+        }
+    }
+}
+
+/// The delivery settings of SPEC section 5, as the engine uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    pub timeout: Duration,
+    pub retry_delay: Duration,
+    pub max_attempts: u32,
+    pub late_after: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(5000),
+            retry_delay: Duration::from_secs(5),
+            max_attempts: 3,
+            late_after: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_duration_secs: self.max_exercise_duration,
+            max_teams: self.max_teams_per_exercise as usize,
+            max_injects_per_timeline: self.max_injects_per_timeline as usize,
+        }
+    }
+
+    pub fn delivery_policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            timeout: Duration::from_millis(self.delivery_timeout_ms),
+            retry_delay: Duration::from_secs(self.retry_delay_seconds),
+            max_attempts: self.max_retry_attempts,
+            late_after: Duration::from_millis(self.timer_precision_ms),
+        }
+    }
+
+    pub fn feed_qos(&self) -> QoS {
+        match self.mqtt_qos_level {
+            0 => QoS::AtMostOnce,
+            _ => QoS::AtLeastOnce,
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Delivery records (SPEC section 5): one per (team, inject) pair of a run.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use crate::domain::ExerciseSeconds;
+
+/// The status clients see, as SPEC section 5 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet due, waiting for the broker, or on its first attempt.
+    Pending,
+    /// Acknowledged by the broker (QoS 1) or written to the socket (QoS 0).
+    Delivered,
+    /// At least one attempt failed; another is scheduled or under way.
+    Retrying,
+    /// Every attempt failed.
+    Failed,
+    /// The exercise was stopped before it was delivered.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the engine does with a record next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not due yet.
+    Scheduled,
+    /// Due, but held: the broker is away or the exercise is paused.
+    Waiting,
+    /// Attempt `n` is with the broker, awaiting its acknowledgement.
+    InFlight(u32),
+    /// The next attempt goes out at this instant.
+    RetryAt(Instant),
+    /// Delivered, failed or cancelled.
+    Done,
+}
+
+/// One (team, inject) pair of one run.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    /// Index of the team in the scenario.
+    pub team: usize,
+    /// Index of the inject in the team's timeline.
+    pub inject: usize,
+    pub due: ExerciseSeconds,
+    /// The monotonic instant it came due.
+    pub due_at: Option<Instant>,
+    pub due_wall: Option<OffsetDateTime>,
+    pub attempts: u32,
+    pub published_wall: Option<OffsetDateTime>,
+    pub acked_at: Option<Instant>,
+    pub acked_wall: Option<OffsetDateTime>,
+    /// Acknowledged minus due.
+    pub latency: Option<Duration>,
+    /// Latency above the configured precision.
+    pub late: bool,
+    pub status: DeliveryStatus,
+    pub last_error: Option<String>,
+    pub phase: Phase,
+}
+
+impl DeliveryRecord {
+    pub fn new(team: usize, inject: usize, due: ExerciseSeconds) -> Self {
+        Self {
+            team,
+            inject,
+            due,
+            due_at: None,
+            due_wall: None,
+            attempts: 0,
+            published_wall: None,
+            acked_at: None,
+            acked_wall: None,
+            latency: None,
+            late: false,
+            status: DeliveryStatus::Pending,
+            last_error: None,
+            phase: Phase::Scheduled,
+        }
+    }
+
+    /// Still has work to do: due and not yet delivered, failed or cancelled.
+    pub fn is_outstanding(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Waiting | Phase::InFlight(_) | Phase::RetryAt(_)
+        )
+    }
+}
+
+/// Counts of one run's records by status, and the mean latency of the delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub scheduled: usize,
+    pub pending: usize,
+    pub delivered: usize,
+    pub late: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    /// Mean of acknowledged minus due over the delivered, in milliseconds.
+    pub average_latency_ms: f64,
+}
+
+impl Counts {
+    pub fn of<'a>(records: impl IntoIterator<Item = &'a DeliveryRecord>) -> Self {
+        let mut c = Counts::default();
+        let mut latency_sum = Duration::ZERO;
+        for r in records {
+            c.scheduled += 1;
+            match r.status {
+                DeliveryStatus::Pending => c.pending += 1,
+                DeliveryStatus::Delivered => {
+                    c.delivered += 1;
+                    c.late += usize::from(r.late);
+                    latency_sum += r.latency.unwrap_or_default();
+                }
+                DeliveryStatus::Retrying => c.retrying += 1,
+                DeliveryStatus::Failed => c.failed += 1,
+                DeliveryStatus::Cancelled => c.cancelled += 1,
+            }
+        }
+        if c.delivered > 0 {
+            c.average_latency_ms = latency_sum.as_secs_f64() * 1000.0 / c.delivered as f64;
+        }
+        c
+    }
+}

@@ -1,0 +1,163 @@
+//! The exercise lifecycle of SPEC section 2: states, commands, and which
+//! command fits which state.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Where an exercise is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Initialized,
+    Running,
+    Paused,
+    Stopped,
+    Completed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialized => "initialized",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Stopped => "stopped",
+            State::Completed => "completed",
+        }
+    }
+
+    /// Stopped or completed: the run is over until a reset.
+    pub fn is_over(self) -> bool {
+        matches!(self, State::Stopped | State::Completed)
+    }
+
+    /// The state `command` leads to from here, or why it does not fit.
+    pub fn apply(self, command: Command) -> Result<State, Refusal> {
+        use Command::*;
+        use State::*;
+        let reason = match (self, command) {
+            (_, Reset) => return Ok(Initialized),
+            (Initialized, Start) => return Ok(Running),
+            (Running, Pause) => return Ok(Paused),
+            (Paused, Resume) => return Ok(Running),
+            (Running | Paused, Stop) => return Ok(Stopped),
+            (Running, Start | Resume) => "the exercise is already running",
+            (Paused, Start) => "the exercise is paused: resume it instead",
+            (Paused, Pause) => "the exercise is already paused",
+            (Initialized, Pause | Resume | Stop) => "the exercise has not started",
+            (Stopped, _) => "the exercise is stopped: reset it first",
+            (Completed, _) => "the exercise is completed: reset it first",
+        };
+        Err(Refusal {
+            command,
+            state: self,
+            reason,
+        })
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a controller can ask of an exercise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Start,
+    Pause,
+    Resume,
+    Stop,
+    Reset,
+}
+
+impl Command {
+    pub const ALL: [Command; 5] = [
+        Command::Start,
+        Command::Pause,
+        Command::Resume,
+        Command::Stop,
+        Command::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Start => "start",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Stop => "stop",
+            Command::Reset => "reset",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A command name that is not one of the five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown command {0:?}: expected start, pause, resume, stop or reset")]
+pub struct UnknownCommand(pub String);
+
+impl FromStr for Command {
+    type Err = UnknownCommand;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Command::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownCommand(s.to_owned()))
+    }
+}
+
+/// A command that does not fit the state; nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{command} refused while {state}: {reason}")]
+pub struct Refusal {
+    pub command: Command,
+    pub state: State,
+    pub reason: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_and_command() {
+        use Command::*;
+        use State::*;
+        let table: [(State, [Option<State>; 5]); 5] = [
+            // start, pause, resume, stop, reset
+            (Initialized, [Some(Running), None, None, None, Some(Initialized)]),
+            (Running, [None, Some(Paused), None, Some(Stopped), Some(Initialized)]),
+            (Paused, [None, None, Some(Running), Some(Stopped), Some(Initialized)]),
+            (Stopped, [None, None, None, None, Some(Initialized)]),
+            (Completed, [None, None, None, None, Some(Initialized)]),
+        ];
+        for (state, expected) in table {
+            for (command, want) in [Start, Pause, Resume, Stop, Reset].into_iter().zip(expected) {
+                let got = state.apply(command);
+                assert_eq!(got.ok(), want, "{command} while {state}");
+                if let Err(refusal) = got {
+                    assert_eq!(refusal.state, state);
+                    assert!(refusal.to_string().starts_with(&format!("{command} refused while {state}")));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parses_command_names() {
+        assert_eq!("pause".parse::<Command>(), Ok(Command::Pause));
+        assert!("PAUSE".parse::<Command>().is_err());
+        assert!("explode".parse::<Command>().unwrap_err().to_string().contains("explode"));
+    }
+}

@@ -1,0 +1,374 @@
+//! The engine under tokio's paused clock: hours of exercise in moments.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Map;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use super::*;
+use crate::config::DeliveryPolicy;
+use crate::domain::{ExerciseSeconds, InjectId, TeamId};
+use crate::scenario::{Inject, Scenario, Team, Timeline};
+
+/// A scenario of `teams` teams that all share one timeline with injects at
+/// `times` (in that order).
+pub(crate) fn scenario(teams: usize, times: &[u32], duration: u32) -> Scenario {
+    let injects = times
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Inject {
+            id: InjectId::parse(&format!("inject-{i:04}")).unwrap(),
+            time: ExerciseSeconds::new(t),
+            kind: "news".to_owned(),
+            content: Map::new(),
+            extra: Map::new(),
+        })
+        .collect();
+    let timeline = Arc::new(Timeline {
+        id: "shared".to_owned(),
+        name: None,
+        path: PathBuf::from("shared.json"),
+        injects,
+    });
+    Scenario {
+        path: PathBuf::from("scenario.json"),
+        exercise_id: None,
+        scenario_id: None,
+        name: None,
+        description: None,
+        duration: ExerciseSeconds::new(duration),
+        teams: (0..teams)
+            .map(|t| Team {
+                id: TeamId::parse(&format!("team-{t}")).unwrap(),
+                name: None,
+                timeline: timeline.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    }
+}
+
+fn policy() -> DeliveryPolicy {
+    DeliveryPolicy {
+        timeout: Duration::from_secs(5),
+        retry_delay: Duration::from_secs(5),
+        max_attempts: 3,
+        late_after: Duration::from_millis(100),
+    }
+}
+
+/// What the driver saw, in order.
+#[derive(Debug, Default)]
+struct Seen {
+    delivered: Vec<(DeliveryTag, Instant)>,
+    ticks: Vec<(u32, State, Instant)>,
+    transitions: Vec<Transition>,
+    failed: Vec<usize>,
+}
+
+/// Drains the engine's outputs; acknowledges every delivery at once when
+/// `ack` says so.
+fn drain(engine: &mut Engine, seen: &mut Seen, ack: bool) {
+    while let Some(out) = engine.poll_output() {
+        match out {
+            Output::Timer(t) => seen.ticks.push((t.current.get(), t.state, Instant::now())),
+            Output::Deliver(tag) => {
+                seen.delivered.push((tag, Instant::now()));
+                if ack {
+                    engine.on_acked(tag, now());
+                }
+            }
+            Output::StateChanged(t) => seen.transitions.push(t),
+            Output::DeliveryFailed { slot } => seen.failed.push(slot),
+        }
+    }
+}
+
+/// Sleeps until the engine's next deadline (or `until`) and handles it.
+async fn step(engine: &mut Engine, seen: &mut Seen, until: Instant) {
+    let deadline = engine.poll_timeout().map_or(until, |d| d.min(until));
+    tokio::time::sleep_until(deadline).await;
+    engine.handle_timeout(now());
+    drain(engine, seen, true);
+}
+
+async fn run_until(engine: &mut Engine, seen: &mut Seen, until: Instant) {
+    while Instant::now() < until {
+        step(engine, seen, until).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_teams_of_a_thousand_injects_each_fire_once_on_time_in_order() {
+    // Timeline order differs from time order, and several injects share a second.
+    let times: Vec<u32> = (0..1000u32).map(|i| (i * 7919) % 3600).collect();
+    let sc = scenario(10, &times, 3600);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(3601)).await;
+
+    assert_eq!(engine.state(), State::Completed);
+    assert_eq!(seen.delivered.len(), 10_000);
+    let mut once = std::collections::HashSet::new();
+    for (tag, at) in &seen.delivered {
+        assert!(once.insert(tag.slot), "slot {} twice", tag.slot);
+        let record = &engine.records()[tag.slot as usize];
+        let due = t0 + Duration::from_secs(u64::from(record.due.get()));
+        assert_eq!(*at, due, "slot {} fired off its second", tag.slot);
+        assert_eq!(record.status, DeliveryStatus::Delivered);
+        assert_eq!(record.latency, Some(Duration::ZERO));
+    }
+    // In order: by time, and within a team and second by timeline position.
+    let keys: Vec<(u32, usize, usize)> = seen
+        .delivered
+        .iter()
+        .map(|(tag, _)| {
+            let r = &engine.records()[tag.slot as usize];
+            (r.due.get(), r.team, r.inject)
+        })
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "out of order");
+    // A timer message for every second, each at its second.
+    let running: Vec<u32> = seen
+        .ticks
+        .iter()
+        .filter(|(_, s, _)| *s == State::Running)
+        .map(|(c, _, _)| *c)
+        .collect();
+    let mut expected: Vec<u32> = vec![0];
+    expected.extend(0..=3600);
+    assert_eq!(running, expected, "one T+0 for the start, then one per second");
+    for (current, state, at) in &seen.ticks[1..] {
+        if *state == State::Running {
+            assert_eq!(*at, t0 + Duration::from_secs(u64::from(*current)));
+        }
+    }
+    let counts = engine.counts();
+    assert_eq!((counts.delivered, counts.late, counts.failed), (10_000, 0, 0));
+    assert!(engine.is_settled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_holds_everything_and_resume_continues_at_the_same_time() {
+    let sc = scenario(2, &[0, 10, 20, 30], 40);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_millis(15_500)).await;
+    assert_eq!(seen.delivered.len(), 4);
+
+    engine
+        .handle_command(Command::Pause, Some("coffee".into()), now())
+        .unwrap();
+    drain(&mut engine, &mut seen, true);
+    assert_eq!(engine.poll_timeout(), None, "nothing to wake for while paused");
+    let ticks_at_pause = seen.ticks.len();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    engine.handle_timeout(now());
+    drain(&mut engine, &mut seen, true);
+    assert_eq!(seen.ticks.len(), ticks_at_pause);
+    assert_eq!(seen.delivered.len(), 4);
+    assert_eq!(engine.exercise_time(Instant::now()).get(), 15);
+
+    let resumed = Instant::now();
+    let tr = engine.handle_command(Command::Resume, None, now()).unwrap();
+    assert_eq!(tr.at.get(), 15);
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, resumed + Duration::from_secs(30)).await;
+    assert_eq!(engine.state(), State::Completed);
+    assert_eq!(seen.delivered.len(), 8);
+    // T+20 is 4.5 s after the resume: the pause moved it, nothing else.
+    let at_20: Vec<Instant> = seen
+        .delivered
+        .iter()
+        .filter(|(t, _)| engine.records()[t.slot as usize].due.get() == 20)
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(at_20, vec![resumed + Duration::from_millis(4_500); 2]);
+    let pause = &seen.transitions[1];
+    assert_eq!((pause.to, pause.reason.as_deref()), (State::Paused, Some("coffee")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_commands_change_nothing_in_every_state() {
+    let sc = scenario(1, &[0, 5], 10);
+    for state in [
+        State::Initialized,
+        State::Running,
+        State::Paused,
+        State::Stopped,
+        State::Completed,
+    ] {
+        let mut engine = Engine::new(&sc, 1.0, policy());
+        let mut seen = Seen::default();
+        engine.set_connected(true, now());
+        let path: &[Command] = match state {
+            State::Initialized => &[],
+            State::Running => &[Command::Start],
+            State::Paused => &[Command::Start, Command::Pause],
+            State::Stopped => &[Command::Start, Command::Stop],
+            State::Completed => &[Command::Start],
+        };
+        for &c in path {
+            engine.handle_command(c, None, now()).unwrap();
+        }
+        if state == State::Completed {
+            run_until(&mut engine, &mut seen, Instant::now() + Duration::from_secs(11)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            engine.handle_timeout(now());
+        }
+        drain(&mut engine, &mut seen, true);
+        assert_eq!(engine.state(), state);
+        let before = (engine.exercise_time(Instant::now()), engine.counts());
+        for command in Command::ALL {
+            if state.apply(command).is_ok() {
+                continue;
+            }
+            let refusal = engine.handle_command(command, None, now()).unwrap_err();
+            assert_eq!((refusal.command, refusal.state), (command, state));
+            assert!(engine.poll_output().is_none(), "{command} in {state} emitted output");
+            assert_eq!(engine.state(), state);
+            assert_eq!((engine.exercise_time(Instant::now()), engine.counts()), before);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_cancels_the_unsent_and_reset_archives_the_run() {
+    let sc = scenario(3, &[0, 5, 9], 10);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(6)).await;
+    engine.handle_command(Command::Stop, Some("fire alarm".into()), now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    let c = engine.counts();
+    assert_eq!((c.delivered, c.cancelled, c.pending), (6, 3, 0));
+    assert!(engine.is_settled());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    engine.handle_timeout(now());
+    assert!(engine.poll_output().is_none(), "a stopped exercise stays quiet");
+
+    let tr = engine.handle_command(Command::Reset, None, now()).unwrap();
+    assert_eq!((tr.from, tr.to, tr.at.get()), (State::Stopped, State::Initialized, 0));
+    assert_eq!(engine.archived().len(), 1);
+    assert_eq!(engine.archived()[0].records.len(), 9);
+    assert_eq!(engine.counts().pending, 9);
+    assert_eq!(engine.exercise_time(Instant::now()).get(), 0);
+    // An acknowledgement from the old run does not touch the new one.
+    let (old_tag, _) = seen.delivered[0];
+    engine.on_acked(old_tag, now());
+    assert_eq!(engine.counts().delivered, 0);
+
+    // The new run starts from T+0 and delivers everything again.
+    drain(&mut engine, &mut seen, true);
+    seen.delivered.clear();
+    let t1 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t1 + Duration::from_secs(11)).await;
+    assert_eq!(seen.delivered.len(), 9);
+    assert!(seen.delivered.iter().all(|(t, _)| t.run == 2));
+    assert_eq!(engine.state(), State::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_attempts_retry_then_fail_and_late_acks_still_count() {
+    let sc = scenario(1, &[1, 2], 100);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    let mut attempts = Vec::new();
+    let until = t0 + Duration::from_secs(40);
+    while Instant::now() < until {
+        let deadline = engine.poll_timeout().map_or(until, |d| d.min(until));
+        tokio::time::sleep_until(deadline).await;
+        engine.handle_timeout(now());
+        while let Some(out) = engine.poll_output() {
+            match out {
+                Output::Deliver(tag) => {
+                    attempts.push((tag.slot, tag.attempt, Instant::now() - t0));
+                    engine.on_failed(tag, "no acknowledgement within 5000 ms", now());
+                }
+                Output::DeliveryFailed { slot } => seen.failed.push(slot),
+                _ => {}
+            }
+        }
+    }
+    let s = Duration::from_secs;
+    assert_eq!(
+        attempts,
+        vec![
+            (0, 1, s(1)),
+            (1, 1, s(2)),
+            (0, 2, s(6)),
+            (1, 2, s(7)),
+            (0, 3, s(11)),
+            (1, 3, s(12)),
+        ]
+    );
+    assert_eq!(seen.failed, vec![0, 1]);
+    let c = engine.counts();
+    assert_eq!((c.failed, c.delivered), (2, 0));
+    assert_eq!(
+        engine.records()[0].last_error.as_deref(),
+        Some("no acknowledgement within 5000 ms")
+    );
+    // The broker's acknowledgement of the last attempt arrives after all.
+    engine.on_acked(DeliveryTag { run: 1, slot: 0, attempt: 3 }, now());
+    assert_eq!(engine.records()[0].status, DeliveryStatus::Delivered);
+    assert!(engine.records()[0].late);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_broker_is_away_due_injects_wait_and_go_out_late() {
+    let sc = scenario(2, &[0, 3, 4, 8], 10);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(2)).await;
+    engine.set_connected(false, now());
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(6)).await;
+    assert_eq!(seen.delivered.len(), 2, "only T+0 went out");
+    assert_eq!(engine.counts().pending, 6);
+    let back = Instant::now();
+    engine.set_connected(true, now());
+    drain(&mut engine, &mut seen, true);
+    assert_eq!(seen.delivered.len(), 6, "T+3 and T+4 go out on reconnect");
+    let late: Vec<_> = seen.delivered[2..]
+        .iter()
+        .map(|(t, _)| engine.records()[t.slot as usize].clone())
+        .collect();
+    assert!(late.iter().all(|r| r.late && r.attempts == 1));
+    let order: Vec<(u32, usize)> = late.iter().map(|r| (r.due.get(), r.team)).collect();
+    assert_eq!(order, vec![(3, 0), (3, 1), (4, 0), (4, 1)]);
+    assert_eq!(late[0].latency, Some(back - (t0 + Duration::from_secs(3))));
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(11)).await;
+    let c = engine.counts();
+    assert_eq!((c.delivered, c.late), (8, 4));
+}

@@ -1,0 +1,145 @@
+//! Validated identifiers and exercise times.
+//!
+//! Every id that ends up in an MQTT topic is parsed once, here, and is valid
+//! from then on: non-empty, no `/`, `+`, `#` and no control characters.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Why an id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("id is empty")]
+    Empty,
+    #[error("id {0:?} contains {1:?}, which is not allowed in an MQTT topic")]
+    Unsafe(String, char),
+}
+
+fn check_topic_safe(raw: &str) -> Result<(), IdError> {
+    if raw.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if let Some(c) = raw
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(IdError::Unsafe(raw.to_owned(), c));
+    }
+    Ok(())
+}
+
+macro_rules! topic_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses an id, refusing empty and MQTT-unsafe ones.
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                check_topic_safe(raw)?;
+                Ok(Self(raw.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+topic_id!(
+    /// The id of one exercise: the `{exerciseId}` of every topic.
+    ExerciseId
+);
+topic_id!(
+    /// The id of a team within an exercise: the `{teamId}` of its feed topic.
+    TeamId
+);
+topic_id!(
+    /// The id of an inject, unique within its timeline.
+    InjectId
+);
+
+impl ExerciseId {
+    /// A fresh id for a scenario that names none: `ex-` and the wall-clock time in
+    /// milliseconds, in base 36, so ids sort by creation and stay short.
+    pub fn generate(unix_millis: u128) -> Self {
+        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut n = unix_millis;
+        let mut out = Vec::new();
+        loop {
+            out.push(DIGITS[(n % 36) as usize]);
+            n /= 36;
+            if n == 0 {
+                break;
+            }
+        }
+        out.reverse();
+        Self(format!("ex-{}", String::from_utf8(out).expect("ascii digits")))
+    }
+}
+
+/// A whole number of exercise seconds from T+0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ExerciseSeconds(u32);
+
+impl ExerciseSeconds {
+    pub const ZERO: Self = Self(0);
+
+    pub const fn new(secs: u32) -> Self {
+        Self(secs)
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ExerciseSeconds {
+    /// `T+mm:ss`, minutes unbounded (`T+65:00` after an hour and five minutes).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "T+{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_refuse_topic_wildcards_and_control_characters() {
+        let check = |raw: &str, ok: bool| assert_eq!(TeamId::parse(raw).is_ok(), ok, "{raw:?}");
+        check("blue", true);
+        check("blue-team_2.x", true);
+        check("", false);
+        check("a/b", false);
+        check("a+b", false);
+        check("a#", false);
+        check("a\nb", false);
+        check("a\u{7f}", false);
+    }
+
+    #[test]
+    fn formats_exercise_time_as_minutes_and_seconds() {
+        assert_eq!(ExerciseSeconds::new(332).to_string(), "T+05:32");
+        assert_eq!(ExerciseSeconds::new(3900).to_string(), "T+65:00");
+        assert_eq!(ExerciseSeconds::ZERO.to_string(), "T+00:00");
+    }
+
+    #[test]
+    fn generated_ids_are_topic_safe() {
+        let id = ExerciseId::generate(1_700_000_000_000);
+        assert!(ExerciseId::parse(id.as_str()).is_ok());
+        assert!(id.as_str().starts_with("ex-"));
+    }
+}
