@@ -11,7 +11,12 @@ use rumqttc::QoS;
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Host name of the MQTT broker.
-    #[arg(long, env = "MQTT_BROKER_HOST", default_value = "localhost", global = true)]
+    #[arg(
+        long,
+        env = "MQTT_BROKER_HOST",
+        default_value = "localhost",
+        global = true
+    )]
     pub mqtt_broker_host: String,
 
     /// Port of the MQTT broker.

@@ -84,7 +84,10 @@ impl ExerciseId {
             }
         }
         out.reverse();
-        Self(format!("ex-{}", String::from_utf8(out).expect("ascii digits")))
+        Self(format!(
+            "ex-{}",
+            String::from_utf8(out).expect("ascii digits")
+        ))
     }
 }
 

@@ -1,7 +1,15 @@
 //! scip-orchestrator: the exercise orchestration engine of a crisis-exercise
 //! platform. See `ARCHITECTURE.md` for the map.
 
+pub mod app;
 pub mod config;
 pub mod core;
 pub mod domain;
+pub mod logging;
+pub mod mqtt;
+pub mod report;
+pub mod runner;
 pub mod scenario;
+#[doc(hidden)]
+pub mod testing;
+pub mod wire;

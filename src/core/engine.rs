@@ -367,6 +367,22 @@ impl Engine {
         }
     }
 
+    /// Gives up on everything not yet delivered, failed or cancelled (at
+    /// shutdown, when waiting longer is not an option): cancelled, with `why`.
+    pub fn abandon(&mut self, why: &str) {
+        self.waiting.clear();
+        self.retries.clear();
+        for record in &mut self.records {
+            if record.is_outstanding() {
+                record.last_error = Some(why.to_owned());
+            }
+            if record.is_outstanding() || record.phase == Phase::Scheduled {
+                record.status = DeliveryStatus::Cancelled;
+                record.phase = Phase::Done;
+            }
+        }
+    }
+
     /// The next thing the driver must do, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -136,19 +136,35 @@ mod tests {
         use State::*;
         let table: [(State, [Option<State>; 5]); 5] = [
             // start, pause, resume, stop, reset
-            (Initialized, [Some(Running), None, None, None, Some(Initialized)]),
-            (Running, [None, Some(Paused), None, Some(Stopped), Some(Initialized)]),
-            (Paused, [None, None, Some(Running), Some(Stopped), Some(Initialized)]),
+            (
+                Initialized,
+                [Some(Running), None, None, None, Some(Initialized)],
+            ),
+            (
+                Running,
+                [None, Some(Paused), None, Some(Stopped), Some(Initialized)],
+            ),
+            (
+                Paused,
+                [None, None, Some(Running), Some(Stopped), Some(Initialized)],
+            ),
             (Stopped, [None, None, None, None, Some(Initialized)]),
             (Completed, [None, None, None, None, Some(Initialized)]),
         ];
         for (state, expected) in table {
-            for (command, want) in [Start, Pause, Resume, Stop, Reset].into_iter().zip(expected) {
+            for (command, want) in [Start, Pause, Resume, Stop, Reset]
+                .into_iter()
+                .zip(expected)
+            {
                 let got = state.apply(command);
                 assert_eq!(got.ok(), want, "{command} while {state}");
                 if let Err(refusal) = got {
                     assert_eq!(refusal.state, state);
-                    assert!(refusal.to_string().starts_with(&format!("{command} refused while {state}")));
+                    assert!(
+                        refusal
+                            .to_string()
+                            .starts_with(&format!("{command} refused while {state}"))
+                    );
                 }
             }
         }
@@ -158,6 +174,12 @@ mod tests {
     fn parses_command_names() {
         assert_eq!("pause".parse::<Command>(), Ok(Command::Pause));
         assert!("PAUSE".parse::<Command>().is_err());
-        assert!("explode".parse::<Command>().unwrap_err().to_string().contains("explode"));
+        assert!(
+            "explode"
+                .parse::<Command>()
+                .unwrap_err()
+                .to_string()
+                .contains("explode")
+        );
     }
 }

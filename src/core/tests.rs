@@ -150,14 +150,20 @@ async fn ten_teams_of_a_thousand_injects_each_fire_once_on_time_in_order() {
         .collect();
     let mut expected: Vec<u32> = vec![0];
     expected.extend(0..=3600);
-    assert_eq!(running, expected, "one T+0 for the start, then one per second");
+    assert_eq!(
+        running, expected,
+        "one T+0 for the start, then one per second"
+    );
     for (current, state, at) in &seen.ticks[1..] {
         if *state == State::Running {
             assert_eq!(*at, t0 + Duration::from_secs(u64::from(*current)));
         }
     }
     let counts = engine.counts();
-    assert_eq!((counts.delivered, counts.late, counts.failed), (10_000, 0, 0));
+    assert_eq!(
+        (counts.delivered, counts.late, counts.failed),
+        (10_000, 0, 0)
+    );
     assert!(engine.is_settled());
 }
 
@@ -177,7 +183,11 @@ async fn pause_holds_everything_and_resume_continues_at_the_same_time() {
         .handle_command(Command::Pause, Some("coffee".into()), now())
         .unwrap();
     drain(&mut engine, &mut seen, true);
-    assert_eq!(engine.poll_timeout(), None, "nothing to wake for while paused");
+    assert_eq!(
+        engine.poll_timeout(),
+        None,
+        "nothing to wake for while paused"
+    );
     let ticks_at_pause = seen.ticks.len();
     tokio::time::sleep(Duration::from_secs(600)).await;
     engine.handle_timeout(now());
@@ -202,7 +212,10 @@ async fn pause_holds_everything_and_resume_continues_at_the_same_time() {
         .collect();
     assert_eq!(at_20, vec![resumed + Duration::from_millis(4_500); 2]);
     let pause = &seen.transitions[1];
-    assert_eq!((pause.to, pause.reason.as_deref()), (State::Paused, Some("coffee")));
+    assert_eq!(
+        (pause.to, pause.reason.as_deref()),
+        (State::Paused, Some("coffee"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -229,7 +242,12 @@ async fn refused_commands_change_nothing_in_every_state() {
             engine.handle_command(c, None, now()).unwrap();
         }
         if state == State::Completed {
-            run_until(&mut engine, &mut seen, Instant::now() + Duration::from_secs(11)).await;
+            run_until(
+                &mut engine,
+                &mut seen,
+                Instant::now() + Duration::from_secs(11),
+            )
+            .await;
         } else {
             tokio::time::sleep(Duration::from_millis(2_500)).await;
             engine.handle_timeout(now());
@@ -243,9 +261,15 @@ async fn refused_commands_change_nothing_in_every_state() {
             }
             let refusal = engine.handle_command(command, None, now()).unwrap_err();
             assert_eq!((refusal.command, refusal.state), (command, state));
-            assert!(engine.poll_output().is_none(), "{command} in {state} emitted output");
+            assert!(
+                engine.poll_output().is_none(),
+                "{command} in {state} emitted output"
+            );
             assert_eq!(engine.state(), state);
-            assert_eq!((engine.exercise_time(Instant::now()), engine.counts()), before);
+            assert_eq!(
+                (engine.exercise_time(Instant::now()), engine.counts()),
+                before
+            );
         }
     }
 }
@@ -260,17 +284,25 @@ async fn stop_cancels_the_unsent_and_reset_archives_the_run() {
     engine.handle_command(Command::Start, None, now()).unwrap();
     drain(&mut engine, &mut seen, true);
     run_until(&mut engine, &mut seen, t0 + Duration::from_secs(6)).await;
-    engine.handle_command(Command::Stop, Some("fire alarm".into()), now()).unwrap();
+    engine
+        .handle_command(Command::Stop, Some("fire alarm".into()), now())
+        .unwrap();
     drain(&mut engine, &mut seen, true);
     let c = engine.counts();
     assert_eq!((c.delivered, c.cancelled, c.pending), (6, 3, 0));
     assert!(engine.is_settled());
     tokio::time::sleep(Duration::from_secs(60)).await;
     engine.handle_timeout(now());
-    assert!(engine.poll_output().is_none(), "a stopped exercise stays quiet");
+    assert!(
+        engine.poll_output().is_none(),
+        "a stopped exercise stays quiet"
+    );
 
     let tr = engine.handle_command(Command::Reset, None, now()).unwrap();
-    assert_eq!((tr.from, tr.to, tr.at.get()), (State::Stopped, State::Initialized, 0));
+    assert_eq!(
+        (tr.from, tr.to, tr.at.get()),
+        (State::Stopped, State::Initialized, 0)
+    );
     assert_eq!(engine.archived().len(), 1);
     assert_eq!(engine.archived()[0].records.len(), 9);
     assert_eq!(engine.counts().pending, 9);
@@ -337,7 +369,14 @@ async fn failed_attempts_retry_then_fail_and_late_acks_still_count() {
         Some("no acknowledgement within 5000 ms")
     );
     // The broker's acknowledgement of the last attempt arrives after all.
-    engine.on_acked(DeliveryTag { run: 1, slot: 0, attempt: 3 }, now());
+    engine.on_acked(
+        DeliveryTag {
+            run: 1,
+            slot: 0,
+            attempt: 3,
+        },
+        now(),
+    );
     assert_eq!(engine.records()[0].status, DeliveryStatus::Delivered);
     assert!(engine.records()[0].late);
 }

@@ -1,0 +1,82 @@
+//! The `scip-orchestrator` binary: parses the command line, calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use scip_orchestrator::app::{self, RunArgs};
+use scip_orchestrator::config::Config;
+use scip_orchestrator::logging::{self, LogFormat};
+
+/// Runs crisis exercises: delivers every team's injects to its MQTT feed at the
+/// exercise second they are due.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check a scenario and its timelines; print a summary or every error.
+    Validate {
+        /// The scenario JSON file.
+        scenario: PathBuf,
+    },
+    /// Run one exercise in the foreground against the configured broker.
+    Run {
+        /// The scenario JSON file.
+        scenario: PathBuf,
+        /// Exercise id (default: the scenario's `id`, else a generated one).
+        #[arg(long)]
+        exercise_id: Option<String>,
+        /// Exercise seconds per wall second (10 or 60 for a rehearsal).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Wait for a start command on the control topic.
+        #[arg(long)]
+        wait_for_start: bool,
+        /// Write every delivery record as JSON to this file at the end.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// MQTT client id (default: scip-orchestrator-<exercise id>).
+        #[arg(long, env = "MQTT_CLIENT_ID")]
+        client_id: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(LogFormat::from_env());
+    match cli.command {
+        Cmd::Validate { scenario } => ExitCode::from(app::validate(&scenario, &cli.config) as u8),
+        Cmd::Run {
+            scenario,
+            exercise_id,
+            speed,
+            wait_for_start,
+            report,
+            client_id,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let args = RunArgs {
+                scenario,
+                exercise_id,
+                speed,
+                wait_for_start,
+                report,
+                client_id,
+            };
+            match runtime.block_on(app::run(args, &cli.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! The MQTT connection: one client per process, every publish matched to its
+//! acknowledgement.
+//!
+//! Two tasks. The *poller* owns rumqttc's `EventLoop` and does nothing but poll
+//! it (sleeping between reconnect attempts) and forward what it yields. The
+//! *manager* owns the `AsyncClient`: it submits publishes, keeps a ticket per
+//! publish and matches rumqttc's events to them. rumqttc has no "publish and
+//! await PUBACK": it reports `Outgoing::Publish(pkid)` in the order requests
+//! were submitted, then `Incoming::PubAck(pkid)`. So submitted publishes wait
+//! in a FIFO until their pkid is known, then in a map until acknowledged.
+//!
+//! While the connection is down nothing is submitted (messages wait in the
+//! manager), acknowledgement deadlines are suspended, and on reconnect any
+//! publish the broker's session lost is reported failed so the engine retries
+//! it. The first connection starts a clean session (nothing stale from an
+//! earlier process); reconnects resume it, so in-flight publishes are resent
+//! by rumqttc rather than duplicated by us.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Request,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::{debug, info, warn};
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    /// Stable for the life of the process, so reconnects resume the session.
+    pub client_id: String,
+    /// No acknowledgement within this long is a failed attempt.
+    pub delivery_timeout: Duration,
+    pub keep_alive: Duration,
+    /// Largest packet in either direction.
+    pub max_packet_size: usize,
+}
+
+impl MqttSettings {
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            delivery_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            max_packet_size: 8 * 1024 * 1024,
+        }
+    }
+
+    fn options(&self, clean_session: bool) -> MqttOptions {
+        let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
+        o.set_keep_alive(self.keep_alive)
+            .set_clean_session(clean_session)
+            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
+            .set_inflight(INFLIGHT);
+        o
+    }
+}
+
+/// Publishes with QoS 1 awaiting acknowledgement at once (rumqttc's window).
+const INFLIGHT: u16 = 1000;
+/// Requests rumqttc may hold before `publish` waits.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Why a connection could not be made at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot reach the MQTT broker at {host}:{port}: {reason}")]
+    Unreachable {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+}
+
+/// Why one publish attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("no acknowledgement within {0} ms")]
+    NotAcknowledged(u128),
+    #[error("the broker lost the session before acknowledging")]
+    SessionLost,
+    #[error("the MQTT client has shut down")]
+    Closed,
+}
+
+/// The outcome of a publish that asked for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckEvent {
+    /// Acknowledged (QoS 1) or written to the socket (QoS 0).
+    Acked {
+        tag: u64,
+        at: Instant,
+    },
+    Failed {
+        tag: u64,
+        error: PublishError,
+    },
+}
+
+/// Where to report a publish's outcome.
+#[derive(Debug, Clone)]
+pub struct AckTo {
+    pub tag: u64,
+    pub to: mpsc::UnboundedSender<AckEvent>,
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Report the outcome here; None for fire-and-forget messages (timer,
+    /// status), which while disconnected keep only the newest per retained topic.
+    pub ack: Option<AckTo>,
+}
+
+/// A message that arrived on a subscribed topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+enum Command {
+    Publish(Message),
+    Subscribe(String, mpsc::UnboundedSender<Received>),
+    Close(Duration, oneshot::Sender<()>),
+}
+
+/// Handle to the process's MQTT connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Mqtt {
+    commands: mpsc::UnboundedSender<Command>,
+    connected: watch::Receiver<bool>,
+}
+
+impl Mqtt {
+    /// Connects, failing if the broker cannot be reached now. Any session an
+    /// earlier process left under this client id is discarded first.
+    pub async fn connect(settings: MqttSettings) -> Result<Self, ConnectError> {
+        probe(&settings).await?;
+        let settings_host = (settings.host.clone(), settings.port);
+        let (client, mut eventloop) = AsyncClient::new(settings.options(false), CHANNEL_CAPACITY);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let poller = tokio::spawn(poll(eventloop, events_tx));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = watch::channel(false);
+        let manager = Manager {
+            client,
+            settings,
+            connected: connected_tx,
+            up: false,
+            at_risk: 0,
+            queue: VecDeque::new(),
+            next_ticket: 0,
+            tickets: HashMap::new(),
+            unassigned: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            collided: None,
+            deadlines: BTreeSet::new(),
+            subscriptions: Vec::new(),
+            closing: None,
+        };
+        tokio::spawn(manager.run(events_rx, commands_rx, poller));
+        let mut up = connected.clone();
+        let host = settings_host;
+        match timeout(Duration::from_secs(10), up.wait_for(|&c| c)).await {
+            Ok(Ok(_)) => Ok(Self {
+                commands,
+                connected,
+            }),
+            _ => Err(ConnectError::Unreachable {
+                host: host.0,
+                port: host.1,
+                reason: "the broker accepted a probe connection but not the session".into(),
+            }),
+        }
+    }
+
+    /// Queues a message; its outcome, if asked for, arrives on `message.ack`.
+    pub fn publish(&self, message: Message) {
+        if let Err(mpsc::error::SendError(Command::Publish(m))) =
+            self.commands.send(Command::Publish(message))
+            && let Some(ack) = m.ack
+        {
+            let _ = ack.to.send(AckEvent::Failed {
+                tag: ack.tag,
+                error: PublishError::Closed,
+            });
+        }
+    }
+
+    /// Forwards every message on `topic` (an exact topic, no wildcards) to `to`,
+    /// resubscribing after every reconnect.
+    pub fn subscribe(&self, topic: impl Into<String>, to: mpsc::UnboundedSender<Received>) {
+        let _ = self.commands.send(Command::Subscribe(topic.into(), to));
+    }
+
+    /// True while connected to the broker; watch it for changes.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Waits up to `grace` for queued and unacknowledged publishes, then
+    /// disconnects.
+    pub async fn close(&self, grace: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(grace, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// One clean-session connection and disconnect: checks the broker is there
+/// and clears what an earlier process left in its session.
+async fn probe(settings: &MqttSettings) -> Result<(), ConnectError> {
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        host: settings.host.clone(),
+        port: settings.port,
+        reason,
+    };
+    let (client, mut eventloop) = AsyncClient::new(settings.options(true), 10);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_connection_timeout(5);
+    eventloop.set_network_options(net);
+    match eventloop.poll().await {
+        Ok(Event::Incoming(Incoming::ConnAck(_))) => {}
+        Ok(other) => return Err(unreachable(format!("unexpected {other:?}"))),
+        Err(e) => return Err(unreachable(e.to_string())),
+    }
+    let _ = client.disconnect().await;
+    let _ = timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+enum Polled {
+    Event(Event),
+    /// The connection failed; `at_risk` fresh publishes were taken back from
+    /// rumqttc's channel and are lost if the broker no longer has our session.
+    Down {
+        error: String,
+        at_risk: usize,
+    },
+}
+
+/// The one task that polls the event loop. It never publishes.
+async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Polled>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let polled = match eventloop.poll().await {
+            Ok(event) => {
+                if matches!(event, Event::Incoming(Incoming::ConnAck(_))) {
+                    backoff = BACKOFF_MIN;
+                }
+                Polled::Event(event)
+            }
+            Err(ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                let at_risk = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+                    .count();
+                if events
+                    .send(Polled::Down {
+                        error: e.to_string(),
+                        at_risk,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if events.send(polled).is_err() {
+            return;
+        }
+    }
+}
+
+type TicketId = u64;
+
+struct Ticket {
+    ack: Option<AckTo>,
+    submitted: Instant,
+    deadline: Option<Instant>,
+    /// Already reported as failed by timeout; a late acknowledgement still counts.
+    timed_out: bool,
+    qos: QoS,
+}
+
+struct Manager {
+    client: AsyncClient,
+    settings: MqttSettings,
+    connected: watch::Sender<bool>,
+    up: bool,
+    at_risk: usize,
+    /// Messages waiting for the connection.
+    queue: VecDeque<Message>,
+    next_ticket: TicketId,
+    tickets: HashMap<TicketId, Ticket>,
+    /// Submitted to rumqttc, packet id not yet known; in submission order.
+    unassigned: VecDeque<TicketId>,
+    /// Sent with QoS 1, awaiting PUBACK.
+    by_pkid: HashMap<u16, TicketId>,
+    /// A publish rumqttc holds back until `pkid` is acknowledged.
+    collided: Option<(u16, TicketId)>,
+    deadlines: BTreeSet<(Instant, TicketId)>,
+    subscriptions: Vec<(String, mpsc::UnboundedSender<Received>)>,
+    closing: Option<(Instant, oneshot::Sender<()>)>,
+}
+
+impl Manager {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Polled>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        poller: JoinHandle<()>,
+    ) {
+        loop {
+            let deadline = self.deadlines.first().map(|&(at, _)| at);
+            let close_at = self.closing.as_ref().map(|(at, _)| *at);
+            tokio::select! {
+                biased;
+                Some(polled) = events.recv() => self.on_polled(polled).await,
+                Some(command) = commands.recv(), if self.closing.is_none() => match command {
+                    Command::Publish(m) => self.publish(m).await,
+                    Command::Subscribe(topic, to) => {
+                        if self.up {
+                            let _ = self.client.subscribe(&topic, QoS::AtLeastOnce).await;
+                        }
+                        self.subscriptions.push((topic, to));
+                    }
+                    Command::Close(grace, done) => self.closing = Some((Instant::now() + grace, done)),
+                },
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.expire(Instant::now());
+                }
+                _ = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => break,
+                else => break,
+            }
+            if self.closing.is_some() && self.is_drained() {
+                break;
+            }
+        }
+        if self.up {
+            let _ = self.client.disconnect().await;
+            let _ = timeout(Duration::from_secs(1), async {
+                while let Some(p) = events.recv().await {
+                    if matches!(p, Polled::Event(Event::Outgoing(Outgoing::Disconnect))) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        poller.abort();
+        for (_, ticket) in self.tickets.drain() {
+            fail(ticket.ack, PublishError::Closed);
+        }
+        for m in self.queue.drain(..) {
+            fail(m.ack, PublishError::Closed);
+        }
+        if let Some((_, done)) = self.closing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        self.queue.is_empty() && self.tickets.values().all(|t| t.timed_out)
+    }
+
+    async fn publish(&mut self, m: Message) {
+        if !self.up {
+            self.enqueue(m);
+            return;
+        }
+        let id = self.next_ticket;
+        self.next_ticket += 1;
+        let now = Instant::now();
+        let deadline = now + self.settings.delivery_timeout;
+        self.tickets.insert(
+            id,
+            Ticket {
+                ack: m.ack,
+                submitted: now,
+                deadline: Some(deadline),
+                timed_out: false,
+                qos: m.qos,
+            },
+        );
+        self.deadlines.insert((deadline, id));
+        self.unassigned.push_back(id);
+        if let Err(e) = self
+            .client
+            .publish(m.topic, m.qos, m.retain, m.payload)
+            .await
+        {
+            // Only when the event loop is gone, i.e. we are shutting down.
+            warn!(error = %e, "MQTT client closed");
+            self.unassigned.pop_back();
+            self.deadlines.remove(&(deadline, id));
+            if let Some(t) = self.tickets.remove(&id) {
+                fail(t.ack, PublishError::Closed);
+            }
+        }
+    }
+
+    /// While disconnected, fire-and-forget retained messages keep only the
+    /// newest per topic; everything else waits in order.
+    fn enqueue(&mut self, m: Message) {
+        if m.ack.is_none()
+            && m.retain
+            && let Some(old) = self
+                .queue
+                .iter_mut()
+                .find(|q| q.ack.is_none() && q.retain && q.topic == m.topic)
+        {
+            *old = m;
+            return;
+        }
+        self.queue.push_back(m);
+    }
+
+    async fn on_polled(&mut self, polled: Polled) {
+        match polled {
+            Polled::Down { error, at_risk } => {
+                if self.up {
+                    warn!(%error, "MQTT connection lost; reconnecting");
+                    self.up = false;
+                    let _ = self.connected.send(false);
+                } else {
+                    debug!(%error, "MQTT reconnect failed");
+                }
+                self.at_risk = at_risk;
+                // No deadline runs while the broker is away.
+                self.deadlines.clear();
+                for t in self.tickets.values_mut() {
+                    t.deadline = None;
+                }
+            }
+            Polled::Event(Event::Incoming(Incoming::ConnAck(ack))) => {
+                self.on_connected(ack.session_present).await
+            }
+            Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => self.on_sent(pkid),
+            Polled::Event(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                if let Some(id) = self.unassigned.pop_front() {
+                    self.collided = Some((pkid, id));
+                }
+            }
+            Polled::Event(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Some(id) = self.by_pkid.remove(&ack.pkid) {
+                    self.acknowledge(id);
+                }
+            }
+            Polled::Event(Event::Incoming(Incoming::Publish(p))) => {
+                let received = Received {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    retain: p.retain,
+                };
+                self.subscriptions.retain(|(topic, to)| {
+                    *topic != received.topic || to.send(received.clone()).is_ok()
+                });
+            }
+            Polled::Event(_) => {}
+        }
+    }
+
+    async fn on_connected(&mut self, session_present: bool) {
+        info!(
+            host = %self.settings.host,
+            port = self.settings.port,
+            session_present,
+            "MQTT connected"
+        );
+        if !session_present {
+            // The broker forgot our session: rumqttc dropped what it would
+            // have resent, and the oldest `at_risk` queued requests.
+            let lost: Vec<TicketId> = self
+                .by_pkid
+                .drain()
+                .map(|(_, id)| id)
+                .chain(self.collided.take().map(|(_, id)| id))
+                .chain(
+                    self.unassigned
+                        .drain(..self.at_risk.min(self.unassigned.len())),
+                )
+                .collect();
+            for id in lost {
+                if let Some(t) = self.tickets.remove(&id)
+                    && !t.timed_out
+                {
+                    fail(t.ack, PublishError::SessionLost);
+                }
+            }
+        }
+        self.at_risk = 0;
+        let now = Instant::now();
+        for (&id, t) in self.tickets.iter_mut() {
+            if !t.timed_out {
+                let at = now + self.settings.delivery_timeout;
+                t.deadline = Some(at);
+                self.deadlines.insert((at, id));
+            }
+        }
+        for (topic, _) in &self.subscriptions {
+            let _ = self.client.subscribe(topic, QoS::AtLeastOnce).await;
+        }
+        self.up = true;
+        while let Some(m) = self.queue.pop_front() {
+            self.publish(m).await;
+        }
+        let _ = self.connected.send(true);
+    }
+
+    /// rumqttc wrote a publish: the oldest unassigned one, unless it is a
+    /// resend of one we know or the one held back by a collision.
+    fn on_sent(&mut self, pkid: u16) {
+        let id = match self.collided {
+            Some((held, id)) if held == pkid && pkid != 0 => {
+                self.collided = None;
+                id
+            }
+            _ if pkid != 0 && self.by_pkid.contains_key(&pkid) => return,
+            _ => match self.unassigned.pop_front() {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        let qos = self.tickets.get(&id).map(|t| t.qos);
+        if pkid == 0 || qos == Some(QoS::AtMostOnce) {
+            self.acknowledge(id);
+        } else {
+            self.by_pkid.insert(pkid, id);
+        }
+    }
+
+    fn acknowledge(&mut self, id: TicketId) {
+        let Some(t) = self.tickets.remove(&id) else {
+            return;
+        };
+        if let Some(at) = t.deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        let now = Instant::now();
+        if let Some(ack) = t.ack {
+            let _ = ack.to.send(AckEvent::Acked {
+                tag: ack.tag,
+                at: now,
+            });
+        }
+        debug!(
+            latency_us = now.saturating_duration_since(t.submitted).as_micros() as u64,
+            "acknowledged"
+        );
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(t) = self.tickets.get_mut(&id) {
+                t.deadline = None;
+                t.timed_out = true;
+                if let Some(ack) = &t.ack {
+                    let _ = ack.to.send(AckEvent::Failed {
+                        tag: ack.tag,
+                        error: PublishError::NotAcknowledged(
+                            self.settings.delivery_timeout.as_millis(),
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn fail(ack: Option<AckTo>, error: PublishError) {
+    if let Some(ack) = ack {
+        let _ = ack.to.send(AckEvent::Failed {
+            tag: ack.tag,
+            error,
+        });
+    }
+}

@@ -1,0 +1,373 @@
+//! MQTT topics and payloads of SPEC section 4: the compatibility promise to
+//! dashboards and scripts. Domain types convert to these at the edge.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::core::{Command, Counts, State, TimerSnapshot};
+use crate::domain::{ExerciseId, ExerciseSeconds, TeamId};
+use crate::scenario::Inject;
+
+/// Marks the engine's own announcements on the control topic.
+pub const ANNOUNCEMENT_SOURCE: &str = "scip-orchestrator";
+
+/// The topics of one exercise.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub control: String,
+    pub timer: String,
+    pub status: String,
+    pub monitoring: String,
+    base: String,
+}
+
+impl Topics {
+    pub fn new(exercise: &ExerciseId) -> Self {
+        let base = format!("/exercise/{exercise}");
+        Self {
+            control: format!("{base}/control"),
+            timer: format!("{base}/timer"),
+            status: format!("{base}/status"),
+            monitoring: format!("{base}/monitoring"),
+            base,
+        }
+    }
+
+    pub fn feed(&self, team: &TeamId) -> String {
+        format!("{}/team/{team}/feed", self.base)
+    }
+}
+
+/// UTC with milliseconds: `2024-01-15T10:05:32.123Z`.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
+}
+
+/// `/exercise/{id}/timer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerMessage {
+    pub current: u32,
+    pub elapsed: u32,
+    pub total: u32,
+    pub formatted: String,
+    pub percentage: f64,
+    pub status: String,
+}
+
+impl From<TimerSnapshot> for TimerMessage {
+    fn from(t: TimerSnapshot) -> Self {
+        let (current, total) = (t.current.get(), t.total.get());
+        let percentage = if total == 0 {
+            100.0
+        } else {
+            (f64::from(current) * 1000.0 / f64::from(total)).round() / 10.0
+        };
+        Self {
+            current,
+            elapsed: current,
+            total,
+            formatted: t.current.to_string(),
+            percentage,
+            status: t.state.as_str().to_owned(),
+        }
+    }
+}
+
+/// The part of a feed message that does not change between attempts; the
+/// publish time is appended when it goes out.
+#[derive(Debug, Clone)]
+pub struct FeedTemplate {
+    /// Serialized object without its closing brace.
+    prefix: String,
+}
+
+impl FeedTemplate {
+    pub fn new(inject: &Inject, team: &TeamId, exercise: &ExerciseId) -> Self {
+        // Optional fields pass through; the fields SPEC defines win a clash.
+        let mut m: Map<String, Value> = inject.extra.clone();
+        m.remove("timestamp");
+        m.insert("id".into(), inject.id.as_str().into());
+        m.insert("exerciseTime".into(), inject.time.get().into());
+        m.insert("type".into(), inject.kind.clone().into());
+        m.insert("content".into(), Value::Object(inject.content.clone()));
+        m.insert("team_id".into(), team.as_str().into());
+        m.insert("exercise_id".into(), exercise.as_str().into());
+        let mut prefix = Value::Object(m).to_string();
+        prefix.pop();
+        Self { prefix }
+    }
+
+    /// The message as published at `at`.
+    pub fn render(&self, at: OffsetDateTime) -> Vec<u8> {
+        let ts = timestamp(at);
+        let mut out = String::with_capacity(self.prefix.len() + ts.len() + 16);
+        out.push_str(&self.prefix);
+        out.push_str(",\"timestamp\":\"");
+        out.push_str(&ts);
+        out.push_str("\"}");
+        out.into_bytes()
+    }
+}
+
+/// A control message as it arrives (SPEC section 4).
+#[derive(Debug, Clone, Deserialize)]
+struct ControlIn {
+    command: Value,
+    #[serde(default)]
+    reason: Option<Value>,
+    #[serde(default)]
+    source: Option<Value>,
+}
+
+/// What a control-topic message turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlInput {
+    Command {
+        command: Command,
+        reason: Option<String>,
+    },
+    /// One of the engine's own announcements: not a command.
+    Announcement,
+    Invalid(String),
+}
+
+/// Parses a control message; never fails, garbage becomes `Invalid`.
+pub fn parse_control(payload: &[u8]) -> ControlInput {
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return ControlInput::Invalid(format!("not JSON: {e}")),
+    };
+    if !value.is_object() {
+        return ControlInput::Invalid(format!(
+            "not a control message: expected an object with a \"command\", got {}",
+            truncate(&value.to_string(), 80)
+        ));
+    }
+    let msg: ControlIn = match serde_json::from_value(value) {
+        Ok(m) => m,
+        Err(e) => return ControlInput::Invalid(format!("not a control message: {e}")),
+    };
+    if msg.source.as_ref().and_then(Value::as_str) == Some(ANNOUNCEMENT_SOURCE) {
+        return ControlInput::Announcement;
+    }
+    let Some(name) = msg.command.as_str() else {
+        return ControlInput::Invalid(format!("\"command\" must be a string, got {}", msg.command));
+    };
+    let command = match name.parse::<Command>() {
+        Ok(c) => c,
+        Err(e) => return ControlInput::Invalid(e.to_string()),
+    };
+    let reason = match msg.reason {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    };
+    ControlInput::Command { command, reason }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// The engine's announcement of its own transition on the control topic, in
+/// the shape of a command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Announcement {
+    /// The command applied, or `complete` when the clock ran out.
+    pub command: String,
+    pub timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub source: &'static str,
+    pub state: &'static str,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+}
+
+/// `/exercise/{id}/status`: the current state and what just happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusMessage {
+    pub exercise_id: String,
+    pub status: &'static str,
+    /// `state_changed`, `command_refused`, `invalid_command` or `delivery_failed`.
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inject_id: Option<String>,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub formatted: String,
+    pub timestamp: String,
+}
+
+impl StatusMessage {
+    pub fn new(
+        exercise: &ExerciseId,
+        status: State,
+        event: &'static str,
+        at: ExerciseSeconds,
+        wall: OffsetDateTime,
+    ) -> Self {
+        Self {
+            exercise_id: exercise.to_string(),
+            status: status.as_str(),
+            event,
+            previous: None,
+            command: None,
+            reason: None,
+            message: None,
+            team_id: None,
+            inject_id: None,
+            exercise_time: at.get(),
+            formatted: at.to_string(),
+            timestamp: timestamp(wall),
+        }
+    }
+}
+
+/// `/exercise/{id}/monitoring`: the SPEC fields first, then more detail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitoringMessage {
+    pub injects_scheduled: usize,
+    pub injects_delivered: usize,
+    pub injects_failed: usize,
+    pub teams_connected: usize,
+    /// Milliseconds.
+    pub average_delivery_latency: f64,
+    /// Exercise seconds elapsed.
+    pub exercise_duration: u32,
+    pub exercise_id: String,
+    pub status: String,
+    pub injects_pending: usize,
+    pub injects_retrying: usize,
+    pub injects_late: usize,
+    pub injects_cancelled: usize,
+    pub timestamp: String,
+}
+
+impl MonitoringMessage {
+    pub fn new(
+        exercise: &ExerciseId,
+        status: State,
+        counts: &Counts,
+        elapsed: ExerciseSeconds,
+        wall: OffsetDateTime,
+    ) -> Self {
+        Self {
+            injects_scheduled: counts.scheduled,
+            injects_delivered: counts.delivered,
+            injects_failed: counts.failed,
+            teams_connected: 0,
+            average_delivery_latency: (counts.average_latency_ms * 10.0).round() / 10.0,
+            exercise_duration: elapsed.get(),
+            exercise_id: exercise.to_string(),
+            status: status.as_str().to_owned(),
+            injects_pending: counts.pending,
+            injects_retrying: counts.retrying,
+            injects_late: counts.late,
+            injects_cancelled: counts.cancelled,
+            timestamp: timestamp(wall),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::InjectId;
+    use serde_json::json;
+
+    #[test]
+    fn timer_matches_the_spec_example() {
+        let t = TimerMessage::from(TimerSnapshot {
+            current: ExerciseSeconds::new(332),
+            total: ExerciseSeconds::new(2700),
+            state: State::Running,
+        });
+        assert_eq!(
+            serde_json::to_value(&t).unwrap(),
+            json!({"current":332,"elapsed":332,"total":2700,"formatted":"T+05:32","percentage":12.3,"status":"running"})
+        );
+    }
+
+    #[test]
+    fn feed_message_carries_spec_fields_and_passthrough() {
+        let mut extra = Map::new();
+        extra.insert("priority".into(), json!("high"));
+        extra.insert("media".into(), json!(["/media/a.jpg"]));
+        extra.insert("team_id".into(), json!("spoofed"));
+        let inject = Inject {
+            id: InjectId::parse("inject-042").unwrap(),
+            time: ExerciseSeconds::new(332),
+            kind: "social".into(),
+            content: json!({"text": "BREAKING"}).as_object().unwrap().clone(),
+            extra,
+        };
+        let template = FeedTemplate::new(
+            &inject,
+            &TeamId::parse("blue").unwrap(),
+            &ExerciseId::parse("ex-1").unwrap(),
+        );
+        let at = OffsetDateTime::from_unix_timestamp(1_705_313_132).unwrap();
+        let v: Value = serde_json::from_slice(&template.render(at)).unwrap();
+        assert_eq!(
+            v,
+            json!({"id":"inject-042","timestamp":"2024-01-15T10:05:32.000Z","exerciseTime":332,
+                   "type":"social","content":{"text":"BREAKING"},"team_id":"blue","exercise_id":"ex-1",
+                   "priority":"high","media":["/media/a.jpg"]})
+        );
+    }
+
+    #[test]
+    fn control_messages_parse_or_say_why_not() {
+        let check = |raw: &str, want: ControlInput| {
+            assert_eq!(parse_control(raw.as_bytes()), want, "{raw}")
+        };
+        check(
+            r#"{"command":"pause","timestamp":"2024-01-15T10:05:45Z","reason":"Technical issue with Team Green"}"#,
+            ControlInput::Command {
+                command: Command::Pause,
+                reason: Some("Technical issue with Team Green".into()),
+            },
+        );
+        check(
+            r#"{"command":"start"}"#,
+            ControlInput::Command {
+                command: Command::Start,
+                reason: None,
+            },
+        );
+        check(
+            &format!(r#"{{"command":"start","source":"{ANNOUNCEMENT_SOURCE}"}}"#),
+            ControlInput::Announcement,
+        );
+        let invalid = |raw: &str, needle: &str| match parse_control(raw.as_bytes()) {
+            ControlInput::Invalid(why) => assert!(why.contains(needle), "{raw}: {why}"),
+            other => panic!("{raw}: {other:?}"),
+        };
+        invalid("not json at all", "not JSON");
+        invalid("\u{0}\u{1}\u{2}", "not JSON");
+        invalid(r#"{"cmd":"start"}"#, "missing field `command`");
+        invalid(r#"{"command":"launch"}"#, "unknown command \"launch\"");
+        invalid(r#"{"command":7}"#, "must be a string");
+        invalid("[1,2,3]", "not a control message");
+    }
+}
