@@ -67,8 +67,8 @@ impl MqttSettings {
 const INFLIGHT: u16 = 1000;
 /// Requests rumqttc may hold before `publish` waits.
 const CHANNEL_CAPACITY: usize = 16 * 1024;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Why a connection could not be made at start.
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,9 @@ pub struct Outcome {
     pub run: u16,
     pub speed: f64,
     pub started_wall: Option<OffsetDateTime>,
+    /// The monotonic instant of the (last) start: exercise second n was due
+    /// at `started_at + n / speed` plus any time paused.
+    pub started_at: Option<Instant>,
     pub records: Vec<DeliveryRecord>,
     pub archived: Vec<ArchivedRun>,
 }
@@ -205,6 +208,7 @@ impl Driver {
             run: self.engine.run(),
             speed: self.options.speed,
             started_wall: self.started_wall,
+            started_at: self.engine.clock().started(),
             records: self.engine.records().to_vec(),
             archived: self.engine.archived().to_vec(),
         }
@@ -235,6 +239,10 @@ impl Driver {
     }
 
     fn on_control(&mut self, message: Received) {
+        if message.payload.is_empty() {
+            // How MQTT clears a retained message: not a command.
+            return;
+        }
         if message.retain {
             warn!(exercise_id = %self.id(), "ignoring a retained message on the control topic: commands must be live");
             return;

@@ -86,7 +86,11 @@ impl Drop for Mosquitto {
 }
 
 fn mosquitto_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"] {
+    for candidate in [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ] {
         let p = PathBuf::from(candidate);
         if p.exists() {
             return p;
@@ -101,4 +105,193 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free port")
+}
+
+/// One message as a test subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub topic: String,
+    pub payload: serde_json::Value,
+    pub raw: Vec<u8>,
+    pub retain: bool,
+    pub at: tokio::time::Instant,
+}
+
+/// An MQTT client of its own that records every message on `filter`,
+/// reconnecting quickly (with a persistent session) if the broker goes away.
+pub struct Subscriber {
+    pub client: rumqttc::AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Connects and subscribes, returning once the broker confirmed the subscription.
+    pub async fn connect(port: u16, filter: &str) -> Self {
+        use rumqttc::{Event, Incoming, MqttOptions, QoS};
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "test-sub-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(8 << 20, 8 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let filter = filter.to_owned();
+        let sub_client = client.clone();
+        let task = tokio::spawn(async move {
+            let mut subscribed = Some(subscribed_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        let c = sub_client.clone();
+                        let f = filter.clone();
+                        tokio::spawn(async move {
+                            let _ = c.subscribe(f, QoS::AtLeastOnce).await;
+                        });
+                    }
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let at = tokio::time::Instant::now();
+                        let payload =
+                            serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
+                        let _ = tx.send(Seen {
+                            topic: p.topic,
+                            payload,
+                            raw: p.payload.to_vec(),
+                            retain: p.retain,
+                            at,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("subscription confirmed within 10 s")
+            .expect("subscriber task alive");
+        Self { client, rx, task }
+    }
+
+    /// The next message, or None after `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Seen> {
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Messages until one matches `until` (included); panics after `within`.
+    pub async fn collect_until(
+        &mut self,
+        within: Duration,
+        mut until: impl FnMut(&Seen) -> bool,
+    ) -> Vec<Seen> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(m) => {
+                    let done = until(&m);
+                    out.push(m);
+                    if done {
+                        return out;
+                    }
+                }
+                None => panic!(
+                    "the awaited message did not arrive within {within:?}; saw {} messages, last: {:?}",
+                    out.len(),
+                    out.last().map(|m| (&m.topic, &m.payload))
+                ),
+            }
+        }
+    }
+
+    /// Everything received so far without waiting.
+    pub fn drain(&mut self) -> Vec<Seen> {
+        let mut out = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP proxy in front of a broker whose link can be cut: while down it
+/// drops every connection and refuses new ones, so the broker keeps the
+/// client's session as a real network outage would.
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let up = std::sync::Arc::new(up);
+        let state = up.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = inbound.set_nodelay(true);
+                if !*state.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut down = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = outbound.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, task }
+    }
+
+    /// Cuts (false) or restores (true) the link.
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
