@@ -1,0 +1,237 @@
+//! The binary as a user runs it: `validate`, `run`, signals, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
+
+fn sample() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/four-teams/scenario.json"
+    ))
+}
+
+#[test]
+fn validate_prints_a_summary_of_the_sample() {
+    let out = Command::new(BIN)
+        .args(["validate"])
+        .arg(sample())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("four-teams-demo"), "{stdout}");
+    assert!(stdout.contains("15 deliveries"), "{stdout}");
+    for team in ["blue", "red", "orange", "green"] {
+        assert!(stdout.contains(team), "{team} missing from {stdout}");
+    }
+}
+
+#[test]
+fn validate_reports_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("timelines")).unwrap();
+    std::fs::write(
+        dir.path().join("scenario.json"),
+        json!({"duration_minutes": 1, "teams": [
+            {"id": "blue", "timeline_id": "t"},
+            {"id": "blue", "timeline_id": "t"},
+            {"id": "red/x", "timeline_id": "missing"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("timelines/t.json"),
+        r#"{"injects": [
+            {"id": "a", "time": -1, "type": "news", "content": {}},
+            {"id": "a", "time": 90, "type": "news", "content": {}},
+            {"id": "b", "time": 1.5, "type": "news"}
+        ]}"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(dir.path().join("scenario.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "duplicate team id",
+        "red/x",
+        "missing",
+        "must not be negative",
+        "after the end",
+        "duplicate inject id",
+        "whole number of seconds",
+        "\"content\"",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_names_line_and_column_of_bad_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scenario.json");
+    std::fs::write(
+        &path,
+        "{\n  \"teams\": [\n    {\"id\": \"blue\",}\n  ]\n}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3, column"), "{stderr}");
+}
+
+#[test]
+fn run_exits_non_zero_when_the_broker_is_unreachable() {
+    let port = free_port();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--mqtt-broker-port",
+            &port.to_string(),
+            "--mqtt-broker-host",
+            "127.0.0.1",
+        ])
+        .arg(sample())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach the MQTT broker at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_configuration_value_naming_it() {
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(sample())
+        .env("MQTT_QOS_LEVEL", "7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mqtt-qos-level") || stderr.contains("MQTT_QOS_LEVEL"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_cancels_the_rest_and_writes_the_report() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mut sub = Subscriber::connect(broker.port, "/exercise/sigterm-1/#").await;
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--exercise-id",
+            "sigterm-1",
+            "--speed",
+            "30",
+            "--report",
+        ])
+        .arg(&report)
+        .arg(sample())
+        .env("MQTT_BROKER_HOST", "127.0.0.1")
+        .env("MQTT_BROKER_PORT", broker.port.to_string())
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the T+2:00 email to reach blue, then send SIGTERM.
+    sub.collect_until(Duration::from_secs(20), |m| {
+        m.topic.ends_with("/team/blue/feed") && m.payload["exerciseTime"] == 120
+    })
+    .await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+
+    let seen = sub
+        .collect_until(Duration::from_secs(10), |m| {
+            m.topic.ends_with("/status") && m.payload["status"] == "stopped"
+        })
+        .await;
+    assert_eq!(
+        seen.last().unwrap().payload["reason"],
+        "orchestrator shut down"
+    );
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["state"], "stopped");
+    assert_eq!(report["exercise_id"], "sigterm-1");
+    let deliveries = report["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 15);
+    for d in deliveries {
+        let due = d["due_exercise_time"].as_u64().unwrap();
+        let status = d["status"].as_str().unwrap();
+        if due <= 120 {
+            assert_eq!(status, "delivered", "{d}");
+            assert!(
+                d["acknowledged_at"].is_string() && d["latency_ms"].is_number(),
+                "{d}"
+            );
+        } else {
+            assert_eq!(status, "cancelled", "{d}");
+        }
+    }
+    assert_eq!(report["counts"]["delivered"], 10);
+    assert_eq!(report["counts"]["cancelled"], 5);
+    // The final summary names every team; JSON logs name every delivery.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for team in ["blue", "red", "orange", "green"] {
+        assert!(stdout.contains(team), "{stdout}");
+    }
+    let deliveries_logged = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "inject delivered")
+        .inspect(|l| {
+            for field in [
+                "exercise_id",
+                "team_id",
+                "inject_id",
+                "exercise_time",
+                "latency_ms",
+            ] {
+                assert!(!l[field].is_null(), "{field} missing in {l}");
+            }
+        })
+        .count();
+    assert_eq!(deliveries_logged, 10, "{stderr}");
+}
