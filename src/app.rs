@@ -27,7 +27,7 @@ pub fn validate(path: &Path, config: &Config) -> i32 {
             0
         }
         Err(errors) => {
-            eprintln!("{}", errors);
+            eprint!("{errors}");
             1
         }
     }

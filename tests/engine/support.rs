@@ -18,13 +18,16 @@ use scip_orchestrator::runner::{self, Outcome, Progress, RunOptions};
 use scip_orchestrator::scenario;
 use scip_orchestrator::testing::{Seen, Subscriber};
 
+/// An inject as (id, time, type).
+pub type InjectSpec<'a> = (&'a str, u32, &'a str);
+
 /// Writes a scenario of `duration` seconds with teams naming timelines by id;
 /// each inject gets content, a priority and media to pass through.
 pub fn write_scenario(
     dir: &Path,
     duration: u32,
     teams: &[(&str, &str)],
-    timelines: &[(&str, &[(&str, u32, &str)])],
+    timelines: &[(&str, &[InjectSpec])],
 ) -> PathBuf {
     std::fs::create_dir_all(dir.join("timelines")).unwrap();
     for (id, injects) in timelines {
