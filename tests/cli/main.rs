@@ -38,6 +38,26 @@ fn validate_prints_a_summary_of_the_sample() {
 }
 
 #[test]
+fn validate_shows_a_shared_timeline() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/shared-timeline/scenario.json"
+    ));
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("night-shift (shared with orange)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("8 deliveries"), "{stdout}");
+}
+
+#[test]
 fn validate_reports_every_error_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("timelines")).unwrap();
