@@ -238,12 +238,14 @@ impl Drop for Subscriber {
     }
 }
 
-/// A TCP proxy in front of a broker whose link can be cut: while down it
-/// drops every connection and refuses new ones, so the broker keeps the
-/// client's session as a real network outage would.
+/// A TCP proxy in front of a broker whose link can be cut or stalled. Cut:
+/// every connection dropped and new ones refused, so the broker keeps the
+/// client's session as in a real network outage. Stalled: connections stay
+/// open but nothing moves in either direction, as with a hung broker.
 pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    stalled: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -253,12 +255,12 @@ impl Proxy {
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
-        let (up, _) = tokio::sync::watch::channel(true);
-        let up = std::sync::Arc::new(up);
-        let state = up.clone();
+        let up = std::sync::Arc::new(tokio::sync::watch::channel(true).0);
+        let stalled = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let (state, stall) = (up.clone(), stalled.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = inbound.set_nodelay(true);
@@ -267,26 +269,62 @@ impl Proxy {
                     continue;
                 }
                 let mut down = state.subscribe();
+                let (s1, s2) = (stall.subscribe(), stall.subscribe());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) =
+                    let Ok(outbound) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                     else {
                         return;
                     };
                     let _ = outbound.set_nodelay(true);
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = pump(ri, wo, s1) => {}
+                        _ = pump(ro, wi, s2) => {}
                         _ = down.wait_for(|up| !*up) => {}
                     }
                 });
             }
         });
-        Self { port, up, task }
+        Self {
+            port,
+            up,
+            stalled,
+            task,
+        }
     }
 
     /// Cuts (false) or restores (true) the link.
     pub fn set_up(&self, up: bool) {
         self.up.send_replace(up);
+    }
+
+    /// Holds (true) or releases (false) all traffic without closing anything.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+}
+
+/// Copies bytes one way, holding them while `stalled`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

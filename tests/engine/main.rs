@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
+use rumqttc::QoS;
+use scip_orchestrator::config::DeliveryPolicy;
 use scip_orchestrator::core::{DeliveryStatus, State};
 use scip_orchestrator::testing::{Mosquitto, Proxy, Seen, Subscriber};
 
@@ -382,4 +384,101 @@ async fn a_cut_link_with_the_session_kept_loses_nothing_and_sends_nothing_twice(
     let want: Vec<String> = (3..=8).map(|t| format!("i-{t:02}")).collect();
     assert_eq!(ids(&feeds["blue"]), want);
     assert_eq!(ids(&feeds["red"]), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_inject_is_retried_then_failed_and_announced() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_scenario(
+        dir.path(),
+        6,
+        &[("blue", "t")],
+        &[("t", &[("early", 1, "news"), ("later", 6, "news")])],
+    );
+    let mut sub = Subscriber::connect(broker.port, "/exercise/hung-1/#").await;
+    let policy = DeliveryPolicy {
+        timeout: Duration::from_millis(400),
+        retry_delay: Duration::from_millis(200),
+        max_attempts: 3,
+        late_after: Duration::from_millis(100),
+    };
+    let ex = start_with(
+        proxy.port,
+        &path,
+        "hung-1",
+        1.0,
+        false,
+        policy,
+        QoS::AtLeastOnce,
+    )
+    .await;
+    sub.collect_until(Duration::from_secs(10), |m| is_status(m, "running"))
+        .await;
+    // The broker hangs: the connection stays up, nothing comes back.
+    proxy.set_stalled(true);
+    // Three attempts of 400 ms with 200 ms between them: failed by about T+2.6.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    proxy.set_stalled(false);
+    let seen = sub
+        .collect_until(Duration::from_secs(10), |m| {
+            m.topic.ends_with("/status") && m.payload["event"] == "delivery_failed"
+        })
+        .await;
+    let failed = &seen.last().unwrap().payload;
+    assert_eq!(failed["team_id"], "blue");
+    assert_eq!(failed["inject_id"], "early");
+    assert_eq!(failed["message"], "no acknowledgement within 400 ms");
+    let outcome = ex.finish().await;
+    let early = outcome.records.iter().find(|r| r.due.get() == 1).unwrap();
+    assert_eq!(early.attempts, 3);
+    assert_eq!(
+        early.last_error.as_deref(),
+        Some("no acknowledgement within 400 ms")
+    );
+    // The hung broker acknowledged all three copies once released: the truth
+    // is that it arrived, late.
+    assert_eq!(early.status, DeliveryStatus::Delivered);
+    assert!(early.late);
+    let later = outcome.records.iter().find(|r| r.due.get() == 6).unwrap();
+    assert_eq!(
+        (later.status, later.attempts),
+        (DeliveryStatus::Delivered, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_0_feeds_count_as_delivered_once_written() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_scenario(
+        dir.path(),
+        2,
+        &[("blue", "t"), ("red", "t")],
+        &[("t", &[("a", 0, "news"), ("b", 2, "news")])],
+    );
+    let mut sub = Subscriber::connect(broker.port, "/exercise/qos0-1/team/+/feed").await;
+    let ex = start_with(
+        broker.port,
+        &path,
+        "qos0-1",
+        1.0,
+        false,
+        DeliveryPolicy::default(),
+        QoS::AtMostOnce,
+    )
+    .await;
+    let outcome = ex.finish().await;
+    let c = counts(&outcome);
+    assert_eq!((c.delivered, c.failed), (4, 0));
+    let seen = sub
+        .collect_until(Duration::from_secs(10), |m| {
+            m.payload["id"] == "b" && m.payload["team_id"] == "red"
+        })
+        .await;
+    assert_eq!(
+        feeds_by_team(&seen).values().map(Vec::len).sum::<usize>(),
+        4
+    );
 }

@@ -72,12 +72,33 @@ impl Exercise {
 }
 
 pub async fn start(port: u16, path: &Path, id: &str, speed: f64, wait_for_start: bool) -> Exercise {
-    let scenario = scenario::load(path, &Limits::default(), None).expect("valid scenario");
     let policy = DeliveryPolicy {
         timeout: Duration::from_secs(2),
         retry_delay: Duration::from_millis(500),
         ..DeliveryPolicy::default()
     };
+    start_with(
+        port,
+        path,
+        id,
+        speed,
+        wait_for_start,
+        policy,
+        QoS::AtLeastOnce,
+    )
+    .await
+}
+
+pub async fn start_with(
+    port: u16,
+    path: &Path,
+    id: &str,
+    speed: f64,
+    wait_for_start: bool,
+    policy: DeliveryPolicy,
+    feed_qos: QoS,
+) -> Exercise {
+    let scenario = scenario::load(path, &Limits::default(), None).expect("valid scenario");
     let mut settings = MqttSettings::new("127.0.0.1", port, format!("engine-{id}"));
     settings.delivery_timeout = policy.timeout;
     let mqtt = Mqtt::connect(settings).await.expect("broker reachable");
@@ -86,7 +107,7 @@ pub async fn start(port: u16, path: &Path, id: &str, speed: f64, wait_for_start:
         speed,
         wait_for_start,
         policy,
-        feed_qos: QoS::AtLeastOnce,
+        feed_qos,
         monitoring_every: Duration::from_secs(5),
     };
     let (progress, _) = watch::channel(Progress {
