@@ -12,4 +12,5 @@ pub mod runner;
 pub mod scenario;
 #[doc(hidden)]
 pub mod testing;
+pub mod timer;
 pub mod wire;

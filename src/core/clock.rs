@@ -1,20 +1,21 @@
-//! The exercise clock: exercise time from a monotonic instant, a speed factor
-//! and the total time spent paused. It never reads the clock itself; every
-//! method takes `now`.
+//! The exercise clock: exercise time from a monotonic instant and a speed
+//! factor. It never reads the clock itself; every method takes `now`.
+//!
+//! While running, exercise time is `base + (now - since) * speed`, where
+//! `since` is the instant of the last start or resume and `base` the exercise
+//! time then. Deadlines are absolute (`since + (n - base) / speed`), so no
+//! error accumulates however long the exercise runs; pausing folds the time
+//! run so far into `base`, and seeking sets it.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Exercise time as a function of monotonic time. Deadlines are absolute
-/// (start + paused + n / speed), so no error accumulates however long the
-/// exercise runs.
 #[derive(Debug, Clone)]
 pub struct ExerciseClock {
     speed: f64,
-    started: Option<Instant>,
-    paused_total: Duration,
-    paused_since: Option<Instant>,
+    base: Duration,
+    since: Option<Instant>,
 }
 
 impl ExerciseClock {
@@ -23,93 +24,99 @@ impl ExerciseClock {
         assert!(speed.is_finite() && speed > 0.0, "speed must be positive");
         Self {
             speed,
-            started: None,
-            paused_total: Duration::ZERO,
-            paused_since: None,
+            base: Duration::ZERO,
+            since: None,
         }
+    }
+
+    /// A clock showing `elapsed` at `now`, running or not: how a clock is
+    /// rebuilt from stored values after a restart.
+    pub fn restore(speed: f64, elapsed: Duration, running: bool, now: Instant) -> Self {
+        let mut clock = Self::new(speed);
+        clock.base = elapsed;
+        clock.since = running.then_some(now);
+        clock
     }
 
     pub fn speed(&self) -> f64 {
         self.speed
     }
 
-    pub fn started(&self) -> Option<Instant> {
-        self.started
-    }
-
-    pub fn paused_total(&self) -> Duration {
-        self.paused_total
-    }
-
     pub fn is_running(&self) -> bool {
-        self.started.is_some() && self.paused_since.is_none()
+        self.since.is_some()
     }
 
+    /// The instant of the last start or resume, while running.
+    pub fn running_since(&self) -> Option<Instant> {
+        self.since
+    }
+
+    /// From T+0.
     pub fn start(&mut self, now: Instant) {
-        self.started = Some(now);
-        self.paused_total = Duration::ZERO;
-        self.paused_since = None;
+        self.base = Duration::ZERO;
+        self.since = Some(now);
     }
 
     pub fn pause(&mut self, now: Instant) {
-        if self.is_running() {
-            self.paused_since = Some(now);
-        }
+        self.base = self.elapsed(now);
+        self.since = None;
     }
 
     pub fn resume(&mut self, now: Instant) {
-        if let Some(since) = self.paused_since.take() {
-            self.paused_total += now.saturating_duration_since(since);
+        if self.since.is_none() {
+            self.since = Some(now);
         }
     }
 
-    /// Back to T+0, not started.
+    /// Moves exercise time to `to` (only meaningful while paused).
+    pub fn seek(&mut self, to: Duration, now: Instant) {
+        self.base = to;
+        if self.since.is_some() {
+            self.since = Some(now);
+        }
+    }
+
+    /// Back to T+0, not running.
     pub fn reset(&mut self) {
         *self = Self::new(self.speed);
     }
 
-    /// Exercise time at `now` (frozen while paused, zero before the start).
+    /// Exercise time at `now` (frozen while paused).
     pub fn elapsed(&self, now: Instant) -> Duration {
-        let Some(started) = self.started else {
-            return Duration::ZERO;
-        };
-        let until = self.paused_since.unwrap_or(now);
-        let running = until
-            .saturating_duration_since(started)
-            .saturating_sub(self.paused_total);
-        running.mul_f64(self.speed)
+        match self.since {
+            Some(since) => self.base + now.saturating_duration_since(since).mul_f64(self.speed),
+            None => self.base,
+        }
     }
 
-    /// Whole exercise seconds reached at `now`: the largest n whose deadline has
-    /// passed, consistent with [`Self::deadline`].
+    /// Whole exercise seconds reached at `now`: the largest n whose deadline
+    /// has passed, consistent with [`Self::deadline`].
     pub fn whole_seconds(&self, now: Instant) -> u32 {
-        let Some(started) = self.started else {
-            return 0;
+        let mut n = self.elapsed(now).as_secs().min(u64::from(u32::MAX)) as u32;
+        let Some(since) = self.since else {
+            return n;
         };
-        let until = self.paused_since.unwrap_or(now);
-        let mut n = self.elapsed(now).as_secs().min(u32::MAX as u64) as u32;
         // Float rounding may put us one second off the deadline arithmetic.
-        let at = |n: u32| started + self.paused_total + self.offset(n);
-        while n > 0 && at(n) > until {
+        let at = |n: u32| since + self.offset(n);
+        while n > 0 && Duration::from_secs(n.into()) > self.base && at(n) > now {
             n -= 1;
         }
-        while n < u32::MAX && at(n + 1) <= until {
+        while n < u32::MAX && at(n + 1) <= now {
             n += 1;
         }
         n
     }
 
-    /// The instant exercise time reaches `secs`, if the clock is running.
+    /// The instant exercise time reaches `secs`, if the clock is running; a
+    /// second already passed is due at once (`since`).
     pub fn deadline(&self, secs: u32) -> Option<Instant> {
-        if !self.is_running() {
-            return None;
-        }
-        Some(self.started? + self.paused_total + self.offset(secs))
+        Some(self.since? + self.offset(secs))
     }
 
-    /// Wall time from the start (pauses excluded) to exercise second `secs`.
+    /// Wall time from `since` until exercise second `secs`.
     fn offset(&self, secs: u32) -> Duration {
-        Duration::from_nanos((secs as f64 * 1e9 / self.speed).round() as u64)
+        let ahead = Duration::from_secs(secs.into()).saturating_sub(self.base);
+        Duration::from_nanos((ahead.as_nanos() as f64 / self.speed).round() as u64)
     }
 }
 
@@ -131,11 +138,28 @@ mod tests {
         assert_eq!(clock.whole_seconds(t0 + s(100)), 30);
         assert_eq!(clock.deadline(31), None);
         clock.resume(t0 + s(103));
-        assert_eq!(clock.paused_total(), s(100));
         assert_eq!(clock.whole_seconds(t0 + s(104)), 40);
         assert_eq!(clock.deadline(50), Some(t0 + s(105)));
         clock.reset();
         assert_eq!(clock.whole_seconds(t0 + s(104)), 0);
+    }
+
+    #[test]
+    fn seek_and_restore_continue_from_the_given_time() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut clock = ExerciseClock::new(2.0);
+        clock.start(t0);
+        clock.pause(t0 + s(5));
+        clock.seek(s(100), t0 + s(6));
+        assert_eq!(clock.whole_seconds(t0 + s(60)), 100);
+        clock.resume(t0 + s(60));
+        assert_eq!(clock.deadline(104), Some(t0 + s(62)));
+        assert_eq!(clock.deadline(90), Some(t0 + s(60)), "passed seconds are due at once");
+
+        let restored = ExerciseClock::restore(2.0, s(300), true, t0);
+        assert_eq!(restored.whole_seconds(t0 + s(10)), 320);
+        assert_eq!(ExerciseClock::restore(2.0, s(300), false, t0).whole_seconds(t0 + s(10)), 300);
     }
 
     #[test]

@@ -20,8 +20,11 @@ pub enum DeliveryStatus {
     Retrying,
     /// Every attempt failed.
     Failed,
-    /// The exercise was stopped before it was delivered.
+    /// The exercise was stopped before it was delivered, or a controller
+    /// cancelled it.
     Cancelled,
+    /// Passed over by a seek that skipped what it jumped across.
+    Skipped,
 }
 
 impl DeliveryStatus {
@@ -32,7 +35,22 @@ impl DeliveryStatus {
             DeliveryStatus::Retrying => "retrying",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Cancelled => "cancelled",
+            DeliveryStatus::Skipped => "skipped",
         }
+    }
+
+    /// The inverse of [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Retrying,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Cancelled,
+            DeliveryStatus::Skipped,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
     }
 }
 
@@ -114,6 +132,7 @@ pub struct Counts {
     pub retrying: usize,
     pub failed: usize,
     pub cancelled: usize,
+    pub skipped: usize,
     /// Mean of acknowledged minus due over the delivered, in milliseconds.
     pub average_latency_ms: f64,
 }
@@ -134,6 +153,7 @@ impl Counts {
                 DeliveryStatus::Retrying => c.retrying += 1,
                 DeliveryStatus::Failed => c.failed += 1,
                 DeliveryStatus::Cancelled => c.cancelled += 1,
+                DeliveryStatus::Skipped => c.skipped += 1,
             }
         }
         if c.delivered > 0 {

@@ -7,6 +7,7 @@
 //! ([`Engine::poll_timeout`]).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -119,6 +120,52 @@ pub struct Engine {
     connected: bool,
     outputs: VecDeque<Output>,
     archived: Vec<ArchivedRun>,
+    /// When this run started (monotonic and wall).
+    started: Option<Now>,
+}
+
+/// How the passed-over injects of a seek are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekMode {
+    /// Sent at once, in order.
+    Deliver,
+    /// Recorded as skipped, never sent.
+    Skip,
+}
+
+/// A controller's edit that does not fit; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    #[error("no delivery {0} in this run")]
+    UnknownDelivery(usize),
+    #[error("delivery {slot} is {status}, not {expected}")]
+    WrongStatus {
+        slot: usize,
+        status: &'static str,
+        expected: &'static str,
+    },
+    #[error("{0} is after the end of the exercise ({1})")]
+    AfterEnd(ExerciseSeconds, ExerciseSeconds),
+    #[error("{0} has already passed (the exercise is at {1})")]
+    Passed(ExerciseSeconds, ExerciseSeconds),
+    #[error("seek needs a paused exercise; it is {0}")]
+    NotPaused(State),
+    #[error("the exercise is {0}: reset it first")]
+    Over(State),
+    #[error("seek only moves forward: the exercise is at {1}, not before {0}")]
+    Backward(ExerciseSeconds, ExerciseSeconds),
+}
+
+/// What a restarted process knows of an exercise: its stored state.
+#[derive(Debug, Clone)]
+pub struct Persisted {
+    pub state: State,
+    pub run: u16,
+    /// Exercise time now, from the stored clock values.
+    pub elapsed: Duration,
+    pub started_wall: Option<OffsetDateTime>,
+    /// Every record of the run, in slot order; phases are rebuilt.
+    pub records: Vec<DeliveryRecord>,
 }
 
 impl Engine {
@@ -150,7 +197,63 @@ impl Engine {
             connected: false,
             outputs: VecDeque::new(),
             archived: Vec::new(),
+            started: None,
         }
+    }
+
+    /// Rebuilds an exercise after a restart from what was stored. A running
+    /// exercise continues at the time it would have reached had the process
+    /// never stopped; what came due meanwhile goes out at once (late), what
+    /// was confirmed stays confirmed.
+    pub fn restore(
+        scenario: &Scenario,
+        speed: f64,
+        policy: DeliveryPolicy,
+        stored: Persisted,
+        now: Now,
+    ) -> Self {
+        let mut engine = Self::new(scenario, speed, policy);
+        let elapsed = stored.elapsed.min(Duration::from_secs(engine.duration.into()));
+        engine.state = stored.state;
+        engine.run = stored.run;
+        engine.clock =
+            ExerciseClock::restore(speed, elapsed, stored.state == State::Running, now.mono);
+        engine.started = stored.started_wall.map(|wall| Now {
+            mono: now.mono.checked_sub(duration_between(wall, now.wall)).unwrap_or(now.mono),
+            wall,
+        });
+        engine.records = stored.records;
+        engine.order = (0..engine.records.len()).collect();
+        engine.order.sort_by_key(|&i| (engine.records[i].due, i));
+        let current = if stored.state == State::Initialized {
+            None
+        } else {
+            Some(elapsed.as_secs() as u32)
+        };
+        engine.next_tick = current.map_or(0, |c| c + 1);
+        engine.cursor = engine
+            .order
+            .partition_point(|&i| Some(engine.records[i].due.get()) <= current);
+        for slot in 0..engine.records.len() {
+            let record = &mut engine.records[slot];
+            record.phase = match record.status {
+                DeliveryStatus::Pending | DeliveryStatus::Retrying => Phase::Scheduled,
+                _ => Phase::Done,
+            };
+            let came_due = current.is_some_and(|c| record.due.get() <= c);
+            if record.phase == Phase::Scheduled && came_due && !stored.state.is_over() {
+                // Due while the process was down, or in flight when it died.
+                let behind = Duration::from_secs_f64(
+                    (elapsed.as_secs_f64() - f64::from(record.due.get())).max(0.0) / speed,
+                );
+                let due_at = record
+                    .due_at
+                    .unwrap_or_else(|| now.mono.checked_sub(behind).unwrap_or(now.mono));
+                let due_at = now.mono.checked_sub(behind).unwrap_or(due_at);
+                engine.fire_at(slot, due_at, now, false);
+            }
+        }
+        engine
     }
 
     pub fn state(&self) -> State {
@@ -213,7 +316,10 @@ impl Engine {
         let to = from.apply(command)?;
         let at = self.exercise_time(now.mono);
         match command {
-            Command::Start => self.clock.start(now.mono),
+            Command::Start => {
+                self.clock.start(now.mono);
+                self.started = Some(now);
+            }
             Command::Pause => self.clock.pause(now.mono),
             Command::Resume => self.clock.resume(now.mono),
             Command::Stop => {
@@ -290,7 +396,10 @@ impl Engine {
                         break;
                     }
                     self.cursor += 1;
-                    self.fire(slot, now);
+                    if self.records[slot].phase == Phase::Scheduled {
+                        let due_at = self.clock.deadline(second.get()).unwrap_or(now.mono);
+                        self.fire_at(slot, due_at, now, false);
+                    }
                 }
                 self.next_tick += 1;
             }
@@ -304,7 +413,7 @@ impl Engine {
                     break;
                 }
                 self.retries.pop_first();
-                self.attempt(slot, now);
+                self.attempt(slot, now, false);
             }
         }
     }
@@ -367,6 +476,164 @@ impl Engine {
         }
     }
 
+    /// When this run started, if it has.
+    pub fn started(&self) -> Option<Now> {
+        self.started
+    }
+
+    /// Sends a failed delivery again, its attempt count started afresh.
+    pub fn retry(&mut self, slot: usize, now: Now) -> Result<(), EditError> {
+        self.check_not_over()?;
+        let record = self.existing(slot)?;
+        if record.status != DeliveryStatus::Failed {
+            return Err(wrong_status(slot, record.status, "failed"));
+        }
+        let record = &mut self.records[slot];
+        record.attempts = 0;
+        record.status = DeliveryStatus::Retrying;
+        self.attempt(slot, now, false);
+        Ok(())
+    }
+
+    /// Retries every failed delivery; returns how many.
+    pub fn retry_all_failed(&mut self, now: Now) -> Result<usize, EditError> {
+        self.check_not_over()?;
+        let failed: Vec<usize> = (0..self.records.len())
+            .filter(|&s| self.records[s].status == DeliveryStatus::Failed)
+            .collect();
+        for &slot in &failed {
+            self.retry(slot, now)?;
+        }
+        Ok(failed.len())
+    }
+
+    /// Cancels a delivery that is not yet due.
+    pub fn cancel(&mut self, slot: usize) -> Result<(), EditError> {
+        let record = self.existing(slot)?;
+        if record.phase != Phase::Scheduled {
+            return Err(wrong_status(slot, record.status, "pending and not yet due"));
+        }
+        let record = &mut self.records[slot];
+        record.status = DeliveryStatus::Cancelled;
+        record.phase = Phase::Done;
+        record.last_error = Some("cancelled by a controller".to_owned());
+        Ok(())
+    }
+
+    /// Moves a delivery that is not yet due to exercise second `to`, which
+    /// must not have passed.
+    pub fn reschedule(&mut self, slot: usize, to: ExerciseSeconds, now: Now) -> Result<(), EditError> {
+        self.check_not_over()?;
+        let record = self.existing(slot)?;
+        if record.phase != Phase::Scheduled {
+            return Err(wrong_status(slot, record.status, "pending and not yet due"));
+        }
+        self.check_future(to, now)?;
+        if let Some(pos) = self.order[self.cursor..].iter().position(|&s| s == slot) {
+            self.order.remove(self.cursor + pos);
+        }
+        self.records[slot].due = to;
+        self.schedule(slot, now);
+        Ok(())
+    }
+
+    /// Adds a delivery for `team` (its inject identified by the caller as
+    /// `inject`), due at `at` or now; returns its slot.
+    pub fn add(
+        &mut self,
+        team: usize,
+        inject: usize,
+        at: Option<ExerciseSeconds>,
+        now: Now,
+    ) -> Result<usize, EditError> {
+        self.check_not_over()?;
+        let current = self.exercise_time(now.mono);
+        let due = match at {
+            Some(at) => {
+                self.check_future(at, now)?;
+                at
+            }
+            None => current,
+        };
+        let slot = self.records.len();
+        self.records.push(DeliveryRecord::new(team, inject, due));
+        if at.is_none() && self.state != State::Initialized {
+            // Now: due at this instant, not at the start of the current second.
+            self.fire_at(slot, now.mono, now, true);
+        } else {
+            self.schedule(slot, now);
+        }
+        Ok(slot)
+    }
+
+    /// Jumps a paused exercise forward to `to`; what it passes over is sent
+    /// at once or recorded as skipped.
+    pub fn seek(&mut self, to: ExerciseSeconds, mode: SeekMode, now: Now) -> Result<usize, EditError> {
+        if self.state != State::Paused {
+            return Err(EditError::NotPaused(self.state));
+        }
+        let current = self.exercise_time(now.mono);
+        if to > self.duration() {
+            return Err(EditError::AfterEnd(to, self.duration()));
+        }
+        if to <= current {
+            return Err(EditError::Backward(to, current));
+        }
+        let passed_end = self.cursor
+            + self.order[self.cursor..].partition_point(|&s| self.records[s].due < to);
+        let passed: Vec<usize> = self.order[self.cursor..passed_end]
+            .iter()
+            .copied()
+            .filter(|&s| self.records[s].phase == Phase::Scheduled)
+            .collect();
+        self.cursor = passed_end;
+        for &slot in &passed {
+            match mode {
+                SeekMode::Deliver => self.fire_at(slot, now.mono, now, true),
+                SeekMode::Skip => {
+                    let record = &mut self.records[slot];
+                    record.status = DeliveryStatus::Skipped;
+                    record.phase = Phase::Done;
+                }
+            }
+        }
+        self.clock.seek(Duration::from_secs(to.get().into()), now.mono);
+        self.next_tick = to.get();
+        self.outputs.push_back(Output::Timer(self.timer(now.mono)));
+        Ok(passed.len())
+    }
+
+    fn existing(&self, slot: usize) -> Result<&DeliveryRecord, EditError> {
+        self.records.get(slot).ok_or(EditError::UnknownDelivery(slot))
+    }
+
+    fn check_not_over(&self) -> Result<(), EditError> {
+        if self.state.is_over() {
+            return Err(EditError::Over(self.state));
+        }
+        Ok(())
+    }
+
+    /// `to` must be within the exercise and not before the current second.
+    fn check_future(&self, to: ExerciseSeconds, now: Now) -> Result<(), EditError> {
+        if to > self.duration() {
+            return Err(EditError::AfterEnd(to, self.duration()));
+        }
+        let current = self.exercise_time(now.mono);
+        if self.state != State::Initialized && to.get() < self.next_tick {
+            return Err(EditError::Passed(to, current));
+        }
+        Ok(())
+    }
+
+    /// Puts a scheduled record into the due index.
+    fn schedule(&mut self, slot: usize, _now: Now) {
+        let due = self.records[slot].due;
+        let pos = self.cursor
+            + self.order[self.cursor..].partition_point(|&s| (self.records[s].due, s) <= (due, slot));
+        self.order.insert(pos, slot);
+    }
+
     /// Gives up on everything not yet delivered, failed or cancelled (at
     /// shutdown, when waiting longer is not an option): cancelled, with `why`.
     pub fn abandon(&mut self, why: &str) {
@@ -401,19 +668,19 @@ impl Engine {
         self.connected && matches!(self.state, State::Running | State::Completed)
     }
 
-    fn fire(&mut self, slot: usize, now: Now) {
-        let due_at = self
-            .clock
-            .deadline(self.records[slot].due.get())
-            .unwrap_or(now.mono);
+    /// Record `slot` came due at `due_at`: send it (or hold it).
+    fn fire_at(&mut self, slot: usize, due_at: Instant, now: Now, force: bool) {
         let record = &mut self.records[slot];
         record.due_at = Some(due_at);
         record.due_wall = Some(now.wall_at(due_at));
-        self.attempt(slot, now);
+        self.attempt(slot, now, force);
     }
 
-    fn attempt(&mut self, slot: usize, now: Now) {
-        if !self.may_send() {
+    /// One attempt now, unless the broker is away or the exercise paused
+    /// (`force` sends while paused: a controller asked for it explicitly).
+    fn attempt(&mut self, slot: usize, now: Now, force: bool) {
+        let allowed = self.may_send() || (force && self.connected && self.state == State::Paused);
+        if !allowed {
             let record = &mut self.records[slot];
             record.phase = Phase::Waiting;
             if !self.connected {
@@ -435,7 +702,7 @@ impl Engine {
 
     fn release_waiting(&mut self, now: Now) {
         while let Some(slot) = self.waiting.pop_front() {
-            self.attempt(slot, now);
+            self.attempt(slot, now, false);
         }
     }
 
@@ -480,5 +747,23 @@ impl Engine {
         self.next_tick = 0;
         self.waiting.clear();
         self.retries.clear();
+        self.started = None;
+    }
+}
+
+fn wrong_status(slot: usize, status: DeliveryStatus, expected: &'static str) -> EditError {
+    EditError::WrongStatus {
+        slot,
+        status: status.as_str(),
+        expected,
+    }
+}
+
+fn duration_between(earlier: OffsetDateTime, later: OffsetDateTime) -> Duration {
+    let d = later - earlier;
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
     }
 }

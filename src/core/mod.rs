@@ -11,5 +11,7 @@ mod tests;
 
 pub use clock::ExerciseClock;
 pub use delivery::{Counts, DeliveryRecord, DeliveryStatus};
-pub use engine::{DeliveryTag, Engine, Now, Output, TimerSnapshot, Transition};
+pub use engine::{
+    DeliveryTag, EditError, Engine, Now, Output, Persisted, SeekMode, TimerSnapshot, Transition,
+};
 pub use lifecycle::{Command, Refusal, State};

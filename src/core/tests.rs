@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::*;
+use crate::core::engine::{EditError, Persisted, SeekMode};
 use crate::config::DeliveryPolicy;
 use crate::domain::{ExerciseSeconds, InjectId, TeamId};
 use crate::scenario::{Inject, Scenario, Team, Timeline};
@@ -410,4 +411,183 @@ async fn while_the_broker_is_away_due_injects_wait_and_go_out_late() {
     run_until(&mut engine, &mut seen, t0 + Duration::from_secs(11)).await;
     let c = engine.counts();
     assert_eq!((c.delivered, c.late), (8, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn controllers_can_cancel_reschedule_add_and_retry() {
+    let sc = scenario(2, &[10, 20], 60);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(5)).await;
+
+    // Slots: team 0 -> 0 (T+10), 1 (T+20); team 1 -> 2 (T+10), 3 (T+20).
+    engine.cancel(2).unwrap();
+    engine.reschedule(1, ExerciseSeconds::new(30), now()).unwrap();
+    assert_eq!(
+        engine.reschedule(3, ExerciseSeconds::new(2), now()),
+        Err(EditError::Passed(ExerciseSeconds::new(2), ExerciseSeconds::new(5)))
+    );
+    assert_eq!(
+        engine.reschedule(3, ExerciseSeconds::new(61), now()),
+        Err(EditError::AfterEnd(ExerciseSeconds::new(61), ExerciseSeconds::new(60)))
+    );
+    let now_slot = engine.add(1, 99, None, now()).unwrap();
+    let later_slot = engine.add(0, 98, Some(ExerciseSeconds::new(15)), now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    assert_eq!(seen.delivered.last().map(|(t, _)| t.slot as usize), Some(now_slot));
+    assert_eq!(engine.records()[now_slot].latency, Some(Duration::ZERO));
+
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(61)).await;
+    let fired: Vec<(usize, Duration)> = seen
+        .delivered
+        .iter()
+        .map(|(t, at)| (t.slot as usize, *at - t0))
+        .collect();
+    let s = Duration::from_secs;
+    assert_eq!(
+        fired,
+        vec![(now_slot, s(5)), (0, s(10)), (later_slot, s(15)), (3, s(20)), (1, s(30))]
+    );
+    assert_eq!(engine.records()[2].status, DeliveryStatus::Cancelled);
+    assert!(engine.cancel(0).is_err(), "a delivered one cannot be cancelled");
+    assert_eq!(engine.state(), State::Completed);
+    assert!(matches!(engine.retry(0, now()), Err(EditError::Over(State::Completed))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manual_retry_starts_the_count_again() {
+    let sc = scenario(1, &[1], 100);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    engine.set_connected(true, now());
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut tags = Vec::new();
+    while Instant::now() < until {
+        let deadline = engine.poll_timeout().map_or(until, |d| d.min(until));
+        tokio::time::sleep_until(deadline).await;
+        engine.handle_timeout(now());
+        while let Some(out) = engine.poll_output() {
+            if let Output::Deliver(tag) = out {
+                tags.push(tag);
+                engine.on_failed(tag, "refused", now());
+            }
+        }
+    }
+    assert_eq!(engine.records()[0].status, DeliveryStatus::Failed);
+    assert_eq!(tags.len(), 3);
+    assert_eq!(engine.retry_all_failed(now()).unwrap(), 1);
+    assert_eq!(engine.records()[0].attempts, 1);
+    let Some(Output::Deliver(tag)) = engine.poll_output() else {
+        panic!("a retry goes out at once")
+    };
+    assert_eq!(tag.attempt, 1);
+    engine.on_acked(tag, now());
+    assert_eq!(engine.records()[0].status, DeliveryStatus::Delivered);
+    assert!(matches!(engine.retry(0, now()), Err(EditError::WrongStatus { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn seek_delivers_or_skips_what_it_passes_over() {
+    for mode in [SeekMode::Deliver, SeekMode::Skip] {
+        let sc = scenario(1, &[5, 10, 20, 30, 40], 60);
+        let mut engine = Engine::new(&sc, 1.0, policy());
+        let mut seen = Seen::default();
+        engine.set_connected(true, now());
+        let t0 = Instant::now();
+        engine.handle_command(Command::Start, None, now()).unwrap();
+        drain(&mut engine, &mut seen, true);
+        run_until(&mut engine, &mut seen, t0 + Duration::from_secs(7)).await;
+        assert!(matches!(
+            engine.seek(ExerciseSeconds::new(30), mode, now()),
+            Err(EditError::NotPaused(State::Running))
+        ));
+        engine.handle_command(Command::Pause, None, now()).unwrap();
+        assert!(matches!(
+            engine.seek(ExerciseSeconds::new(3), mode, now()),
+            Err(EditError::Backward(..))
+        ));
+        let passed = engine.seek(ExerciseSeconds::new(30), mode, now()).unwrap();
+        assert_eq!(passed, 2, "T+10 and T+20");
+        drain(&mut engine, &mut seen, true);
+        assert_eq!(engine.exercise_time(Instant::now()).get(), 30);
+        let c = engine.counts();
+        match mode {
+            SeekMode::Deliver => assert_eq!((c.delivered, c.skipped), (3, 0)),
+            SeekMode::Skip => assert_eq!((c.delivered, c.skipped), (1, 2)),
+        }
+        let before_resume = seen.delivered.len();
+        let resumed = Instant::now();
+        engine.handle_command(Command::Resume, None, now()).unwrap();
+        drain(&mut engine, &mut seen, true);
+        run_until(&mut engine, &mut seen, resumed + Duration::from_secs(31)).await;
+        let after: Vec<(u32, Duration)> = seen.delivered[before_resume..]
+            .iter()
+            .map(|(t, at)| (engine.records()[t.slot as usize].due.get(), *at - resumed))
+            .collect();
+        assert_eq!(after, vec![(30, Duration::ZERO), (40, Duration::from_secs(10))]);
+        assert_eq!(engine.state(), State::Completed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
+    let sc = scenario(2, &[0, 10, 20, 30], 60);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(12)).await;
+    let stored = Persisted {
+        state: engine.state(),
+        run: engine.run(),
+        elapsed: Duration::ZERO,
+        started_wall: engine.started().map(|s| s.wall),
+        records: engine.records().to_vec(),
+    };
+    assert_eq!(stored.records.iter().filter(|r| r.status == DeliveryStatus::Delivered).count(), 4);
+
+    // The process dies at T+12 and comes back 15 s later: T+27.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let back = Instant::now();
+    let mut restored = Engine::restore(
+        &sc,
+        1.0,
+        policy(),
+        Persisted {
+            elapsed: Duration::from_secs(27),
+            ..stored
+        },
+        now(),
+    );
+    assert_eq!(restored.exercise_time(back).get(), 27);
+    let mut again = Seen::default();
+    restored.set_connected(true, now());
+    drain(&mut restored, &mut again, true);
+    // The two T+20 injects came due while down: out at once, 7 s late.
+    assert_eq!(again.delivered.len(), 2);
+    for (tag, _) in &again.delivered {
+        let r = &restored.records()[tag.slot as usize];
+        assert_eq!(r.due.get(), 20);
+        assert_eq!(r.latency, Some(Duration::from_secs(7)));
+        assert!(r.late);
+    }
+    run_until(&mut restored, &mut again, back + Duration::from_secs(34)).await;
+    assert_eq!(restored.state(), State::Completed);
+    let slots: Vec<u32> = again.delivered.iter().map(|(t, _)| t.slot).collect();
+    assert_eq!(slots.len(), 4, "T+20 twice, T+30 twice; nothing confirmed again");
+    let c = restored.counts();
+    assert_eq!((c.delivered, c.late), (8, 2));
+    let t30: Vec<Duration> = again
+        .delivered
+        .iter()
+        .filter(|(t, _)| restored.records()[t.slot as usize].due.get() == 30)
+        .map(|(_, at)| *at - back)
+        .collect();
+    assert_eq!(t30, vec![Duration::from_secs(3); 2]);
 }

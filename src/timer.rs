@@ -1,0 +1,132 @@
+//! A precise sleep for exercise deadlines.
+//!
+//! tokio's timer wheel has 1 ms granularity and the runtime parks in whole
+//! milliseconds, so `sleep_until` wakes up to about 2 ms late. One dedicated
+//! thread sleeping on a condition variable (a high-resolution kernel timer)
+//! wakes within tens of microseconds and hands the wake-up to the async task
+//! through a oneshot channel. One thread serves every exercise in the process.
+//!
+//! Only for the real clock: under tokio's paused test clock use
+//! `tokio::time::sleep_until` (the core's tests never need this).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Instant as StdInstant;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// The process-wide precise timer.
+pub fn global() -> &'static PreciseTimer {
+    static TIMER: OnceLock<PreciseTimer> = OnceLock::new();
+    TIMER.get_or_init(PreciseTimer::start)
+}
+
+pub struct PreciseTimer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<(StdInstant, u64)>>,
+    waiters: std::collections::HashMap<u64, oneshot::Sender<()>>,
+    next: u64,
+}
+
+impl PreciseTimer {
+    fn start() -> Self {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+        });
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("precise-timer".into())
+            .spawn(move || worker.run())
+            .expect("spawn the timer thread");
+        Self { shared }
+    }
+
+    /// Resolves at `at` (or at once if it has passed). Dropping the future
+    /// before then is fine: its wake-up is discarded.
+    pub fn sleep_until(&self, at: Instant) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = self.shared.queue.lock().expect("timer lock");
+            let id = q.next;
+            q.next += 1;
+            q.heap.push(Reverse((at.into_std(), id)));
+            q.waiters.insert(id, tx);
+        }
+        self.shared.changed.notify_one();
+        async move {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl Shared {
+    fn run(&self) {
+        let mut q = self.queue.lock().expect("timer lock");
+        loop {
+            let now = StdInstant::now();
+            while let Some(&Reverse((at, id))) = q.heap.peek() {
+                if at > now {
+                    break;
+                }
+                q.heap.pop();
+                if let Some(tx) = q.waiters.remove(&id) {
+                    let _ = tx.send(());
+                }
+            }
+            // Forget waiters whose futures were dropped, so the map stays small.
+            if q.waiters.len() > 1024 && q.waiters.len() > 2 * q.heap.len() {
+                q.waiters.retain(|_, tx| !tx.is_closed());
+            }
+            q = match q.heap.peek() {
+                Some(&Reverse((at, _))) => {
+                    let wait = at.saturating_duration_since(StdInstant::now());
+                    self.changed.wait_timeout(q, wait).expect("timer lock").0
+                }
+                None => self.changed.wait(q).expect("timer lock"),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn wakes_in_order_and_on_time() {
+        let timer = global();
+        let start = Instant::now();
+        let offsets = [30u64, 10, 20, 0];
+        let mut handles = Vec::new();
+        for ms in offsets {
+            let at = start + Duration::from_millis(ms);
+            let sleep = timer.sleep_until(at);
+            handles.push(tokio::spawn(async move {
+                sleep.await;
+                (ms, Instant::now())
+            }));
+        }
+        for h in handles {
+            let (ms, woke) = h.await.unwrap();
+            assert!(woke >= start + Duration::from_millis(ms), "woke before its deadline");
+        }
+        // A dropped sleep does not disturb the others.
+        drop(timer.sleep_until(start + Duration::from_millis(5)));
+        timer.sleep_until(start + Duration::from_millis(40)).await;
+        assert!(Instant::now() >= start + Duration::from_millis(40));
+    }
+}
