@@ -156,7 +156,7 @@ impl Driver {
         tokio::pin!(shutdown);
         let mut shutting_down: Option<Instant> = None;
         // One precise sleep per deadline, kept across loop passes.
-        let mut sleep: Option<(Instant, Pin<Box<dyn Future<Output = ()> + Send>>)> = None;
+        let mut sleep: Option<(Instant, Wake)> = None;
         loop {
             self.flush();
             if self.engine.state().is_over() && self.engine.is_settled() {
@@ -164,7 +164,8 @@ impl Driver {
             }
             let wake = self.engine.poll_timeout();
             if sleep.as_ref().map(|(at, _)| *at) != wake {
-                sleep = wake.map(|at| (at, Box::pin(timer::global().sleep_until(at)) as Pin<Box<_>>));
+                sleep =
+                    wake.map(|at| (at, Box::pin(timer::global().sleep_until(at)) as Pin<Box<_>>));
             }
             let give_up = shutting_down.map(|at| at + self.options.policy.timeout);
             tokio::select! {
@@ -469,6 +470,9 @@ impl Driver {
         });
     }
 }
+
+/// A pending precise wake-up.
+type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 fn now() -> Now {
     Now {

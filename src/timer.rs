@@ -122,7 +122,10 @@ mod tests {
         }
         for h in handles {
             let (ms, woke) = h.await.unwrap();
-            assert!(woke >= start + Duration::from_millis(ms), "woke before its deadline");
+            assert!(
+                woke >= start + Duration::from_millis(ms),
+                "woke before its deadline"
+            );
         }
         // A dropped sleep does not disturb the others.
         drop(timer.sleep_until(start + Duration::from_millis(5)));

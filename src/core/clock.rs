@@ -155,11 +155,18 @@ mod tests {
         assert_eq!(clock.whole_seconds(t0 + s(60)), 100);
         clock.resume(t0 + s(60));
         assert_eq!(clock.deadline(104), Some(t0 + s(62)));
-        assert_eq!(clock.deadline(90), Some(t0 + s(60)), "passed seconds are due at once");
+        assert_eq!(
+            clock.deadline(90),
+            Some(t0 + s(60)),
+            "passed seconds are due at once"
+        );
 
         let restored = ExerciseClock::restore(2.0, s(300), true, t0);
         assert_eq!(restored.whole_seconds(t0 + s(10)), 320);
-        assert_eq!(ExerciseClock::restore(2.0, s(300), false, t0).whole_seconds(t0 + s(10)), 300);
+        assert_eq!(
+            ExerciseClock::restore(2.0, s(300), false, t0).whole_seconds(t0 + s(10)),
+            300
+        );
     }
 
     #[test]

@@ -213,13 +213,18 @@ impl Engine {
         now: Now,
     ) -> Self {
         let mut engine = Self::new(scenario, speed, policy);
-        let elapsed = stored.elapsed.min(Duration::from_secs(engine.duration.into()));
+        let elapsed = stored
+            .elapsed
+            .min(Duration::from_secs(engine.duration.into()));
         engine.state = stored.state;
         engine.run = stored.run;
         engine.clock =
             ExerciseClock::restore(speed, elapsed, stored.state == State::Running, now.mono);
         engine.started = stored.started_wall.map(|wall| Now {
-            mono: now.mono.checked_sub(duration_between(wall, now.wall)).unwrap_or(now.mono),
+            mono: now
+                .mono
+                .checked_sub(duration_between(wall, now.wall))
+                .unwrap_or(now.mono),
             wall,
         });
         engine.records = stored.records;
@@ -522,7 +527,12 @@ impl Engine {
 
     /// Moves a delivery that is not yet due to exercise second `to`, which
     /// must not have passed.
-    pub fn reschedule(&mut self, slot: usize, to: ExerciseSeconds, now: Now) -> Result<(), EditError> {
+    pub fn reschedule(
+        &mut self,
+        slot: usize,
+        to: ExerciseSeconds,
+        now: Now,
+    ) -> Result<(), EditError> {
         self.check_not_over()?;
         let record = self.existing(slot)?;
         if record.phase != Phase::Scheduled {
@@ -568,7 +578,12 @@ impl Engine {
 
     /// Jumps a paused exercise forward to `to`; what it passes over is sent
     /// at once or recorded as skipped.
-    pub fn seek(&mut self, to: ExerciseSeconds, mode: SeekMode, now: Now) -> Result<usize, EditError> {
+    pub fn seek(
+        &mut self,
+        to: ExerciseSeconds,
+        mode: SeekMode,
+        now: Now,
+    ) -> Result<usize, EditError> {
         if self.state != State::Paused {
             return Err(EditError::NotPaused(self.state));
         }
@@ -579,8 +594,8 @@ impl Engine {
         if to <= current {
             return Err(EditError::Backward(to, current));
         }
-        let passed_end = self.cursor
-            + self.order[self.cursor..].partition_point(|&s| self.records[s].due < to);
+        let passed_end =
+            self.cursor + self.order[self.cursor..].partition_point(|&s| self.records[s].due < to);
         let passed: Vec<usize> = self.order[self.cursor..passed_end]
             .iter()
             .copied()
@@ -597,14 +612,17 @@ impl Engine {
                 }
             }
         }
-        self.clock.seek(Duration::from_secs(to.get().into()), now.mono);
+        self.clock
+            .seek(Duration::from_secs(to.get().into()), now.mono);
         self.next_tick = to.get();
         self.outputs.push_back(Output::Timer(self.timer(now.mono)));
         Ok(passed.len())
     }
 
     fn existing(&self, slot: usize) -> Result<&DeliveryRecord, EditError> {
-        self.records.get(slot).ok_or(EditError::UnknownDelivery(slot))
+        self.records
+            .get(slot)
+            .ok_or(EditError::UnknownDelivery(slot))
     }
 
     fn check_not_over(&self) -> Result<(), EditError> {
@@ -630,7 +648,8 @@ impl Engine {
     fn schedule(&mut self, slot: usize, _now: Now) {
         let due = self.records[slot].due;
         let pos = self.cursor
-            + self.order[self.cursor..].partition_point(|&s| (self.records[s].due, s) <= (due, slot));
+            + self.order[self.cursor..]
+                .partition_point(|&s| (self.records[s].due, s) <= (due, slot));
         self.order.insert(pos, slot);
     }
 

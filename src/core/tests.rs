@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::*;
-use crate::core::engine::{EditError, Persisted, SeekMode};
 use crate::config::DeliveryPolicy;
+use crate::core::engine::{EditError, Persisted, SeekMode};
 use crate::domain::{ExerciseSeconds, InjectId, TeamId};
 use crate::scenario::{Inject, Scenario, Team, Timeline};
 
@@ -426,19 +426,32 @@ async fn controllers_can_cancel_reschedule_add_and_retry() {
 
     // Slots: team 0 -> 0 (T+10), 1 (T+20); team 1 -> 2 (T+10), 3 (T+20).
     engine.cancel(2).unwrap();
-    engine.reschedule(1, ExerciseSeconds::new(30), now()).unwrap();
+    engine
+        .reschedule(1, ExerciseSeconds::new(30), now())
+        .unwrap();
     assert_eq!(
         engine.reschedule(3, ExerciseSeconds::new(2), now()),
-        Err(EditError::Passed(ExerciseSeconds::new(2), ExerciseSeconds::new(5)))
+        Err(EditError::Passed(
+            ExerciseSeconds::new(2),
+            ExerciseSeconds::new(5)
+        ))
     );
     assert_eq!(
         engine.reschedule(3, ExerciseSeconds::new(61), now()),
-        Err(EditError::AfterEnd(ExerciseSeconds::new(61), ExerciseSeconds::new(60)))
+        Err(EditError::AfterEnd(
+            ExerciseSeconds::new(61),
+            ExerciseSeconds::new(60)
+        ))
     );
     let now_slot = engine.add(1, 99, None, now()).unwrap();
-    let later_slot = engine.add(0, 98, Some(ExerciseSeconds::new(15)), now()).unwrap();
+    let later_slot = engine
+        .add(0, 98, Some(ExerciseSeconds::new(15)), now())
+        .unwrap();
     drain(&mut engine, &mut seen, true);
-    assert_eq!(seen.delivered.last().map(|(t, _)| t.slot as usize), Some(now_slot));
+    assert_eq!(
+        seen.delivered.last().map(|(t, _)| t.slot as usize),
+        Some(now_slot)
+    );
     assert_eq!(engine.records()[now_slot].latency, Some(Duration::ZERO));
 
     run_until(&mut engine, &mut seen, t0 + Duration::from_secs(61)).await;
@@ -450,12 +463,24 @@ async fn controllers_can_cancel_reschedule_add_and_retry() {
     let s = Duration::from_secs;
     assert_eq!(
         fired,
-        vec![(now_slot, s(5)), (0, s(10)), (later_slot, s(15)), (3, s(20)), (1, s(30))]
+        vec![
+            (now_slot, s(5)),
+            (0, s(10)),
+            (later_slot, s(15)),
+            (3, s(20)),
+            (1, s(30))
+        ]
     );
     assert_eq!(engine.records()[2].status, DeliveryStatus::Cancelled);
-    assert!(engine.cancel(0).is_err(), "a delivered one cannot be cancelled");
+    assert!(
+        engine.cancel(0).is_err(),
+        "a delivered one cannot be cancelled"
+    );
     assert_eq!(engine.state(), State::Completed);
-    assert!(matches!(engine.retry(0, now()), Err(EditError::Over(State::Completed))));
+    assert!(matches!(
+        engine.retry(0, now()),
+        Err(EditError::Over(State::Completed))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -487,7 +512,10 @@ async fn a_manual_retry_starts_the_count_again() {
     assert_eq!(tag.attempt, 1);
     engine.on_acked(tag, now());
     assert_eq!(engine.records()[0].status, DeliveryStatus::Delivered);
-    assert!(matches!(engine.retry(0, now()), Err(EditError::WrongStatus { .. })));
+    assert!(matches!(
+        engine.retry(0, now()),
+        Err(EditError::WrongStatus { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -528,7 +556,10 @@ async fn seek_delivers_or_skips_what_it_passes_over() {
             .iter()
             .map(|(t, at)| (engine.records()[t.slot as usize].due.get(), *at - resumed))
             .collect();
-        assert_eq!(after, vec![(30, Duration::ZERO), (40, Duration::from_secs(10))]);
+        assert_eq!(
+            after,
+            vec![(30, Duration::ZERO), (40, Duration::from_secs(10))]
+        );
         assert_eq!(engine.state(), State::Completed);
     }
 }
@@ -550,7 +581,14 @@ async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
         started_wall: engine.started().map(|s| s.wall),
         records: engine.records().to_vec(),
     };
-    assert_eq!(stored.records.iter().filter(|r| r.status == DeliveryStatus::Delivered).count(), 4);
+    assert_eq!(
+        stored
+            .records
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Delivered)
+            .count(),
+        4
+    );
 
     // The process dies at T+12 and comes back 15 s later: T+27.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -580,7 +618,11 @@ async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
     run_until(&mut restored, &mut again, back + Duration::from_secs(34)).await;
     assert_eq!(restored.state(), State::Completed);
     let slots: Vec<u32> = again.delivered.iter().map(|(t, _)| t.slot).collect();
-    assert_eq!(slots.len(), 4, "T+20 twice, T+30 twice; nothing confirmed again");
+    assert_eq!(
+        slots.len(),
+        4,
+        "T+20 twice, T+30 twice; nothing confirmed again"
+    );
     let c = restored.counts();
     assert_eq!((c.delivered, c.late), (8, 2));
     let t30: Vec<Duration> = again
