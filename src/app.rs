@@ -189,3 +189,81 @@ async fn render_progress(mut rx: watch::Receiver<Progress>) {
         PROGRESS_LINE.store(true, Ordering::Relaxed);
     }
 }
+
+/// Arguments of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    pub http_bind: String,
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub public_url: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// `serve`: every exercise of the organisation in one process, with the HTTP
+/// API, until SIGTERM or Ctrl-C; running exercises go on at the next start.
+pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.http_bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (HTTP_BIND / --http-bind)",
+                args.http_bind
+            )
+        })?;
+    let local = listener.local_addr()?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| crate::store::default_sqlite_url(&args.data_dir));
+    let store = crate::store::Store::connect(&database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&database_url)))?;
+    let policy = config.delivery_policy();
+    let mut settings = MqttSettings::new(
+        config.mqtt_broker_host.clone(),
+        config.mqtt_broker_port,
+        args.client_id
+            .clone()
+            .unwrap_or_else(|| format!("scip-orchestrator-serve-{}", local.port())),
+    );
+    settings.delivery_timeout = policy.timeout;
+    let mqtt = Mqtt::connect(settings).await?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let service = crate::service::Service::start(store.clone(), mqtt, config.clone(), public_url)
+        .await
+        .context("cannot restore the stored exercises")?;
+    info!(
+        http = %local,
+        database = store.backend(),
+        exercises = service.list().len(),
+        "serving"
+    );
+    crate::http::serve(listener, service.clone(), shutdown_signal()).await?;
+    info!("shutting down: exercises are saved and resume at the next start");
+    service.shutdown().await;
+    store.close().await;
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -5,11 +5,16 @@ pub mod app;
 pub mod config;
 pub mod core;
 pub mod domain;
+pub mod exercise;
+pub mod http;
+pub mod journal;
 pub mod logging;
 pub mod mqtt;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod service;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod timer;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scip_orchestrator::app::{self, RunArgs};
+use scip_orchestrator::app::{self, RunArgs, ServeArgs};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::logging::{self, LogFormat};
 
@@ -46,11 +46,35 @@ enum Cmd {
         #[arg(long, env = "MQTT_CLIENT_ID")]
         client_id: Option<String>,
     },
+    /// Host every exercise with the HTTP API; state survives restarts.
+    Serve {
+        /// Address of the HTTP API.
+        #[arg(long, env = "HTTP_BIND", default_value = "127.0.0.1:8080")]
+        http_bind: String,
+        /// sqlite://FILE or postgres://... (default: a SQLite file in DATA_DIR).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Folder of the default SQLite database.
+        #[arg(long, env = "DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Base URL of this service as users reach it, for dashboard links
+        /// (default: http://HTTP_BIND).
+        #[arg(long, env = "PUBLIC_URL")]
+        public_url: Option<String>,
+        /// MQTT client id (default: scip-orchestrator-serve-<HTTP port>).
+        #[arg(long, env = "MQTT_CLIENT_ID")]
+        client_id: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(LogFormat::from_env());
+    // The service logs JSON unless told otherwise; the CLI logs for people.
+    let format = match (&cli.command, std::env::var_os("LOG_FORMAT")) {
+        (Cmd::Serve { .. }, None) => LogFormat::Json,
+        _ => LogFormat::from_env(),
+    };
+    logging::init(format);
     match cli.command {
         Cmd::Validate { scenario } => ExitCode::from(app::validate(&scenario, &cli.config) as u8),
         Cmd::Run {
@@ -70,13 +94,34 @@ fn main() -> ExitCode {
                 report,
                 client_id,
             };
-            match runtime.block_on(app::run(args, &cli.config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            finish(runtime.block_on(app::run(args, &cli.config)))
+        }
+        Cmd::Serve {
+            http_bind,
+            database_url,
+            data_dir,
+            public_url,
+            client_id,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let args = ServeArgs {
+                http_bind,
+                database_url,
+                data_dir,
+                public_url,
+                client_id,
+            };
+            finish(runtime.block_on(app::serve(args, &cli.config)))
+        }
+    }
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::core::{Counts, DeliveryRecord};
 use crate::runner::Outcome;
-use crate::scenario::Scenario;
 use crate::wire::timestamp;
 
 /// The `--report` file.
@@ -54,8 +53,26 @@ pub struct DeliveryRow<'a> {
 
 impl<'a> Report<'a> {
     pub fn new(outcome: &'a Outcome) -> Self {
-        let rows = |records: &'a [DeliveryRecord]| -> Vec<DeliveryRow<'a>> {
-            let mut rows: Vec<_> = records.iter().map(|r| row(&outcome.scenario, r)).collect();
+        // Slots of the scenario's own injects are the same in every run;
+        // injects sent live are named only for the current run.
+        let base = outcome
+            .scenario
+            .teams
+            .iter()
+            .map(|t| t.timeline.injects.len())
+            .sum::<usize>();
+        let rows = |records: &'a [DeliveryRecord], current: bool| -> Vec<DeliveryRow<'a>> {
+            let mut rows: Vec<_> = records
+                .iter()
+                .enumerate()
+                .map(|(slot, r)| {
+                    let names = match outcome.names.get(slot) {
+                        Some(n) if current || slot < base => n,
+                        _ => &UNKNOWN,
+                    };
+                    row(names, r)
+                })
+                .collect();
             rows.sort_by_key(|r| r.due_exercise_time);
             rows
         };
@@ -68,13 +85,13 @@ impl<'a> Report<'a> {
             started_at: outcome.started_wall.map(timestamp),
             run: outcome.run,
             counts: Counts::of(&outcome.records),
-            deliveries: rows(&outcome.records),
+            deliveries: rows(&outcome.records, true),
             archived_runs: outcome
                 .archived
                 .iter()
                 .map(|a| ArchivedRunRow {
                     run: a.run,
-                    deliveries: rows(&a.records),
+                    deliveries: rows(&a.records, false),
                 })
                 .collect(),
         }
@@ -89,13 +106,11 @@ impl<'a> Report<'a> {
     }
 }
 
-fn row<'a>(scenario: &'a Scenario, r: &'a DeliveryRecord) -> DeliveryRow<'a> {
-    let team = &scenario.teams[r.team];
-    let inject = &team.timeline.injects[r.inject];
+fn row<'a>(names: &'a (String, String, String), r: &'a DeliveryRecord) -> DeliveryRow<'a> {
     DeliveryRow {
-        team_id: team.id.as_str(),
-        inject_id: inject.id.as_str(),
-        kind: &inject.kind,
+        team_id: &names.0,
+        inject_id: &names.1,
+        kind: &names.2,
         due_exercise_time: r.due.get(),
         due_formatted: r.due.to_string(),
         due_at: r.due_wall.map(timestamp),
@@ -108,6 +123,8 @@ fn row<'a>(scenario: &'a Scenario, r: &'a DeliveryRecord) -> DeliveryRow<'a> {
         last_error: r.last_error.as_deref(),
     }
 }
+
+static UNKNOWN: (String, String, String) = (String::new(), String::new(), String::new());
 
 /// A table of deliveries per team.
 pub fn summary(outcome: &Outcome) -> String {

@@ -4,11 +4,16 @@
 //! [`load`] never stops at the first problem: it reads the scenario and every
 //! timeline it names and reports every error it finds, each naming the file, the
 //! place in it (team, inject, or line and column) and the reason.
+//!
+//! [`load_inline`] does the same for a scenario uploaded as one JSON value, with
+//! its timelines inside it, and [`to_inline`] turns a scenario back into such a
+//! value. Both loaders share every check; only where the timelines come from
+//! differs.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -110,93 +115,189 @@ pub fn load(
         return Err(errors);
     };
     let folder = path.parent().unwrap_or(Path::new(""));
-    let mut report = Report {
-        file: path,
-        errors: &mut errors,
-    };
-
-    let exercise_id = report
-        .check(None, optional_string(&root, "id"))
-        .flatten()
-        .and_then(|raw| {
-            let parsed = ExerciseId::parse(&raw).map_err(|e| format!("invalid \"id\": {e}"));
-            report.check(None, parsed)
-        });
-    let scenario_id = report
-        .check(None, optional_string(&root, "scenario_id"))
-        .flatten();
-    let name = report.check(None, optional_string(&root, "name")).flatten();
-    let description = report
-        .check(None, optional_string(&root, "description"))
-        .flatten();
-    let duration = scenario_duration(&root, limits, &mut report);
-
-    let raw_teams = report
-        .check(
-            None,
-            required(&root, "teams").and_then(|v| as_array(v, "teams")),
-        )
-        .map_or(&[][..], Vec::as_slice);
-    if raw_teams.is_empty() && root.get("teams").is_some_and(Value::is_array) {
-        report.error(None, "\"teams\" must not be empty");
-    }
-    if raw_teams.len() > limits.max_teams {
-        report.error(
-            None,
-            format!(
-                "too many teams: {}, the limit is {}",
-                raw_teams.len(),
-                limits.max_teams
-            ),
-        );
-    }
-
     let mut sources = Sources::default();
-    let mut specs = Vec::new();
-    let mut first_index: HashMap<TeamId, usize> = HashMap::new();
-    for (index, raw) in raw_teams.iter().enumerate() {
-        if let Some(spec) = team_spec(
-            index,
-            raw,
-            folder,
-            timeline_storage,
-            &mut first_index,
-            &mut sources,
-            &mut report,
-        ) {
-            specs.push(spec);
-        }
-    }
-
+    let header = read_header(
+        &root,
+        limits,
+        &mut Report {
+            file: path,
+            errors: &mut errors,
+        },
+        |reference| match timeline_path(reference, folder, timeline_storage) {
+            Ok(found) => Resolved::Found(sources.add(found)),
+            Err(tried) => Resolved::NotFound(format!("timeline file not found: {tried}")),
+        },
+    );
     let timelines: Vec<Option<Arc<Timeline>>> = sources
         .paths
         .iter()
-        .map(|source| load_timeline(source, duration, limits, &mut errors).map(Arc::new))
+        .map(|source| load_timeline(source, header.duration, limits, &mut errors).map(Arc::new))
         .collect();
+    header.finish(path, &timelines, errors)
+}
 
-    let Some(duration) = duration.filter(|_| errors.is_empty()) else {
+/// The file name errors in an inline upload give for its scenario part; its
+/// timelines are `<upload>/timelines/<id>` (or `<upload>/timelines/<key>` when
+/// `"timelines"` is an object, `<upload>/timelines/#<index>` for an array entry
+/// without a usable id).
+pub const UPLOAD: &str = "<upload>";
+
+/// Loads and validates a scenario uploaded as one JSON value, reporting every
+/// problem at once, with the same checks and messages as [`load`].
+///
+/// The value is a scenario object as in a scenario file, plus `"timelines"`:
+/// either an array of timeline objects, each with its `id`, or an object mapping a
+/// key (a timeline id or a `timeline_file` path) to a timeline object.
+///
+/// - A team's `timeline_id` names the timeline with that id: in an array, the
+///   entry with that `id`; in an object, the entry with that key, else the one
+///   entry whose `id` (or, without one, whose key's file stem) is that id.
+/// - A team's `timeline_file` names, in an object, the entry whose key is that path
+///   (`.` steps aside); in an array, the entry whose `id` is the path's file stem
+///   (its last step without `.json`).
+///
+/// Teams naming the same entry share its [`Arc`]. Timelines no team names are
+/// allowed and not checked beyond what finding the others needs (array entries
+/// must be objects with a unique, non-empty string `id`; object entries must be
+/// objects). The result's paths are the pseudo-files errors name: [`UPLOAD`] for
+/// the scenario and `<upload>/timelines/...` for its timelines.
+///
+/// Errors come out as [`load`]'s do: the scenario part first, then problems with
+/// the `"timelines"` entries in upload order, then each timeline the teams name in
+/// the order first named.
+pub fn load_inline(package: &Value, limits: &Limits) -> Result<Scenario, Vec<ValidationError>> {
+    let upload = Path::new(UPLOAD);
+    let mut errors = Vec::new();
+    let Some(root) = top_level_object(
+        package,
+        &mut Report {
+            file: upload,
+            errors: &mut errors,
+        },
+    ) else {
         return Err(errors);
     };
-    let teams = specs
-        .into_iter()
-        .filter_map(|spec| {
-            let timeline = timelines.get(spec.source)?.clone()?;
-            Some(Team {
-                id: spec.id,
-                name: spec.name,
-                timeline,
+    let mut entry_errors = Vec::new();
+    let catalog = Catalog::new(root.get("timelines"), &mut entry_errors);
+    let mut used: Vec<usize> = Vec::new();
+    let mut report = Report {
+        file: upload,
+        errors: &mut errors,
+    };
+    let header = read_header(root, limits, &mut report, |reference| match &catalog {
+        Ok(catalog) => match catalog.resolve(reference) {
+            Ok(entry) => {
+                if !used.contains(&entry) {
+                    used.push(entry);
+                }
+                Resolved::Found(entry)
+            }
+            Err(reason) => Resolved::NotFound(reason),
+        },
+        Err(_) => Resolved::Unavailable,
+    });
+    let catalog = match catalog {
+        Ok(catalog) => catalog,
+        Err(reason) => {
+            report.error(None, reason);
+            Catalog::default()
+        }
+    };
+    errors.append(&mut entry_errors);
+
+    let mut timelines: Vec<Option<Arc<Timeline>>> = vec![None; catalog.entries.len()];
+    for index in used {
+        let entry = &catalog.entries[index];
+        timelines[index] = entry
+            .fields
+            .and_then(|fields| {
+                check_timeline(
+                    fields,
+                    &entry.file,
+                    Some(entry.id.clone()),
+                    header.duration,
+                    limits,
+                    &mut errors,
+                )
             })
+            .map(Arc::new);
+    }
+    header.finish(upload, &timelines, errors)
+}
+
+/// A scenario as one JSON value that [`load_inline`] loads back into the same
+/// scenario: the same exercise id, metadata, duration, teams in order, timelines
+/// shared by the same teams, and injects in order with every field.
+///
+/// Every team names its timeline by `timeline_id`, and `"timelines"` is an array
+/// with one entry per distinct timeline, in the order teams first name them. A
+/// timeline keeps its `id` unless an earlier timeline has it or it cannot be a
+/// `timeline_id` (empty, `..`, `/`, `\`, `+`, `#` or control characters): then it
+/// is renamed, the unusable characters replaced by `-`, and suffixed `-2`, `-3`,
+/// ... until unique. The duration is `duration_minutes`: whole minutes as an
+/// integer, otherwise a fraction that reads back as the same whole seconds.
+/// Paths and the files' unknown fields are not part of a [`Scenario`] and are not
+/// written.
+pub fn to_inline(scenario: &Scenario) -> Value {
+    let mut distinct: Vec<&Arc<Timeline>> = Vec::new();
+    let mut team_timelines = Vec::with_capacity(scenario.teams.len());
+    for team in &scenario.teams {
+        let index = distinct
+            .iter()
+            .position(|seen| Arc::ptr_eq(seen, &team.timeline))
+            .unwrap_or_else(|| {
+                distinct.push(&team.timeline);
+                distinct.len() - 1
+            });
+        team_timelines.push(index);
+    }
+    let ids = reference_ids(distinct.iter().map(|timeline| timeline.id.as_str()));
+
+    let mut root = Map::new();
+    let put = |fields: &mut Map<String, Value>, key: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            fields.insert(key.to_owned(), Value::from(value));
+        }
+    };
+    put(
+        &mut root,
+        "id",
+        scenario.exercise_id.as_ref().map(ExerciseId::as_str),
+    );
+    put(&mut root, "scenario_id", scenario.scenario_id.as_deref());
+    put(&mut root, "name", scenario.name.as_deref());
+    put(&mut root, "description", scenario.description.as_deref());
+    root.insert(
+        "duration_minutes".to_owned(),
+        duration_minutes(scenario.duration),
+    );
+    let teams = scenario
+        .teams
+        .iter()
+        .zip(team_timelines)
+        .map(|(team, timeline)| {
+            let mut fields = Map::new();
+            put(&mut fields, "id", Some(team.id.as_str()));
+            put(&mut fields, "name", team.name.as_deref());
+            put(&mut fields, "timeline_id", Some(&ids[timeline]));
+            Value::Object(fields)
         })
         .collect();
-    Ok(Scenario {
-        path: path.to_owned(),
-        exercise_id,
-        scenario_id,
-        name,
-        description,
-        duration,
-        teams,
-    })
+    root.insert("teams".to_owned(), Value::Array(teams));
+    let timelines = distinct
+        .iter()
+        .zip(&ids)
+        .map(|(timeline, id)| {
+            let mut fields = Map::new();
+            put(&mut fields, "id", Some(id));
+            put(&mut fields, "name", timeline.name.as_deref());
+            let injects = timeline.injects.iter().map(inject_value).collect();
+            fields.insert("injects".to_owned(), Value::Array(injects));
+            Value::Object(fields)
+        })
+        .collect();
+    root.insert("timelines".to_owned(), Value::Array(timelines));
+    Value::Object(root)
 }
 
 /// A one-screen summary of a valid scenario, for the `validate` command.
@@ -271,12 +372,149 @@ impl Report<'_> {
     }
 }
 
+/// The scenario object, checked, before its timelines are loaded.
+struct Header {
+    exercise_id: Option<ExerciseId>,
+    scenario_id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    /// None when invalid (the error is recorded); injects are still checked.
+    duration: Option<ExerciseSeconds>,
+    /// The valid team entries.
+    specs: Vec<TeamSpec>,
+}
+
 /// What a valid team entry becomes before its timeline is loaded.
 struct TeamSpec {
     id: TeamId,
     name: Option<String>,
-    /// Index into [`Sources::paths`].
+    /// The loader's index of its timeline.
     source: usize,
+}
+
+/// How a team's timeline reference turned out.
+enum Resolved {
+    /// The loader's index of the timeline.
+    Found(usize),
+    /// Why there is no such timeline; reported once per scenario however many teams
+    /// name it.
+    NotFound(String),
+    /// No timeline can be found, for a reason reported elsewhere.
+    Unavailable,
+}
+
+/// A team's valid timeline reference.
+#[derive(Debug, Clone, Copy)]
+enum TimelineRef<'a> {
+    /// `timeline_id`: topic-safe, no `..`, `/` or `\`.
+    Id(&'a str),
+    /// `timeline_file`: not empty.
+    File(&'a str),
+}
+
+/// Checks the scenario object and its team list; `resolve` finds the timeline each
+/// valid team reference names.
+fn read_header(
+    root: &Map<String, Value>,
+    limits: &Limits,
+    report: &mut Report<'_>,
+    mut resolve: impl FnMut(TimelineRef<'_>) -> Resolved,
+) -> Header {
+    let exercise_id = report
+        .check(None, optional_string(root, "id"))
+        .flatten()
+        .and_then(|raw| {
+            let parsed = ExerciseId::parse(&raw).map_err(|e| format!("invalid \"id\": {e}"));
+            report.check(None, parsed)
+        });
+    let scenario_id = report
+        .check(None, optional_string(root, "scenario_id"))
+        .flatten();
+    let name = report.check(None, optional_string(root, "name")).flatten();
+    let description = report
+        .check(None, optional_string(root, "description"))
+        .flatten();
+    let duration = scenario_duration(root, limits, report);
+
+    let raw_teams = report
+        .check(
+            None,
+            required(root, "teams").and_then(|v| as_array(v, "teams")),
+        )
+        .map_or(&[][..], Vec::as_slice);
+    if raw_teams.is_empty() && root.get("teams").is_some_and(Value::is_array) {
+        report.error(None, "\"teams\" must not be empty");
+    }
+    if raw_teams.len() > limits.max_teams {
+        report.error(
+            None,
+            format!(
+                "too many teams: {}, the limit is {}",
+                raw_teams.len(),
+                limits.max_teams
+            ),
+        );
+    }
+
+    let mut first_index: HashMap<TeamId, usize> = HashMap::new();
+    let mut not_found = HashSet::new();
+    let specs = raw_teams
+        .iter()
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            team_spec(
+                index,
+                raw,
+                &mut first_index,
+                &mut not_found,
+                &mut resolve,
+                report,
+            )
+        })
+        .collect();
+    Header {
+        exercise_id,
+        scenario_id,
+        name,
+        description,
+        duration,
+        specs,
+    }
+}
+
+impl Header {
+    /// The scenario, when no error was found; `timelines` by the loader's index.
+    fn finish(
+        self,
+        path: &Path,
+        timelines: &[Option<Arc<Timeline>>],
+        errors: Vec<ValidationError>,
+    ) -> Result<Scenario, Vec<ValidationError>> {
+        let Some(duration) = self.duration.filter(|_| errors.is_empty()) else {
+            return Err(errors);
+        };
+        let teams = self
+            .specs
+            .into_iter()
+            .filter_map(|spec| {
+                let timeline = timelines.get(spec.source)?.clone()?;
+                Some(Team {
+                    id: spec.id,
+                    name: spec.name,
+                    timeline,
+                })
+            })
+            .collect();
+        Ok(Scenario {
+            path: path.to_owned(),
+            exercise_id: self.exercise_id,
+            scenario_id: self.scenario_id,
+            name: self.name,
+            description: self.description,
+            duration,
+            teams,
+        })
+    }
 }
 
 /// The distinct timeline files named by the teams, in the order first named.
@@ -285,8 +523,6 @@ struct Sources {
     paths: Vec<PathBuf>,
     /// Canonical path to index in `paths`, so two spellings of one file load once.
     by_key: HashMap<PathBuf, usize>,
-    /// Missing files already reported, so each is reported once.
-    missing: HashSet<String>,
 }
 
 impl Sources {
@@ -302,10 +538,9 @@ impl Sources {
 fn team_spec(
     index: usize,
     raw: &Value,
-    folder: &Path,
-    timeline_storage: Option<&Path>,
     first_index: &mut HashMap<TeamId, usize>,
-    sources: &mut Sources,
+    not_found: &mut HashSet<String>,
+    resolve: &mut dyn FnMut(TimelineRef<'_>) -> Resolved,
     report: &mut Report<'_>,
 ) -> Option<TeamSpec> {
     let index_location = format!("team #{index}");
@@ -338,15 +573,16 @@ fn team_spec(
         .check(location, optional_string(team, "name"))
         .flatten();
     let source = report
-        .check(location, timeline_path(team, folder, timeline_storage))
-        .and_then(|resolved| match resolved {
-            Ok(path) => Some(sources.add(path)),
-            Err(missing) => {
-                if sources.missing.insert(missing.clone()) {
-                    report.error(location, format!("timeline file not found: {missing}"));
+        .check(location, timeline_ref(team))
+        .and_then(|reference| match resolve(reference) {
+            Resolved::Found(source) => Some(source),
+            Resolved::NotFound(reason) => {
+                if not_found.insert(reason.clone()) {
+                    report.error(location, reason);
                 }
                 None
             }
+            Resolved::Unavailable => None,
         });
     Some(TeamSpec {
         id: id?,
@@ -355,13 +591,8 @@ fn team_spec(
     })
 }
 
-/// The timeline file a team names: `Ok(Ok(path))` when it exists, `Ok(Err(paths))`
-/// with the paths tried when it does not, `Err` when the team entry is wrong.
-fn timeline_path(
-    team: &Map<String, Value>,
-    folder: &Path,
-    timeline_storage: Option<&Path>,
-) -> Result<Result<PathBuf, String>, String> {
+/// The team's `timeline_id` or `timeline_file`, exactly one of them, checked.
+fn timeline_ref(team: &Map<String, Value>) -> Result<TimelineRef<'_>, String> {
     match (team.get("timeline_id"), team.get("timeline_file")) {
         (Some(_), Some(_)) => {
             Err("give either \"timeline_id\" or \"timeline_file\", not both".to_owned())
@@ -372,29 +603,237 @@ fn timeline_path(
             if file.is_empty() {
                 return Err("\"timeline_file\" must not be empty".to_owned());
             }
-            let path = folder.join(file);
-            if path.exists() {
-                Ok(Ok(path))
-            } else {
-                Ok(Err(path.display().to_string()))
-            }
+            Ok(TimelineRef::File(file))
         }
         (Some(id), None) => {
             let id = as_str(id, "timeline_id")?;
             check_timeline_id(id)?;
+            Ok(TimelineRef::Id(id))
+        }
+    }
+}
+
+/// The timeline file a team names, or the paths tried when it does not exist.
+fn timeline_path(
+    reference: TimelineRef<'_>,
+    folder: &Path,
+    timeline_storage: Option<&Path>,
+) -> Result<PathBuf, String> {
+    match reference {
+        TimelineRef::File(file) => {
+            let path = folder.join(file);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(path.display().to_string())
+            }
+        }
+        TimelineRef::Id(id) => {
             let file = format!("{id}.json");
             let mut candidates = vec![folder.join("timelines").join(&file)];
             candidates.extend(timeline_storage.map(|storage| storage.join(&file)));
             if let Some(found) = candidates.iter().find(|path| path.exists()) {
-                return Ok(Ok(found.clone()));
+                return Ok(found.clone());
             }
             let tried: Vec<String> = candidates
                 .iter()
                 .map(|path| path.display().to_string())
                 .collect();
-            Ok(Err(tried.join(" or ")))
+            Err(tried.join(" or "))
         }
     }
+}
+
+/// The `"timelines"` of an inline upload, indexed for the teams' references.
+#[derive(Default)]
+struct Catalog<'v> {
+    entries: Vec<Entry<'v>>,
+    /// An object (keys and ids) rather than an array (ids only).
+    keyed: bool,
+    /// Normalised key to entry (an object's entries).
+    by_key: HashMap<PathBuf, usize>,
+    /// Id to entries: exactly one each for an array, any number for an object.
+    by_id: HashMap<String, Vec<usize>>,
+}
+
+/// One timeline of an inline upload.
+struct Entry<'v> {
+    /// The pseudo-file its errors name.
+    file: PathBuf,
+    /// Its `id` if that is a non-empty string, else (an object's entry) the file
+    /// stem of its key.
+    id: String,
+    /// None when it is not an object (reported).
+    fields: Option<&'v Map<String, Value>>,
+    /// Its key in an object.
+    key: Option<&'v str>,
+}
+
+impl<'v> Catalog<'v> {
+    /// Indexes `"timelines"`; problems with its entries go to `errors`, a missing
+    /// or wrongly typed `"timelines"` is the `Err`.
+    fn new(
+        timelines: Option<&'v Value>,
+        errors: &mut Vec<ValidationError>,
+    ) -> Result<Self, String> {
+        let mut catalog = Self::default();
+        let not_object =
+            |value: &Value| format!("timeline must be an object, got {}", describe(value));
+        match timelines {
+            None => return Err("missing field \"timelines\"".to_owned()),
+            Some(Value::Array(items)) => {
+                let mut first_index: HashMap<&str, usize> = HashMap::new();
+                for (index, item) in items.iter().enumerate() {
+                    let by_index = PathBuf::from(format!("{UPLOAD}/timelines/#{index}"));
+                    let mut report = Report {
+                        file: &by_index,
+                        errors,
+                    };
+                    let Value::Object(fields) = item else {
+                        report.error(None, not_object(item));
+                        continue;
+                    };
+                    let id = required(fields, "id").and_then(|id| as_str(id, "id"));
+                    let Some(id) = report.check(None, id) else {
+                        continue;
+                    };
+                    if id.is_empty() {
+                        report.error(None, "\"id\" must not be empty");
+                    } else if let Some(first) = first_index.get(id) {
+                        report.error(
+                            None,
+                            format!("duplicate timeline id {id:?} (first at timeline #{first})"),
+                        );
+                    } else {
+                        first_index.insert(id, index);
+                        catalog.push(Entry {
+                            file: PathBuf::from(format!("{UPLOAD}/timelines/{id}")),
+                            id: id.to_owned(),
+                            fields: Some(fields),
+                            key: None,
+                        });
+                    }
+                }
+            }
+            Some(Value::Object(items)) => {
+                catalog.keyed = true;
+                for (key, item) in items {
+                    let file = PathBuf::from(format!("{UPLOAD}/timelines/{key}"));
+                    let mut report = Report {
+                        file: &file,
+                        errors,
+                    };
+                    let normalised = normalise(key);
+                    if normalised.as_os_str().is_empty() || key_stem(key).is_empty() {
+                        report.error(None, format!("key {key:?} names no timeline"));
+                        continue;
+                    }
+                    if let Some(&first) = catalog.by_key.get(&normalised) {
+                        let first = catalog.entries[first].key.unwrap_or_default();
+                        report.error(
+                            None,
+                            format!("key {key:?} names the same file as {first:?}"),
+                        );
+                        continue;
+                    }
+                    let fields = match item {
+                        Value::Object(fields) => Some(fields),
+                        other => {
+                            report.error(None, not_object(other));
+                            None
+                        }
+                    };
+                    let id = fields
+                        .and_then(|fields| fields.get("id"))
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty())
+                        .map_or_else(|| key_stem(key).to_owned(), str::to_owned);
+                    catalog.by_key.insert(normalised, catalog.entries.len());
+                    catalog.push(Entry {
+                        file,
+                        id,
+                        fields,
+                        key: Some(key),
+                    });
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "\"timelines\" must be an array or an object, got {}",
+                    describe(other)
+                ));
+            }
+        }
+        Ok(catalog)
+    }
+
+    fn push(&mut self, entry: Entry<'v>) {
+        let index = self.entries.len();
+        self.by_id.entry(entry.id.clone()).or_default().push(index);
+        self.entries.push(entry);
+    }
+
+    /// The entry a team's reference names, or why there is none.
+    fn resolve(&self, reference: TimelineRef<'_>) -> Result<usize, String> {
+        let by_id = |id: &str| self.by_id.get(id).map_or(&[][..], Vec::as_slice);
+        match (self.keyed, reference) {
+            (false, TimelineRef::Id(id)) => by_id(id)
+                .first()
+                .copied()
+                .ok_or_else(|| format!("timeline not found: no timeline has the id {id:?}")),
+            (false, TimelineRef::File(file)) => {
+                let stem = key_stem(file);
+                by_id(stem).first().copied().ok_or_else(|| {
+                    format!(
+                        "timeline not found: no timeline has the id {stem:?} (the file stem of {file:?})"
+                    )
+                })
+            }
+            (true, TimelineRef::File(file)) => self
+                .by_key
+                .get(&normalise(file))
+                .copied()
+                .ok_or_else(|| format!("timeline not found: \"timelines\" has no key {file:?}")),
+            (true, TimelineRef::Id(id)) => {
+                if let Some(&entry) = self.by_key.get(&normalise(id)) {
+                    return Ok(entry);
+                }
+                match by_id(id) {
+                    [] => Err(format!(
+                        "timeline not found: \"timelines\" has no key or timeline id {id:?}"
+                    )),
+                    [entry] => Ok(*entry),
+                    several => {
+                        let keys: Vec<String> = several
+                            .iter()
+                            .map(|&entry| {
+                                format!("{:?}", self.entries[entry].key.unwrap_or_default())
+                            })
+                            .collect();
+                        Err(format!(
+                            "timeline {id:?} is ambiguous: the timelines {} all have that id",
+                            keys.join(", ")
+                        ))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A path without its `.` steps, so `./timelines/a.json` is `timelines/a.json`.
+fn normalise(path: &str) -> PathBuf {
+    Path::new(path)
+        .components()
+        .filter(|component| !matches!(component, Component::CurDir))
+        .collect()
+}
+
+/// The file stem of a key or `timeline_file` path: the last `/` step without
+/// `.json`.
+fn key_stem(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_suffix(".json").unwrap_or(name)
 }
 
 /// A timeline id becomes a file name: it must be topic-safe and stay in its folder.
@@ -490,23 +929,37 @@ fn load_timeline(
     errors: &mut Vec<ValidationError>,
 ) -> Option<Timeline> {
     let root = read_json_object(path, errors)?;
-    let mut report = Report { file: path, errors };
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned());
+    check_timeline(&root, path, stem, end, limits, errors)
+}
+
+/// Checks one timeline object; its errors name `file`, which becomes its path. A
+/// timeline without an `id` takes `default_id`.
+fn check_timeline(
+    root: &Map<String, Value>,
+    file: &Path,
+    default_id: Option<String>,
+    end: Option<ExerciseSeconds>,
+    limits: &Limits,
+    errors: &mut Vec<ValidationError>,
+) -> Option<Timeline> {
+    let mut report = Report { file, errors };
     let errors_before = report.errors.len();
-    let id = report.check(None, optional_string(&root, "id")).flatten();
+    let id = report.check(None, optional_string(root, "id")).flatten();
     let id = match id {
         Some(id) if id.is_empty() => {
             report.error(None, "\"id\" must not be empty");
             None
         }
         Some(id) => Some(id),
-        None => path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned()),
+        None => default_id,
     };
-    let name = report.check(None, optional_string(&root, "name")).flatten();
+    let name = report.check(None, optional_string(root, "name")).flatten();
     let raw_injects = report.check(
         None,
-        required(&root, "injects").and_then(|v| as_array(v, "injects")),
+        required(root, "injects").and_then(|v| as_array(v, "injects")),
     )?;
     if raw_injects.len() > limits.max_injects_per_timeline {
         report.error(
@@ -531,7 +984,7 @@ fn load_timeline(
     Some(Timeline {
         id: id?,
         name,
-        path: path.to_owned(),
+        path: file.to_owned(),
         injects,
     })
 }
@@ -657,13 +1110,7 @@ fn read_json_object(path: &Path, errors: &mut Vec<ValidationError>) -> Option<Ma
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Some(map),
         Ok(other) => {
-            report.error(
-                None,
-                format!(
-                    "expected a JSON object at the top level, got {}",
-                    describe(&other)
-                ),
-            );
+            top_level_object(&other, &mut report);
             None
         }
         Err(err) => {
@@ -674,6 +1121,26 @@ fn read_json_object(path: &Path, errors: &mut Vec<ValidationError>) -> Option<Ma
             report.error(
                 Some(&format!("line {}, column {}", err.line(), err.column())),
                 format!("invalid JSON: {message}"),
+            );
+            None
+        }
+    }
+}
+
+/// The object a file or upload must hold at the top level.
+fn top_level_object<'v>(
+    value: &'v Value,
+    report: &mut Report<'_>,
+) -> Option<&'v Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        other => {
+            report.error(
+                None,
+                format!(
+                    "expected a JSON object at the top level, got {}",
+                    describe(other)
+                ),
             );
             None
         }
@@ -766,6 +1233,77 @@ fn inject_count(n: usize) -> String {
         1 => "1 inject".to_owned(),
         n => format!("{n} injects"),
     }
+}
+
+/// The `timeline_id` each of `ids` goes by in a package, in order: its own id
+/// when that is usable as a `timeline_id` and no earlier one has it; else a usable
+/// form of it, suffixed `-2`, `-3`, ... until it is taken by no other.
+fn reference_ids<'a>(ids: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+    let mut taken: HashSet<&str> = HashSet::new();
+    let keeps: Vec<bool> = ids
+        .clone()
+        .map(|id| check_timeline_id(id).is_ok() && taken.insert(id))
+        .collect();
+    let mut taken: HashSet<String> = taken.into_iter().map(str::to_owned).collect();
+    ids.zip(keeps)
+        .map(|(id, keep)| {
+            if keep {
+                return id.to_owned();
+            }
+            let base = usable_timeline_id(id);
+            let mut candidate = base.clone();
+            let mut suffix = 2;
+            while taken.contains(&candidate) {
+                candidate = format!("{base}-{suffix}");
+                suffix += 1;
+            }
+            taken.insert(candidate.clone());
+            candidate
+        })
+        .collect()
+}
+
+/// `id` with what [`check_timeline_id`] refuses replaced: unsafe characters by
+/// `-`, `..` by `.`, nothing by `timeline`.
+fn usable_timeline_id(id: &str) -> String {
+    let mut usable: String = id
+        .chars()
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '+' | '#') || c.is_control() {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    while usable.contains("..") {
+        usable = usable.replace("..", ".");
+    }
+    if usable.is_empty() {
+        usable.push_str("timeline");
+    }
+    usable
+}
+
+/// A duration in minutes as JSON: an integer when whole, else the nearest `f64`,
+/// which [`duration_secs`] reads back as the same whole seconds.
+fn duration_minutes(duration: ExerciseSeconds) -> Value {
+    let secs = duration.get();
+    if secs.is_multiple_of(60) {
+        Value::from(secs / 60)
+    } else {
+        Value::from(f64::from(secs) / 60.0)
+    }
+}
+
+/// An inject as a timeline file holds it: its passed-through fields and its own.
+fn inject_value(inject: &Inject) -> Value {
+    let mut fields = inject.extra.clone();
+    fields.insert("id".to_owned(), Value::from(inject.id.as_str()));
+    fields.insert("time".to_owned(), Value::from(inject.time.get()));
+    fields.insert("type".to_owned(), Value::from(inject.kind.as_str()));
+    fields.insert("content".to_owned(), Value::Object(inject.content.clone()));
+    Value::Object(fields)
 }
 
 #[cfg(test)]
@@ -1528,5 +2066,578 @@ Teams:     3 (7 deliveries)
             ]
         );
         assert_eq!(loaded.delivery_count(), 15);
+    }
+
+    // Inline uploads.
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name)
+            .join("scenario.json")
+    }
+
+    fn expect_valid(result: Result<Scenario, Vec<ValidationError>>) -> Scenario {
+        result.unwrap_or_else(|errors| {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            panic!("expected a valid scenario, got\n{}", errors.join("\n"))
+        })
+    }
+
+    /// The errors `load_inline` reports for `package`, as `validate` prints them.
+    fn inline_errors(package: &Value, limits: &Limits) -> Vec<String> {
+        match load_inline(package, limits) {
+            Ok(_) => panic!("expected errors, but {package} loaded"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// For each team, the index of the first team on the same timeline.
+    fn sharing(scenario: &Scenario) -> Vec<usize> {
+        let teams = &scenario.teams;
+        teams
+            .iter()
+            .map(|team| {
+                teams
+                    .iter()
+                    .position(|other| Arc::ptr_eq(&other.timeline, &team.timeline))
+                    .expect("the team itself")
+            })
+            .collect()
+    }
+
+    /// Everything but the paths is equal, which teams share a timeline included.
+    fn assert_same(actual: &Scenario, expected: &Scenario) {
+        assert_eq!(actual.exercise_id, expected.exercise_id);
+        assert_eq!(actual.scenario_id, expected.scenario_id);
+        assert_eq!(actual.name, expected.name);
+        assert_eq!(actual.description, expected.description);
+        assert_eq!(actual.duration, expected.duration);
+        assert_eq!(actual.teams.len(), expected.teams.len());
+        for (a, e) in actual.teams.iter().zip(&expected.teams) {
+            assert_eq!(a.id, e.id);
+            assert_eq!(a.name, e.name, "team {}", e.id);
+            assert_eq!(a.timeline.id, e.timeline.id, "team {}", e.id);
+            assert_eq!(a.timeline.name, e.timeline.name, "team {}", e.id);
+            assert_eq!(a.timeline.injects, e.timeline.injects, "team {}", e.id);
+        }
+        assert_eq!(sharing(actual), sharing(expected));
+    }
+
+    #[test]
+    fn round_trips_the_examples_through_inline_packages() {
+        for (name, expected_sharing, timeline_ids) in [
+            (
+                "four-teams",
+                vec![0, 1, 2, 3],
+                vec![
+                    "blue-standard",
+                    "red-aggressive",
+                    "orange-operations",
+                    "green-city",
+                ],
+            ),
+            (
+                "shared-timeline",
+                vec![0, 0, 2],
+                vec!["night-shift", "night-shift", "red-shipping-line"],
+            ),
+        ] {
+            let from_files = expect_valid(load(&example(name), &Limits::default(), None));
+            let package = to_inline(&from_files);
+            // Through text, as an upload arrives.
+            let text = serde_json::to_string_pretty(&package).expect("serialise");
+            let uploaded: Value = serde_json::from_str(&text).expect("parse");
+            let inline = expect_valid(load_inline(&uploaded, &Limits::default()));
+
+            assert_same(&inline, &from_files);
+            assert_eq!(sharing(&inline), expected_sharing, "{name}");
+            let ids: Vec<&str> = inline
+                .teams
+                .iter()
+                .map(|t| t.timeline.id.as_str())
+                .collect();
+            assert_eq!(ids, timeline_ids, "{name}");
+            assert!(
+                inline
+                    .teams
+                    .iter()
+                    .any(|t| t.timeline.injects.iter().any(|i| !i.extra.is_empty())),
+                "{name}: the examples pass fields through"
+            );
+            assert_eq!(inline.path, Path::new("<upload>"));
+            assert_eq!(
+                inline.teams[0].timeline.path,
+                PathBuf::from(format!("<upload>/timelines/{}", timeline_ids[0]))
+            );
+            // One timeline entry per distinct timeline, and a second trip changes nothing.
+            let distinct = expected_sharing
+                .iter()
+                .enumerate()
+                .filter(|&(team, &first)| team == first)
+                .count();
+            assert_eq!(
+                package["timelines"].as_array().map(Vec::len),
+                Some(distinct)
+            );
+            assert_eq!(to_inline(&inline), package, "{name}");
+        }
+    }
+
+    /// One package's parts: blue and orange share "std", red names "red" by file.
+    const STD: &str = r#"{"name": "Standard", "injects": [
+        {"id": "s-2", "time": 90, "type": "email", "priority": "low", "content": {"subject": "S"}},
+        {"id": "s-1", "time": 0, "type": "news", "media": ["/m.jpg"], "content": {"headline": "H"}}
+    ]}"#;
+    const RED: &str = r#"{"injects": [
+        {"id": "r-1", "time": 30, "type": "sms", "content": {"text": "T"}}
+    ]}"#;
+    const TEAMS: &str = r#"{"id": "ex-9", "name": "N", "duration_minutes": 2, "teams": [
+        {"id": "blue", "name": "Blue", "timeline_id": "std"},
+        {"id": "orange", "timeline_id": "std"},
+        {"id": "red", "timeline_file": "timelines/red.json"}
+    ]}"#;
+
+    /// `TEAMS` with `"timelines"` set to `timelines` (`{std}` and `{red}` standing
+    /// for the timeline objects, given `"id"` fields when `with_ids`).
+    fn package(timelines: &str, with_ids: bool) -> Value {
+        let with_id = |id: &str, timeline: &str| -> String {
+            if with_ids {
+                timeline.replacen('{', &format!(r#"{{"id": "{id}", "#), 1)
+            } else {
+                timeline.to_owned()
+            }
+        };
+        let timelines = timelines
+            .replace("{std}", &with_id("std", STD))
+            .replace("{red}", &with_id("red", RED));
+        let mut package: Value = serde_json::from_str(TEAMS).expect("teams");
+        package["timelines"] = serde_json::from_str(&timelines).expect("timelines");
+        package
+    }
+
+    #[test]
+    fn inline_timelines_may_be_an_array_or_an_object() {
+        // The same scenario as files, for comparison.
+        let (_dir, from_files) = load_ok(&[
+            ("scenario.json", TEAMS),
+            ("timelines/std.json", STD),
+            ("timelines/red.json", RED),
+        ]);
+        assert_eq!(sharing(&from_files), [0, 0, 2]);
+        assert_eq!(from_files.teams[0].timeline.id, "std");
+        assert_eq!(from_files.teams[2].timeline.id, "red");
+
+        for (timelines, with_ids) in [
+            // An array: by id, and by the file stem for `timeline_file`; unused
+            // timelines are not checked.
+            (r#"[{std}, {red}, {"id": "unused", "injects": "no"}]"#, true),
+            (r#"[{"id": "unused", "injects": []}, {red}, {std}]"#, true),
+            // An object keyed by timeline id and by file path.
+            (r#"{"std": {std}, "timelines/red.json": {red}}"#, true),
+            // Without ids, the keys' file stems name them; `./` steps aside.
+            (
+                r#"{"timelines/std.json": {std}, "./timelines/red.json": {red}}"#,
+                false,
+            ),
+            (
+                r#"{"std": {std}, "timelines/red.json": {red}, "odd": {"injects": 7}}"#,
+                false,
+            ),
+            // An object's key wins over another timeline's id.
+            (
+                r#"{"std": {std}, "other": {"id": "std", "injects": 7}, "timelines/red.json": {red}}"#,
+                false,
+            ),
+        ] {
+            let inline = expect_valid(load_inline(
+                &package(timelines, with_ids),
+                &Limits::default(),
+            ));
+            assert_same(&inline, &from_files);
+        }
+
+        // Timeline paths are the pseudo-files errors name.
+        let inline = expect_valid(load_inline(
+            &package(r#"{"std": {std}, "./timelines/red.json": {red}}"#, false),
+            &Limits::default(),
+        ));
+        let paths: Vec<&Path> = inline
+            .teams
+            .iter()
+            .map(|t| t.timeline.path.as_path())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                Path::new("<upload>/timelines/std"),
+                Path::new("<upload>/timelines/std"),
+                Path::new("<upload>/timelines/./timelines/red.json"),
+            ]
+        );
+    }
+
+    #[test]
+    fn inline_errors_are_reported_all_at_once_naming_the_upload() {
+        let check_inline = |package: &str, expected: &[&str]| {
+            let package: Value = serde_json::from_str(package).expect("test package");
+            assert_eq!(inline_errors(&package, &Limits::default()), expected);
+        };
+        check_inline(
+            r#"{"id": "a/b", "name": 3, "duration_minutes": 1, "teams": [
+                {"id": "blue", "timeline_id": "t"},
+                {"id": "red", "timeline_id": "missing"},
+                {"id": "green", "timeline_file": "timelines/other.json"},
+                {"id": "orange", "timeline_id": "missing"},
+                {"id": "blue", "timeline_id": "t"}
+            ], "timelines": [
+                {"id": "t", "injects": [
+                    {"id": "i-1", "time": 61, "type": "news", "content": {}},
+                    {"id": "i-2", "time": 1.5, "type": "news"}
+                ]},
+                {"id": "other", "injects": {}},
+                "loose",
+                {"name": "no id", "injects": []},
+                {"id": "t", "injects": []},
+                {"id": "", "injects": []},
+                {"id": 4, "injects": []}
+            ]}"#,
+            &[
+                r#"<upload>: invalid "id": id "a/b" contains '/', which is not allowed in an MQTT topic"#,
+                r#"<upload>: "name" must be a string, got 3"#,
+                r#"<upload>: team "red": timeline not found: no timeline has the id "missing""#,
+                r#"<upload>: team "blue": duplicate team id (first at team #0)"#,
+                r#"<upload>/timelines/#2: timeline must be an object, got "loose""#,
+                r#"<upload>/timelines/#3: missing field "id""#,
+                r#"<upload>/timelines/#4: duplicate timeline id "t" (first at timeline #0)"#,
+                r#"<upload>/timelines/#5: "id" must not be empty"#,
+                r#"<upload>/timelines/#6: "id" must be a string, got 4"#,
+                r#"<upload>/timelines/t: inject "i-1": "time" 61 is after the end of the exercise (60 s)"#,
+                r#"<upload>/timelines/t: inject "i-2": "time" must be a whole number of seconds, got 1.5"#,
+                r#"<upload>/timelines/t: inject "i-2": missing field "content""#,
+                r#"<upload>/timelines/other: "injects" must be an array, got an object"#,
+            ],
+        );
+        // Keys listed in sorted order, so the order of a JSON object does not matter.
+        check_inline(
+            r#"{"duration_minutes": 1, "teams": [
+                {"id": "blue", "timeline_file": "timelines/gone.json"},
+                {"id": "red", "timeline_id": "dup"},
+                {"id": "green", "timeline_id": "x"},
+                {"id": "orange", "timeline_id": "nothing"},
+                {"id": "white", "timeline_file": "a.json"},
+                {"id": "black", "timeline_id": "named"}
+            ], "timelines": {
+                "": {"injects": []},
+                "./a.json": {"id": "dup", "injects": [{"id": "i-1"}]},
+                "a.json": {"injects": []},
+                "b.json": {"id": "dup", "injects": []},
+                "named": {"id": 3, "injects": []},
+                "x": [1]
+            }}"#,
+            &[
+                r#"<upload>: team "blue": timeline not found: "timelines" has no key "timelines/gone.json""#,
+                r#"<upload>: team "red": timeline "dup" is ambiguous: the timelines "./a.json", "b.json" all have that id"#,
+                r#"<upload>: team "orange": timeline not found: "timelines" has no key or timeline id "nothing""#,
+                r#"<upload>/timelines/: key "" names no timeline"#,
+                r#"<upload>/timelines/a.json: key "a.json" names the same file as "./a.json""#,
+                r#"<upload>/timelines/x: timeline must be an object, got an array"#,
+                r#"<upload>/timelines/./a.json: inject "i-1": missing field "time""#,
+                r#"<upload>/timelines/./a.json: inject "i-1": missing field "type""#,
+                r#"<upload>/timelines/./a.json: inject "i-1": missing field "content""#,
+                r#"<upload>/timelines/named: "id" must be a string, got 3"#,
+            ],
+        );
+        for (package, expected) in [
+            (
+                "[]",
+                "<upload>: expected a JSON object at the top level, got an array",
+            ),
+            // A missing "timelines" is one error, not one per team.
+            (
+                r#"{"duration_minutes": 1, "teams": [{"id": "blue", "timeline_id": "t"},
+                    {"id": "red", "timeline_id": "u"}]}"#,
+                r#"<upload>: missing field "timelines""#,
+            ),
+            (
+                r#"{"duration_minutes": 1, "teams": [{"id": "blue", "timeline_id": "t"}],
+                    "timelines": "t"}"#,
+                r#"<upload>: "timelines" must be an array or an object, got "t""#,
+            ),
+            (
+                r#"{"duration_minutes": 1, "timelines": []}"#,
+                r#"<upload>: missing field "teams""#,
+            ),
+            (
+                r#"{"duration_minutes": 1, "teams": [{"id": "blue", "timeline_id": "../t"}],
+                    "timelines": {"../t": {"injects": []}}}"#,
+                r#"<upload>: team "blue": "timeline_id" "../t" contains "..", which is not allowed in a timeline id"#,
+            ),
+            (
+                r#"{"duration_minutes": 1, "teams": [{"id": "blue", "timeline_file": "t.json"}],
+                    "timelines": [{"id": "t", "injects": [{"id": "i-1", "time": 60,
+                        "type": "news", "content": {}}, {"id": "i-1", "time": 0,
+                        "type": "news", "content": {}}]}]}"#,
+                r#"<upload>/timelines/t: inject "i-1": duplicate inject id (first at inject #0)"#,
+            ),
+        ] {
+            check_inline(package, &[expected]);
+        }
+    }
+
+    #[test]
+    fn inline_uploads_and_files_get_the_same_checks() {
+        // (scenario, timeline "t" without its id, limits): each through both loaders.
+        let small = Limits {
+            max_duration_secs: 600,
+            max_teams: 2,
+            max_injects_per_timeline: 2,
+        };
+        let news = |id: &str, time: &str| {
+            format!(r#"{{"id": "{id}", "time": {time}, "type": "news", "content": {{}}}}"#)
+        };
+        let cases: Vec<(String, String, Limits)> = vec![
+            (
+                scenario("\"45\"", &[("blue", "t")]),
+                timeline(&[BRIEFING]),
+                Limits::default(),
+            ),
+            (
+                scenario("0.51", &[("blue", "t"), ("blue", "t"), ("a+b", "t")]),
+                timeline(&[&news("i-1", "-1"), &news("i-1", "3.0"), "[]"]),
+                Limits::default(),
+            ),
+            (
+                r#"{"duration": 10, "teams": [{"id": "blue", "timeline_id": "t"},
+                    {"id": "red", "timeline_id": "t", "timeline_file": "t.json"}, "green",
+                    {"id": "t1", "timeline_id": "a/b"}, {"id": "t2", "timeline_file": ""},
+                    {"id": "t3", "name": 7}]}"#
+                    .to_owned(),
+                timeline(&[
+                    r#"{"id": "i-1", "time": 0, "type": "Social", "content": "x"}"#,
+                    r#"{"time": 0, "type": 3, "content": {}}"#,
+                ]),
+                Limits::default(),
+            ),
+            (
+                scenario("11", &[("blue", "t"), ("red", "t"), ("green", "t")]),
+                timeline(&[&news("i-1", "1"), &news("i-2", "2"), &news("i-3", "700")]),
+                small,
+            ),
+            (
+                r#"{"duration_minutes": 10, "teams": []}"#.to_owned(),
+                r#"{"name": ["x"], "injects": []}"#.to_owned(),
+                small,
+            ),
+        ];
+        for (scenario_text, timeline_text, limits) in cases {
+            let (dir, from_files) = load_files(
+                &[
+                    ("scenario.json", &scenario_text),
+                    ("timelines/t.json", &timeline_text),
+                ],
+                &limits,
+            );
+            let file_errors: Vec<String> = shown(&dir, &from_files.expect_err("invalid"))
+                .iter()
+                .map(|error| {
+                    error
+                        .replace("scenario.json", "<upload>")
+                        .replace("timelines/t.json", "<upload>/timelines/t")
+                })
+                .collect();
+            let mut package: Value = serde_json::from_str(&scenario_text).expect("scenario");
+            package["timelines"] = serde_json::json!({
+                "t": serde_json::from_str::<Value>(&timeline_text).expect("timeline"),
+            });
+            assert!(!file_errors.is_empty());
+            assert_eq!(
+                inline_errors(&package, &limits),
+                file_errors,
+                "{scenario_text}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_apply_to_inline_uploads() {
+        let limits = Limits {
+            max_duration_secs: 600,
+            max_teams: 2,
+            max_injects_per_timeline: 2,
+        };
+        let inject = |n: u32| serde_json::json!({"id": format!("i-{n}"), "time": n, "type": "news", "content": {}});
+        let upload = |minutes: u32, teams: &[(&str, &str)]| {
+            let teams: Vec<Value> = teams
+                .iter()
+                .map(|(id, timeline)| serde_json::json!({"id": id, "timeline_id": timeline}))
+                .collect();
+            serde_json::json!({
+                "duration_minutes": minutes,
+                "teams": teams,
+                "timelines": [
+                    {"id": "two", "injects": [inject(1), inject(2)]},
+                    {"id": "three", "injects": [inject(1), inject(2), inject(3)]},
+                ],
+            })
+        };
+        assert_eq!(
+            inline_errors(
+                &upload(11, &[("blue", "two"), ("red", "three"), ("green", "two")]),
+                &limits
+            ),
+            [
+                r#"<upload>: "duration_minutes" 11 (660 s) is over the limit of 600 s"#,
+                "<upload>: too many teams: 3, the limit is 2",
+                "<upload>/timelines/three: too many injects: 3, the limit is 2",
+            ]
+        );
+        // At the limits everything loads; the unused timeline over them is no matter.
+        let loaded = expect_valid(load_inline(
+            &upload(10, &[("blue", "two"), ("red", "two")]),
+            &limits,
+        ));
+        assert_eq!(loaded.delivery_count(), 4);
+        assert_eq!(loaded.duration, ExerciseSeconds::new(600));
+    }
+
+    fn built_timeline(id: &str, inject_ids: &[&str]) -> Arc<Timeline> {
+        Arc::new(Timeline {
+            id: id.to_owned(),
+            name: None,
+            path: PathBuf::from(format!("built/{id}.json")),
+            injects: inject_ids
+                .iter()
+                .enumerate()
+                .map(|(n, inject_id)| Inject {
+                    id: InjectId::parse(inject_id).expect("inject id"),
+                    time: ExerciseSeconds::new(u32::try_from(n).expect("small")),
+                    kind: "news".to_owned(),
+                    content: Map::new(),
+                    extra: Map::new(),
+                })
+                .collect(),
+        })
+    }
+
+    fn built_scenario(teams: &[(&str, &Arc<Timeline>)]) -> Scenario {
+        Scenario {
+            path: PathBuf::from("built.json"),
+            exercise_id: None,
+            scenario_id: None,
+            name: None,
+            description: None,
+            duration: ExerciseSeconds::new(90),
+            teams: teams
+                .iter()
+                .map(|(id, timeline)| Team {
+                    id: TeamId::parse(id).expect("team id"),
+                    name: None,
+                    timeline: Arc::clone(timeline),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn writes_packages_with_unique_usable_timeline_ids() {
+        let first = built_timeline("t", &["a"]);
+        let same_id = built_timeline("t", &["b"]);
+        let taken = built_timeline("t-2", &["c"]);
+        let slashed = built_timeline("a/b", &["d"]);
+        let dots = built_timeline("..", &["e"]);
+        let original = built_scenario(&[
+            ("blue", &first),
+            ("red", &same_id),
+            ("green", &taken),
+            ("orange", &first),
+            ("white", &slashed),
+            ("black", &dots),
+        ]);
+        let package = to_inline(&original);
+        let refs: Vec<&str> = package["teams"]
+            .as_array()
+            .expect("teams")
+            .iter()
+            .map(|team| team["timeline_id"].as_str().expect("timeline_id"))
+            .collect();
+        assert_eq!(refs, ["t", "t-3", "t-2", "t", "a-b", "."]);
+        let ids: Vec<&str> = package["timelines"]
+            .as_array()
+            .expect("timelines")
+            .iter()
+            .map(|timeline| timeline["id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(ids, ["t", "t-3", "t-2", "a-b", "."]);
+
+        let loaded = expect_valid(load_inline(&package, &Limits::default()));
+        assert_eq!(sharing(&loaded), sharing(&original));
+        assert_eq!(sharing(&loaded), [0, 1, 2, 0, 4, 5]);
+        for (loaded, original) in loaded.teams.iter().zip(&original.teams) {
+            assert_eq!(loaded.timeline.injects, original.timeline.injects);
+        }
+    }
+
+    #[test]
+    fn writes_packages_as_scenario_and_timeline_files_hold_them() {
+        let mut inject = built_timeline("t", &["i-1"]).injects[0].clone();
+        inject
+            .content
+            .insert("headline".to_owned(), Value::from("H"));
+        inject
+            .extra
+            .insert("priority".to_owned(), Value::from("high"));
+        inject
+            .extra
+            .insert("media".to_owned(), serde_json::json!(["/m.jpg"]));
+        let timeline = Arc::new(Timeline {
+            id: "t".to_owned(),
+            name: Some("Timeline".to_owned()),
+            path: PathBuf::new(),
+            injects: vec![inject],
+        });
+        let mut scenario = built_scenario(&[("blue", &timeline), ("red", &timeline)]);
+        scenario.exercise_id = ExerciseId::parse("ex-1").ok();
+        scenario.name = Some("Name".to_owned());
+        scenario.teams[0].name = Some("Blue".to_owned());
+        assert_eq!(
+            to_inline(&scenario),
+            serde_json::json!({
+                "id": "ex-1",
+                "name": "Name",
+                "duration_minutes": 1.5,
+                "teams": [
+                    {"id": "blue", "name": "Blue", "timeline_id": "t"},
+                    {"id": "red", "timeline_id": "t"}
+                ],
+                "timelines": [{"id": "t", "name": "Timeline", "injects": [{
+                    "id": "i-1", "time": 0, "type": "news", "priority": "high",
+                    "media": ["/m.jpg"], "content": {"headline": "H"}
+                }]}]
+            })
+        );
+        scenario.duration = ExerciseSeconds::new(7200);
+        assert_eq!(
+            to_inline(&scenario)["duration_minutes"],
+            serde_json::json!(120)
+        );
+    }
+
+    #[test]
+    fn durations_survive_the_trip_through_minutes() {
+        let limits = Limits {
+            max_duration_secs: u32::MAX,
+            ..Limits::default()
+        };
+        let large = [86_399, 1_000_003, 4_000_000_001, u32::MAX - 1, u32::MAX];
+        for secs in (1..=20_000).chain(large) {
+            let text = duration_minutes(ExerciseSeconds::new(secs)).to_string();
+            let value: Value = serde_json::from_str(&text).expect("a JSON number");
+            assert_eq!(
+                duration_secs("duration_minutes", &value, &limits),
+                Ok(ExerciseSeconds::new(secs)),
+                "{secs} s written as {text}"
+            );
+        }
     }
 }

@@ -1,0 +1,1045 @@
+//! The actor of one exercise: owns its engine, the real clock and its
+//! channels; turns the engine's outputs into MQTT messages, journal entries
+//! and log lines; answers controllers' requests.
+//!
+//! `run` (one exercise in the foreground) and `serve` (many, persisted) both
+//! use it; they differ in the [`Journal`] (publish directly, or store first)
+//! and in whether the actor ends when the exercise is over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+use tracing::{error, info, warn};
+
+use crate::config::DeliveryPolicy;
+use crate::core::engine::{ArchivedRun, EditError, SeekMode};
+use crate::core::{
+    Command, Counts, DeliveryRecord, DeliveryTag, Engine, Now, Output, Refusal, State, Transition,
+};
+use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
+use crate::journal::{Journal, JournalEntry};
+use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
+use crate::scenario::{Inject, Scenario};
+use crate::store::{ClockRow, ControlRow, DeliveryRow};
+use crate::timer;
+use crate::wire::{
+    ANNOUNCEMENT_SOURCE, Announcement, ControlInput, FeedTemplate, MonitoringMessage,
+    StatusMessage, TimerMessage, Topics, parse_control, timestamp,
+};
+
+/// How to run one exercise.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub exercise_id: ExerciseId,
+    /// Exercise seconds per wall second.
+    pub speed: f64,
+    pub policy: DeliveryPolicy,
+    pub feed_qos: QoS,
+    pub monitoring_every: Duration,
+    /// End the actor once the exercise is over and every delivery settled
+    /// (`run`); otherwise it lives until shut down (`serve`).
+    pub exit_when_over: bool,
+}
+
+/// Where an exercise stands, as controllers and progress displays see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub id: ExerciseId,
+    pub time: ExerciseSeconds,
+    pub total: ExerciseSeconds,
+    pub state: State,
+    pub run: u16,
+    pub speed: f64,
+    pub counts: Counts,
+    pub connected: bool,
+}
+
+/// What an exercise leaves behind when its actor ends.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub exercise_id: ExerciseId,
+    pub scenario: Arc<Scenario>,
+    pub state: State,
+    pub run: u16,
+    pub speed: f64,
+    pub started_wall: Option<OffsetDateTime>,
+    /// The monotonic instant of the (last) start: exercise second n was due
+    /// at `started_at + n / speed` plus any time paused.
+    pub started_at: Option<Instant>,
+    pub records: Vec<DeliveryRecord>,
+    /// Team id and inject id of each record, by slot.
+    pub names: Vec<(String, String, String)>,
+    pub archived: Vec<ArchivedRun>,
+}
+
+/// One delivery record as the API shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryView {
+    pub team_id: String,
+    pub inject_id: String,
+    pub kind: String,
+    pub record: DeliveryRecord,
+    pub live: bool,
+}
+
+/// Why a controller's request was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the exercise is shutting down")]
+    Gone,
+}
+
+/// Which delivery a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryKey {
+    pub team_id: String,
+    pub inject_id: String,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// What controllers can ask of a running exercise actor.
+pub enum Request {
+    Control {
+        command: Command,
+        reason: Option<String>,
+        source: String,
+        reply: Reply<Transition>,
+    },
+    Deliveries {
+        reply: Reply<Vec<DeliveryView>>,
+    },
+    Retry {
+        key: Option<DeliveryKey>,
+        reply: Reply<usize>,
+    },
+    Send {
+        teams: Vec<String>,
+        inject: Inject,
+        at: Option<ExerciseSeconds>,
+        reply: Reply<usize>,
+    },
+    Cancel {
+        key: DeliveryKey,
+        reply: Reply<()>,
+    },
+    Reschedule {
+        key: DeliveryKey,
+        at: ExerciseSeconds,
+        reply: Reply<()>,
+    },
+    Seek {
+        to: ExerciseSeconds,
+        mode: SeekMode,
+        reply: Reply<usize>,
+    },
+}
+
+/// One (team, inject) of the current run, by slot.
+#[derive(Debug, Clone)]
+struct Entry {
+    team: usize,
+    inject: Arc<Inject>,
+    template: FeedTemplate,
+    live: bool,
+}
+
+/// The exercise actor.
+pub struct Actor {
+    scenario: Arc<Scenario>,
+    options: Options,
+    mqtt: Mqtt,
+    journal: Journal,
+    engine: Engine,
+    topics: Topics,
+    feeds: Vec<String>,
+    /// The scenario's entries; every run starts from these.
+    base: Vec<Entry>,
+    /// This run's entries, by slot: the base plus injects added live.
+    entries: Vec<Entry>,
+    acks: mpsc::UnboundedSender<AckEvent>,
+    acks_rx: Option<mpsc::UnboundedReceiver<AckEvent>>,
+    snapshot: watch::Sender<Snapshot>,
+    /// Records changed since they were last journaled.
+    dirty: Vec<usize>,
+    dirty_all: bool,
+    clock_dirty: bool,
+}
+
+impl Actor {
+    /// An initialized exercise.
+    pub fn new(scenario: Arc<Scenario>, options: Options, mqtt: Mqtt, journal: Journal) -> Self {
+        let engine = Engine::new(&scenario, options.speed, options.policy);
+        Self::with_engine(scenario, options, mqtt, journal, engine, Vec::new())
+    }
+
+    /// An exercise rebuilt after a restart; `live` are the injects added
+    /// during the run, by slot beyond the scenario's own.
+    pub fn restored(
+        scenario: Arc<Scenario>,
+        options: Options,
+        mqtt: Mqtt,
+        journal: Journal,
+        engine: Engine,
+        live: Vec<(usize, Inject)>,
+    ) -> Self {
+        Self::with_engine(scenario, options, mqtt, journal, engine, live)
+    }
+
+    fn with_engine(
+        scenario: Arc<Scenario>,
+        options: Options,
+        mqtt: Mqtt,
+        journal: Journal,
+        engine: Engine,
+        live: Vec<(usize, Inject)>,
+    ) -> Self {
+        let id = options.exercise_id.clone();
+        let topics = Topics::new(&id);
+        let feeds = scenario.teams.iter().map(|t| topics.feed(&t.id)).collect();
+        let base: Vec<Entry> = scenario
+            .teams
+            .iter()
+            .enumerate()
+            .flat_map(|(ti, t)| {
+                let id = id.clone();
+                t.timeline.injects.iter().map(move |i| Entry {
+                    team: ti,
+                    template: FeedTemplate::new(i, &t.id, &id),
+                    inject: Arc::new(i.clone()),
+                    live: false,
+                })
+            })
+            .collect();
+        let mut entries = base.clone();
+        for (team, inject) in live {
+            entries.push(Entry {
+                team,
+                template: FeedTemplate::new(&inject, &scenario.teams[team].id, &id),
+                inject: Arc::new(inject),
+                live: true,
+            });
+        }
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let snapshot = watch::channel(Snapshot {
+            id: id.clone(),
+            time: engine.exercise_time(Instant::now()),
+            total: engine.duration(),
+            state: engine.state(),
+            run: engine.run(),
+            speed: options.speed,
+            counts: engine.counts(),
+            connected: false,
+        })
+        .0;
+        Self {
+            scenario,
+            options,
+            mqtt,
+            journal,
+            engine,
+            topics,
+            feeds,
+            base,
+            entries,
+            acks,
+            acks_rx: Some(acks_rx),
+            snapshot,
+            dirty: Vec::new(),
+            dirty_all: false,
+            clock_dirty: false,
+        }
+    }
+
+    pub fn id(&self) -> &ExerciseId {
+        &self.options.exercise_id
+    }
+
+    /// Follows the exercise's state; updated ten times a second.
+    pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.subscribe()
+    }
+
+    /// The delivery rows of the current run, as they stand (for the store).
+    pub fn delivery_rows(&self) -> Vec<DeliveryRow> {
+        (0..self.engine.records().len())
+            .map(|slot| self.row(slot))
+            .collect()
+    }
+
+    /// The clock as stored values.
+    pub fn clock_row(&self, now: Now) -> ClockRow {
+        clock_row(&self.engine, now)
+    }
+
+    /// Runs the exercise: applies `start` at once if asked, then serves
+    /// events until it is over (with `exit_when_over`), `shutdown` resolves
+    /// or the request channel closes.
+    pub async fn run(
+        mut self,
+        start: bool,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Outcome {
+        let mut acks = self.acks_rx.take().expect("run once");
+        let (control_tx, mut control) = mpsc::unbounded_channel();
+        self.mqtt.subscribe(self.topics.control.clone(), control_tx);
+        let mut connected = self.mqtt.connected();
+        let up = *connected.borrow_and_update();
+        self.engine.set_connected(up, now());
+        self.publish_timer_now();
+        let status = self.status_now("state_changed");
+        self.publish_status(&status);
+        if start {
+            self.command(Command::Start, None, "start-up".into(), None);
+        } else if self.engine.state() == State::Initialized {
+            info!(exercise_id = %self.id(), topic = %self.topics.control, "waiting for a start command");
+        }
+        let mut monitoring = interval(self.options.monitoring_every);
+        monitoring.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut shown = interval(Duration::from_millis(100));
+        shown.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut shutting_down: Option<Instant> = None;
+        let mut requests_open = true;
+        // One precise sleep per deadline, kept across loop passes.
+        let mut sleep: Option<(Instant, Wake)> = None;
+        loop {
+            self.flush();
+            if self.options.exit_when_over
+                && self.engine.state().is_over()
+                && self.engine.is_settled()
+            {
+                break;
+            }
+            if shutting_down.is_some() && !self.options.exit_when_over {
+                break;
+            }
+            let wake = self.engine.poll_timeout();
+            if sleep.as_ref().map(|(at, _)| *at) != wake {
+                sleep = wake.map(|at| (at, Box::pin(timer::global().sleep_until(at)) as Wake));
+            }
+            let give_up = shutting_down.map(|at| at + self.options.policy.timeout);
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if shutting_down.is_none() => {
+                    shutting_down = Some(Instant::now());
+                    if self.options.exit_when_over {
+                        self.shut_down();
+                    }
+                }
+                () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
+                    self.engine.abandon("stopped before the broker acknowledged");
+                    self.mark_all_dirty();
+                    self.flush();
+                    break;
+                }
+                () = async { sleep.as_mut().expect("guarded").1.as_mut().await }, if sleep.is_some() => {
+                    sleep = None;
+                    self.engine.handle_timeout(now());
+                }
+                Some(event) = acks.recv() => {
+                    self.on_ack(event);
+                    // Take every acknowledgement already here in one pass.
+                    while let Ok(event) = acks.try_recv() {
+                        self.on_ack(event);
+                    }
+                }
+                Ok(()) = connected.changed() => {
+                    let up = *connected.borrow_and_update();
+                    self.engine.set_connected(up, now());
+                }
+                Some(message) = control.recv() => self.on_control(message),
+                request = requests.recv(), if requests_open => match request {
+                    Some(request) => self.on_request(request),
+                    None => {
+                        requests_open = false;
+                        if !self.options.exit_when_over {
+                            break;
+                        }
+                    }
+                },
+                _ = monitoring.tick() => self.publish_monitoring(),
+                _ = shown.tick() => self.publish_snapshot(*connected.borrow()),
+            }
+        }
+        self.flush();
+        self.publish_monitoring();
+        self.publish_snapshot(*connected.borrow());
+        self.outcome()
+    }
+
+    /// Ctrl-C or SIGTERM under `run`: stop the exercise if it runs, give up
+    /// on what waits.
+    fn shut_down(&mut self) {
+        info!(exercise_id = %self.id(), "shutdown requested");
+        match self.engine.state() {
+            State::Running | State::Paused => self.command(
+                Command::Stop,
+                Some("orchestrator shut down".into()),
+                "signal".into(),
+                None,
+            ),
+            _ => {
+                self.engine.abandon("orchestrator shut down");
+                self.mark_all_dirty();
+            }
+        }
+    }
+
+    fn outcome(self) -> Outcome {
+        let names = self
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    self.scenario.teams[e.team].id.to_string(),
+                    e.inject.id.to_string(),
+                    e.inject.kind.clone(),
+                )
+            })
+            .collect();
+        Outcome {
+            exercise_id: self.options.exercise_id.clone(),
+            scenario: self.scenario,
+            state: self.engine.state(),
+            run: self.engine.run(),
+            speed: self.options.speed,
+            started_wall: self.engine.started().map(|s| s.wall),
+            started_at: self.engine.started().map(|s| s.mono),
+            records: self.engine.records().to_vec(),
+            names,
+            archived: self.engine.archived().to_vec(),
+        }
+    }
+
+    fn publish_snapshot(&self, connected: bool) {
+        let now = Instant::now();
+        // Counting every record is O(n): ten times a second, not per event.
+        self.snapshot.send_replace(Snapshot {
+            id: self.options.exercise_id.clone(),
+            time: self.engine.exercise_time(now),
+            total: self.engine.duration(),
+            state: self.engine.state(),
+            run: self.engine.run(),
+            speed: self.options.speed,
+            counts: self.engine.counts(),
+            connected,
+        });
+    }
+
+    /// Applies a command from the control topic, the API or a signal; the
+    /// audit row and new state are journaled before anything is announced.
+    fn command(
+        &mut self,
+        command: Command,
+        reason: Option<String>,
+        source: String,
+        reply: Option<Reply<Transition>>,
+    ) {
+        let now = now();
+        let run_before = self.engine.run();
+        let result = self.engine.handle_command(command, reason.clone(), now);
+        let audit = ControlRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            at_wall_ms: wall_ms(now.wall),
+            command: command.to_string(),
+            reason,
+            source,
+            accepted: result.is_ok(),
+            message: result.as_ref().err().map(|r| r.to_string()),
+        };
+        self.journal.write(JournalEntry::Control(audit));
+        match &result {
+            Ok(_) => {
+                if self.engine.run() != run_before {
+                    // A reset: the new run's records are stored fresh.
+                    self.entries = self.base.clone();
+                    self.dirty.clear();
+                    self.dirty_all = false;
+                    self.journal.write(JournalEntry::NewRun {
+                        exercise_id: self.id().to_string(),
+                        rows: self.delivery_rows(),
+                    });
+                } else if command == Command::Stop {
+                    self.mark_all_dirty();
+                }
+                self.clock_dirty = true;
+            }
+            Err(refusal) => {
+                warn!(exercise_id = %self.id(), %refusal, "command refused");
+                let mut status = self.status_now("command_refused");
+                status.command = Some(command.to_string());
+                status.message = Some(refusal.to_string());
+                self.publish_status(&status);
+            }
+        }
+        if let Some(reply) = reply {
+            // Answered once what it did is stored.
+            self.sync_journal();
+            self.journal.reply(move || {
+                let _ = reply.send(result.map_err(RequestError::from));
+            });
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let now = now();
+        match request {
+            Request::Control {
+                command,
+                reason,
+                source,
+                reply,
+            } => self.command(command, reason, source, Some(reply)),
+            Request::Deliveries { reply } => {
+                let _ = reply.send(Ok(self.views()));
+            }
+            Request::Retry { key, reply } => {
+                let result = match key {
+                    Some(key) => self
+                        .slot(&key)
+                        .and_then(|slot| self.engine.retry(slot, now).map_err(Into::into))
+                        .map(|()| 1),
+                    None => self.engine.retry_all_failed(now).map_err(Into::into),
+                };
+                self.answer(result, reply);
+            }
+            Request::Send {
+                teams,
+                inject,
+                at,
+                reply,
+            } => {
+                let result = self.send(teams, inject, at, now);
+                self.answer(result, reply);
+            }
+            Request::Cancel { key, reply } => {
+                let result = self
+                    .slot(&key)
+                    .and_then(|slot| self.engine.cancel(slot).map_err(Into::into));
+                self.answer(result, reply);
+            }
+            Request::Reschedule { key, at, reply } => {
+                let result = self.slot(&key).and_then(|slot| {
+                    self.engine
+                        .reschedule(slot, at, now)
+                        .map_err(Into::into)
+                        .map(|()| self.dirty.push(slot))
+                });
+                self.answer(result, reply);
+            }
+            Request::Seek { to, mode, reply } => {
+                let result = self.engine.seek(to, mode, now).map_err(RequestError::from);
+                if result.is_ok() {
+                    self.mark_all_dirty();
+                    self.clock_dirty = true;
+                }
+                self.answer(result, reply);
+            }
+        }
+    }
+
+    /// Replies once the request's effects are stored.
+    fn answer<T: Send + 'static>(&mut self, result: Result<T, RequestError>, reply: Reply<T>) {
+        if result.is_ok() {
+            self.mark_all_dirty();
+        }
+        self.flush();
+        self.journal.reply(move || {
+            let _ = reply.send(result);
+        });
+    }
+
+    fn send(
+        &mut self,
+        teams: Vec<String>,
+        inject: Inject,
+        at: Option<ExerciseSeconds>,
+        now: Now,
+    ) -> Result<usize, RequestError> {
+        if teams.is_empty() {
+            return Err(RequestError::Invalid("name at least one team".into()));
+        }
+        let mut indices = Vec::new();
+        for team in &teams {
+            let index = self
+                .scenario
+                .teams
+                .iter()
+                .position(|t| t.id.as_str() == team)
+                .ok_or_else(|| {
+                    RequestError::NotFound(format!("no team {team:?} in this exercise"))
+                })?;
+            if self.slot_of(index, &inject.id).is_some() {
+                return Err(RequestError::Conflict(format!(
+                    "team {team:?} already has an inject {:?} in this run",
+                    inject.id.as_str()
+                )));
+            }
+            indices.push(index);
+        }
+        let mut inject = inject;
+        if let Some(at) = at {
+            inject.time = at;
+        }
+        let inject = Arc::new(inject);
+        for team in indices {
+            let entry = Entry {
+                team,
+                template: FeedTemplate::new(&inject, &self.scenario.teams[team].id, self.id()),
+                inject: inject.clone(),
+                live: true,
+            };
+            let slot = self.engine.add(team, self.entries.len(), at, now)?;
+            debug_assert_eq!(slot, self.entries.len());
+            self.entries.push(entry);
+            self.journal.write(JournalEntry::NewRows {
+                rows: vec![self.row(slot)],
+            });
+        }
+        Ok(teams.len())
+    }
+
+    fn slot(&self, key: &DeliveryKey) -> Result<usize, RequestError> {
+        let team = self
+            .scenario
+            .teams
+            .iter()
+            .position(|t| t.id.as_str() == key.team_id)
+            .ok_or_else(|| {
+                RequestError::NotFound(format!("no team {:?} in this exercise", key.team_id))
+            })?;
+        let inject =
+            InjectId::parse(&key.inject_id).map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.slot_of(team, &inject).ok_or_else(|| {
+            RequestError::NotFound(format!(
+                "no inject {:?} for team {:?} in this run",
+                key.inject_id, key.team_id
+            ))
+        })
+    }
+
+    fn slot_of(&self, team: usize, inject: &InjectId) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.team == team && e.inject.id == *inject)
+    }
+
+    fn views(&self) -> Vec<DeliveryView> {
+        self.engine
+            .records()
+            .iter()
+            .zip(&self.entries)
+            .map(|(r, e)| DeliveryView {
+                team_id: self.scenario.teams[e.team].id.to_string(),
+                inject_id: e.inject.id.to_string(),
+                kind: e.inject.kind.clone(),
+                record: r.clone(),
+                live: e.live,
+            })
+            .collect()
+    }
+
+    fn on_control(&mut self, message: Received) {
+        if message.payload.is_empty() {
+            // How MQTT clears a retained message: not a command.
+            return;
+        }
+        if message.retain {
+            warn!(exercise_id = %self.id(), "ignoring a retained message on the control topic: commands must be live");
+            return;
+        }
+        match parse_control(&message.payload) {
+            ControlInput::Command { command, reason } => {
+                info!(exercise_id = %self.id(), %command, reason = reason.as_deref().unwrap_or(""), "control command");
+                self.command(command, reason, "mqtt".into(), None);
+            }
+            ControlInput::Announcement => {}
+            ControlInput::Invalid(why) => {
+                warn!(exercise_id = %self.id(), %why, "invalid control message");
+                let mut status = self.status_now("invalid_command");
+                status.message = Some(why);
+                self.publish_status(&status);
+            }
+        }
+    }
+
+    fn on_ack(&mut self, event: AckEvent) {
+        match event {
+            AckEvent::Acked { tag, at } => {
+                let tag = DeliveryTag::from_u64(tag);
+                let now = Now {
+                    mono: at,
+                    wall: OffsetDateTime::now_utc() - Instant::now().saturating_duration_since(at),
+                };
+                let before = self.record(tag).map(|r| r.status);
+                self.engine.on_acked(tag, now);
+                if let Some(r) = self.record(tag)
+                    && before != Some(r.status)
+                {
+                    let (team, inject) = self.names(tag.slot as usize);
+                    let latency_ms = r.latency.unwrap_or_default().as_secs_f64() * 1000.0;
+                    info!(
+                        exercise_id = %self.id(),
+                        team_id = %team,
+                        inject_id = %inject,
+                        exercise_time = r.due.get(),
+                        at = %r.due,
+                        latency_ms = (latency_ms * 1000.0).round() / 1000.0,
+                        attempt = tag.attempt,
+                        late = r.late,
+                        "inject delivered"
+                    );
+                    metrics::counter!("scip_deliveries_total", "status" => "delivered")
+                        .increment(1);
+                    metrics::histogram!("scip_delivery_latency_seconds")
+                        .record(r.latency.unwrap_or_default().as_secs_f64());
+                    self.dirty.push(tag.slot as usize);
+                }
+            }
+            AckEvent::Failed { tag, error } => {
+                metrics::counter!("scip_delivery_attempts_failed_total").increment(1);
+                let tag = DeliveryTag::from_u64(tag);
+                if self.record(tag).is_some() {
+                    let (team, inject) = self.names(tag.slot as usize);
+                    warn!(
+                        exercise_id = %self.id(),
+                        team_id = %team,
+                        inject_id = %inject,
+                        attempt = tag.attempt,
+                        %error,
+                        "delivery attempt failed"
+                    );
+                    self.dirty.push(tag.slot as usize);
+                }
+                self.engine.on_failed(tag, &error.to_string(), now());
+            }
+        }
+    }
+
+    fn record(&self, tag: DeliveryTag) -> Option<&DeliveryRecord> {
+        if tag.run != self.engine.run() {
+            return None;
+        }
+        self.engine.records().get(tag.slot as usize)
+    }
+
+    fn names(&self, slot: usize) -> (String, String) {
+        let e = &self.entries[slot];
+        (
+            self.scenario.teams[e.team].id.to_string(),
+            e.inject.id.to_string(),
+        )
+    }
+
+    fn mark_all_dirty(&mut self) {
+        self.dirty_all = true;
+    }
+
+    /// Acts on everything the engine asked for, in order: feed messages go
+    /// out at once (their timing matters, and a crash before their record is
+    /// stored only means they are sent again); changed records and the clock
+    /// are journaled, then announcements follow them.
+    fn flush(&mut self) {
+        let mut announcements = Vec::new();
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Deliver(tag) => {
+                    self.deliver(tag);
+                    self.dirty.push(tag.slot as usize);
+                }
+                // A tick announces nothing to store: straight out, on time.
+                Output::Timer(t) if t.state == State::Running => {
+                    if let Some(due) = self.engine.clock().deadline(t.current.get()) {
+                        let late = Instant::now().saturating_duration_since(due);
+                        metrics::histogram!("scip_timer_tick_lateness_seconds")
+                            .record(late.as_secs_f64());
+                    }
+                    let payload =
+                        serde_json::to_vec(&TimerMessage::from(t)).expect("wire types serialize");
+                    self.mqtt.publish(Message {
+                        topic: self.topics.timer.clone(),
+                        payload,
+                        qos: QoS::AtMostOnce,
+                        retain: true,
+                        ack: None,
+                    });
+                }
+                other => announcements.push(other),
+            }
+        }
+        if !announcements.is_empty() {
+            self.clock_dirty = true;
+        }
+        self.sync_journal();
+        for output in announcements {
+            match output {
+                Output::Timer(t) => {
+                    let topic = self.topics.timer.clone();
+                    self.publish_json(&topic, &TimerMessage::from(t), QoS::AtMostOnce, true);
+                }
+                Output::StateChanged(t) => self.announce(t),
+                Output::DeliveryFailed { slot } => {
+                    metrics::counter!("scip_deliveries_total", "status" => "failed").increment(1);
+                    let r = self.engine.records()[slot].clone();
+                    let (team, inject) = self.names(slot);
+                    error!(
+                        exercise_id = %self.id(),
+                        team_id = %team,
+                        inject_id = %inject,
+                        attempts = r.attempts,
+                        error = r.last_error.as_deref().unwrap_or(""),
+                        "delivery failed"
+                    );
+                    let mut status = self.status_now("delivery_failed");
+                    status.team_id = Some(team);
+                    status.inject_id = Some(inject);
+                    status.message = r.last_error.clone();
+                    self.publish_status(&status);
+                    self.publish_monitoring();
+                }
+                Output::Deliver(_) => unreachable!("sent above"),
+            }
+        }
+    }
+
+    /// Journals the clock and the records changed since the last call.
+    fn sync_journal(&mut self) {
+        if !self.journal.is_stored() {
+            self.dirty.clear();
+            self.dirty_all = false;
+            self.clock_dirty = false;
+            return;
+        }
+        if self.clock_dirty {
+            self.clock_dirty = false;
+            self.journal.write(JournalEntry::Clock {
+                exercise_id: self.id().to_string(),
+                row: clock_row(&self.engine, now()),
+            });
+        }
+        let rows = if self.dirty_all {
+            self.dirty.clear();
+            self.dirty_all = false;
+            self.delivery_rows()
+        } else if !self.dirty.is_empty() {
+            let mut slots = std::mem::take(&mut self.dirty);
+            slots.sort_unstable();
+            slots.dedup();
+            slots.into_iter().map(|s| self.row(s)).collect()
+        } else {
+            return;
+        };
+        self.journal.write(JournalEntry::Deliveries(rows));
+    }
+
+    fn row(&self, slot: usize) -> DeliveryRow {
+        let r = &self.engine.records()[slot];
+        let e = &self.entries[slot];
+        DeliveryRow {
+            exercise_id: self.id().to_string(),
+            run: i64::from(self.engine.run()),
+            team_id: self.scenario.teams[e.team].id.to_string(),
+            inject_id: e.inject.id.to_string(),
+            due_secs: i64::from(r.due.get()),
+            status: r.status.as_str().to_owned(),
+            attempts: i64::from(r.attempts),
+            due_wall_ms: r.due_wall.map(wall_ms),
+            published_wall_ms: r.published_wall.map(wall_ms),
+            acked_wall_ms: r.acked_wall.map(wall_ms),
+            received_wall_ms: None,
+            latency_ms: r.latency.map(|l| l.as_secs_f64() * 1000.0),
+            late: r.late,
+            last_error: r.last_error.clone(),
+            position: slot as i64,
+            inject_json: e.live.then(|| inject_json(&e.inject).to_string()),
+        }
+    }
+
+    fn deliver(&mut self, tag: DeliveryTag) {
+        let e = &self.entries[tag.slot as usize];
+        let payload = e.template.render(OffsetDateTime::now_utc());
+        self.mqtt.publish(Message {
+            topic: self.feeds[e.team].clone(),
+            payload,
+            qos: self.options.feed_qos,
+            retain: false,
+            ack: Some(AckTo {
+                tag: tag.to_u64(),
+                to: self.acks.clone(),
+            }),
+        });
+    }
+
+    fn announce(&mut self, t: Transition) {
+        let wall = OffsetDateTime::now_utc();
+        info!(
+            exercise_id = %self.id(),
+            from = %t.from,
+            to = %t.to,
+            at = %t.at,
+            reason = t.reason.as_deref().unwrap_or(""),
+            "exercise {}", t.to
+        );
+        let mut status = StatusMessage::new(self.id(), t.to, "state_changed", t.at, wall);
+        status.previous = Some(t.from.as_str());
+        status.command = t.command.map(|c| c.to_string());
+        status.reason = t.reason.clone();
+        self.publish_status(&status);
+        let announcement = Announcement {
+            command: t
+                .command
+                .map_or_else(|| "complete".to_owned(), |c| c.to_string()),
+            timestamp: timestamp(wall),
+            reason: t.reason,
+            source: ANNOUNCEMENT_SOURCE,
+            state: t.to.as_str(),
+            exercise_time: t.at.get(),
+        };
+        let topic = self.topics.control.clone();
+        self.publish_json(&topic, &announcement, QoS::AtLeastOnce, false);
+    }
+
+    fn status_now(&self, event: &'static str) -> StatusMessage {
+        StatusMessage::new(
+            self.id(),
+            self.engine.state(),
+            event,
+            self.engine.exercise_time(Instant::now()),
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    fn publish_status(&self, status: &StatusMessage) {
+        self.publish_json(&self.topics.status, status, QoS::AtLeastOnce, true);
+    }
+
+    fn publish_timer_now(&self) {
+        let t = TimerMessage::from(self.engine.timer(Instant::now()));
+        self.publish_json(&self.topics.timer, &t, QoS::AtMostOnce, true);
+    }
+
+    fn publish_monitoring(&self) {
+        let m = MonitoringMessage::new(
+            self.id(),
+            self.engine.state(),
+            &self.engine.counts(),
+            self.engine.exercise_time(Instant::now()),
+            OffsetDateTime::now_utc(),
+        );
+        self.publish_json(&self.topics.monitoring, &m, QoS::AtLeastOnce, true);
+    }
+
+    /// Announcements go through the journal: after what they announce is stored.
+    fn publish_json(&self, topic: &str, body: &impl serde::Serialize, qos: QoS, retain: bool) {
+        let payload = serde_json::to_vec(body).expect("wire types serialize");
+        self.journal.publish(Message {
+            topic: topic.to_owned(),
+            payload,
+            qos,
+            retain,
+            ack: None,
+        });
+    }
+}
+
+/// The clock of `engine` as stored values: wall-clock start, signed total
+/// of time not run (pauses, less any seek forward), and when it last stopped
+/// running (while paused, stopped or completed).
+pub fn clock_row(engine: &Engine, now: Now) -> ClockRow {
+    let started = engine.started().map(|s| s.wall);
+    let elapsed = engine.clock().elapsed(now.mono);
+    let running = engine.state() == State::Running;
+    let paused_total_ms = started.map_or(0, |start| {
+        let since_start_ms = (now.wall - start).whole_milliseconds() as f64;
+        let run_ms = elapsed.as_secs_f64() * 1000.0 / engine.clock().speed();
+        (since_start_ms - run_ms).round() as i64
+    });
+    ClockRow {
+        state: engine.state().as_str().to_owned(),
+        run: i64::from(engine.run()),
+        started_wall_ms: started.map(wall_ms),
+        paused_total_ms,
+        paused_since_wall_ms: (started.is_some() && !running).then(|| wall_ms(now.wall)),
+        updated_wall_ms: wall_ms(now.wall),
+    }
+}
+
+/// Exercise time from stored clock values at wall time `now_ms`.
+pub fn stored_elapsed(row: &ClockRow, speed: f64, now_ms: i64) -> Duration {
+    let Some(start) = row.started_wall_ms else {
+        return Duration::ZERO;
+    };
+    let until = row.paused_since_wall_ms.unwrap_or(now_ms);
+    let run_ms = (until - start - row.paused_total_ms).max(0) as f64;
+    Duration::from_secs_f64(run_ms * speed / 1000.0)
+}
+
+pub fn wall_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn from_wall_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// An inject as stored for one sent live: the timeline form.
+pub fn inject_json(inject: &Inject) -> serde_json::Value {
+    let mut m = inject.extra.clone();
+    m.insert("id".into(), inject.id.as_str().into());
+    m.insert("time".into(), inject.time.get().into());
+    m.insert("type".into(), inject.kind.clone().into());
+    m.insert(
+        "content".into(),
+        serde_json::Value::Object(inject.content.clone()),
+    );
+    serde_json::Value::Object(m)
+}
+
+/// The inverse of [`inject_json`], for stored (already validated) injects.
+pub fn inject_from_json(value: &serde_json::Value) -> Option<Inject> {
+    let mut m = value.as_object()?.clone();
+    let id = InjectId::parse(m.remove("id")?.as_str()?).ok()?;
+    let time = ExerciseSeconds::new(u32::try_from(m.remove("time")?.as_u64()?).ok()?);
+    let kind = m.remove("type")?.as_str()?.to_owned();
+    let content = match m.remove("content")? {
+        serde_json::Value::Object(c) => c,
+        _ => return None,
+    };
+    Some(Inject {
+        id,
+        time,
+        kind,
+        content,
+        extra: m,
+    })
+}
+
+/// A pending precise wake-up.
+type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub(crate) fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: OffsetDateTime::now_utc(),
+    }
+}

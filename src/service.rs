@@ -1,0 +1,670 @@
+//! The orchestration service behind `serve`: many exercises in one process,
+//! each an [`Actor`] with its own clock, sharing one MQTT connection and one
+//! store. Every exercise is stored before it runs and rebuilt from the store
+//! when the process starts again.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::core::engine::{Persisted, SeekMode};
+use crate::core::{Command, DeliveryRecord, DeliveryStatus, Engine, State, Transition};
+use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
+use crate::exercise::{
+    self, Actor, DeliveryKey, DeliveryView, Options, Outcome, Request, RequestError, Snapshot,
+    from_wall_ms, stored_elapsed, wall_ms,
+};
+use crate::journal::Journal;
+use crate::mqtt::Mqtt;
+use crate::scenario::{self, Inject, Scenario, ValidationError};
+use crate::store::{ClockRow, ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
+
+/// Why a service call failed, split by what the caller (the API) answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input; every problem listed.
+    #[error("invalid request: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    NotFound(String),
+    /// Exists already, or does not fit the exercise's state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<RequestError> for ServiceError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NotFound(m) => ServiceError::NotFound(m),
+            RequestError::Invalid(m) => ServiceError::Invalid(vec![m]),
+            RequestError::Gone => ServiceError::Unavailable(e.to_string()),
+            RequestError::Refused(_) | RequestError::Edit(_) | RequestError::Conflict(_) => {
+                ServiceError::Conflict(e.to_string())
+            }
+        }
+    }
+}
+
+/// Where a new exercise's scenario comes from.
+#[derive(Debug, Clone)]
+pub enum ScenarioSource {
+    /// A folder name under MEDIA_STORAGE_PATH holding `scenario.json`.
+    Folder(String),
+    /// Scenario plus timelines in one JSON value.
+    Inline(Value),
+}
+
+/// A request to create an exercise.
+#[derive(Debug, Clone)]
+pub struct CreateExercise {
+    pub source: ScenarioSource,
+    pub exercise_id: Option<String>,
+    pub speed: Option<f64>,
+}
+
+/// An exercise as listed.
+#[derive(Debug, Clone)]
+pub struct ExerciseInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub snapshot: Snapshot,
+    pub teams: Vec<TeamLink>,
+    pub created_wall_ms: i64,
+}
+
+/// A team with the URL of its dashboard.
+#[derive(Debug, Clone)]
+pub struct TeamLink {
+    pub id: String,
+    pub name: Option<String>,
+    pub dashboard_url: String,
+}
+
+struct Handle {
+    requests: mpsc::UnboundedSender<Request>,
+    snapshot: watch::Receiver<Snapshot>,
+    scenario: Arc<Scenario>,
+    created_wall_ms: i64,
+}
+
+struct Inner {
+    store: Store,
+    mqtt: Mqtt,
+    journal: Journal,
+    config: Config,
+    public_url: String,
+    monitoring_every: Duration,
+    exercises: RwLock<BTreeMap<String, Handle>>,
+    tasks: tokio::sync::Mutex<JoinSet<Outcome>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl Service {
+    /// Starts the service and brings back every stored exercise: a running
+    /// one continues at the exercise time it would have reached had the
+    /// process never stopped.
+    pub async fn start(
+        store: Store,
+        mqtt: Mqtt,
+        config: Config,
+        public_url: String,
+    ) -> Result<Self, ServiceError> {
+        let (journal, _writer) = Journal::spawn(store.clone(), mqtt.clone());
+        let service = Self {
+            inner: Arc::new(Inner {
+                store,
+                mqtt,
+                journal,
+                config,
+                public_url: public_url.trim_end_matches('/').to_owned(),
+                monitoring_every: Duration::from_secs(5),
+                exercises: RwLock::new(BTreeMap::new()),
+                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                stop: watch::channel(false).0,
+            }),
+        };
+        service.recover().await?;
+        Ok(service)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn mqtt(&self) -> &Mqtt {
+        &self.inner.mqtt
+    }
+
+    /// Creates an exercise from a scenario; stored before it exists.
+    pub async fn create(&self, request: CreateExercise) -> Result<ExerciseInfo, ServiceError> {
+        let scenario = self.load(&request.source)?;
+        let speed = request.speed.unwrap_or(1.0);
+        if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
+            return Err(ServiceError::Invalid(vec![format!(
+                "speed must be a number above 0 and at most 1000, got {speed}"
+            )]));
+        }
+        let id = match (&request.exercise_id, &scenario.exercise_id) {
+            (Some(raw), _) => ExerciseId::parse(raw)
+                .map_err(|e| ServiceError::Invalid(vec![format!("exercise_id: {e}")]))?,
+            (None, Some(id)) => id.clone(),
+            (None, None) => ExerciseId::generate(
+                OffsetDateTime::now_utc().unix_timestamp_nanos() as u128 / 1_000_000,
+            ),
+        };
+        if self
+            .inner
+            .exercises
+            .read()
+            .expect("registry")
+            .contains_key(id.as_str())
+        {
+            return Err(ServiceError::Conflict(format!(
+                "exercise {id} already exists"
+            )));
+        }
+        let scenario = Arc::new(scenario);
+        let now = exercise::now();
+        let actor = Actor::new(
+            scenario.clone(),
+            self.options(&id, speed),
+            self.inner.mqtt.clone(),
+            self.inner.journal.clone(),
+        );
+        let clock = actor.clock_row(now);
+        let row = ExerciseRow {
+            id: id.to_string(),
+            name: scenario.name.clone(),
+            scenario_json: scenario::to_inline(&scenario).to_string(),
+            state: clock.state.clone(),
+            run: clock.run,
+            speed,
+            duration_secs: i64::from(scenario.duration.get()),
+            started_wall_ms: None,
+            paused_total_ms: 0,
+            paused_since_wall_ms: None,
+            created_wall_ms: wall_ms(now.wall),
+            updated_wall_ms: wall_ms(now.wall),
+            owner: None,
+            epoch: 0,
+        };
+        self.inner
+            .store
+            .insert_exercise(&row)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
+                    ServiceError::Conflict(format!("exercise {id} already exists"))
+                }
+                other => other.into(),
+            })?;
+        self.inner
+            .store
+            .insert_deliveries(&actor.delivery_rows())
+            .await?;
+        info!(exercise_id = %id, teams = scenario.teams.len(), speed, "exercise created");
+        self.spawn(actor, scenario, row.created_wall_ms).await;
+        self.get(id.as_str())
+    }
+
+    /// Every exercise, oldest first.
+    pub fn list(&self) -> Vec<ExerciseInfo> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let mut out: Vec<ExerciseInfo> = exercises.iter().map(|(id, h)| self.info(id, h)).collect();
+        out.sort_by_key(|e| e.created_wall_ms);
+        out
+    }
+
+    pub fn get(&self, id: &str) -> Result<ExerciseInfo, ServiceError> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+        Ok(self.info(id, handle))
+    }
+
+    /// Start, pause, resume, stop or reset, with the same semantics as the
+    /// control topic; `source` goes to the audit log.
+    pub async fn control(
+        &self,
+        id: &str,
+        command: Command,
+        reason: Option<String>,
+        source: String,
+    ) -> Result<Transition, ServiceError> {
+        self.ask(id, |reply| Request::Control {
+            command,
+            reason,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn deliveries(&self, id: &str) -> Result<Vec<DeliveryView>, ServiceError> {
+        self.ask(id, |reply| Request::Deliveries { reply }).await
+    }
+
+    /// Retries one failed delivery, or every failed one (`key` None).
+    pub async fn retry(&self, id: &str, key: Option<DeliveryKey>) -> Result<usize, ServiceError> {
+        self.ask(id, |reply| Request::Retry { key, reply }).await
+    }
+
+    /// Sends a new inject (timeline form: id, type, content, optional fields;
+    /// `time` ignored) to `teams`, now or at `at`.
+    pub async fn send(
+        &self,
+        id: &str,
+        teams: Vec<String>,
+        inject: &Value,
+        at: Option<u32>,
+    ) -> Result<usize, ServiceError> {
+        let inject = parse_live_inject(inject, at)?;
+        let at = at.map(ExerciseSeconds::new);
+        self.ask(id, |reply| Request::Send {
+            teams,
+            inject,
+            at,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, id: &str, key: DeliveryKey) -> Result<(), ServiceError> {
+        self.ask(id, |reply| Request::Cancel { key, reply }).await
+    }
+
+    pub async fn reschedule(
+        &self,
+        id: &str,
+        key: DeliveryKey,
+        at: u32,
+    ) -> Result<(), ServiceError> {
+        let at = ExerciseSeconds::new(at);
+        self.ask(id, |reply| Request::Reschedule { key, at, reply })
+            .await
+    }
+
+    /// Jumps a paused exercise to T+`to`; what it passes over is delivered at
+    /// once or recorded as skipped.
+    pub async fn seek(&self, id: &str, to: u32, mode: SeekMode) -> Result<usize, ServiceError> {
+        let to = ExerciseSeconds::new(to);
+        self.ask(id, |reply| Request::Seek { to, mode, reply })
+            .await
+    }
+
+    pub async fn control_log(&self, id: &str) -> Result<Vec<ControlRow>, ServiceError> {
+        self.get(id)?;
+        Ok(self.inner.store.control_log(id).await?)
+    }
+
+    /// The database answers and the broker is connected.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.inner
+            .store
+            .ping()
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        if !*self.inner.mqtt.connected().borrow() {
+            return Err("MQTT broker not connected".into());
+        }
+        Ok(())
+    }
+
+    /// Ends every actor without touching its exercise (a running one goes on
+    /// at the next start), lets the journal finish, closes MQTT.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let mut tasks = self.inner.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+        // Everything the actors journaled is written before the journal's
+        // last reply runs.
+        let (tx, rx) = oneshot::channel();
+        self.inner.journal.reply(move || {
+            let _ = tx.send(());
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        self.inner.mqtt.close(Duration::from_secs(2)).await;
+    }
+
+    fn options(&self, id: &ExerciseId, speed: f64) -> Options {
+        Options {
+            exercise_id: id.clone(),
+            speed,
+            policy: self.inner.config.delivery_policy(),
+            feed_qos: self.inner.config.feed_qos(),
+            monitoring_every: self.inner.monitoring_every,
+            exit_when_over: false,
+        }
+    }
+
+    fn load(&self, source: &ScenarioSource) -> Result<Scenario, ServiceError> {
+        let limits = self.inner.config.limits();
+        let result = match source {
+            ScenarioSource::Inline(value) => scenario::load_inline(value, &limits),
+            ScenarioSource::Folder(name) => {
+                let Some(root) = &self.inner.config.media_storage_path else {
+                    return Err(ServiceError::Invalid(vec![
+                        "scenario folders need MEDIA_STORAGE_PATH to be set".into(),
+                    ]));
+                };
+                if !is_plain_name(name) {
+                    return Err(ServiceError::Invalid(vec![format!(
+                        "scenario {name:?}: a folder name under MEDIA_STORAGE_PATH, without / or .."
+                    )]));
+                }
+                let path = root.join(name).join("scenario.json");
+                if !path.exists() {
+                    return Err(ServiceError::NotFound(format!(
+                        "no scenario folder {name:?}"
+                    )));
+                }
+                scenario::load(
+                    &path,
+                    &limits,
+                    self.inner.config.timeline_storage_path.as_deref(),
+                )
+            }
+        };
+        result.map_err(|errors| {
+            ServiceError::Invalid(errors.iter().map(ValidationError::to_string).collect())
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        id: &str,
+        request: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Request,
+    ) -> Result<T, ServiceError> {
+        let sender = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            exercises
+                .get(id)
+                .ok_or_else(|| not_found(id))?
+                .requests
+                .clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        sender
+            .send(request(tx))
+            .map_err(|_| ServiceError::Unavailable(format!("exercise {id} is shutting down")))?;
+        let result = rx
+            .await
+            .map_err(|_| ServiceError::Unavailable(format!("exercise {id} is shutting down")))?;
+        Ok(result?)
+    }
+
+    fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
+        ExerciseInfo {
+            id: id.to_owned(),
+            name: handle.scenario.name.clone(),
+            snapshot: handle.snapshot.borrow().clone(),
+            teams: handle
+                .scenario
+                .teams
+                .iter()
+                .map(|t| TeamLink {
+                    id: t.id.to_string(),
+                    name: t.name.clone(),
+                    dashboard_url: format!(
+                        "{}/exercises/{id}/teams/{}",
+                        self.inner.public_url, t.id
+                    ),
+                })
+                .collect(),
+            created_wall_ms: handle.created_wall_ms,
+        }
+    }
+
+    async fn spawn(&self, actor: Actor, scenario: Arc<Scenario>, created_wall_ms: i64) {
+        let id = actor.id().to_string();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let snapshot = actor.snapshots();
+        self.inner.exercises.write().expect("registry").insert(
+            id,
+            Handle {
+                requests,
+                snapshot,
+                scenario,
+                created_wall_ms,
+            },
+        );
+        let mut stop = self.inner.stop.subscribe();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        self.inner
+            .tasks
+            .lock()
+            .await
+            .spawn(actor.run(false, requests_rx, shutdown));
+    }
+
+    async fn recover(&self) -> Result<(), ServiceError> {
+        let rows = self.inner.store.list_exercises().await?;
+        for row in rows {
+            let id = row.id.clone();
+            match self.restore(row).await {
+                Ok(()) => {}
+                Err(e) => {
+                    error!(exercise_id = %id, error = %e, "cannot restore exercise; it stays stored")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(&self, row: ExerciseRow) -> Result<(), ServiceError> {
+        let package: Value = serde_json::from_str(&row.scenario_json)
+            .map_err(|e| ServiceError::Invalid(vec![format!("stored scenario: {e}")]))?;
+        let scenario =
+            scenario::load_inline(&package, &self.inner.config.limits()).map_err(|errors| {
+                ServiceError::Invalid(errors.iter().map(ValidationError::to_string).collect())
+            })?;
+        let id =
+            ExerciseId::parse(&row.id).map_err(|e| ServiceError::Invalid(vec![e.to_string()]))?;
+        let state = parse_state(&row.state)?;
+        let stored_rows = self.inner.store.deliveries(&row.id, row.run).await?;
+        let (records, live) = records_from_rows(&scenario, &stored_rows)?;
+        let now = exercise::now();
+        let clock = ClockRow {
+            state: row.state.clone(),
+            run: row.run,
+            started_wall_ms: row.started_wall_ms,
+            paused_total_ms: row.paused_total_ms,
+            paused_since_wall_ms: row.paused_since_wall_ms,
+            updated_wall_ms: row.updated_wall_ms,
+        };
+        let elapsed = stored_elapsed(&clock, row.speed, wall_ms(now.wall));
+        let engine = Engine::restore(
+            &scenario,
+            row.speed,
+            self.inner.config.delivery_policy(),
+            Persisted {
+                state,
+                run: u16::try_from(row.run).unwrap_or(1),
+                elapsed,
+                started_wall: row.started_wall_ms.map(from_wall_ms),
+                records,
+            },
+            now,
+        );
+        info!(
+            exercise_id = %id,
+            state = %state,
+            at = %engine.exercise_time(now.mono),
+            "exercise restored"
+        );
+        let scenario = Arc::new(scenario);
+        let actor = Actor::restored(
+            scenario.clone(),
+            self.options(&id, row.speed),
+            self.inner.mqtt.clone(),
+            self.inner.journal.clone(),
+            engine,
+            live,
+        );
+        self.spawn(actor, scenario, row.created_wall_ms).await;
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no exercise {id:?}"))
+}
+
+fn parse_state(s: &str) -> Result<State, ServiceError> {
+    [
+        State::Initialized,
+        State::Running,
+        State::Paused,
+        State::Stopped,
+        State::Completed,
+    ]
+    .into_iter()
+    .find(|st| st.as_str() == s)
+    .ok_or_else(|| ServiceError::Invalid(vec![format!("stored state {s:?} is unknown")]))
+}
+
+/// A single path component, no `..`, no separators: safe to join under a root.
+fn is_plain_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(parts.next(), Some(Component::Normal(_)))
+        && parts.next().is_none()
+        && !name.contains(['/', '\\'])
+}
+
+/// An inject sent live: the timeline form, validated like a timeline's.
+fn parse_live_inject(value: &Value, at: Option<u32>) -> Result<Inject, ServiceError> {
+    let mut value = value.clone();
+    if let Some(m) = value.as_object_mut() {
+        m.insert("time".into(), at.unwrap_or(0).into());
+    }
+    let package = serde_json::json!({
+        "duration": 1e6,
+        "teams": [{"id": "t", "timeline_id": "live"}],
+        "timelines": [{"id": "live", "injects": [value]}],
+    });
+    let limits = crate::config::Limits {
+        max_duration_secs: u32::MAX,
+        max_teams: 1,
+        max_injects_per_timeline: 1,
+    };
+    let scenario = scenario::load_inline(&package, &limits).map_err(|errors| {
+        ServiceError::Invalid(errors.iter().map(|e| e.reason.clone()).collect())
+    })?;
+    Ok(scenario.teams[0].timeline.injects[0].clone())
+}
+
+/// Injects sent live, with the index of their team.
+type LiveInjects = Vec<(usize, Inject)>;
+
+/// Delivery records from stored rows, in slot order, with the injects that
+/// were sent live.
+fn records_from_rows(
+    scenario: &Scenario,
+    rows: &[DeliveryRow],
+) -> Result<(Vec<DeliveryRecord>, LiveInjects), ServiceError> {
+    let mut records = Vec::with_capacity(rows.len());
+    let mut live = Vec::new();
+    for (slot, row) in rows.iter().enumerate() {
+        let team = scenario
+            .teams
+            .iter()
+            .position(|t| t.id.as_str() == row.team_id)
+            .ok_or_else(|| {
+                ServiceError::Invalid(vec![format!(
+                    "stored team {:?} is not in the scenario",
+                    row.team_id
+                )])
+            })?;
+        let inject = match &row.inject_json {
+            Some(json) => {
+                let inject = serde_json::from_str(json)
+                    .ok()
+                    .and_then(|v| exercise::inject_from_json(&v))
+                    .ok_or_else(|| {
+                        ServiceError::Invalid(vec![format!(
+                            "stored live inject {:?} is unreadable",
+                            row.inject_id
+                        )])
+                    })?;
+                live.push((team, inject));
+                slot
+            }
+            None => {
+                let id = InjectId::parse(&row.inject_id)
+                    .map_err(|e| ServiceError::Invalid(vec![e.to_string()]))?;
+                scenario.teams[team]
+                    .timeline
+                    .injects
+                    .iter()
+                    .position(|i| i.id == id)
+                    .ok_or_else(|| {
+                        ServiceError::Invalid(vec![format!(
+                            "stored inject {:?} is not in the timeline",
+                            row.inject_id
+                        )])
+                    })?
+            }
+        };
+        let mut record = DeliveryRecord::new(
+            team,
+            inject,
+            ExerciseSeconds::new(row.due_secs.max(0) as u32),
+        );
+        record.status = DeliveryStatus::parse(&row.status).unwrap_or(DeliveryStatus::Pending);
+        record.attempts = row.attempts.max(0) as u32;
+        record.due_wall = row.due_wall_ms.map(from_wall_ms);
+        record.published_wall = row.published_wall_ms.map(from_wall_ms);
+        record.acked_wall = row.acked_wall_ms.map(from_wall_ms);
+        record.latency = row
+            .latency_ms
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        record.late = row.late;
+        record.last_error = row.last_error.clone();
+        records.push(record);
+    }
+    if records.is_empty() {
+        warn!("restored an exercise with no delivery records");
+    }
+    Ok((records, live))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_folder_names_cannot_escape_the_media_root() {
+        for (name, ok) in [
+            ("maritime", true),
+            ("four-teams", true),
+            ("..", false),
+            ("../etc", false),
+            ("a/b", false),
+            ("/abs", false),
+            ("", false),
+            (".", false),
+            ("a\\b", false),
+        ] {
+            assert_eq!(is_plain_name(name), ok, "{name:?}");
+        }
+    }
+}

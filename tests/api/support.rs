@@ -1,0 +1,286 @@
+//! `spawn_app()`: the whole `serve` stack on free ports (a private Mosquitto
+//! behind a cuttable proxy, SQLite in a temp dir, the HTTP API on
+//! 127.0.0.1:0), and a small JSON client for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+use scip_orchestrator::config::Config;
+use scip_orchestrator::http;
+use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
+use scip_orchestrator::service::Service;
+use scip_orchestrator::store::{self, Store};
+use scip_orchestrator::testing::{Mosquitto, Proxy, Subscriber};
+
+/// The configuration flags, parsed as `serve` parses them.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: Config,
+}
+
+/// A running API with its broker, store and media root.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    pub client: reqwest::Client,
+    pub service: Service,
+    pub broker: Mosquitto,
+    /// Between the service and the broker: cut or stall it to play outages.
+    pub proxy: Proxy,
+    /// MEDIA_STORAGE_PATH, holding `four-teams/`.
+    pub media: PathBuf,
+    _dir: TempDir,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// An app with the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// An app with extra configuration flags, such as `--max-retry-attempts 1`.
+pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.port).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let media = dir.path().join("media");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/four-teams"),
+        &media.join("four-teams"),
+    );
+    let port = proxy.port.to_string();
+    let mut args = vec![
+        "scip-orchestrator",
+        "--mqtt-broker-host",
+        "127.0.0.1",
+        "--mqtt-broker-port",
+        &port,
+        "--media-storage-path",
+        media.to_str().expect("utf-8 temp dir"),
+    ];
+    args.extend_from_slice(flags);
+    let config = Flags::try_parse_from(args).expect("valid flags").config;
+
+    let store = Store::connect(&store::default_sqlite_url(&dir.path().join("data")))
+        .await
+        .expect("SQLite store");
+    let client_id = format!(
+        "api-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut settings = MqttSettings::new("127.0.0.1", proxy.port, client_id);
+    settings.delivery_timeout = config.delivery_policy().timeout;
+    let mqtt = Mqtt::connect(settings).await.expect("broker reachable");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the API");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let service = Service::start(store, mqtt, config, address.clone())
+        .await
+        .expect("service starts");
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = service.clone();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.await;
+        };
+        http::serve(listener, server, stop)
+            .await
+            .expect("API serves");
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        service,
+        broker,
+        proxy,
+        media,
+        _dir: dir,
+        _shutdown: shutdown,
+    }
+}
+
+/// A status and a JSON body (Null when the body is not JSON).
+pub type Reply = (StatusCode, Value);
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        reply(response).await
+    }
+
+    /// A POST with a JSON body, or with none.
+    pub async fn post(&self, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.client.post(self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("POST")).await
+    }
+
+    /// A POST with a body as given.
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: &str) -> Reply {
+        let mut request = self.client.post(self.url(path)).body(body.to_owned());
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        reply(request.send().await.expect("POST")).await
+    }
+
+    /// GET /metrics as text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        response.text().await.expect("metrics text")
+    }
+
+    /// Creates an exercise from an inline package; panics unless 201.
+    pub async fn create(&self, id: &str, speed: f64, package: Value) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/v1/exercises",
+                Some(json!({"package": package, "exercise_id": id, "speed": speed})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Gives a command; panics unless 200.
+    pub async fn command(&self, id: &str, command: &str) -> Value {
+        let (status, body) = self
+            .post(&format!("/api/v1/exercises/{id}/{command}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{command}: {body}");
+        body
+    }
+
+    /// Polls GET `path` until `done` holds for its 200 body; panics after `within`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        within: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {path} did not get there within {within:?}; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the delivery of `inject` to `team` has `status`; returns it.
+    pub async fn wait_delivery(&self, id: &str, team: &str, inject: &str, status: &str) -> Value {
+        let path = format!("/api/v1/exercises/{id}/deliveries?team={team}");
+        let list = self
+            .wait_for(&path, Duration::from_secs(15), |list| {
+                find(list, team, inject)["status"] == status
+            })
+            .await;
+        find(&list, team, inject).clone()
+    }
+
+    /// A subscriber to every feed of exercise `id`, straight on the broker.
+    pub async fn feeds(&self, id: &str) -> Subscriber {
+        Subscriber::connect(self.broker.port, &format!("/exercise/{id}/team/+/feed")).await
+    }
+}
+
+/// The record of `inject` for `team` in a delivery list (Null when absent).
+pub fn find<'a>(list: &'a Value, team: &str, inject: &str) -> &'a Value {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .find(|d| d["team_id"] == team && d["inject_id"] == inject)
+        .unwrap_or(&Value::Null)
+}
+
+/// An inline package: `duration` seconds, one timeline per team named
+/// `<team>-line`, each inject a news item with a priority to pass through.
+pub fn package(duration: u32, teams: &[(&str, &[(&str, u32)])]) -> Value {
+    let team_list: Vec<Value> = teams
+        .iter()
+        .map(|(team, _)| json!({"id": team, "name": format!("Team {team}"), "timeline_id": format!("{team}-line")}))
+        .collect();
+    let timelines: Vec<Value> = teams
+        .iter()
+        .map(|(team, injects)| {
+            let injects: Vec<Value> = injects
+                .iter()
+                .map(|(id, time)| {
+                    json!({"id": id, "time": time, "type": "news", "priority": "high",
+                           "content": {"headline": format!("{id} for {team}")}})
+                })
+                .collect();
+            json!({"id": format!("{team}-line"), "injects": injects})
+        })
+        .collect();
+    json!({
+        "name": "API test",
+        "duration_minutes": f64::from(duration) / 60.0,
+        "teams": team_list,
+        "timelines": timelines,
+    })
+}
+
+/// Asserts an error envelope with `status` and `code`; returns its body.
+#[track_caller]
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) -> Value {
+    let (got, body) = reply;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"]["details"].is_array(), "{body}");
+    body["error"].clone()
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `serve` killed with SIGKILL in the middle of an exercise and started again,
+//! on SQLite and on PostgreSQL: the exercise resumes where it would have
+//! been, what came due meanwhile goes out late, and nothing confirmed before
+//! the kill is sent again.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use scip_orchestrator::store::Store;
+use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_on_sqlite_loses_nothing_and_repeats_nothing_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("serve.db").display());
+    kill_and_restart(&url, "crash-sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_on_postgres_loses_nothing_and_repeats_nothing_confirmed() {
+    let db = PgDatabase::create().await;
+    kill_and_restart(&db.url, "crash-postgres").await;
+    db.drop().await;
+}
+
+async fn kill_and_restart(database_url: &str, exercise: &str) {
+    let broker = Mosquitto::start();
+    let media = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut sub =
+        Subscriber::connect(broker.port, &format!("/exercise/{exercise}/team/+/feed")).await;
+    let mut serve = Serve::start(port, broker.port, database_url, media.path());
+
+    let injects: Vec<Value> = (0..=20)
+        .map(|t| json!({"id": format!("i-{t:02}"), "time": t, "type": "news", "content": {"headline": format!("T+{t}")}}))
+        .collect();
+    let package = json!({
+        "id": exercise, "name": "crash test", "duration": 20.0 / 60.0,
+        "teams": [{"id": "blue", "timeline_id": "t"}, {"id": "red", "timeline_id": "t"}],
+        "timelines": [{"id": "t", "injects": injects}],
+    });
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/exercises",
+        Some(json!({"package": package, "speed": 1.0})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("/api/v1/exercises/{exercise}/start"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let before = sub
+        .collect_until(Duration::from_secs(20), |m| {
+            m.payload["id"] == "i-05" && m.payload["team_id"] == "red"
+        })
+        .await;
+    serve.kill_9();
+    let killed = Instant::now();
+    // What the store had confirmed when the process died.
+    let store = Store::connect(database_url).await.unwrap();
+    let confirmed: Vec<(String, String)> = store
+        .deliveries(exercise, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == "delivered")
+        .map(|r| (r.team_id, r.inject_id))
+        .collect();
+    store.close().await;
+    assert!(
+        confirmed.len() >= 6,
+        "the store had confirmed deliveries: {confirmed:?}"
+    );
+    // Down for three seconds: T+6 to T+8 come due meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let serve = Serve::start(port, broker.port, database_url, media.path());
+    let down = killed.elapsed();
+
+    // The exercise continues where it would have been, and completes.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let exercise_state = loop {
+        let (status, body) = http(port, "GET", &format!("/api/v1/exercises/{exercise}"), None);
+        assert_eq!(status, 200, "{body}");
+        if body["state"] == "completed" || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(exercise_state["state"], "completed", "{exercise_state}");
+
+    let mut seen = before;
+    seen.extend(
+        sub.collect_until(Duration::from_secs(10), |m| {
+            m.payload["id"] == "i-20" && m.payload["team_id"] == "red"
+        })
+        .await,
+    );
+    while let Some(m) = sub.next(Duration::from_millis(500)).await {
+        seen.push(m);
+    }
+    let mut times: HashMap<(String, String), usize> = HashMap::new();
+    for m in &seen {
+        *times
+            .entry((
+                m.payload["team_id"].as_str().unwrap().to_owned(),
+                m.payload["id"].as_str().unwrap().to_owned(),
+            ))
+            .or_default() += 1;
+    }
+    for team in ["blue", "red"] {
+        for t in 0..=20 {
+            let key = (team.to_owned(), format!("i-{t:02}"));
+            let n = times.get(&key).copied().unwrap_or(0);
+            assert!(n >= 1, "{key:?} never arrived");
+            if confirmed.contains(&key) {
+                assert_eq!(
+                    n, 1,
+                    "{key:?} was confirmed before the kill but arrived {n} times"
+                );
+            } else {
+                assert!(n <= 2, "{key:?} arrived {n} times");
+            }
+        }
+    }
+    let (_, deliveries) = http(
+        port,
+        "GET",
+        &format!("/api/v1/exercises/{exercise}/deliveries"),
+        None,
+    );
+    let deliveries = deliveries.as_array().expect("a list");
+    assert_eq!(deliveries.len(), 42);
+    assert!(
+        deliveries.iter().all(|d| d["status"] == "delivered"),
+        "{deliveries:?}"
+    );
+    let late: Vec<&Value> = deliveries.iter().filter(|d| d["late"] == true).collect();
+    assert!(
+        late.len() >= 4,
+        "injects due while down are late: {}",
+        late.len()
+    );
+    let worst = late
+        .iter()
+        .filter_map(|d| d["latency_ms"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(
+        worst >= (down.as_secs_f64() - 1.5) * 1000.0,
+        "lateness {worst} ms against {down:?} down"
+    );
+    serve.terminate();
+}
+
+/// A `serve` process of our own.
+struct Serve {
+    child: Child,
+}
+
+impl Serve {
+    fn start(port: u16, mqtt_port: u16, database_url: &str, media: &std::path::Path) -> Self {
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--http-bind",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                database_url,
+            ])
+            .arg("--media-storage-path")
+            .arg(media)
+            .env("MQTT_BROKER_HOST", "127.0.0.1")
+            .env("MQTT_BROKER_PORT", mqtt_port.to_string())
+            .env("RETRY_DELAY_SECONDS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let serve = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
+                    return serve;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not answer /healthz within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 client: (status, JSON body).
+fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// A fresh database on the machine's PostgreSQL, dropped at the end.
+struct PgDatabase {
+    url: String,
+    name: String,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+impl PgDatabase {
+    async fn create() -> Self {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is needed at {PG_ADMIN}: {e}; start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+                )
+            });
+        let name = format!("recovery_{}_{}", std::process::id(), free_port());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        Self {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
+    }
+
+    async fn drop(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
