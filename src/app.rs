@@ -233,6 +233,8 @@ pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
+    // Before the restored exercises start counting deliveries.
+    crate::http::install_metrics();
     let service = crate::service::Service::start(store.clone(), mqtt, config.clone(), public_url)
         .await
         .context("cannot restore the stored exercises")?;

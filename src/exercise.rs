@@ -180,6 +180,8 @@ pub struct Actor {
     dirty: Vec<usize>,
     dirty_all: bool,
     clock_dirty: bool,
+    /// The counts of the last snapshot, while no record has changed since.
+    counts: Option<Counts>,
 }
 
 impl Actor {
@@ -264,6 +266,7 @@ impl Actor {
             dirty: Vec::new(),
             dirty_all: false,
             clock_dirty: false,
+            counts: None,
         }
     }
 
@@ -320,7 +323,13 @@ impl Actor {
         let mut requests_open = true;
         // One precise sleep per deadline, kept across loop passes.
         let mut sleep: Option<(Instant, Wake)> = None;
+        // Set by the branches that change nothing, so counts can be reused.
+        let mut quiet = false;
         loop {
+            if !quiet {
+                self.counts = None;
+            }
+            quiet = false;
             self.flush();
             if self.options.exit_when_over
                 && self.engine.state().is_over()
@@ -365,9 +374,18 @@ impl Actor {
                     let up = *connected.borrow_and_update();
                     self.engine.set_connected(up, now());
                 }
-                Some(message) = control.recv() => self.on_control(message),
+                Some(message) = control.recv() => {
+                    self.on_control(message);
+                    self.counts = None;
+                    self.publish_snapshot(*connected.borrow());
+                }
                 request = requests.recv(), if requests_open => match request {
-                    Some(request) => self.on_request(request),
+                    Some(request) => {
+                        self.on_request(request);
+                        // Readers of the snapshot see the change at once.
+                        self.counts = None;
+                        self.publish_snapshot(*connected.borrow());
+                    }
                     None => {
                         requests_open = false;
                         if !self.options.exit_when_over {
@@ -375,10 +393,17 @@ impl Actor {
                         }
                     }
                 },
-                _ = monitoring.tick() => self.publish_monitoring(),
-                _ = shown.tick() => self.publish_snapshot(*connected.borrow()),
+                _ = monitoring.tick() => {
+                    self.publish_monitoring();
+                    quiet = true;
+                }
+                _ = shown.tick() => {
+                    self.publish_snapshot(*connected.borrow());
+                    quiet = true;
+                }
             }
         }
+        self.counts = None;
         self.flush();
         self.publish_monitoring();
         self.publish_snapshot(*connected.borrow());
@@ -429,8 +454,9 @@ impl Actor {
         }
     }
 
-    fn publish_snapshot(&self, connected: bool) {
+    fn publish_snapshot(&mut self, connected: bool) {
         let now = Instant::now();
+        let counts = *self.counts.get_or_insert_with(|| self.engine.counts());
         // Counting every record is O(n): ten times a second, not per event.
         self.snapshot.send_replace(Snapshot {
             id: self.options.exercise_id.clone(),
@@ -439,7 +465,7 @@ impl Actor {
             state: self.engine.state(),
             run: self.engine.run(),
             speed: self.options.speed,
-            counts: self.engine.counts(),
+            counts,
             connected,
         });
     }
@@ -542,7 +568,7 @@ impl Actor {
                     self.engine
                         .reschedule(slot, at, now)
                         .map_err(Into::into)
-                        .map(|()| self.dirty.push(slot))
+                        .map(|()| self.retime(slot, at))
                 });
                 self.answer(result, reply);
             }
@@ -597,9 +623,8 @@ impl Actor {
             indices.push(index);
         }
         let mut inject = inject;
-        if let Some(at) = at {
-            inject.time = at;
-        }
+        // The feed message says when it was due: at T+x, or now.
+        inject.time = at.unwrap_or_else(|| self.engine.exercise_time(now.mono));
         let inject = Arc::new(inject);
         for team in indices {
             let entry = Entry {
@@ -616,6 +641,20 @@ impl Actor {
             });
         }
         Ok(teams.len())
+    }
+
+    /// A rescheduled inject's feed message carries its new time.
+    fn retime(&mut self, slot: usize, at: ExerciseSeconds) {
+        let entry = &mut self.entries[slot];
+        let mut inject = (*entry.inject).clone();
+        inject.time = at;
+        entry.template = FeedTemplate::new(
+            &inject,
+            &self.scenario.teams[entry.team].id,
+            &self.options.exercise_id,
+        );
+        entry.inject = Arc::new(inject);
+        self.dirty.push(slot);
     }
 
     fn slot(&self, key: &DeliveryKey) -> Result<usize, RequestError> {
@@ -937,11 +976,12 @@ impl Actor {
         self.publish_json(&self.topics.timer, &t, QoS::AtMostOnce, true);
     }
 
-    fn publish_monitoring(&self) {
+    fn publish_monitoring(&mut self) {
+        let counts = *self.counts.get_or_insert_with(|| self.engine.counts());
         let m = MonitoringMessage::new(
             self.id(),
             self.engine.state(),
-            &self.engine.counts(),
+            &counts,
             self.engine.exercise_time(Instant::now()),
             OffsetDateTime::now_utc(),
         );

@@ -794,6 +794,15 @@ async fn live_injects_reach_the_feeds_now_and_later() {
     let base = format!("/api/v1/exercises/{id}");
     let mut feeds = app.feeds(id).await;
     app.command(id, "start").await;
+    // Past T+0, so "now" has a time of its own.
+    let deadline = tokio::time::Instant::now() + SECS;
+    while app.get(&base).await.1["exercise_time"].as_u64() < Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the clock does not move"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (status, sent) = app
         .post(
@@ -815,6 +824,9 @@ async fn live_injects_reach_the_feeds_now_and_later() {
     assert_eq!(message.payload["content"]["text"], "Breaking");
     assert_eq!(message.payload["media"], json!(["/media/x.jpg"]));
     let now = app.wait_delivery(id, "blue", "live-now", "delivered").await;
+    // Its feed message says when it was due: the moment it was sent.
+    assert_eq!(message.payload["exerciseTime"], now["due_exercise_time"]);
+    assert!(message.payload["exerciseTime"].as_u64().unwrap() > 0);
     assert_eq!(now["live"], true);
     assert_eq!(now["type"], "social");
 
@@ -834,11 +846,7 @@ async fn live_injects_reach_the_feeds_now_and_later() {
     feeds
         .collect_until(SECS, |m| {
             if m.payload["id"] == "live-later" {
-                assert!(
-                    m.payload["exerciseTime"].as_u64().unwrap() >= at,
-                    "{:?}",
-                    m.payload
-                );
+                assert_eq!(m.payload["exerciseTime"], at, "{:?}", m.payload);
                 teams.insert(m.payload["team_id"].as_str().unwrap().to_owned());
             }
             teams.len() == 2
