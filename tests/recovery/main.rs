@@ -30,6 +30,84 @@ async fn kill_9_and_restart_on_postgres_loses_nothing_and_repeats_nothing_confir
     db.drop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_saves_state_and_the_next_start_resumes() {
+    let broker = Mosquitto::start();
+    let media = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let port = free_port();
+    let exercise = "graceful-1";
+    let mut sub = Subscriber::connect(broker.port, &format!("/exercise/{exercise}/#")).await;
+    let serve = Serve::start(port, broker.port, &url, media.path());
+    let injects: Vec<Value> = (0..=6)
+        .map(|t| json!({"id": format!("i-{t}"), "time": t * 10, "type": "news", "content": {}}))
+        .collect();
+    let package = json!({
+        "id": exercise, "duration": 1,
+        "teams": [{"id": "blue", "timeline_id": "t"}],
+        "timelines": [{"id": "t", "injects": injects}],
+    });
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/exercises",
+        Some(json!({"package": package, "speed": 10.0})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let base = format!("/api/v1/exercises/{exercise}");
+    assert_eq!(http(port, "POST", &format!("{base}/start"), None).0, 200);
+    sub.collect_until(Duration::from_secs(10), |m| m.payload["id"] == "i-2")
+        .await;
+    let (status, _) = http(
+        port,
+        "POST",
+        &format!("{base}/pause"),
+        Some(json!({"reason": "lunch"})),
+    );
+    assert_eq!(status, 200);
+    let paused_at = http(port, "GET", &base, None).1["exercise_time"].clone();
+
+    let code = serve.terminate();
+    assert_eq!(code, Some(0), "serve exits 0 on SIGTERM");
+    // Start again: the exercise is still paused at the same time, and its
+    // history is there.
+    let _serve = Serve::start(port, broker.port, &url, media.path());
+    let (_, again) = http(port, "GET", &base, None);
+    assert_eq!(again["state"], "paused", "{again}");
+    assert_eq!(again["exercise_time"], paused_at);
+    let (_, log) = http(port, "GET", &format!("{base}/control-log"), None);
+    let commands: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["start", "pause"]);
+    assert_eq!(log[1]["reason"], "lunch");
+    // Resumed, it completes and delivers the rest exactly once.
+    assert_eq!(http(port, "POST", &format!("{base}/resume"), None).0, 200);
+    let seen = sub
+        .collect_until(Duration::from_secs(20), |m| {
+            m.topic.ends_with("/status") && m.payload["status"] == "completed"
+        })
+        .await;
+    let later: Vec<&str> = seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/feed"))
+        .map(|m| m.payload["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(later, ["i-3", "i-4", "i-5", "i-6"]);
+    let (_, deliveries) = http(port, "GET", &format!("{base}/deliveries"), None);
+    assert!(
+        deliveries
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == "delivered" && d["late"] == false)
+    );
+}
+
 async fn kill_and_restart(database_url: &str, exercise: &str) {
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
@@ -211,11 +289,12 @@ impl Serve {
         self.child.wait().unwrap();
     }
 
-    fn terminate(mut self) {
+    /// SIGTERM, then the exit code.
+    fn terminate(mut self) -> Option<i32> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.child.wait();
+        self.child.wait().ok().and_then(|s| s.code())
     }
 }
 
