@@ -86,15 +86,11 @@ pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         }
     };
     let policy = config.delivery_policy();
-    let mut settings = MqttSettings::new(
-        config.mqtt_broker_host.clone(),
-        config.mqtt_broker_port,
-        args.client_id
-            .clone()
-            .unwrap_or_else(|| format!("scip-orchestrator-{exercise_id}")),
-    );
-    settings.delivery_timeout = policy.timeout;
-    let mqtt = Mqtt::connect(settings).await?;
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("scip-orchestrator-{exercise_id}"));
+    let mqtt = connect_mqtt(config, client_id).await?;
     info!(
         exercise_id = %exercise_id,
         broker = %format!("{}:{}", config.mqtt_broker_host, config.mqtt_broker_port),
@@ -219,16 +215,11 @@ pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let store = crate::store::Store::connect(&database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&database_url)))?;
-    let policy = config.delivery_policy();
-    let mut settings = MqttSettings::new(
-        config.mqtt_broker_host.clone(),
-        config.mqtt_broker_port,
-        args.client_id
-            .clone()
-            .unwrap_or_else(|| format!("scip-orchestrator-serve-{}", local.port())),
-    );
-    settings.delivery_timeout = policy.timeout;
-    let mqtt = Mqtt::connect(settings).await?;
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("scip-orchestrator-serve-{}", local.port()));
+    let mqtt = connect_mqtt(config, client_id).await?;
     let public_url = args
         .public_url
         .clone()
@@ -249,6 +240,17 @@ pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     service.shutdown().await;
     store.close().await;
     Ok(())
+}
+
+/// The process's one MQTT connection, as configured.
+async fn connect_mqtt(config: &Config, client_id: String) -> anyhow::Result<Mqtt> {
+    let mut settings = MqttSettings::new(
+        config.mqtt_broker_host.clone(),
+        config.mqtt_broker_port,
+        client_id,
+    );
+    settings.delivery_timeout = config.delivery_policy().timeout;
+    Ok(Mqtt::connect(settings).await?)
 }
 
 /// A database URL without its password, for messages.
