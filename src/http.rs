@@ -800,7 +800,7 @@ async fn readyz(State(service): State<Service>) -> Result<Json<StatusResponse>, 
     tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text exposition: scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_exercises{state}, scip_mqtt_connected",
+        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_exercises{state}, scip_mqtt_connected",
         body = String,
         content_type = "text/plain; version=0.0.4"
     ))
@@ -824,6 +824,38 @@ async fn metrics(State(service): State<Service>) -> impl IntoResponse {
             .filter(|e| e.snapshot.state == state)
             .count();
         let _ = writeln!(body, "scip_exercises{{state=\"{}\"}} {n}", state.as_str());
+    }
+    let _ = writeln!(
+        body,
+        "# HELP scip_deliveries Delivery records of the current runs by status"
+    );
+    let _ = writeln!(body, "# TYPE scip_deliveries gauge");
+    let mut by_status = [0usize; 6];
+    for e in &exercises {
+        let c = &e.snapshot.counts;
+        for (slot, n) in by_status.iter_mut().zip([
+            c.pending,
+            c.delivered,
+            c.retrying,
+            c.failed,
+            c.cancelled,
+            c.skipped,
+        ]) {
+            *slot += n;
+        }
+    }
+    for (status, n) in [
+        "pending",
+        "delivered",
+        "retrying",
+        "failed",
+        "cancelled",
+        "skipped",
+    ]
+    .into_iter()
+    .zip(by_status)
+    {
+        let _ = writeln!(body, "scip_deliveries{{status=\"{status}\"}} {n}");
     }
     let connected = *service.mqtt().connected().borrow();
     let _ = writeln!(

@@ -1116,6 +1116,15 @@ async fn health_readiness_and_metrics() {
         metrics.contains("scip_deliveries_total{status=\"delivered\"}"),
         "{metrics}"
     );
+    // Current records by status: "idle" has one pending, "metered" one delivered.
+    assert!(
+        metrics.contains("scip_deliveries{status=\"delivered\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scip_deliveries{status=\"pending\"} 1\n"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("scip_delivery_latency_seconds_bucket{le=\"0.001\"}"),
         "{metrics}"
