@@ -25,7 +25,7 @@ use crate::core::{
 use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
 use crate::journal::{Journal, JournalEntry};
 use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
-use crate::scenario::{Inject, Scenario};
+use crate::scenario::{Inject, Scenario, Timeline};
 use crate::store::{ClockRow, ControlRow, DeliveryRow};
 use crate::timer;
 use crate::wire::{
@@ -151,13 +151,89 @@ pub enum Request {
     },
 }
 
-/// One (team, inject) of the current run, by slot.
+/// One (team, inject) of the current run, by slot. Small: the inject and its
+/// feed template are shared with every team and run that has it.
 #[derive(Debug, Clone)]
 struct Entry {
     team: usize,
-    inject: Arc<Inject>,
-    template: FeedTemplate,
+    source: Source,
+    /// Sent live by a controller (not in the scenario).
     live: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// Inject `index` of a scenario timeline, with the timeline's templates.
+    Timeline {
+        timeline: Arc<Timeline>,
+        templates: Arc<[FeedTemplate]>,
+        index: usize,
+    },
+    /// An inject of its own: sent live, or rescheduled.
+    Own {
+        inject: Arc<Inject>,
+        template: Arc<FeedTemplate>,
+    },
+}
+
+impl Entry {
+    fn own(team: usize, inject: Inject, live: bool) -> Self {
+        Self {
+            team,
+            source: Source::Own {
+                template: Arc::new(FeedTemplate::new(&inject)),
+                inject: Arc::new(inject),
+            },
+            live,
+        }
+    }
+
+    fn inject(&self) -> &Inject {
+        match &self.source {
+            Source::Timeline {
+                timeline, index, ..
+            } => &timeline.injects[*index],
+            Source::Own { inject, .. } => inject,
+        }
+    }
+
+    fn template(&self) -> &FeedTemplate {
+        match &self.source {
+            Source::Timeline {
+                templates, index, ..
+            } => &templates[*index],
+            Source::Own { template, .. } => template,
+        }
+    }
+}
+
+/// The scenario's entries, by slot: team by team, each timeline's injects in
+/// order; one set of templates per distinct timeline.
+fn scenario_entries(scenario: &Scenario) -> Vec<Entry> {
+    let mut templates: Vec<(*const Timeline, Arc<[FeedTemplate]>)> = Vec::new();
+    let mut out = Vec::new();
+    for (team, t) in scenario.teams.iter().enumerate() {
+        let key = Arc::as_ptr(&t.timeline);
+        let shared = match templates.iter().find(|(k, _)| *k == key) {
+            Some((_, shared)) => shared.clone(),
+            None => {
+                let made: Arc<[FeedTemplate]> =
+                    t.timeline.injects.iter().map(FeedTemplate::new).collect();
+                templates.push((key, made.clone()));
+                made
+            }
+        };
+        out.extend((0..t.timeline.injects.len()).map(|index| Entry {
+            team,
+            source: Source::Timeline {
+                timeline: t.timeline.clone(),
+                templates: shared.clone(),
+                index,
+            },
+            live: false,
+        }));
+    }
+    out
 }
 
 /// The exercise actor.
@@ -215,29 +291,12 @@ impl Actor {
         let id = options.exercise_id.clone();
         let topics = Topics::new(&id);
         let feeds = scenario.teams.iter().map(|t| topics.feed(&t.id)).collect();
-        let base: Vec<Entry> = scenario
-            .teams
-            .iter()
-            .enumerate()
-            .flat_map(|(ti, t)| {
-                let id = id.clone();
-                t.timeline.injects.iter().map(move |i| Entry {
-                    team: ti,
-                    template: FeedTemplate::new(i, &t.id, &id),
-                    inject: Arc::new(i.clone()),
-                    live: false,
-                })
-            })
-            .collect();
+        let base = scenario_entries(&scenario);
         let mut entries = base.clone();
-        for (team, inject) in live {
-            entries.push(Entry {
-                team,
-                template: FeedTemplate::new(&inject, &scenario.teams[team].id, &id),
-                inject: Arc::new(inject),
-                live: true,
-            });
-        }
+        entries.extend(
+            live.into_iter()
+                .map(|(team, inject)| Entry::own(team, inject, true)),
+        );
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let snapshot = watch::channel(Snapshot {
             id: id.clone(),
@@ -274,7 +333,8 @@ impl Actor {
         &self.options.exercise_id
     }
 
-    /// Follows the exercise's state; updated ten times a second.
+    /// Follows the exercise's state: four times a second while running, and on
+    /// every event.
     pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.subscribe()
     }
@@ -316,7 +376,7 @@ impl Actor {
         }
         let mut monitoring = interval(self.options.monitoring_every);
         monitoring.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut shown = interval(Duration::from_millis(100));
+        let mut shown = interval(Duration::from_millis(250));
         shown.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let mut shutting_down: Option<Instant> = None;
@@ -329,8 +389,12 @@ impl Actor {
             if !quiet {
                 self.counts = None;
             }
-            quiet = false;
             self.flush();
+            if !quiet && self.engine.state() != State::Running {
+                // Not running, the clock stands still: refresh on events only.
+                self.publish_snapshot(*connected.borrow());
+            }
+            quiet = false;
             if self.options.exit_when_over
                 && self.engine.state().is_over()
                 && self.engine.is_settled()
@@ -397,7 +461,7 @@ impl Actor {
                     self.publish_monitoring();
                     quiet = true;
                 }
-                _ = shown.tick() => {
+                _ = shown.tick(), if self.engine.state() == State::Running => {
                     self.publish_snapshot(*connected.borrow());
                     quiet = true;
                 }
@@ -435,8 +499,8 @@ impl Actor {
             .map(|e| {
                 (
                     self.scenario.teams[e.team].id.to_string(),
-                    e.inject.id.to_string(),
-                    e.inject.kind.clone(),
+                    e.inject().id.to_string(),
+                    e.inject().kind.clone(),
                 )
             })
             .collect();
@@ -625,17 +689,10 @@ impl Actor {
         let mut inject = inject;
         // The feed message says when it was due: at T+x, or now.
         inject.time = at.unwrap_or_else(|| self.engine.exercise_time(now.mono));
-        let inject = Arc::new(inject);
         for team in indices {
-            let entry = Entry {
-                team,
-                template: FeedTemplate::new(&inject, &self.scenario.teams[team].id, self.id()),
-                inject: inject.clone(),
-                live: true,
-            };
             let slot = self.engine.add(team, self.entries.len(), at, now)?;
             debug_assert_eq!(slot, self.entries.len());
-            self.entries.push(entry);
+            self.entries.push(Entry::own(team, inject.clone(), true));
             self.journal.write(JournalEntry::NewRows {
                 rows: vec![self.row(slot)],
             });
@@ -645,15 +702,10 @@ impl Actor {
 
     /// A rescheduled inject's feed message carries its new time.
     fn retime(&mut self, slot: usize, at: ExerciseSeconds) {
-        let entry = &mut self.entries[slot];
-        let mut inject = (*entry.inject).clone();
+        let entry = &self.entries[slot];
+        let mut inject = entry.inject().clone();
         inject.time = at;
-        entry.template = FeedTemplate::new(
-            &inject,
-            &self.scenario.teams[entry.team].id,
-            &self.options.exercise_id,
-        );
-        entry.inject = Arc::new(inject);
+        self.entries[slot] = Entry::own(entry.team, inject, entry.live);
         self.dirty.push(slot);
     }
 
@@ -679,7 +731,7 @@ impl Actor {
     fn slot_of(&self, team: usize, inject: &InjectId) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.team == team && e.inject.id == *inject)
+            .position(|e| e.team == team && e.inject().id == *inject)
     }
 
     fn views(&self) -> Vec<DeliveryView> {
@@ -689,8 +741,8 @@ impl Actor {
             .zip(&self.entries)
             .map(|(r, e)| DeliveryView {
                 team_id: self.scenario.teams[e.team].id.to_string(),
-                inject_id: e.inject.id.to_string(),
-                kind: e.inject.kind.clone(),
+                inject_id: e.inject().id.to_string(),
+                kind: e.inject().kind.clone(),
                 record: r.clone(),
                 live: e.live,
             })
@@ -785,7 +837,7 @@ impl Actor {
         let e = &self.entries[slot];
         (
             self.scenario.teams[e.team].id.to_string(),
-            e.inject.id.to_string(),
+            e.inject().id.to_string(),
         )
     }
 
@@ -897,7 +949,7 @@ impl Actor {
             exercise_id: self.id().to_string(),
             run: i64::from(self.engine.run()),
             team_id: self.scenario.teams[e.team].id.to_string(),
-            inject_id: e.inject.id.to_string(),
+            inject_id: e.inject().id.to_string(),
             due_secs: i64::from(r.due.get()),
             status: r.status.as_str().to_owned(),
             attempts: i64::from(r.attempts),
@@ -909,13 +961,16 @@ impl Actor {
             late: r.late,
             last_error: r.last_error.clone(),
             position: slot as i64,
-            inject_json: e.live.then(|| inject_json(&e.inject).to_string()),
+            inject_json: e.live.then(|| inject_json(e.inject()).to_string()),
         }
     }
 
     fn deliver(&mut self, tag: DeliveryTag) {
         let e = &self.entries[tag.slot as usize];
-        let payload = e.template.render(OffsetDateTime::now_utc());
+        let team = &self.scenario.teams[e.team].id;
+        let payload =
+            e.template()
+                .render(team, &self.options.exercise_id, OffsetDateTime::now_utc());
         self.mqtt.publish(Message {
             topic: self.feeds[e.team].clone(),
             payload,

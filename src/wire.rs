@@ -88,26 +88,32 @@ pub struct FeedTemplate {
 }
 
 impl FeedTemplate {
-    pub fn new(inject: &Inject, team: &TeamId, exercise: &ExerciseId) -> Self {
+    /// The inject's part of its feed messages, shared by every team that
+    /// gets it; team, exercise and publish time are added by [`Self::render`].
+    pub fn new(inject: &Inject) -> Self {
         // Optional fields pass through; the fields SPEC defines win a clash.
         let mut m: Map<String, Value> = inject.extra.clone();
-        m.remove("timestamp");
+        for ours in ["timestamp", "team_id", "exercise_id"] {
+            m.remove(ours);
+        }
         m.insert("id".into(), inject.id.as_str().into());
         m.insert("exerciseTime".into(), inject.time.get().into());
         m.insert("type".into(), inject.kind.clone().into());
         m.insert("content".into(), Value::Object(inject.content.clone()));
-        m.insert("team_id".into(), team.as_str().into());
-        m.insert("exercise_id".into(), exercise.as_str().into());
         let mut prefix = Value::Object(m).to_string();
         prefix.pop();
         Self { prefix }
     }
 
-    /// The message as published at `at`.
-    pub fn render(&self, at: OffsetDateTime) -> Vec<u8> {
+    /// The message for `team` of `exercise` as published at `at`.
+    pub fn render(&self, team: &TeamId, exercise: &ExerciseId, at: OffsetDateTime) -> Vec<u8> {
         let ts = timestamp(at);
-        let mut out = String::with_capacity(self.prefix.len() + ts.len() + 16);
+        let mut out = String::with_capacity(self.prefix.len() + ts.len() + 80);
         out.push_str(&self.prefix);
+        out.push_str(",\"team_id\":");
+        out.push_str(&Value::from(team.as_str()).to_string());
+        out.push_str(",\"exercise_id\":");
+        out.push_str(&Value::from(exercise.as_str()).to_string());
         out.push_str(",\"timestamp\":\"");
         out.push_str(&ts);
         out.push_str("\"}");
@@ -321,13 +327,14 @@ mod tests {
             content: json!({"text": "BREAKING"}).as_object().unwrap().clone(),
             extra,
         };
-        let template = FeedTemplate::new(
-            &inject,
+        let template = FeedTemplate::new(&inject);
+        let at = OffsetDateTime::from_unix_timestamp(1_705_313_132).unwrap();
+        let v: Value = serde_json::from_slice(&template.render(
             &TeamId::parse("blue").unwrap(),
             &ExerciseId::parse("ex-1").unwrap(),
-        );
-        let at = OffsetDateTime::from_unix_timestamp(1_705_313_132).unwrap();
-        let v: Value = serde_json::from_slice(&template.render(at)).unwrap();
+            at,
+        ))
+        .unwrap();
         assert_eq!(
             v,
             json!({"id":"inject-042","timestamp":"2024-01-15T10:05:32.000Z","exerciseTime":332,

@@ -112,8 +112,8 @@ pub struct Engine {
     cursor: usize,
     /// Next whole second to announce on the timer.
     next_tick: u32,
-    /// One per (team, inject); the template for every run.
-    template: Vec<DeliveryRecord>,
+    /// One (team, inject, due) per scenario inject: what every run starts from.
+    plan: Vec<(u32, u32, ExerciseSeconds)>,
     records: Vec<DeliveryRecord>,
     waiting: VecDeque<usize>,
     retries: BTreeSet<(Instant, usize)>,
@@ -171,16 +171,16 @@ pub struct Persisted {
 impl Engine {
     /// An initialized exercise for `scenario`, running at `speed`.
     pub fn new(scenario: &Scenario, speed: f64, policy: DeliveryPolicy) -> Self {
-        let mut template = Vec::new();
+        let mut plan = Vec::new();
         for (team, t) in scenario.teams.iter().enumerate() {
             for (inject, i) in t.timeline.injects.iter().enumerate() {
-                template.push(DeliveryRecord::new(team, inject, i.time));
+                plan.push((team as u32, inject as u32, i.time));
             }
         }
-        let mut order: Vec<usize> = (0..template.len()).collect();
+        let mut order: Vec<usize> = (0..plan.len()).collect();
         // Records are laid out by team then timeline position, so a stable
         // sort by time gives (time, team, timeline position).
-        order.sort_by_key(|&i| template[i].due);
+        order.sort_by_key(|&i| plan[i].2);
         Self {
             duration: scenario.duration.get(),
             policy,
@@ -190,8 +190,8 @@ impl Engine {
             order,
             cursor: 0,
             next_tick: 0,
-            records: template.clone(),
-            template,
+            records: fresh_records(&plan),
+            plan,
             waiting: VecDeque::new(),
             retries: BTreeSet::new(),
             connected: false,
@@ -755,7 +755,10 @@ impl Engine {
     }
 
     fn reset(&mut self) {
-        let records = std::mem::replace(&mut self.records, self.template.clone());
+        let records = std::mem::replace(&mut self.records, fresh_records(&self.plan));
+        // Injects added or moved by controllers belonged to the old run.
+        self.order = (0..self.plan.len()).collect();
+        self.order.sort_by_key(|&i| self.plan[i].2);
         self.archived.push(ArchivedRun {
             run: self.run,
             records,
@@ -768,6 +771,12 @@ impl Engine {
         self.retries.clear();
         self.started = None;
     }
+}
+
+fn fresh_records(plan: &[(u32, u32, ExerciseSeconds)]) -> Vec<DeliveryRecord> {
+    plan.iter()
+        .map(|&(team, inject, due)| DeliveryRecord::new(team as usize, inject as usize, due))
+        .collect()
 }
 
 fn wrong_status(slot: usize, status: DeliveryStatus, expected: &'static str) -> EditError {

@@ -633,3 +633,33 @@ async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
         .collect();
     assert_eq!(t30, vec![Duration::from_secs(3); 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_forgets_what_controllers_added_and_moved() {
+    let sc = scenario(1, &[10, 20], 60);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut seen = Seen::default();
+    engine.set_connected(true, now());
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    engine
+        .add(0, 7, Some(ExerciseSeconds::new(30)), now())
+        .unwrap();
+    engine
+        .reschedule(0, ExerciseSeconds::new(40), now())
+        .unwrap();
+    engine.handle_command(Command::Reset, None, now()).unwrap();
+    assert_eq!(engine.records().len(), 2);
+    let t0 = Instant::now();
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(61)).await;
+    let fired: Vec<(usize, Duration)> = seen
+        .delivered
+        .iter()
+        .map(|(t, at)| (t.slot as usize, *at - t0))
+        .collect();
+    assert_eq!(
+        fired,
+        vec![(0, Duration::from_secs(10)), (1, Duration::from_secs(20))]
+    );
+}
