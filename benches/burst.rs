@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use common::{pass, sorted};
 use scip_orchestrator::core::{Counts, DeliveryStatus};
 use scip_orchestrator::domain::ExerciseId;
+use scip_orchestrator::domain::TeamId;
 use scip_orchestrator::scenario::Scenario;
 use scip_orchestrator::testing::Mosquitto;
 use scip_orchestrator::wire::FeedTemplate;
@@ -51,13 +52,13 @@ async fn main() {
     let broker = Mosquitto::start();
     let files = common::write_scenario(TEAMS, &[0; PER_TEAM], 0.05, 600);
     let scenario = common::load(&files);
-    let payload_bytes = FeedTemplate::new(
-        &scenario.teams[0].timeline.injects[0],
-        &scenario.teams[0].id,
-        &ExerciseId::parse("burst-eng-0").unwrap(),
-    )
-    .render(OffsetDateTime::now_utc())
-    .len();
+    let payload_bytes = FeedTemplate::new(&scenario.teams[0].timeline.injects[0])
+        .render(
+            &scenario.teams[0].id,
+            &ExerciseId::parse("burst-eng-0").unwrap(),
+            OffsetDateTime::now_utc(),
+        )
+        .len();
     println!(
         "burst: {TEAMS} teams x {PER_TEAM} injects due at T+0 = {TOTAL} QoS 1 publishes of ~{payload_bytes} B, \
          Mosquitto 127.0.0.1:{}, {TRIALS} trials each, alternating engine / bare rumqttc",
@@ -151,16 +152,15 @@ async fn engine_trial(port: u16, i: usize, scenario: Arc<Scenario>) -> Trial {
 /// engine does), the polling loop counts PUBACKs.
 async fn bare_trial(port: u16, i: usize, scenario: &Scenario) -> Trial {
     let exercise = ExerciseId::parse(&format!("burst-raw-{i}")).unwrap();
-    let messages: Vec<(String, FeedTemplate)> = scenario
+    let messages: Vec<(String, FeedTemplate, TeamId)> = scenario
         .teams
         .iter()
         .flat_map(|team| {
             let topic = common::feed_topic(exercise.as_str(), team.id.as_str());
-            let exercise = &exercise;
             team.timeline
                 .injects
                 .iter()
-                .map(move |inject| (topic.clone(), FeedTemplate::new(inject, &team.id, exercise)))
+                .map(move |inject| (topic.clone(), FeedTemplate::new(inject), team.id.clone()))
         })
         .collect();
     let (mut options, net) = common::client_options(&format!("burst-bare-{i}"), port);
@@ -176,8 +176,8 @@ async fn bare_trial(port: u16, i: usize, scenario: &Scenario) -> Trial {
     let publisher = {
         let client = client.clone();
         tokio::spawn(async move {
-            for (topic, template) in messages {
-                let payload = template.render(OffsetDateTime::now_utc());
+            for (topic, template, team) in messages {
+                let payload = template.render(&team, &exercise, OffsetDateTime::now_utc());
                 client
                     .publish(topic, QoS::AtLeastOnce, false, payload)
                     .await
