@@ -264,23 +264,12 @@ impl Actor {
     /// An initialized exercise.
     pub fn new(scenario: Arc<Scenario>, options: Options, mqtt: Mqtt, journal: Journal) -> Self {
         let engine = Engine::new(&scenario, options.speed, options.policy);
-        Self::with_engine(scenario, options, mqtt, journal, engine, Vec::new())
+        Self::restored(scenario, options, mqtt, journal, engine, Vec::new())
     }
 
     /// An exercise rebuilt after a restart; `live` are the injects added
     /// during the run, by slot beyond the scenario's own.
     pub fn restored(
-        scenario: Arc<Scenario>,
-        options: Options,
-        mqtt: Mqtt,
-        journal: Journal,
-        engine: Engine,
-        live: Vec<(usize, Inject)>,
-    ) -> Self {
-        Self::with_engine(scenario, options, mqtt, journal, engine, live)
-    }
-
-    fn with_engine(
         scenario: Arc<Scenario>,
         options: Options,
         mqtt: Mqtt,
