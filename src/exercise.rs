@@ -950,7 +950,9 @@ impl Actor {
             late: r.late,
             last_error: r.last_error.clone(),
             position: slot as i64,
-            inject_json: e.live.then(|| inject_json(e.inject()).to_string()),
+            inject_json: e
+                .live
+                .then(|| crate::scenario::inject_value(e.inject()).to_string()),
         }
     }
 
@@ -1084,38 +1086,6 @@ pub fn wall_ms(t: OffsetDateTime) -> i64 {
 pub fn from_wall_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// An inject as stored for one sent live: the timeline form.
-pub fn inject_json(inject: &Inject) -> serde_json::Value {
-    let mut m = inject.extra.clone();
-    m.insert("id".into(), inject.id.as_str().into());
-    m.insert("time".into(), inject.time.get().into());
-    m.insert("type".into(), inject.kind.clone().into());
-    m.insert(
-        "content".into(),
-        serde_json::Value::Object(inject.content.clone()),
-    );
-    serde_json::Value::Object(m)
-}
-
-/// The inverse of [`inject_json`], for stored (already validated) injects.
-pub fn inject_from_json(value: &serde_json::Value) -> Option<Inject> {
-    let mut m = value.as_object()?.clone();
-    let id = InjectId::parse(m.remove("id")?.as_str()?).ok()?;
-    let time = ExerciseSeconds::new(u32::try_from(m.remove("time")?.as_u64()?).ok()?);
-    let kind = m.remove("type")?.as_str()?.to_owned();
-    let content = match m.remove("content")? {
-        serde_json::Value::Object(c) => c,
-        _ => return None,
-    };
-    Some(Inject {
-        id,
-        time,
-        kind,
-        content,
-        extra: m,
-    })
 }
 
 /// A pending precise wake-up.

@@ -818,7 +818,7 @@ async fn metrics(State(service): State<Service>) -> impl IntoResponse {
         "# HELP scip_exercises Exercises in this process by lifecycle state"
     );
     let _ = writeln!(body, "# TYPE scip_exercises gauge");
-    for state in ALL_STATES {
+    for state in ExerciseState::ALL {
         let n = exercises
             .iter()
             .filter(|e| e.snapshot.state == state)
@@ -1156,14 +1156,6 @@ fn is_json(headers: &HeaderMap) -> bool {
 // ---------------------------------------------------------------------------
 // Conversions and helpers
 
-const ALL_STATES: [ExerciseState; 5] = [
-    ExerciseState::Initialized,
-    ExerciseState::Running,
-    ExerciseState::Paused,
-    ExerciseState::Stopped,
-    ExerciseState::Completed,
-];
-
 async fn filtered(
     service: &Service,
     id: &str,
@@ -1417,7 +1409,7 @@ mod tests {
 
     #[test]
     fn every_state_and_status_has_a_wire_name() {
-        for state in ALL_STATES {
+        for state in ExerciseState::ALL {
             let wire = serde_json::to_value(StateName::from(state)).unwrap();
             assert_eq!(wire, state.as_str());
         }

@@ -85,7 +85,6 @@ fn main() -> ExitCode {
             report,
             client_id,
         } => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let args = RunArgs {
                 scenario,
                 exercise_id,
@@ -94,7 +93,7 @@ fn main() -> ExitCode {
                 report,
                 client_id,
             };
-            finish(runtime.block_on(app::run(args, &cli.config)))
+            finish(block_on(app::run(args, &cli.config)))
         }
         Cmd::Serve {
             http_bind,
@@ -103,7 +102,6 @@ fn main() -> ExitCode {
             public_url,
             client_id,
         } => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let args = ServeArgs {
                 http_bind,
                 database_url,
@@ -111,9 +109,15 @@ fn main() -> ExitCode {
                 public_url,
                 client_id,
             };
-            finish(runtime.block_on(app::serve(args, &cli.config)))
+            finish(block_on(app::serve(args, &cli.config)))
         }
     }
+}
+
+fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(work)
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

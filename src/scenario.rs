@@ -1297,7 +1297,7 @@ fn duration_minutes(duration: ExerciseSeconds) -> Value {
 }
 
 /// An inject as a timeline file holds it: its passed-through fields and its own.
-fn inject_value(inject: &Inject) -> Value {
+pub fn inject_value(inject: &Inject) -> Value {
     let mut fields = inject.extra.clone();
     fields.insert("id".to_owned(), Value::from(inject.id.as_str()));
     fields.insert("time".to_owned(), Value::from(inject.time.get()));
@@ -1306,9 +1306,37 @@ fn inject_value(inject: &Inject) -> Value {
     Value::Object(fields)
 }
 
+/// The inverse of [`inject_value`], for stored injects that were validated
+/// when they were first accepted; None when the value is not one.
+pub fn inject_from_value(value: &Value) -> Option<Inject> {
+    let mut m = value.as_object()?.clone();
+    let id = InjectId::parse(m.remove("id")?.as_str()?).ok()?;
+    let time = ExerciseSeconds::new(u32::try_from(m.remove("time")?.as_u64()?).ok()?);
+    let kind = m.remove("type")?.as_str()?.to_owned();
+    let Value::Object(content) = m.remove("content")? else {
+        return None;
+    };
+    Some(Inject {
+        id,
+        time,
+        kind,
+        content,
+        extra: m,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inject_survives_its_stored_form() {
+        let value = serde_json::json!({"id": "x-1", "time": 42, "type": "sms",
+            "content": {"text": "hi"}, "priority": "high", "media": ["/m.jpg"]});
+        let inject = inject_from_value(&value).unwrap();
+        assert_eq!(inject_value(&inject), value);
+        assert!(inject_from_value(&serde_json::json!({"id": "x", "time": -1})).is_none());
+    }
 
     /// A scenario of `minutes` with one team per `(team id, timeline_id)`.
     fn scenario(minutes: &str, teams: &[(&str, &str)]) -> String {

@@ -530,16 +530,8 @@ fn not_found(id: &str) -> ServiceError {
 }
 
 fn parse_state(s: &str) -> Result<State, ServiceError> {
-    [
-        State::Initialized,
-        State::Running,
-        State::Paused,
-        State::Stopped,
-        State::Completed,
-    ]
-    .into_iter()
-    .find(|st| st.as_str() == s)
-    .ok_or_else(|| ServiceError::Invalid(vec![format!("stored state {s:?} is unknown")]))
+    State::parse(s)
+        .ok_or_else(|| ServiceError::Invalid(vec![format!("stored state {s:?} is unknown")]))
 }
 
 /// A single path component, no `..`, no separators: safe to join under a root.
@@ -598,7 +590,7 @@ fn records_from_rows(
             Some(json) => {
                 let inject = serde_json::from_str(json)
                     .ok()
-                    .and_then(|v| exercise::inject_from_json(&v))
+                    .and_then(|v| scenario::inject_from_value(&v))
                     .ok_or_else(|| {
                         ServiceError::Invalid(vec![format!(
                             "stored live inject {:?} is unreadable",

@@ -18,6 +18,19 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 5] = [
+        State::Initialized,
+        State::Running,
+        State::Paused,
+        State::Stopped,
+        State::Completed,
+    ];
+
+    /// The inverse of [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Initialized => "initialized",
