@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use tracing::{error, info, warn};
 
@@ -24,6 +24,7 @@ use crate::core::{
 };
 use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
 use crate::journal::{Journal, JournalEntry};
+use crate::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
 use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
 use crate::scenario::{Inject, Scenario, Timeline};
 use crate::store::{ClockRow, ControlRow, DeliveryRow};
@@ -149,6 +150,20 @@ pub enum Request {
         mode: SeekMode,
         reply: Reply<usize>,
     },
+    /// Follow the exercise live: a team's feed (`team` Some) or every
+    /// delivery (None).
+    Watch {
+        team: Option<usize>,
+        reply: Reply<Watch>,
+    },
+    /// A team dashboard showed these injects of `run`; answers how many
+    /// receipts were new.
+    Receipts {
+        team: usize,
+        run: u16,
+        inject_ids: Vec<String>,
+        reply: Reply<usize>,
+    },
 }
 
 /// One (team, inject) of the current run, by slot. Small: the inject and its
@@ -258,6 +273,11 @@ pub struct Actor {
     clock_dirty: bool,
     /// The counts of the last snapshot, while no record has changed since.
     counts: Option<Counts>,
+    /// Followers: dashboards and control rooms.
+    live: broadcast::Sender<Live>,
+    presence: Arc<Presence>,
+    /// Why the exercise last paused or stopped, for dashboards' banners.
+    last_reason: Option<String>,
 }
 
 impl Actor {
@@ -287,6 +307,7 @@ impl Actor {
                 .map(|(team, inject)| Entry::own(team, inject, true)),
         );
         let (acks, acks_rx) = mpsc::unbounded_channel();
+        let presence = Presence::new(scenario.teams.len());
         let snapshot = watch::channel(Snapshot {
             id: id.clone(),
             time: engine.exercise_time(Instant::now()),
@@ -315,6 +336,9 @@ impl Actor {
             dirty_all: false,
             clock_dirty: false,
             counts: None,
+            live: broadcast::channel(LIVE_BUFFER).0,
+            presence,
+            last_reason: None,
         }
     }
 
@@ -326,6 +350,11 @@ impl Actor {
     /// every event.
     pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.subscribe()
+    }
+
+    /// The dashboards open on this exercise, by team.
+    pub fn presence(&self) -> Arc<Presence> {
+        self.presence.clone()
     }
 
     /// The delivery rows of the current run, as they stand (for the store).
@@ -557,6 +586,7 @@ impl Actor {
                         exercise_id: self.id().to_string(),
                         rows: self.delivery_rows(),
                     });
+                    self.emit(|| Live::Reload);
                 } else if command == Command::Stop {
                     self.mark_all_dirty();
                 }
@@ -625,6 +655,22 @@ impl Actor {
                 });
                 self.answer(result, reply);
             }
+            Request::Watch { team, reply } => {
+                let _ = reply.send(Ok(self.watch(team)));
+            }
+            Request::Receipts {
+                team,
+                run,
+                inject_ids,
+                reply,
+            } => {
+                let result = self.receipts(team, run, &inject_ids, now);
+                // Answered once stored, without rewriting every record.
+                self.flush();
+                self.journal.reply(move || {
+                    let _ = reply.send(result);
+                });
+            }
             Request::Seek { to, mode, reply } => {
                 let result = self.engine.seek(to, mode, now).map_err(RequestError::from);
                 if result.is_ok() {
@@ -689,6 +735,108 @@ impl Actor {
         Ok(teams.len())
     }
 
+    /// Where things stand for a new follower, and its subscription.
+    fn watch(&self, team: Option<usize>) -> Watch {
+        let events = self.live.subscribe();
+        let (history, deliveries) = match team {
+            Some(team) => {
+                let mut sent: Vec<usize> = (0..self.entries.len())
+                    .filter(|&slot| {
+                        self.entries[slot].team == team
+                            && self.engine.records()[slot].published_wall.is_some()
+                    })
+                    .collect();
+                sent.sort_by_key(|&slot| (self.engine.records()[slot].due, slot));
+                let items = sent.into_iter().map(|slot| Arc::new(self.feed_item(slot)));
+                (items.collect(), Vec::new())
+            }
+            None => (Vec::new(), self.views()),
+        };
+        Watch {
+            clock: Arc::new(self.live_clock(self.engine.timer(Instant::now()).into())),
+            history,
+            deliveries,
+            events,
+        }
+    }
+
+    fn receipts(
+        &mut self,
+        team: usize,
+        run: u16,
+        inject_ids: &[String],
+        now: Now,
+    ) -> Result<usize, RequestError> {
+        if run != self.engine.run() {
+            // A page still showing an earlier run: nothing of this run to confirm.
+            return Ok(0);
+        }
+        let mut slots = Vec::with_capacity(inject_ids.len());
+        for id in inject_ids {
+            let inject = InjectId::parse(id)
+                .map_err(|e| RequestError::Invalid(format!("inject_ids: {e}")))?;
+            let slot = self.slot_of(team, &inject).ok_or_else(|| {
+                RequestError::NotFound(format!(
+                    "no inject {id:?} for team {:?} in this run",
+                    self.scenario.teams[team].id.as_str()
+                ))
+            })?;
+            slots.push(slot);
+        }
+        let mut recorded = 0;
+        for slot in slots {
+            if self.engine.on_received(slot, now.wall) {
+                recorded += 1;
+                self.dirty.push(slot);
+                let latency = self.engine.records()[slot]
+                    .receipt_latency
+                    .unwrap_or_default();
+                metrics::counter!("scip_receipts_total").increment(1);
+                metrics::histogram!("scip_receipt_latency_seconds").record(latency.as_secs_f64());
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// The inject in `slot` as its team's feed got it (last publish time).
+    fn feed_item(&self, slot: usize) -> FeedItem {
+        let e = &self.entries[slot];
+        let r = &self.engine.records()[slot];
+        let at = r.published_wall.unwrap_or_else(OffsetDateTime::now_utc);
+        let message = e.template().render(
+            &self.scenario.teams[e.team].id,
+            &self.options.exercise_id,
+            at,
+        );
+        FeedItem {
+            team: e.team,
+            run: self.engine.run(),
+            received: r.received_wall.is_some(),
+            message: String::from_utf8(message).expect("rendered from strings"),
+        }
+    }
+
+    fn live_clock(&self, timer: TimerMessage) -> LiveClock {
+        let stopped = matches!(self.engine.state(), State::Paused | State::Stopped);
+        LiveClock {
+            timer,
+            run: self.engine.run(),
+            speed: self.options.speed,
+            reason: if stopped {
+                self.last_reason.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Sends to followers, building the event only when someone follows.
+    fn emit(&self, event: impl FnOnce() -> Live) {
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(event());
+        }
+    }
+
     /// A rescheduled inject's feed message carries its new time.
     fn retime(&mut self, slot: usize, at: ExerciseSeconds) {
         let entry = &self.entries[slot];
@@ -724,18 +872,20 @@ impl Actor {
     }
 
     fn views(&self) -> Vec<DeliveryView> {
-        self.engine
-            .records()
-            .iter()
-            .zip(&self.entries)
-            .map(|(r, e)| DeliveryView {
-                team_id: self.scenario.teams[e.team].id.to_string(),
-                inject_id: e.inject().id.to_string(),
-                kind: e.inject().kind.clone(),
-                record: r.clone(),
-                live: e.live,
-            })
+        (0..self.engine.records().len())
+            .map(|slot| self.view(slot))
             .collect()
+    }
+
+    fn view(&self, slot: usize) -> DeliveryView {
+        let e = &self.entries[slot];
+        DeliveryView {
+            team_id: self.scenario.teams[e.team].id.to_string(),
+            inject_id: e.inject().id.to_string(),
+            kind: e.inject().kind.clone(),
+            record: self.engine.records()[slot].clone(),
+            live: e.live,
+        }
     }
 
     fn on_control(&mut self, message: Received) {
@@ -853,8 +1003,9 @@ impl Actor {
                         metrics::histogram!("scip_timer_tick_lateness_seconds")
                             .record(late.as_secs_f64());
                     }
-                    let payload =
-                        serde_json::to_vec(&TimerMessage::from(t)).expect("wire types serialize");
+                    let timer = TimerMessage::from(t);
+                    let payload = serde_json::to_vec(&timer).expect("wire types serialize");
+                    self.emit(|| Live::Clock(Arc::new(self.live_clock(timer))));
                     self.mqtt.publish(Message {
                         topic: self.topics.timer.clone(),
                         payload,
@@ -874,9 +1025,14 @@ impl Actor {
             match output {
                 Output::Timer(t) => {
                     let topic = self.topics.timer.clone();
-                    self.publish_json(&topic, &TimerMessage::from(t), QoS::AtMostOnce, true);
+                    let timer = TimerMessage::from(t);
+                    self.publish_json(&topic, &timer, QoS::AtMostOnce, true);
+                    self.emit(|| Live::Clock(Arc::new(self.live_clock(timer))));
                 }
-                Output::StateChanged(t) => self.announce(t),
+                Output::StateChanged(t) => {
+                    self.last_reason = t.reason.clone();
+                    self.announce(t);
+                }
                 Output::DeliveryFailed { slot } => {
                     metrics::counter!("scip_deliveries_total", "status" => "failed").increment(1);
                     let r = self.engine.records()[slot].clone();
@@ -901,9 +1057,27 @@ impl Actor {
         }
     }
 
+    /// Tells followers which records changed since the last call.
+    fn emit_changes(&mut self) {
+        if self.live.receiver_count() == 0 {
+            return;
+        }
+        if self.dirty_all {
+            let _ = self.live.send(Live::Reload);
+            return;
+        }
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        for &slot in &self.dirty {
+            let view = self.view(slot);
+            let _ = self.live.send(Live::Delivery(Arc::new(view)));
+        }
+    }
+
     /// Journals the clock and the records changed since the last call.
     fn sync_journal(&mut self) {
         if !self.journal.is_stored() {
+            self.emit_changes();
             self.dirty.clear();
             self.dirty_all = false;
             self.clock_dirty = false;
@@ -916,6 +1090,7 @@ impl Actor {
                 row: clock_row(&self.engine, now()),
             });
         }
+        self.emit_changes();
         let rows = if self.dirty_all {
             self.dirty.clear();
             self.dirty_all = false;
@@ -945,7 +1120,7 @@ impl Actor {
             due_wall_ms: r.due_wall.map(wall_ms),
             published_wall_ms: r.published_wall.map(wall_ms),
             acked_wall_ms: r.acked_wall.map(wall_ms),
-            received_wall_ms: None,
+            received_wall_ms: r.received_wall.map(wall_ms),
             latency_ms: r.latency.map(|l| l.as_secs_f64() * 1000.0),
             late: r.late,
             last_error: r.last_error.clone(),
@@ -962,6 +1137,17 @@ impl Actor {
         let payload =
             e.template()
                 .render(team, &self.options.exercise_id, OffsetDateTime::now_utc());
+        if self.live.receiver_count() > 0 {
+            let item = FeedItem {
+                team: e.team,
+                run: self.engine.run(),
+                received: self.engine.records()[tag.slot as usize]
+                    .received_wall
+                    .is_some(),
+                message: String::from_utf8_lossy(&payload).into_owned(),
+            };
+            let _ = self.live.send(Live::Feed(Arc::new(item)));
+        }
         self.mqtt.publish(Message {
             topic: self.feeds[e.team].clone(),
             payload,
@@ -1028,6 +1214,7 @@ impl Actor {
             self.id(),
             self.engine.state(),
             &counts,
+            self.presence.teams_connected(),
             self.engine.exercise_time(Instant::now()),
             OffsetDateTime::now_utc(),
         );

@@ -75,13 +75,21 @@ pub fn router(service: Service) -> Router {
         )
         .route("/exercises/{id}/injects", post(send_inject))
         .route("/exercises/{id}/seek", post(seek))
-        .route("/exercises/{id}/control-log", get(control_log));
+        .route("/exercises/{id}/control-log", get(control_log))
+        .route("/exercises/{id}/events", get(crate::web::exercise_events))
+        .route(
+            "/exercises/{id}/teams/{team}/events",
+            get(crate::web::team_events),
+        )
+        .route("/exercises/{id}/teams/{team}/receipts", post(receipts))
+        .route("/scenarios", get(scenarios));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::pages(&service))
         .fallback(no_route)
         .with_state(service)
         // The limit is RequestBodyLimitLayer's, not axum's smaller default.
@@ -121,6 +129,12 @@ pub fn install_metrics() -> Option<&'static PrometheusHandle> {
                     Matcher::Full("scip_delivery_latency_seconds".into()),
                     &LATENCY_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("scip_receipt_latency_seconds".into()),
+                        &LATENCY_BUCKETS,
+                    )
+                })
                 .expect("latency buckets are not empty");
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -175,6 +189,10 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         reschedule,
         seek,
         control_log,
+        scenarios,
+        receipts,
+        crate::web::team_events,
+        crate::web::exercise_events,
         healthz,
         readyz,
         metrics,
@@ -183,6 +201,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     tags(
         (name = "exercises", description = "Exercises and their lifecycle"),
         (name = "deliveries", description = "Delivery records, retries and live edits"),
+        (name = "dashboards", description = "What team dashboards and the control room follow: event streams and receipts"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
 )]
@@ -258,6 +277,16 @@ pub enum SeekModeName {
 }
 
 /// Filters of a delivery listing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsRequest {
+    /// The run the dashboard showed them in; receipts for an earlier run are
+    /// ignored.
+    pub run: u16,
+    #[schema(example = json!(["inject-001", "inject-002"]))]
+    pub inject_ids: Vec<String>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
@@ -289,6 +318,8 @@ pub struct ExerciseResponse {
     pub run: u16,
     /// The broker connection is up.
     pub connected: bool,
+    /// Teams with at least one dashboard open.
+    pub teams_connected: usize,
     pub counts: CountsResponse,
     pub teams: Vec<TeamResponse>,
     #[schema(format = DateTime)]
@@ -309,6 +340,10 @@ pub struct CountsResponse {
     pub skipped: usize,
     /// Mean of acknowledged minus due over the delivered, in milliseconds.
     pub average_latency_ms: f64,
+    /// Shown on a team dashboard.
+    pub received: usize,
+    /// Mean of shown minus due over the received, in milliseconds.
+    pub average_receipt_latency_ms: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -316,6 +351,28 @@ pub struct TeamResponse {
     pub id: String,
     pub name: Option<String>,
     pub dashboard_url: String,
+    /// Dashboards of this team open now.
+    pub dashboards: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScenarioResponse {
+    /// The folder name under MEDIA_STORAGE_PATH, as `scenario` in a create request.
+    #[schema(example = "four-teams")]
+    pub name: String,
+    pub title: Option<String>,
+    pub teams: usize,
+    pub injects: usize,
+    /// Seconds.
+    pub duration: u32,
+    /// Why it cannot be used, when it is invalid.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordedResponse {
+    /// Receipts that were new; repeats are not counted.
+    pub recorded: usize,
 }
 
 /// A lifecycle change a command made.
@@ -352,6 +409,11 @@ pub struct DeliveryResponse {
     /// Acknowledged minus due.
     pub latency_ms: Option<f64>,
     pub late: bool,
+    /// When a team dashboard showed it.
+    #[schema(format = DateTime)]
+    pub received_at: Option<String>,
+    /// Shown minus due.
+    pub receipt_latency_ms: Option<f64>,
     pub last_error: Option<String>,
     /// Sent live through the API rather than from the scenario.
     pub live: bool,
@@ -765,6 +827,57 @@ async fn control_log(
 
 #[utoipa::path(
     get,
+    path = "/api/v1/scenarios",
+    tag = "exercises",
+    responses(
+        (status = 200, description = "Scenario folders under MEDIA_STORAGE_PATH (none when it is unset), by name; invalid ones say why", body = [ScenarioResponse]),
+    )
+)]
+async fn scenarios(State(service): State<Service>) -> Json<Vec<ScenarioResponse>> {
+    Json(
+        service
+            .scenarios()
+            .into_iter()
+            .map(|s| ScenarioResponse {
+                name: s.name,
+                title: s.title,
+                teams: s.teams,
+                injects: s.injects,
+                duration: s.duration_secs,
+                error: s.error,
+            })
+            .collect(),
+    )
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/teams/{team}/receipts",
+    tag = "dashboards",
+    params(
+        ("id" = String, Path, description = "Exercise id"),
+        ("team" = String, Path, description = "Team id"),
+    ),
+    request_body = ReceiptsRequest,
+    responses(
+        (status = 200, description = "The dashboard showed these injects: the first receipt of each is recorded with the time it arrived", body = RecordedResponse),
+        (status = 400, description = "Malformed body or inject id", body = ErrorResponse),
+        (status = 404, description = "No such exercise, team, or inject of this team in this run", body = ErrorResponse),
+    )
+)]
+async fn receipts(
+    State(service): State<Service>,
+    Path((id, team)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ReceiptsRequest>,
+) -> Result<Json<RecordedResponse>, ApiError> {
+    let recorded = service
+        .receipts(&id, &team, body.run, body.inject_ids)
+        .await?;
+    Ok(Json(RecordedResponse { recorded }))
+}
+
+#[utoipa::path(
+    get,
     path = "/healthz",
     tag = "operations",
     responses((status = 200, description = "The process is up", body = StatusResponse))
@@ -800,7 +913,7 @@ async fn readyz(State(service): State<Service>) -> Result<Json<StatusResponse>, 
     tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_exercises{state}, scip_mqtt_connected",
+        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected",
         body = String,
         content_type = "text/plain; version=0.0.4"
     ))
@@ -857,6 +970,13 @@ async fn metrics(State(service): State<Service>) -> impl IntoResponse {
     {
         let _ = writeln!(body, "scip_deliveries{{status=\"{status}\"}} {n}");
     }
+    let teams: usize = exercises.iter().map(|e| e.teams_connected).sum();
+    let _ = writeln!(
+        body,
+        "# HELP scip_teams_connected Teams with at least one dashboard open, over every exercise"
+    );
+    let _ = writeln!(body, "# TYPE scip_teams_connected gauge");
+    let _ = writeln!(body, "scip_teams_connected {teams}");
     let connected = *service.mqtt().connected().borrow();
     let _ = writeln!(
         body,
@@ -923,6 +1043,10 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
         }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     fn invalid(message: impl Into<String>) -> Self {
@@ -1235,6 +1359,7 @@ impl From<ExerciseInfo> for ExerciseResponse {
             speed: s.speed,
             run: s.run,
             connected: s.connected,
+            teams_connected: e.teams_connected,
             counts: s.counts.into(),
             teams: e
                 .teams
@@ -1243,6 +1368,7 @@ impl From<ExerciseInfo> for ExerciseResponse {
                     id: t.id,
                     name: t.name,
                     dashboard_url: t.dashboard_url,
+                    dashboards: t.dashboards,
                 })
                 .collect(),
             created_at: wall(e.created_wall_ms),
@@ -1262,6 +1388,8 @@ impl From<Counts> for CountsResponse {
             cancelled: c.cancelled,
             skipped: c.skipped,
             average_latency_ms: c.average_latency_ms,
+            received: c.received,
+            average_receipt_latency_ms: c.average_receipt_latency_ms,
         }
     }
 }
@@ -1293,6 +1421,8 @@ impl From<DeliveryView> for DeliveryResponse {
             status: r.status.into(),
             latency_ms: r.latency.map(|l| l.as_secs_f64() * 1000.0),
             late: r.late,
+            received_at: opt_timestamp(r.received_wall),
+            receipt_latency_ms: r.receipt_latency.map(|l| l.as_secs_f64() * 1000.0),
             last_error: r.last_error,
             live: v.live,
         }
@@ -1358,6 +1488,15 @@ fn describe_metrics() {
         "scip_delivery_latency_seconds",
         metrics::Unit::Seconds,
         "Broker acknowledgement minus due time of delivered injects"
+    );
+    metrics::describe_counter!(
+        "scip_receipts_total",
+        "Injects a team dashboard confirmed it showed (first receipt of each)"
+    );
+    metrics::describe_histogram!(
+        "scip_receipt_latency_seconds",
+        metrics::Unit::Seconds,
+        "Shown on a team dashboard minus due time"
     );
 }
 

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod exercise;
 pub mod http;
 pub mod journal;
+pub mod live;
 pub mod logging;
 pub mod mqtt;
 pub mod report;
@@ -18,4 +19,5 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod timer;
+pub mod web;
 pub mod wire;

@@ -23,6 +23,7 @@ use crate::exercise::{
     from_wall_ms, stored_elapsed, wall_ms,
 };
 use crate::journal::Journal;
+use crate::live::{Presence, Seat, Watch};
 use crate::mqtt::Mqtt;
 use crate::scenario::{self, Inject, Scenario, ValidationError};
 use crate::store::{ClockRow, ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
@@ -81,6 +82,8 @@ pub struct ExerciseInfo {
     pub name: Option<String>,
     pub snapshot: Snapshot,
     pub teams: Vec<TeamLink>,
+    /// Teams with at least one dashboard open.
+    pub teams_connected: usize,
     pub created_wall_ms: i64,
 }
 
@@ -90,12 +93,44 @@ pub struct TeamLink {
     pub id: String,
     pub name: Option<String>,
     pub dashboard_url: String,
+    /// Dashboards of this team open now.
+    pub dashboards: usize,
+}
+
+/// A scenario folder under MEDIA_STORAGE_PATH that exercises can be created from.
+#[derive(Debug, Clone)]
+pub struct ScenarioEntry {
+    /// The folder name, as `CreateExercise` takes it.
+    pub name: String,
+    pub title: Option<String>,
+    pub teams: usize,
+    pub injects: usize,
+    pub duration_secs: u32,
+    /// Why it cannot be used, when it is invalid.
+    pub error: Option<String>,
+}
+
+/// A team dashboard's subscription: counted as open while held.
+pub struct TeamWatch {
+    pub watch: Watch,
+    pub team: usize,
+    _seat: Seat,
+}
+
+/// The control room's subscription.
+pub struct ExerciseWatch {
+    pub watch: Watch,
+    /// Changes with the exercise's state and clock.
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// Changes when a dashboard opens or closes.
+    pub presence: watch::Receiver<u64>,
 }
 
 struct Handle {
     requests: mpsc::UnboundedSender<Request>,
     snapshot: watch::Receiver<Snapshot>,
     scenario: Arc<Scenario>,
+    presence: Arc<Presence>,
     created_wall_ms: i64,
 }
 
@@ -147,6 +182,11 @@ impl Service {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Where media files are served from, when configured.
+    pub fn media_root(&self) -> Option<&Path> {
+        self.inner.config.media_storage_path.as_deref()
     }
 
     pub fn mqtt(&self) -> &Mqtt {
@@ -309,6 +349,124 @@ impl Service {
             .await
     }
 
+    /// Follows one team's feed; the dashboard counts as open while the
+    /// returned value is held.
+    pub async fn watch_team(&self, id: &str, team: &str) -> Result<TeamWatch, ServiceError> {
+        let (index, presence) = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            let index = handle
+                .scenario
+                .teams
+                .iter()
+                .position(|t| t.id.as_str() == team)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
+                })?;
+            (index, handle.presence.clone())
+        };
+        let seat = presence.join(index);
+        let watch = self
+            .ask(id, |reply| Request::Watch {
+                team: Some(index),
+                reply,
+            })
+            .await?;
+        Ok(TeamWatch {
+            watch,
+            team: index,
+            _seat: seat,
+        })
+    }
+
+    /// Follows every delivery of an exercise, its clock and its dashboards.
+    pub async fn watch(&self, id: &str) -> Result<ExerciseWatch, ServiceError> {
+        let (snapshot, presence) = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            (handle.snapshot.clone(), handle.presence.subscribe())
+        };
+        let watch = self
+            .ask(id, |reply| Request::Watch { team: None, reply })
+            .await?;
+        Ok(ExerciseWatch {
+            watch,
+            snapshot,
+            presence,
+        })
+    }
+
+    /// Records that a dashboard of `team` showed these injects of `run`;
+    /// answers how many receipts were new.
+    pub async fn receipts(
+        &self,
+        id: &str,
+        team: &str,
+        run: u16,
+        inject_ids: Vec<String>,
+    ) -> Result<usize, ServiceError> {
+        let index = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            handle
+                .scenario
+                .teams
+                .iter()
+                .position(|t| t.id.as_str() == team)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
+                })?
+        };
+        self.ask(id, |reply| Request::Receipts {
+            team: index,
+            run,
+            inject_ids,
+            reply,
+        })
+        .await
+    }
+
+    /// The scenario folders under MEDIA_STORAGE_PATH, by name; an invalid
+    /// one is listed with its first problems.
+    pub fn scenarios(&self) -> Vec<ScenarioEntry> {
+        let Some(root) = &self.inner.config.media_storage_path else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("scenario.json").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| is_plain_name(name))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(
+                |name| match self.load(&ScenarioSource::Folder(name.clone())) {
+                    Ok(s) => ScenarioEntry {
+                        title: s.name.clone(),
+                        teams: s.teams.len(),
+                        injects: s.teams.iter().map(|t| t.timeline.injects.len()).sum(),
+                        duration_secs: s.duration.get(),
+                        error: None,
+                        name,
+                    },
+                    Err(e) => ScenarioEntry {
+                        name,
+                        title: None,
+                        teams: 0,
+                        injects: 0,
+                        duration_secs: 0,
+                        error: Some(e.to_string()),
+                    },
+                },
+            )
+            .collect()
+    }
+
     pub async fn control_log(&self, id: &str) -> Result<Vec<ControlRow>, ServiceError> {
         self.get(id)?;
         Ok(self.inner.store.control_log(id).await?)
@@ -411,6 +569,7 @@ impl Service {
     }
 
     fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
+        let dashboards = handle.presence.dashboards();
         ExerciseInfo {
             id: id.to_owned(),
             name: handle.scenario.name.clone(),
@@ -419,15 +578,18 @@ impl Service {
                 .scenario
                 .teams
                 .iter()
-                .map(|t| TeamLink {
+                .enumerate()
+                .map(|(i, t)| TeamLink {
                     id: t.id.to_string(),
                     name: t.name.clone(),
                     dashboard_url: format!(
                         "{}/exercises/{id}/teams/{}",
                         self.inner.public_url, t.id
                     ),
+                    dashboards: dashboards.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
+            teams_connected: dashboards.iter().filter(|&&n| n > 0).count(),
             created_wall_ms: handle.created_wall_ms,
         }
     }
@@ -441,6 +603,7 @@ impl Service {
             Handle {
                 requests,
                 snapshot,
+                presence: actor.presence(),
                 scenario,
                 created_wall_ms,
             },
@@ -630,6 +793,10 @@ fn records_from_rows(
             .latency_ms
             .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
         record.late = row.late;
+        record.received_wall = row.received_wall_ms.map(from_wall_ms);
+        record.receipt_latency = record
+            .received_wall
+            .map(|shown| crate::core::engine::receipt_latency(record.due_wall, shown));
         record.last_error = row.last_error.clone();
         records.push(record);
     }

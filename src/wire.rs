@@ -266,6 +266,10 @@ pub struct MonitoringMessage {
     pub injects_retrying: usize,
     pub injects_late: usize,
     pub injects_cancelled: usize,
+    /// Shown on a team dashboard.
+    pub injects_received: usize,
+    /// Milliseconds from due to shown on a dashboard.
+    pub average_receipt_latency: f64,
     pub timestamp: String,
 }
 
@@ -274,6 +278,7 @@ impl MonitoringMessage {
         exercise: &ExerciseId,
         status: State,
         counts: &Counts,
+        teams_connected: usize,
         elapsed: ExerciseSeconds,
         wall: OffsetDateTime,
     ) -> Self {
@@ -281,7 +286,7 @@ impl MonitoringMessage {
             injects_scheduled: counts.scheduled,
             injects_delivered: counts.delivered,
             injects_failed: counts.failed,
-            teams_connected: 0,
+            teams_connected,
             average_delivery_latency: (counts.average_latency_ms * 10.0).round() / 10.0,
             exercise_duration: elapsed.get(),
             exercise_id: exercise.to_string(),
@@ -290,6 +295,8 @@ impl MonitoringMessage {
             injects_retrying: counts.retrying,
             injects_late: counts.late,
             injects_cancelled: counts.cancelled,
+            injects_received: counts.received,
+            average_receipt_latency: (counts.average_receipt_latency_ms * 10.0).round() / 10.0,
             timestamp: timestamp(wall),
         }
     }

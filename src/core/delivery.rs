@@ -88,6 +88,10 @@ pub struct DeliveryRecord {
     pub latency: Option<Duration>,
     /// Latency above the configured precision.
     pub late: bool,
+    /// When a team dashboard confirmed it had shown the inject.
+    pub received_wall: Option<OffsetDateTime>,
+    /// Shown minus due.
+    pub receipt_latency: Option<Duration>,
     pub status: DeliveryStatus,
     pub last_error: Option<String>,
     pub phase: Phase,
@@ -107,6 +111,8 @@ impl DeliveryRecord {
             acked_wall: None,
             latency: None,
             late: false,
+            received_wall: None,
+            receipt_latency: None,
             status: DeliveryStatus::Pending,
             last_error: None,
             phase: Phase::Scheduled,
@@ -135,14 +141,23 @@ pub struct Counts {
     pub skipped: usize,
     /// Mean of acknowledged minus due over the delivered, in milliseconds.
     pub average_latency_ms: f64,
+    /// Shown on a team dashboard.
+    pub received: usize,
+    /// Mean of shown minus due over the received, in milliseconds.
+    pub average_receipt_latency_ms: f64,
 }
 
 impl Counts {
     pub fn of<'a>(records: impl IntoIterator<Item = &'a DeliveryRecord>) -> Self {
         let mut c = Counts::default();
         let mut latency_sum = Duration::ZERO;
+        let mut receipt_sum = Duration::ZERO;
         for r in records {
             c.scheduled += 1;
+            if let Some(l) = r.receipt_latency {
+                c.received += 1;
+                receipt_sum += l;
+            }
             match r.status {
                 DeliveryStatus::Pending => c.pending += 1,
                 DeliveryStatus::Delivered => {
@@ -158,6 +173,9 @@ impl Counts {
         }
         if c.delivered > 0 {
             c.average_latency_ms = latency_sum.as_secs_f64() * 1000.0 / c.delivered as f64;
+        }
+        if c.received > 0 {
+            c.average_receipt_latency_ms = receipt_sum.as_secs_f64() * 1000.0 / c.received as f64;
         }
         c
     }

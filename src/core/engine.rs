@@ -451,6 +451,20 @@ impl Engine {
         }
     }
 
+    /// A team dashboard showed the inject in `slot` at `wall`. Recorded once,
+    /// and only for an inject that went out; answers whether it was new.
+    pub fn on_received(&mut self, slot: usize, wall: OffsetDateTime) -> bool {
+        let Some(record) = self.records.get_mut(slot) else {
+            return false;
+        };
+        if record.received_wall.is_some() || record.published_wall.is_none() {
+            return false;
+        }
+        record.received_wall = Some(wall);
+        record.receipt_latency = Some(receipt_latency(record.due_wall, wall));
+        true
+    }
+
     /// Attempt `tag` failed: retry it later, or give up after the last attempt.
     pub fn on_failed(&mut self, tag: DeliveryTag, error: &str, now: Now) {
         let max_attempts = self.policy.max_attempts;
@@ -794,4 +808,11 @@ fn duration_between(earlier: OffsetDateTime, later: OffsetDateTime) -> Duration 
     } else {
         d.unsigned_abs()
     }
+}
+
+/// Shown minus due; zero when the due time is unknown or the clocks disagree.
+pub fn receipt_latency(due_wall: Option<OffsetDateTime>, shown: OffsetDateTime) -> Duration {
+    due_wall
+        .and_then(|due| Duration::try_from(shown - due).ok())
+        .unwrap_or_default()
 }

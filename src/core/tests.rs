@@ -663,3 +663,37 @@ async fn a_reset_forgets_what_controllers_added_and_moved() {
         vec![(0, Duration::from_secs(10)), (1, Duration::from_secs(20))]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_receipt_is_recorded_once_and_only_for_what_went_out() {
+    let sc = scenario(1, &[1, 50], 100);
+    let mut engine = Engine::new(&sc, 1.0, policy());
+    engine.set_connected(true, now());
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    let mut seen = Seen::default();
+    run_until(
+        &mut engine,
+        &mut seen,
+        Instant::now() + Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(seen.delivered.len(), 1);
+    let shown = now().wall + Duration::from_millis(250);
+    // Not yet sent: nothing to confirm.
+    assert!(!engine.on_received(1, shown));
+    assert!(engine.on_received(0, shown));
+    // A second dashboard, or a reload, confirms again: the first receipt stays.
+    assert!(!engine.on_received(0, shown + Duration::from_secs(3)));
+    assert!(!engine.on_received(7, shown));
+    let r = &engine.records()[0];
+    assert_eq!(r.received_wall, Some(shown));
+    assert_eq!(r.receipt_latency, Some(Duration::from_millis(250)));
+    let counts = engine.counts();
+    assert_eq!(counts.received, 1);
+    assert!((counts.average_receipt_latency_ms - 250.0).abs() < 1e-6);
+    // A dashboard whose clock runs behind the due time counts as on time.
+    assert_eq!(
+        crate::core::engine::receipt_latency(Some(shown), shown - Duration::from_secs(1)),
+        Duration::ZERO
+    );
+}

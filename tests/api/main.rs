@@ -1,6 +1,7 @@
 //! The HTTP API of `serve` end to end: every endpoint, its errors, and what
 //! reaches the teams' feeds, against a real Mosquitto and SQLite.
 
+mod dashboards;
 mod support;
 
 use std::collections::BTreeSet;
@@ -1192,6 +1193,10 @@ async fn the_openapi_document_lists_every_endpoint() {
         "POST /api/v1/exercises/{id}/injects",
         "POST /api/v1/exercises/{id}/seek",
         "GET /api/v1/exercises/{id}/control-log",
+        "GET /api/v1/exercises/{id}/events",
+        "GET /api/v1/exercises/{id}/teams/{team}/events",
+        "POST /api/v1/exercises/{id}/teams/{team}/receipts",
+        "GET /api/v1/scenarios",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -1211,6 +1216,8 @@ async fn the_openapi_document_lists_every_endpoint() {
         "CreateExerciseRequest",
         "SendInjectRequest",
         "SeekRequest",
+        "ReceiptsRequest",
+        "ScenarioResponse",
     ] {
         assert!(schemas.contains_key(schema), "no schema {schema}");
     }

@@ -284,3 +284,111 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A server-sent event stream, read as the browser's EventSource reads it.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+/// One server-sent event: its name and its data as JSON.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub data: Value,
+}
+
+impl EventStream {
+    /// Opens GET `path`; panics unless it answers 200 text/event-stream.
+    pub async fn open(app: &TestApp, path: &str) -> Self {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event with data; panics after `within`.
+    pub async fn next(&mut self, within: Duration) -> Sse {
+        tokio::time::timeout(within, self.read())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {within:?}"))
+    }
+
+    /// Events until one named `event` matches `until` (included); panics
+    /// after `within`.
+    pub async fn until(
+        &mut self,
+        within: Duration,
+        event: &str,
+        mut until: impl FnMut(&Value) -> bool,
+    ) -> Vec<Sse> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let e = tokio::time::timeout(left, self.read())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no {event} event as awaited within {within:?}; saw {:?}",
+                        seen.iter().map(|e: &Sse| &e.event).collect::<Vec<_>>()
+                    )
+                });
+            let done = e.event == event && until(&e.data);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    async fn read(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8(block).expect("UTF-8 events");
+                let mut event = "message".to_owned();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+                    }
+                }
+                if data.is_empty() {
+                    // retry: and keep-alive comments carry no data.
+                    continue;
+                }
+                let data = serde_json::from_str(&data.join("\n")).expect("event data is JSON");
+                return Sse { event, data };
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .expect("stream readable")
+                .expect("stream still open");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
+/// A subscriber to `filter` straight on the app's broker.
+pub async fn subscribe(app: &TestApp, filter: &str) -> Subscriber {
+    Subscriber::connect(app.broker.port, filter).await
+}

@@ -1,0 +1,174 @@
+//! What browsers follow live: each exercise actor broadcasts its clock, the
+//! injects it sends and the delivery records it changes; team dashboards and
+//! the control room turn them into server-sent events. [`Presence`] counts
+//! the dashboards open per team.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::exercise::DeliveryView;
+use crate::wire::TimerMessage;
+
+/// How many events a slow follower may fall behind before it is dropped
+/// (and reconnects to start again from a fresh history).
+pub const LIVE_BUFFER: usize = 4096;
+
+/// One thing that happened in an exercise, as followers see it.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// Every whole exercise second while running, and every state change.
+    Clock(Arc<LiveClock>),
+    /// An inject went out on a team's feed (each attempt).
+    Feed(Arc<FeedItem>),
+    /// One delivery record changed.
+    Delivery(Arc<DeliveryView>),
+    /// Many records changed at once (start, stop, reset, seek, edits): read
+    /// them all again.
+    Reload,
+}
+
+/// The exercise clock as dashboards show it: the timer message of SPEC
+/// section 4 plus the run, the speed and why it last stopped running.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveClock {
+    #[serde(flatten)]
+    pub timer: TimerMessage,
+    pub run: u16,
+    pub speed: f64,
+    /// The reason given with the last pause or stop, while not running.
+    pub reason: Option<String>,
+}
+
+/// An inject as it went out on a team's feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedItem {
+    /// The team's index in the scenario.
+    pub team: usize,
+    pub run: u16,
+    /// A dashboard has confirmed it.
+    pub received: bool,
+    /// The feed message, exactly as MQTT subscribers get it.
+    pub message: String,
+}
+
+impl FeedItem {
+    /// `{"run":..,"received":..,"message":{feed message}}`.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"run\":{},\"received\":{},\"message\":{}}}",
+            self.run, self.received, self.message
+        )
+    }
+}
+
+/// Open dashboards per team of one exercise.
+#[derive(Debug)]
+pub struct Presence {
+    teams: Vec<AtomicUsize>,
+    changed: watch::Sender<u64>,
+}
+
+impl Presence {
+    pub fn new(teams: usize) -> Arc<Self> {
+        Arc::new(Self {
+            teams: (0..teams).map(|_| AtomicUsize::new(0)).collect(),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Counts a dashboard of `team` open until the seat is dropped.
+    pub fn join(self: &Arc<Self>, team: usize) -> Seat {
+        self.teams[team].fetch_add(1, Ordering::Relaxed);
+        self.changed.send_modify(|v| *v += 1);
+        Seat {
+            presence: self.clone(),
+            team,
+        }
+    }
+
+    /// Open dashboards, by team.
+    pub fn dashboards(&self) -> Vec<usize> {
+        self.teams
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Teams with at least one dashboard open.
+    pub fn teams_connected(&self) -> usize {
+        self.dashboards().into_iter().filter(|&n| n > 0).count()
+    }
+
+    /// Changes whenever a dashboard opens or closes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// One open dashboard.
+#[derive(Debug)]
+pub struct Seat {
+    presence: Arc<Presence>,
+    team: usize,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.presence.teams[self.team].fetch_sub(1, Ordering::Relaxed);
+        self.presence.changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// A follower's start: where things stand, and the events from then on,
+/// with nothing missed in between.
+#[derive(Debug)]
+pub struct Watch {
+    pub clock: Arc<LiveClock>,
+    /// For a team: what its feed got so far in this run, oldest first.
+    pub history: Vec<Arc<FeedItem>>,
+    /// For the control room: every record of this run.
+    pub deliveries: Vec<DeliveryView>,
+    pub events: broadcast::Receiver<Live>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seats_count_teams_with_a_dashboard_open() {
+        let presence = Presence::new(3);
+        let mut changes = presence.subscribe();
+        let a = presence.join(0);
+        let b = presence.join(0);
+        let c = presence.join(2);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert_eq!(presence.dashboards(), vec![2, 0, 1]);
+        assert_eq!(presence.teams_connected(), 2);
+        drop(a);
+        assert_eq!(presence.teams_connected(), 2);
+        drop(b);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(presence.teams_connected(), 1);
+        drop(c);
+        assert_eq!(presence.dashboards(), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn a_feed_item_wraps_the_message_unchanged() {
+        let item = FeedItem {
+            team: 0,
+            run: 2,
+            received: true,
+            message: r#"{"id":"a","content":{"text":"x"}}"#.into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&item.to_json()).unwrap();
+        assert_eq!(v["run"], 2);
+        assert_eq!(v["received"], true);
+        assert_eq!(v["message"]["content"]["text"], "x");
+    }
+}

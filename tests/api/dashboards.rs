@@ -1,0 +1,342 @@
+//! What the browser pages use: the team and control-room event streams,
+//! receipts, the embedded pages and the media folder.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECS: Duration = Duration::from_secs(15);
+
+fn ids(items: &Value) -> Vec<&str> {
+    items
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|i| i["message"]["id"].as_str().expect("an id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_stream_replays_history_then_follows_the_feed_live() {
+    let app = spawn_app().await;
+    let package = package(
+        60,
+        &[
+            ("blue", &[("a", 0), ("b", 1), ("c", 40)]),
+            ("red", &[("r", 1)]),
+        ],
+    );
+    app.create("ex-sse", 2.0, package).await;
+    let mut blue = EventStream::open(&app, "/api/v1/exercises/ex-sse/teams/blue/events").await;
+    let first = blue.next(SECS).await;
+    assert_eq!(first.event, "clock", "{first:?}");
+    assert_eq!(first.data["status"], "initialized");
+    assert_eq!(first.data["formatted"], "T+00:00");
+    assert_eq!(first.data["total"], 60);
+    assert_eq!(first.data["run"], 1);
+    let history = blue.next(SECS).await;
+    assert_eq!(history.event, "history");
+    assert_eq!(history.data, json!({"run": 1, "injects": []}));
+    // An open dashboard counts its team as connected.
+    let info = app
+        .wait_for("/api/v1/exercises/ex-sse", SECS, |e| {
+            e["teams_connected"] == 1
+        })
+        .await;
+    assert_eq!(info["teams"][0]["dashboards"], 1);
+    assert_eq!(info["teams"][1]["dashboards"], 0);
+
+    app.command("ex-sse", "start").await;
+    let seen = blue
+        .until(SECS, "inject", |d| d["message"]["id"] == "b")
+        .await;
+    let injects: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e.event == "inject")
+        .map(|e| &e.data)
+        .collect();
+    assert_eq!(
+        injects
+            .iter()
+            .map(|d| &d["message"]["id"])
+            .collect::<Vec<_>>(),
+        ["a", "b"],
+        "blue gets its own injects in order, and never red's"
+    );
+    let a = &injects[0]["message"];
+    assert_eq!(a["team_id"], "blue");
+    assert_eq!(a["exercise_id"], "ex-sse");
+    assert_eq!(a["exerciseTime"], 0);
+    assert_eq!(a["priority"], "high");
+    assert_eq!(a["content"]["headline"], "a for blue");
+    assert!(a["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(injects[0]["received"], false);
+    assert!(
+        seen.iter()
+            .any(|e| e.event == "clock" && e.data["status"] == "running"),
+        "{seen:?}"
+    );
+
+    // A late join (or a reload) starts with everything delivered so far.
+    let mut late = EventStream::open(&app, "/api/v1/exercises/ex-sse/teams/blue/events").await;
+    assert_eq!(late.next(SECS).await.event, "clock");
+    let history = late.next(SECS).await;
+    assert_eq!(history.event, "history");
+    assert_eq!(history.data["run"], 1);
+    assert_eq!(ids(&history.data["injects"]), ["a", "b"]);
+    assert_eq!(
+        history.data["injects"][1]["message"]["content"]["headline"],
+        "b for blue"
+    );
+
+    // Receipts: recorded once, visible in the records, counts and metrics.
+    let receipts = "/api/v1/exercises/ex-sse/teams/blue/receipts";
+    let (status, body) = app
+        .post(receipts, Some(json!({"run": 1, "inject_ids": ["a", "b"]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"], 2);
+    let (_, again) = app
+        .post(receipts, Some(json!({"run": 1, "inject_ids": ["a"]})))
+        .await;
+    assert_eq!(again["recorded"], 0, "a repeated receipt changes nothing");
+    let (_, list) = app.get("/api/v1/exercises/ex-sse/deliveries").await;
+    for inject in ["a", "b"] {
+        let d = find(&list, "blue", inject);
+        assert!(d["received_at"].as_str().unwrap().ends_with('Z'), "{d}");
+        let latency = d["receipt_latency_ms"].as_f64().unwrap();
+        assert!(latency >= 0.0, "{d}");
+    }
+    assert_eq!(find(&list, "blue", "c")["received_at"], Value::Null);
+    let info = app.get("/api/v1/exercises/ex-sse").await.1;
+    assert_eq!(info["counts"]["received"], 2);
+    assert!(
+        info["counts"]["average_receipt_latency_ms"]
+            .as_f64()
+            .unwrap()
+            >= 0.0
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("scip_receipt_latency_seconds_count 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scip_teams_connected 1"), "{metrics}");
+    // The next page load knows what was confirmed.
+    let mut third = EventStream::open(&app, "/api/v1/exercises/ex-sse/teams/blue/events").await;
+    third.next(SECS).await;
+    let history = third.next(SECS).await;
+    assert_eq!(history.data["injects"][0]["received"], true);
+    drop(third);
+
+    // Monitoring messages carry the receipts and the connected teams.
+    let mut monitoring = crate::support::subscribe(&app, "/exercise/ex-sse/monitoring").await;
+    monitoring
+        .collect_until(SECS, |m| {
+            m.payload["teams_connected"] == 1 && m.payload["injects_received"] == 2
+        })
+        .await;
+
+    // A pause shows on the dashboard with its reason.
+    let (status, _) = app
+        .post(
+            "/api/v1/exercises/ex-sse/pause",
+            Some(json!({"reason": "Fire alarm in the building"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let paused = blue.until(SECS, "clock", |d| d["status"] == "paused").await;
+    let clock = &paused.last().unwrap().data;
+    assert_eq!(clock["reason"], "Fire alarm in the building");
+    // A reset starts the feed over.
+    app.command("ex-sse", "reset").await;
+    let reset = blue.until(SECS, "history", |d| d["run"] == 2).await;
+    assert_eq!(reset.last().unwrap().data["injects"], json!([]));
+    let clock = blue.until(SECS, "clock", |d| d["run"] == 2).await;
+    assert_eq!(clock.last().unwrap().data["status"], "initialized");
+
+    // Closed dashboards stop counting.
+    drop(blue);
+    drop(late);
+    app.wait_for("/api/v1/exercises/ex-sse", SECS, |e| {
+        e["teams_connected"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_streams_refuse_what_does_not_exist() {
+    let app = spawn_app().await;
+    app.create("ex-r", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    for path in [
+        "/api/v1/exercises/nope/teams/blue/events",
+        "/api/v1/exercises/ex-r/teams/green/events",
+        "/api/v1/exercises/nope/events",
+    ] {
+        assert_error(&app.get(path).await, StatusCode::NOT_FOUND, "not_found");
+    }
+    let receipts = "/api/v1/exercises/ex-r/teams/blue/receipts";
+    let cases = [
+        (
+            "/api/v1/exercises/ex-r/teams/green/receipts",
+            json!({"run": 1, "inject_ids": ["a"]}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            receipts,
+            json!({"run": 1, "inject_ids": ["zz"]}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            receipts,
+            json!({"run": 1, "inject_ids": ["a/b"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            receipts,
+            json!({"inject_ids": ["a"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let reply = app.post(path, Some(body.clone())).await;
+        assert_error(&reply, status, code);
+    }
+    // Not sent yet, or of another run: nothing to confirm, and no error.
+    for run in [1, 7] {
+        let (status, body) = app
+            .post(receipts, Some(json!({"run": run, "inject_ids": ["a"]})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["recorded"], 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_stream_follows_the_exercise_and_its_deliveries() {
+    let app = spawn_app().await;
+    app.create(
+        "ex-ctl",
+        2.0,
+        package(60, &[("blue", &[("a", 1)]), ("red", &[("r", 2)])]),
+    )
+    .await;
+    let mut control = EventStream::open(&app, "/api/v1/exercises/ex-ctl/events").await;
+    let first = control.next(SECS).await;
+    assert_eq!(first.event, "exercise");
+    assert_eq!(first.data["id"], "ex-ctl");
+    assert_eq!(first.data["state"], "initialized");
+    let all = control.next(SECS).await;
+    assert_eq!(all.event, "deliveries");
+    assert_eq!(all.data.as_array().unwrap().len(), 2);
+    assert_eq!(find(&all.data, "red", "r")["status"], "pending");
+
+    app.command("ex-ctl", "start").await;
+    control
+        .until(SECS, "exercise", |e| e["state"] == "running")
+        .await;
+    control
+        .until(SECS, "delivery", |d| {
+            d["team_id"] == "red" && d["inject_id"] == "r" && d["status"] == "delivered"
+        })
+        .await;
+    // A dashboard opening shows in the control room.
+    let _blue = EventStream::open(&app, "/api/v1/exercises/ex-ctl/teams/blue/events").await;
+    control
+        .until(SECS, "exercise", |e| e["teams_connected"] == 1)
+        .await;
+    // A receipt updates its record.
+    let (status, _) = app
+        .post(
+            "/api/v1/exercises/ex-ctl/teams/red/receipts",
+            Some(json!({"run": 1, "inject_ids": ["r"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    control
+        .until(SECS, "delivery", |d| {
+            d["inject_id"] == "r" && d["received_at"].is_string()
+        })
+        .await;
+    // A reset replaces the whole table.
+    app.command("ex-ctl", "reset").await;
+    let reset = control
+        .until(SECS, "deliveries", |list| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["status"] == "pending")
+        })
+        .await;
+    assert_eq!(reset.last().unwrap().data.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() {
+    let app = spawn_app().await;
+    std::fs::write(app.media.join("four-teams/map.png"), b"\x89PNG fake").unwrap();
+    for (path, kind, marker) in [
+        ("/", "text/html", "/assets/control.js"),
+        ("/exercises/anything", "text/html", "/assets/control.js"),
+        ("/exercises/ex/teams/blue", "text/html", "/assets/team.js"),
+        ("/assets/app.css", "text/css", ""),
+        ("/assets/common.js", "text/javascript", ""),
+        ("/assets/team.js", "text/javascript", "receipts"),
+        ("/assets/control.js", "text/javascript", "events"),
+    ] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert_eq!(response.headers()["cache-control"], "no-cache");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(marker), "{path} lacks {marker:?}");
+    }
+    let media = app
+        .client
+        .get(app.url("/media/four-teams/map.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(media.status(), StatusCode::OK);
+    assert_eq!(media.headers()["content-type"], "image/png");
+    assert_eq!(&media.bytes().await.unwrap()[..], b"\x89PNG fake");
+    for missing in [
+        "/assets/nope.js",
+        "/media/four-teams/nope.png",
+        "/media/../data/scip.db",
+        "/media/%2e%2e/data/scip.db",
+    ] {
+        let (status, _) = app.get(missing).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    }
+    let (_, scenarios) = app.get("/api/v1/scenarios").await;
+    assert_eq!(scenarios[0]["name"], "four-teams");
+    assert_eq!(scenarios[0]["teams"], 4);
+    assert_eq!(scenarios[0]["injects"], 15);
+    assert_eq!(scenarios[0]["duration"], 720);
+    assert_eq!(scenarios[0]["error"], Value::Null);
+    // A broken folder is listed with why.
+    std::fs::create_dir_all(app.media.join("broken")).unwrap();
+    std::fs::write(app.media.join("broken/scenario.json"), "{\"teams\": 3").unwrap();
+    let (_, scenarios) = app.get("/api/v1/scenarios").await;
+    assert_eq!(scenarios[0]["name"], "broken");
+    assert!(
+        scenarios[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("scenario.json"),
+        "{scenarios}"
+    );
+}
