@@ -1,0 +1,173 @@
+//! A real headless Chromium driven over WebDriver (Debian's `chromium` and
+//! `chromium-driver`). Missing, they fail the test: install them with
+//! `apt-get install -y chromium chromium-driver` (`.ci/run` does).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use scip_orchestrator::testing::free_port;
+
+/// One browser: its own chromedriver, Chromium and profile.
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub async fn start() -> Self {
+        let driver_path = find("CHROMEDRIVER", "chromedriver");
+        let chromium = find("CHROMIUM", "chromium");
+        let port = free_port();
+        let driver = Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--window-size=1440,1000",
+                    "--hide-scrollbars",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        // Stop and reset ask for confirmation: the tests confirm.
+        caps.insert("unhandledPromptBehavior".into(), json!("accept"));
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    // chromedriver is still starting.
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no WebDriver session from {}: {e}", driver_path.display()),
+            }
+        };
+        Self {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    pub async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect("page loads");
+    }
+
+    /// Runs `script` (a function body) in the page and returns its result.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Polls `expression` until it is truthy and returns its value; panics
+    /// after `within`, naming `what` and the last value.
+    pub async fn wait(&self, what: &str, expression: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let script = format!("return ({expression});");
+        loop {
+            let value = self.eval(&script).await;
+            let truthy = !matches!(&value, Value::Null | Value::Bool(false))
+                && value != json!(0)
+                && value != json!("");
+            if truthy {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not so within {within:?}; last value {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn click(&self, css: &str) {
+        // Out of a sticky header's way, as a user would scroll to it.
+        let selector = serde_json::to_string(css).expect("a string");
+        self.eval(&format!(
+            "const e = document.querySelector({selector}); if (e) e.scrollIntoView({{block: 'center'}}); return true"
+        ))
+        .await;
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let element = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        element.clear().await.expect("clear");
+        element.send_keys(text).await.expect("type");
+    }
+
+    /// Saves a PNG of the window to `$SCREENSHOTS_DIR/<name>.png`, when set
+    /// (how the README's pictures are made).
+    pub async fn screenshot(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("SCREENSHOTS_DIR") {
+            let png = self.client.screenshot().await.expect("screenshot");
+            let path = PathBuf::from(dir).join(format!("{name}.png"));
+            std::fs::write(&path, png).expect("write screenshot");
+        }
+    }
+
+    /// Ends the session (Chromium exits) and chromedriver.
+    pub async fn quit(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
+
+fn find(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {
+        let path = PathBuf::from(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{name} is not installed: the browser tests need Debian's chromium and chromium-driver \
+         (apt-get install -y chromium chromium-driver), or ${env} set to its path"
+    );
+}

@@ -1,0 +1,496 @@
+//! The team dashboard and the control room in a real headless Chromium,
+//! against the whole `serve` stack (Mosquitto, SQLite, the HTTP server).
+
+mod chrome;
+#[allow(dead_code)]
+#[path = "../api/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use chrome::Browser;
+use support::*;
+
+const SECS: Duration = Duration::from_secs(20);
+
+/// One team, one inject of every kind a dashboard renders, a second apart.
+fn every_kind(duration: u32) -> Value {
+    let injects = json!([
+        {"id": "tweet", "time": 0, "type": "social", "priority": "high",
+         "content": {"platform": "twitter", "username": "@kestrel_news", "display_name": "Kestrel Bay News",
+                     "verified": true, "text": "Tug and barge collide at the harbour mouth", "likes": 1523, "retweets": 342},
+         "media": ["/media/four-teams/harbour.svg"]},
+        {"id": "mail", "time": 1, "type": "email", "priority": "medium",
+         "content": {"from": "harbourmaster@kestrel.example", "to": ["duty@port.example"], "cc": ["press@port.example"],
+                     "subject": "Outer harbour closed", "body": "No movements until further notice.",
+                     "attachments": ["closure-notice.pdf"]}},
+        {"id": "text", "time": 2, "type": "sms", "priority": "critical",
+         "content": {"from": "+44 7700 900412", "sender_name": "Halcyon skipper", "text": "Barge listing 5 deg to port"}},
+        {"id": "article", "time": 3, "type": "news", "priority": "low",
+         "content": {"outlet": "Kestrel Bay Live", "headline": "Collision closes harbour", "body": "Shipping was halted early this morning."}},
+        {"id": "report", "time": 4, "type": "intel", "priority": "high",
+         "content": {"title": "Cargo manifest", "body": "600 t of ammonium nitrate fertiliser.", "classification": "SECRET - EXERCISE"}},
+        {"id": "clip", "time": 5, "type": "video", "priority": "high",
+         "content": {"title": "Bodycam, bay 34", "url": "/media/four-teams/bodycam.mp4", "caption": "Crew request a decision"},
+         "action": "Decide whether to flood the hold"},
+    ]);
+    json!({
+        "name": "Browser test",
+        "duration": f64::from(duration) / 60.0,
+        "teams": [{"id": "blue", "name": "Port Authority", "timeline_id": "blue-line"}],
+        "timelines": [{"id": "blue-line", "injects": injects}],
+    })
+}
+
+/// The inject ids on the page, top to bottom.
+const FEED_IDS: &str =
+    "[...document.querySelectorAll('#feed article.inject')].map(a => a.dataset.injectId)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
+    let app = spawn_app().await;
+    std::fs::write(app.media.join("four-teams/harbour.svg"), SVG).unwrap();
+    let created = app.create("drill", 2.0, every_kind(8)).await;
+    let url = created["teams"][0]["dashboard_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let browser = Browser::start().await;
+    browser.open(&url).await;
+    // Before the start: the clock at zero and a banner saying so.
+    browser
+        .wait(
+            "clock at zero",
+            "document.querySelector('#clock').textContent.includes('T+00:00')",
+            SECS,
+        )
+        .await;
+    browser
+        .wait(
+            "a waiting banner",
+            "!document.querySelector('#banner').hidden",
+            SECS,
+        )
+        .await;
+    browser
+        .wait(
+            "the stream is live",
+            "document.querySelector('#connection').dataset.status === 'live'",
+            SECS,
+        )
+        .await;
+    app.wait_for("/api/v1/exercises/drill", SECS, |e| {
+        e["teams_connected"] == 1
+    })
+    .await;
+
+    app.command("drill", "start").await;
+    browser
+        .wait(
+            "no banner while running",
+            "document.querySelector('#banner').hidden",
+            SECS,
+        )
+        .await;
+    let ids = browser
+        .wait(
+            "every inject shown",
+            &format!("{FEED_IDS}.length === 6 && {FEED_IDS}"),
+            SECS,
+        )
+        .await;
+    assert_eq!(
+        ids,
+        json!(["clip", "report", "article", "text", "mail", "tweet"]),
+        "newest first"
+    );
+
+    // Each rendered as what it simulates.
+    let rendered = browser
+        .eval(
+            r#"
+            const q = (id, css) => document.querySelector(`article.inject[data-inject-id="${id}"] ${css}`);
+            const t = (id, css) => q(id, css) ? q(id, css).textContent.trim() : null;
+            return {
+              name: t('tweet', '.social-card .display-name'), handle: t('tweet', '.handle'),
+              verified: !!q('tweet', '.verified'), tweet: t('tweet', '.text'),
+              likes: t('tweet', '.likes'), reposts: t('tweet', '.reposts'),
+              image: q('tweet', 'img') && q('tweet', 'img').getAttribute('src'),
+              from: t('mail', '.email .from'), to: t('mail', '.to'), cc: t('mail', '.cc'),
+              subject: t('mail', '.subject'), attachments: t('mail', '.attachments'),
+              bubble: t('text', '.sms .bubble'), sender: t('text', '.sender'),
+              outlet: t('article', '.news .outlet'), headline: t('article', '.headline'),
+              classification: t('report', '.report .classification'), title: t('report', '.title'),
+              video: q('clip', 'video') && q('clip', 'video').getAttribute('src'),
+              action: t('clip', '.action'),
+              priorities: [...document.querySelectorAll('#feed article.inject')].map(a => a.dataset.priority),
+              types: [...document.querySelectorAll('#feed article.inject')].map(a => a.dataset.type),
+              newest: document.querySelector('#feed article.inject').classList.contains('is-new'),
+            };"#,
+        )
+        .await;
+    let text = |key: &str| rendered[key].as_str().unwrap_or_default().to_owned();
+    assert_eq!(text("name"), "Kestrel Bay News", "{rendered}");
+    assert!(text("handle").contains("@kestrel_news"), "{rendered}");
+    assert_eq!(rendered["verified"], true, "{rendered}");
+    assert!(
+        text("tweet").contains("Tug and barge collide"),
+        "{rendered}"
+    );
+    assert!(
+        text("likes").contains("1") && text("likes").contains("523"),
+        "{rendered}"
+    );
+    assert!(text("reposts").contains("342"), "{rendered}");
+    assert_eq!(text("image"), "/media/four-teams/harbour.svg", "{rendered}");
+    assert!(
+        text("from").contains("harbourmaster@kestrel.example"),
+        "{rendered}"
+    );
+    assert!(text("to").contains("duty@port.example"), "{rendered}");
+    assert!(text("cc").contains("press@port.example"), "{rendered}");
+    assert!(
+        text("subject").contains("Outer harbour closed"),
+        "{rendered}"
+    );
+    assert!(
+        text("attachments").contains("closure-notice.pdf"),
+        "{rendered}"
+    );
+    assert!(text("bubble").contains("Barge listing"), "{rendered}");
+    assert!(text("sender").contains("Halcyon skipper"), "{rendered}");
+    assert!(text("outlet").contains("Kestrel Bay Live"), "{rendered}");
+    assert!(
+        text("headline").contains("Collision closes harbour"),
+        "{rendered}"
+    );
+    assert!(
+        text("classification").contains("SECRET - EXERCISE"),
+        "{rendered}"
+    );
+    assert!(text("title").contains("Cargo manifest"), "{rendered}");
+    assert_eq!(text("video"), "/media/four-teams/bodycam.mp4", "{rendered}");
+    assert!(text("action").contains("flood the hold"), "{rendered}");
+    assert_eq!(
+        rendered["priorities"],
+        json!(["high", "high", "low", "critical", "medium", "high"])
+    );
+    assert_eq!(
+        rendered["types"],
+        json!(["video", "intel", "news", "sms", "email", "social"])
+    );
+    assert_eq!(rendered["newest"], true, "a new inject is highlighted");
+    // The image really loaded from the media folder.
+    browser
+        .wait(
+            "the tweet's image loaded",
+            "(() => { const i = document.querySelector('article[data-inject-id=\"tweet\"] img'); return i && i.complete && i.naturalWidth > 0; })()",
+            SECS,
+        )
+        .await;
+
+    // Every inject shown was confirmed: the records carry the receipts.
+    let list = app
+        .wait_for("/api/v1/exercises/drill/deliveries", SECS, |list| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["received_at"].is_string())
+        })
+        .await;
+    let mut latencies: Vec<f64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["receipt_latency_ms"].as_f64().expect("a receipt latency"))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "receipt latency (due to shown), {} injects: min {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        latencies[0],
+        latencies[latencies.len() - 1]
+    );
+    assert!(latencies.iter().all(|&l| l >= 0.0));
+
+    // The exercise ends; a reload shows the whole history, in order, none new.
+    browser
+        .wait(
+            "completed",
+            "document.querySelector('#state').textContent.toLowerCase().includes('completed')",
+            SECS,
+        )
+        .await;
+    browser.client.refresh().await.expect("reload");
+    let again = browser
+        .wait(
+            "history after a reload",
+            &format!("{FEED_IDS}.length === 6 && {FEED_IDS}"),
+            SECS,
+        )
+        .await;
+    assert_eq!(again, ids);
+    let fresh = browser
+        .eval("return document.querySelectorAll('#feed article.inject.is-new').length")
+        .await;
+    assert_eq!(fresh, 0, "history is not highlighted as new");
+    browser
+        .wait(
+            "the completed banner",
+            "!document.querySelector('#banner').hidden",
+            SECS,
+        )
+        .await;
+    browser.screenshot("team-dashboard").await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follows() {
+    let app = spawn_app_with(&[
+        "--delivery-timeout-ms",
+        "500",
+        "--max-retry-attempts",
+        "1",
+        "--retry-delay-seconds",
+        "0",
+    ])
+    .await;
+    let package_file = app.media.join("drill-package.json");
+    std::fs::write(&package_file, every_kind(600).to_string()).unwrap();
+    let control = Browser::start().await;
+    let team = Browser::start().await;
+
+    // Create the exercise from an uploaded package.
+    control.open(&app.url("/")).await;
+    control
+        .wait(
+            "the create form",
+            "document.querySelector('#create-form input[name=package]')",
+            SECS,
+        )
+        .await;
+    control
+        .client
+        .find(fantoccini::Locator::Css("#create-form input[name=package]"))
+        .await
+        .unwrap()
+        .send_keys(package_file.to_str().unwrap())
+        .await
+        .unwrap();
+    control
+        .type_into("#create-form input[name=exercise_id]", "room")
+        .await;
+    control
+        .type_into("#create-form input[name=speed]", "2")
+        .await;
+    control.click("#create-form [type=submit]").await;
+    control
+        .wait(
+            "the exercise's control room",
+            "location.pathname === '/exercises/room'",
+            SECS,
+        )
+        .await;
+    control
+        .wait(
+            "its deliveries",
+            "document.querySelectorAll('#deliveries tr[data-inject]').length === 6",
+            SECS,
+        )
+        .await;
+
+    // The team opens its dashboard: the control room sees it connected.
+    let (_, info) = app.get("/api/v1/exercises/room").await;
+    team.open(info["teams"][0]["dashboard_url"].as_str().unwrap())
+        .await;
+    control
+        .wait(
+            "one team connected",
+            "document.querySelector('#teams-connected').textContent.includes('1')",
+            SECS,
+        )
+        .await;
+
+    // Start: the team's clock runs.
+    control
+        .wait(
+            "start enabled",
+            "!document.querySelector('button[data-command=start]').disabled",
+            SECS,
+        )
+        .await;
+    control.click("button[data-command=start]").await;
+    team.wait(
+        "the team clock runs",
+        "document.querySelector('#clock').textContent.includes('T+00:0') && !document.querySelector('#clock').textContent.includes('T+00:00')",
+        SECS,
+    )
+    .await;
+    team.wait(
+        "the tweet arrives",
+        "document.querySelector('article[data-inject-id=\"tweet\"]')",
+        SECS,
+    )
+    .await;
+
+    // Pause with a reason: the banner shows on the team page and its clock stops.
+    control
+        .type_into("#pause-reason", "Fire alarm in the building")
+        .await;
+    control.click("button[data-command=pause]").await;
+    team.wait(
+        "the pause banner with its reason",
+        "!document.querySelector('#banner').hidden && document.querySelector('#banner').textContent.includes('Fire alarm in the building')",
+        SECS,
+    )
+    .await;
+    control
+        .wait(
+            "paused in the control room",
+            "document.querySelector('#state').textContent.toLowerCase().includes('paused')",
+            SECS,
+        )
+        .await;
+    let (_, paused) = app.get("/api/v1/exercises/room").await;
+    let held = paused["formatted"].as_str().unwrap().to_owned();
+    team.wait(
+        "the team clock shows the paused time",
+        &format!("document.querySelector('#clock').textContent.includes('{held}')"),
+        SECS,
+    )
+    .await;
+    // Three exercise seconds' worth of wall time: the clock must not move.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        let clock = team
+            .eval("return document.querySelector('#clock').textContent")
+            .await;
+        assert!(
+            clock.as_str().unwrap().contains(&held),
+            "the clock moved while paused: {clock}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    control.screenshot("control-room").await;
+
+    // Resume: the banner goes, the clock moves on.
+    control.click("button[data-command=resume]").await;
+    team.wait(
+        "no banner after resume",
+        "document.querySelector('#banner').hidden",
+        SECS,
+    )
+    .await;
+    team.wait(
+        "the clock moves on",
+        &format!("!document.querySelector('#clock').textContent.includes('{held}')"),
+        SECS,
+    )
+    .await;
+
+    // Send a live inject from the control room's form.
+    send_news(&control, "live-1", "Live: harbour closed to all traffic").await;
+    team.wait(
+        "the live inject on the team page",
+        "(() => { const a = document.querySelector('article[data-inject-id=\"live-1\"]'); return a && a.textContent.includes('harbour closed to all traffic'); })()",
+        SECS,
+    )
+    .await;
+
+    // The broker hangs: the next inject fails; retried from the control room,
+    // it is delivered once the broker is back.
+    app.proxy.set_stalled(true);
+    send_news(&control, "live-2", "Live: second tug on scene").await;
+    control
+        .wait(
+            "a failed row",
+            "document.querySelector('#deliveries tr[data-status=failed] button.retry')",
+            SECS,
+        )
+        .await;
+    let failed = control
+        .eval("return document.querySelector('#deliveries tr[data-status=failed]').dataset.inject")
+        .await;
+    let failed = failed.as_str().unwrap().to_owned();
+    control
+        .click("#deliveries tr[data-status=failed] button.retry")
+        .await;
+    control
+        .wait(
+            "the row retrying",
+            &format!("(() => {{ const r = document.querySelector('#deliveries tr[data-inject=\"{failed}\"]'); return r && r.dataset.status !== 'failed'; }})()"),
+            SECS,
+        )
+        .await;
+    app.proxy.set_stalled(false);
+    control
+        .wait(
+            "the retried row delivered and received",
+            &format!("(() => {{ const r = document.querySelector('#deliveries tr[data-inject=\"{failed}\"]'); return r && r.dataset.status === 'delivered' && r.dataset.received === 'true'; }})()"),
+            SECS,
+        )
+        .await;
+
+    // Stop ends it; the team page says so.
+    control.click("button[data-command=stop]").await;
+    // The next command to the control room's browser confirms the dialog.
+    control
+        .wait(
+            "stopped in the control room",
+            "document.querySelector('#state').textContent.toLowerCase().includes('stopped')",
+            SECS,
+        )
+        .await;
+    team.wait(
+        "the stopped banner",
+        "!document.querySelector('#banner').hidden && document.querySelector('#state').textContent.toLowerCase().includes('stopped')",
+        SECS,
+    )
+    .await;
+    let (_, log) = app.get("/api/v1/exercises/room/control-log").await;
+    let commands: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["start", "pause", "resume", "stop"]);
+    assert_eq!(log[1]["reason"], "Fire alarm in the building");
+    control.quit().await;
+    team.quit().await;
+}
+
+/// Sends a news inject to team blue now, from the control room's form.
+async fn send_news(control: &Browser, id: &str, headline: &str) {
+    control.type_into("#send-form input[name=id]", id).await;
+    control
+        .eval("const s = document.querySelector('#send-form [name=type]'); s.value = 'news'; s.dispatchEvent(new Event('change', {bubbles: true})); return true")
+        .await;
+    control
+        .wait(
+            "a headline field for news",
+            "document.querySelector('#send-form [name=headline]')",
+            SECS,
+        )
+        .await;
+    control
+        .type_into("#send-form [name=headline]", headline)
+        .await;
+    control
+        .eval("const b = document.querySelector('#send-form input[name=team][value=blue]'); if (!b.checked) b.click(); return true")
+        .await;
+    control.click("#send-form [type=submit]").await;
+    control
+        .wait(
+            "the live inject in the control room",
+            &format!("document.querySelector('#deliveries tr[data-inject=\"{id}\"]')"),
+            SECS,
+        )
+        .await;
+}
+
+/// A picture for the tweet.
+const SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="320" height="160"><rect width="320" height="160" fill="#1d4e89"/><text x="20" y="90" fill="white" font-size="28">Kestrel Bay</text></svg>"##;

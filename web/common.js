@@ -1,0 +1,140 @@
+// Shared helpers for the team dashboard and the control room.
+// Plain script (no modules): everything hangs off the global `SCIP`.
+"use strict";
+
+const SCIP = (() => {
+  // Path segments of the current page, each decoded ("/exercises/a%20b" -> ["exercises", "a b"]).
+  function pathParts() {
+    return location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  }
+
+  const enc = encodeURIComponent;
+
+  // Build an element. attrs: plain attributes, plus `class`, `text` (textContent),
+  // `hidden` (boolean) and `on<event>` handlers. Children: nodes or strings
+  // (strings become text nodes: server data never goes through innerHTML).
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "text") node.textContent = String(v);
+      else if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c === undefined || c === null || c === false) continue;
+      node.append(c instanceof Node ? c : String(c));
+    }
+    return node;
+  }
+
+  // An API error: the server's {"error":{"code","message","details"}} or a network failure.
+  class ApiError extends Error {
+    constructor(status, body, fallback) {
+      const e = (body && body.error) || {};
+      super(e.message || fallback || `HTTP ${status}`);
+      this.status = status;
+      this.code = e.code || null;
+      this.details = Array.isArray(e.details) ? e.details : [];
+    }
+  }
+
+  // fetch + JSON both ways. Resolves with the parsed body (null when empty), rejects with ApiError.
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError(0, null, `Network error: ${err.message}`);
+    }
+    const raw = await res.text();
+    let data = null;
+    try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON */ }
+    if (!res.ok) throw new ApiError(res.status, data, raw.trim().slice(0, 200) || `HTTP ${res.status}`);
+    return data;
+  }
+
+  // A detail of an error may be a string or an object ({path, message} or anything).
+  function detailText(d) {
+    if (typeof d === "string") return d;
+    if (d && typeof d === "object") {
+      const where = d.path || d.field || d.location || d.pointer;
+      const what = d.message || d.error || d.reason;
+      if (what) return where ? `${where}: ${what}` : String(what);
+    }
+    return JSON.stringify(d);
+  }
+
+  // Seconds -> "T+mm:ss" (minutes unbounded, as the server formats it).
+  function fmtT(secs) {
+    const s = Math.max(0, Math.floor(Number(secs) || 0));
+    return `T+${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+  }
+
+  // "90", "1:30", "01:30", "T+01:30", "1:02:03" -> seconds; null when unreadable.
+  function parseT(text) {
+    const t = String(text || "").trim().replace(/^T\s*\+\s*/i, "");
+    if (/^\d+(\.\d+)?$/.test(t)) return Math.round(Number(t));
+    if (!/^\d+(:\d{1,2}){1,2}$/.test(t)) return null;
+    return t.split(":").reduce((acc, p) => acc * 60 + Number(p), 0);
+  }
+
+  // ISO timestamp -> local wall clock "HH:MM:SS"; "—" when absent.
+  function fmtWall(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toLocaleTimeString([], { hour12: false });
+  }
+
+  function fmtMs(ms) {
+    return ms === null || ms === undefined || ms === "" ? "—" : `${Math.round(ms)} ms`;
+  }
+
+  // Media references: "/media/..." and "http..." are used as is, anything else lives under /media/.
+  function mediaUrl(ref) {
+    const r = String(ref || "");
+    if (r.startsWith("/media/") || /^https?:/i.test(r)) return r;
+    return "/media/" + r.replace(/^\/+/, "");
+  }
+  const ext = (u) => (String(u).split(/[?#]/)[0].match(/\.([a-z0-9]+)$/i) || [])[1]?.toLowerCase() || "";
+  const isImage = (u) => ["png", "jpg", "jpeg", "gif", "webp", "svg"].includes(ext(u));
+  const isVideo = (u) => ["mp4", "webm", "ogg", "mov"].includes(ext(u));
+
+  // EventSource with a status callback ("live" on open, "reconnecting" on error).
+  // EventSource reconnects by itself; onError lets the page check whether the
+  // URL is gone for good (404) and close the stream.
+  function stream(url, handlers, onStatus, onError) {
+    const es = new EventSource(url);
+    es.onopen = () => onStatus("live");
+    es.onerror = () => {
+      onStatus("reconnecting");
+      if (onError) onError(es);
+    };
+    for (const [name, fn] of Object.entries(handlers)) {
+      es.addEventListener(name, (ev) => {
+        let data;
+        try { data = JSON.parse(ev.data); } catch (err) {
+          console.error(`bad ${name} event`, err);
+          return;
+        }
+        fn(data);
+      });
+    }
+    return es;
+  }
+
+  // Sets a connection indicator element (data-status drives its colour).
+  function setConnection(node, status) {
+    node.dataset.status = status;
+    node.textContent = { live: "live", reconnecting: "reconnecting…", error: "offline" }[status] || status;
+  }
+
+  return { pathParts, enc, el, api, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
+           mediaUrl, isImage, isVideo, stream, setConnection };
+})();

@@ -1,0 +1,573 @@
+// Control room: "/" lists exercises and creates new ones; "/exercises/{id}" runs one.
+"use strict";
+(() => {
+  const { el, api, enc, fmtT, parseT, fmtWall, fmtMs } = SCIP;
+  const $ = (id) => document.getElementById(id);
+  const parts = SCIP.pathParts();
+
+  // ---- messages ---------------------------------------------------------
+  let staleTimer = null;
+  // Shows the last success or error; an ApiError's details become a list.
+  function say(text, kind = "ok", details = []) {
+    const box = $("message");
+    box.dataset.kind = kind;
+    box.classList.remove("stale");
+    box.replaceChildren(el("span", { text }));
+    if (details.length) box.append(el("ul", {}, details.map((d) => el("li", { text: SCIP.detailText(d) }))));
+    clearTimeout(staleTimer);
+    if (kind === "ok") staleTimer = setTimeout(() => box.classList.add("stale"), 8000);
+  }
+  const sayError = (err, prefix = "") => say(prefix + err.message, "error", err.details || []);
+  $("message").addEventListener("click", () => $("message").classList.add("stale"));
+
+  function fatal(title, text) {
+    document.querySelectorAll("#list-view, #room-view").forEach((s) => (s.hidden = true));
+    const box = $("fatal");
+    box.replaceChildren(el("h2", { text: title }), el("p", { text }), el("a", { href: "/", text: "← All exercises" }));
+    box.hidden = false;
+  }
+
+  // Only touch the DOM when a value changes (the control stream sends ~4 updates a second).
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  // ======================================================================
+  // "/" : exercises and create form
+  // ======================================================================
+  function listPage() {
+    $("list-view").hidden = false;
+    document.title = "Exercises · SCIP";
+    // Here the only messages are about creating: show them in the form, not as a toast.
+    $("create-form").querySelector(".form-actions").before($("message"));
+    $("message").classList.add("inline");
+
+    async function refresh() {
+      try {
+        const list = await api("GET", "/api/v1/exercises");
+        list.sort((a, b) => String(b.created_at || "").localeCompare(String(a.created_at || "")));
+        $("exercises").replaceChildren(...list.map(card));
+        $("no-exercises").hidden = list.length > 0;
+        setText($("list-status"), "");
+      } catch (err) {
+        setText($("list-status"), `Cannot load exercises: ${err.message}`);
+      }
+    }
+
+    function card(ex) {
+      const teams = ex.teams || [];
+      const c = ex.counts || {};
+      return el("a", { class: "ex-card", href: `/exercises/${enc(ex.id)}`, "data-exercise-id": ex.id },
+        el("div", { class: "ex-card-head" },
+          el("div", {}, el("div", { class: "ex-name", text: ex.name || ex.id }), el("div", { class: "muted mono", text: ex.id })),
+          el("span", { class: "state-badge", "data-state": ex.state, text: ex.state })),
+        el("div", { class: "ex-clock" }, el("span", { class: "clock", text: ex.formatted || fmtT(ex.exercise_time) }),
+          el("span", { class: "muted", text: ` / ${fmtT(ex.total).slice(2)}${ex.speed && ex.speed !== 1 ? ` · ×${ex.speed}` : ""}` })),
+        el("div", { class: "progress" }, el("div", { style: `width:${ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0}%` })),
+        el("div", { class: "ex-meta" },
+          el("span", { text: `${ex.teams_connected ?? 0} of ${teams.length} teams connected` }),
+          el("span", { text: `${c.delivered ?? 0} delivered · ${c.received ?? 0} received` }),
+          c.failed ? el("span", { class: "bad", text: `${c.failed} failed` }) : null),
+        el("div", { class: "ex-teams muted", text: teams.map((t) => t.name || t.id).join(" · ") }));
+    }
+
+    refresh();
+    setInterval(refresh, 2000);
+    createForm();
+  }
+
+  function createForm() {
+    const form = $("create-form");
+    const select = form.elements.scenario;
+
+    api("GET", "/api/v1/scenarios").then((list) => {
+      const bad = [];
+      for (const s of list) {
+        const label = s.error
+          ? `${s.name} — invalid`
+          : `${s.title ? `${s.title} (${s.name})` : s.name} — ${s.teams} teams, ${s.injects} injects, ${fmtT(s.duration).slice(2)}`;
+        select.append(el("option", { value: s.name, disabled: !!s.error, title: s.error || "", text: label }));
+        if (s.error) bad.push(s);
+      }
+      if (!list.length) select.append(el("option", { value: "", disabled: true, text: "(no scenario folders on the server)" }));
+      $("scenario-errors").replaceChildren(...bad.map((s) =>
+        el("div", { class: "scenario-error" }, el("strong", { text: s.name }), `: ${s.error}`)));
+    }).catch((err) => sayError(err, "Cannot list scenarios: "));
+
+    // A scenario folder and a package exclude each other: choosing one clears the other.
+    select.addEventListener("change", () => {
+      if (select.value) { form.elements.package.value = ""; form.elements.package_text.value = ""; }
+    });
+    form.elements.package.addEventListener("change", () => { select.value = ""; });
+    form.elements.package_text.addEventListener("input", () => { select.value = ""; });
+
+    const readFile = (file) => new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsText(file);
+    });
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const f = form.elements;
+      const body = {};
+      try {
+        const file = f.package.files[0];
+        const text = file ? await readFile(file) : f.package_text.value.trim();
+        if (text) {
+          try { body.package = JSON.parse(text); } catch (e) {
+            return say(`The package is not valid JSON: ${e.message}`, "error");
+          }
+        } else if (f.scenario.value) body.scenario = f.scenario.value;
+        else return say("Pick a scenario folder or load a package first.", "error");
+      } catch (err) {
+        return say(`Cannot read the file: ${err.message}`, "error");
+      }
+      if (f.exercise_id.value.trim()) body.exercise_id = f.exercise_id.value.trim();
+      if (f.speed.value.trim()) body.speed = Number(f.speed.value);
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      say("Creating…", "info");
+      try {
+        const ex = await api("POST", "/api/v1/exercises", body);
+        location.href = `/exercises/${enc(ex.id)}`;
+      } catch (err) {
+        sayError(err, "Not created: ");
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  // ======================================================================
+  // "/exercises/{id}" : control room
+  // ======================================================================
+  function roomPage(exId) {
+    $("room-view").hidden = false;
+    const base = `/api/v1/exercises/${enc(exId)}`;
+    let ex = null; // last Exercise from the stream
+    let busy = false; // a command is in flight
+    const ALLOWED = {
+      initialized: ["start", "reset"], running: ["pause", "stop", "reset"],
+      paused: ["resume", "stop", "reset"], stopped: ["reset"], completed: ["reset"],
+    };
+
+    // ---- exercise header, buttons, teams, counts ----
+    function onExercise(e) {
+      ex = e;
+      setText($("ex-title"), e.name && e.name !== e.id ? `${e.name}` : e.id);
+      setText($("clock"), e.formatted || fmtT(e.exercise_time));
+      setText($("state"), e.state);
+      $("state").dataset.state = e.state;
+      $("progress-bar").style.width = `${e.total ? Math.min(100, (100 * e.exercise_time) / e.total) : 0}%`;
+      setText($("clock-sub"), `${e.id} · of ${fmtT(e.total).slice(2)} · speed ×${e.speed} · run ${e.run}`);
+      $("broker").dataset.ok = String(!!e.connected);
+      setText($("broker"), e.connected ? "Broker connected" : "Broker disconnected");
+      document.title = `${e.formatted || ""} ${e.state} · ${e.name || e.id}`;
+      updateButtons();
+      renderTeams(e.teams || []);
+      renderCounts(e.counts || {});
+      refreshDueRows();
+    }
+
+    function updateButtons() {
+      const allowed = (ex && ALLOWED[ex.state]) || [];
+      for (const b of document.querySelectorAll("button[data-command]")) {
+        b.disabled = busy || !allowed.includes(b.dataset.command);
+      }
+    }
+
+    const CONFIRM = {
+      stop: "Stop the exercise? The teams see “Exercise stopped” and nothing more is delivered until a reset.",
+      reset: "Reset the exercise to T+00:00? Every team's feed is cleared and a new run starts.",
+    };
+
+    async function command(cmd) {
+      if (CONFIRM[cmd] && !window.confirm(CONFIRM[cmd])) return;
+      const reason = $("pause-reason").value.trim();
+      busy = true;
+      updateButtons();
+      try {
+        const r = await api("POST", `${base}/${cmd}`, (cmd === "pause" || cmd === "stop") && reason ? { reason } : {});
+        say(`${cmd}: ${r.from} → ${r.to} at ${fmtT(r.exercise_time)}${r.reason ? ` (${r.reason})` : ""}`);
+        if (ex) ex.state = r.to; // the stream confirms shortly; enable the right buttons now
+      } catch (err) {
+        sayError(err, `${cmd} refused: `);
+      } finally {
+        busy = false;
+        updateButtons();
+      }
+    }
+    document.querySelectorAll("button[data-command]").forEach((b) =>
+      b.addEventListener("click", () => command(b.dataset.command)));
+
+    let teamsKey = "";
+    function renderTeams(teams) {
+      setText($("teams-connected"), `${ex.teams_connected ?? teams.filter((t) => t.dashboards > 0).length} of ${teams.length}`);
+      const key = JSON.stringify(teams);
+      if (key === teamsKey) return;
+      const idsChanged = JSON.stringify(teams.map((t) => t.id)) !== JSON.stringify(JSON.parse(teamsKey || "[]").map((t) => t.id));
+      teamsKey = key;
+      $("teams").replaceChildren(...teams.map((t) => {
+        const url = t.dashboard_url || `/exercises/${enc(exId)}/teams/${enc(t.id)}`;
+        const open = t.dashboards > 0;
+        return el("li", { "data-team": t.id, "data-open": String(open) },
+          el("span", { class: "dot", title: open ? "dashboard open" : "no dashboard open" }),
+          el("div", { class: "team-info" },
+            el("div", { class: "team-name", text: t.name && t.name !== t.id ? t.name : t.id }),
+            el("div", { class: "muted", text: `${t.id} · ${open ? `${t.dashboards} dashboard${t.dashboards > 1 ? "s" : ""} open` : "no dashboard open"}` })),
+          el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
+          el("button", { type: "button", class: "small", onclick: () => copy(new URL(url, location.href).href), text: "Copy link" }));
+      }));
+      if (idsChanged) { renderTeamTabs(teams); renderSendTeams(teams); }
+    }
+
+    async function copy(text) {
+      try {
+        await navigator.clipboard.writeText(text);
+      } catch (_) { // no clipboard API (plain http on another host): the old way
+        const ta = el("textarea", {}, text);
+        document.body.append(ta);
+        ta.select();
+        document.execCommand("copy");
+        ta.remove();
+      }
+      say(`Copied ${text}`);
+    }
+
+    const COUNTS = [
+      ["delivered", "Delivered"], ["late", "Late"], ["failed", "Failed"], ["received", "Received"],
+      ["average_latency_ms", "Avg latency"], ["average_receipt_latency_ms", "Avg receipt latency"],
+      ["scheduled", "Scheduled"], ["pending", "Pending"], ["retrying", "Retrying"],
+      ["cancelled", "Cancelled"], ["skipped", "Skipped"],
+    ];
+    const countNodes = {};
+    $("counts").replaceChildren(...COUNTS.map(([k, label], i) => {
+      countNodes[k] = el("div", { class: "stat-value", text: "—" });
+      return el("div", { class: `stat ${i < 6 ? "major" : "minor"}`, "data-count": k }, countNodes[k], el("div", { class: "stat-label", text: label }));
+    }));
+    function renderCounts(c) {
+      for (const [k] of COUNTS) {
+        const v = c[k];
+        setText(countNodes[k], k.startsWith("average") ? fmtMs(v) : String(v ?? 0));
+        countNodes[k].parentNode.dataset.nonzero = String(!!v);
+      }
+      $("retry-all").disabled = !(c.failed || failedCount());
+    }
+
+    // ---- deliveries table ----
+    const rows = new Map(); // "team\ninject" -> {d, tr}
+    const tbody = $("deliveries");
+    const filter = { team: "", status: "" };
+    const keyOf = (d) => `${d.team_id}\n${d.inject_id}`;
+    const teamOrder = () => (ex ? ex.teams.map((t) => t.id) : []);
+    function compare(a, b) {
+      const order = teamOrder();
+      return (order.indexOf(a.team_id) - order.indexOf(b.team_id)) || a.team_id.localeCompare(b.team_id) ||
+        (a.due_exercise_time - b.due_exercise_time) || a.inject_id.localeCompare(b.inject_id);
+    }
+    const notYetDue = (d) => d.status === "pending" && (!ex || d.due_exercise_time > ex.exercise_time);
+
+    function badges(d) {
+      const out = [];
+      if (d.status === "delivered" && d.late) out.push(el("span", { class: "badge late", title: "delivered late", text: "late" }));
+      else out.push(el("span", { class: `badge ${d.status}`, text: d.status }));
+      if (d.received_at) out.push(el("span", { class: "badge received", text: "received" }));
+      if (d.live) out.push(el("span", { class: "badge live", title: "sent from this control room", text: "live" }));
+      return out;
+    }
+
+    function buildRow(d) {
+      const tr = el("tr", {
+          "data-team": d.team_id, "data-inject": d.inject_id, "data-status": d.status,
+          "data-received": String(!!d.received_at),
+        },
+        el("td", { class: "mono", text: d.team_id }),
+        el("td", { class: "mono", text: fmtT(d.due_exercise_time) }),
+        el("td", { class: "mono", text: d.inject_id }),
+        el("td", { text: d.type || "" }),
+        el("td", {}, badges(d)),
+        el("td", { class: "num", text: d.attempts ?? 0 }),
+        el("td", { class: "num", text: fmtMs(d.latency_ms) }),
+        el("td", { class: "mono", title: d.received_at || "", text: fmtWall(d.received_at) }),
+        el("td", { class: "num", text: fmtMs(d.receipt_latency_ms) }),
+        el("td", { class: "error-cell", title: d.last_error || "", text: d.last_error || "" }),
+        el("td", { class: "row-actions" },
+          d.status === "failed" ? el("button", { type: "button", class: "retry small warn", text: "Retry" }) : null,
+          notYetDue(d) ? [el("button", { type: "button", class: "small", "data-action": "reschedule", text: "Reschedule" }),
+                          el("button", { type: "button", class: "small", "data-action": "cancel", text: "Cancel" })] : null));
+      tr.hidden = !matches(d);
+      tr.dataset.due = String(notYetDue(d));
+      return tr;
+    }
+
+    function matches(d) {
+      if (filter.team && d.team_id !== filter.team) return false;
+      switch (filter.status) {
+        case "": return true;
+        case "late": return d.status === "delivered" && !!d.late;
+        case "received": return !!d.received_at;
+        case "unreceived": return d.status === "delivered" && !d.received_at;
+        default: return d.status === filter.status;
+      }
+    }
+
+    function onDeliveries(list) {
+      rows.clear();
+      const frag = document.createDocumentFragment();
+      for (const d of list.slice().sort(compare)) {
+        const tr = buildRow(d);
+        rows.set(keyOf(d), { d, tr });
+        frag.append(tr);
+      }
+      tbody.replaceChildren(frag);
+      afterRowsChanged();
+    }
+
+    function onDelivery(d) {
+      const key = keyOf(d);
+      const tr = buildRow(d);
+      const old = rows.get(key);
+      if (old) old.tr.replaceWith(tr);
+      else {
+        // Insert in order: find the first row that sorts after it (new records are rare).
+        let before = null;
+        for (const r of rows.values()) if (compare(r.d, d) > 0 && (!before || compare(r.d, before.d) < 0)) before = r;
+        tbody.insertBefore(tr, before ? before.tr : null);
+      }
+      rows.set(key, { d, tr });
+      afterRowsChanged();
+    }
+
+    // Pending rows whose due time has passed lose their Cancel/Reschedule buttons.
+    function refreshDueRows() {
+      for (const [key, r] of rows) {
+        if (r.tr.dataset.due === "true" && !notYetDue(r.d)) {
+          const tr = buildRow(r.d);
+          r.tr.replaceWith(tr);
+          rows.set(key, { d: r.d, tr });
+        }
+      }
+    }
+
+    const failedCount = () => { let n = 0; for (const r of rows.values()) if (r.d.status === "failed") n++; return n; };
+
+    function afterRowsChanged() {
+      let shown = 0;
+      const perTeam = new Map();
+      for (const { d, tr } of rows.values()) {
+        if (!tr.hidden) shown++;
+        perTeam.set(d.team_id, (perTeam.get(d.team_id) || 0) + 1);
+      }
+      for (const tab of $("team-tabs").children) {
+        const n = tab.dataset.team ? perTeam.get(tab.dataset.team) || 0 : rows.size;
+        setText(tab.querySelector(".n"), String(n));
+      }
+      setText($("shown-count"), `${shown} of ${rows.size}`);
+      $("no-deliveries").hidden = shown > 0;
+      const failed = failedCount();
+      $("retry-all").disabled = !(failed || (ex && ex.counts && ex.counts.failed));
+      setText($("retry-all"), failed ? `Retry all failed (${failed})` : "Retry all failed");
+    }
+
+    function applyFilter() {
+      for (const { d, tr } of rows.values()) tr.hidden = !matches(d);
+      for (const tab of $("team-tabs").children) tab.setAttribute("aria-selected", String(tab.dataset.team === filter.team));
+      afterRowsChanged();
+    }
+    $("status-filter").addEventListener("change", (e) => { filter.status = e.target.value; applyFilter(); });
+
+    function renderTeamTabs(teams) {
+      const tab = (id, label) => el("button", { type: "button", role: "tab", class: "tab", "data-team": id,
+        onclick: () => { filter.team = id; applyFilter(); } }, label, " ", el("span", { class: "n", text: "0" }));
+      $("team-tabs").replaceChildren(tab("", "All"), ...teams.map((t) => tab(t.id, t.id)));
+      applyFilter();
+    }
+
+    // Row buttons (one listener for the whole table).
+    tbody.addEventListener("click", async (ev) => {
+      const b = ev.target.closest("button");
+      if (!b) return;
+      const tr = b.closest("tr");
+      const { team, inject } = tr.dataset;
+      const path = `${base}/teams/${enc(team)}/injects/${enc(inject)}`;
+      const label = `${team} / ${inject}`;
+      try {
+        if (b.classList.contains("retry")) {
+          await api("POST", `${path}/retry`, {});
+          say(`Retrying ${label}`);
+        } else if (b.dataset.action === "cancel") {
+          await api("POST", `${path}/cancel`, {});
+          say(`Cancelled ${label}`);
+        } else if (b.dataset.action === "reschedule") {
+          const cur = rows.get(`${team}\n${inject}`);
+          const answer = window.prompt(`New time for ${label} (T+ mm:ss or seconds):`,
+            cur ? fmtT(cur.d.due_exercise_time).slice(2) : "");
+          if (answer === null) return;
+          const at = parseT(answer);
+          if (at === null) return say(`“${answer}” is not a time: use mm:ss or seconds`, "error");
+          await api("POST", `${path}/reschedule`, { at });
+          say(`Rescheduled ${label} to ${fmtT(at)}`);
+        }
+      } catch (err) {
+        sayError(err, `${label}: `);
+      }
+    });
+
+    $("retry-all").addEventListener("click", async () => {
+      try {
+        const r = await api("POST", `${base}/deliveries/retry`, {});
+        say(`Retrying ${r && r.retried !== undefined ? r.retried : "all"} failed deliveries`);
+      } catch (err) {
+        sayError(err, "Retry all: ");
+      }
+    });
+
+    // ---- send form ----
+    const form = $("send-form");
+    const FIELDS = {
+      news: [["outlet", "Outlet"], ["headline", "Headline"], ["body", "Body", "textarea"], ["image", "Image (media path)"], ["url", "Link"]],
+      social: [["display_name", "Display name"], ["username", "Username (@handle)"], ["platform", "Platform"],
+               ["verified", "Verified account", "checkbox"], ["text", "Text", "textarea"], ["likes", "Likes", "number"], ["reposts", "Reposts", "number"]],
+      email: [["from", "From"], ["to", "To (comma-separated)"], ["cc", "Cc (comma-separated)"], ["subject", "Subject"], ["body", "Body", "textarea"]],
+      sms: [["from", "From (number)"], ["sender_name", "Sender name"], ["text", "Text", "textarea"]],
+      intel: [["title", "Title"], ["classification", "Classification"], ["source", "Source"], ["body", "Body", "textarea"]],
+      video: [["title", "Title"], ["url", "Video (media path or URL)"], ["caption", "Caption", "textarea"], ["duration_seconds", "Duration (seconds)", "number"]],
+      image: [["title", "Title"], ["url", "Image (media path or URL)"], ["caption", "Caption", "textarea"]],
+      other: [["title", "Title"], ["body", "Body", "textarea"]],
+    };
+    FIELDS.briefing = FIELDS.intel;
+    const LISTS = ["to", "cc"]; // comma-separated -> array
+    const draft = {}; // values typed so far, kept across type changes
+
+    const currentType = () => (form.elements.type.value === "__other" ? form.elements.type_other.value.trim() : form.elements.type.value);
+
+    function renderContentFields() {
+      for (const input of $("content-fields").querySelectorAll("[name]")) {
+        draft[input.name] = input.type === "checkbox" ? input.checked : input.value;
+      }
+      const other = form.elements.type.value === "__other";
+      form.elements.type_other.hidden = !other;
+      const fields = FIELDS[other ? "other" : form.elements.type.value] || FIELDS.other;
+      $("content-fields").replaceChildren(...fields.map(([name, label, kind]) => {
+        const v = draft[name];
+        if (kind === "checkbox") return el("label", { class: "check" }, el("input", { type: "checkbox", name, checked: !!v }), ` ${label}`);
+        const input = kind === "textarea"
+          ? el("textarea", { name, rows: 4 }, v || "")
+          : el("input", { name, type: kind || "text", value: v || "", autocomplete: "off", placeholder: name === "classification" ? "RESTRICTED - EXERCISE" : null });
+        return el("label", { class: kind === "textarea" ? "wide" : null }, label, input);
+      }));
+    }
+    form.elements.type.addEventListener("change", renderContentFields);
+    renderContentFields();
+
+    // "live-HHMMSS" (wall clock); a second one within the same second gets a suffix.
+    let lastStem = "";
+    let serial = 1;
+    function freshId() {
+      const t = new Date();
+      const stem = `live-${[t.getHours(), t.getMinutes(), t.getSeconds()].map((n) => String(n).padStart(2, "0")).join("")}`;
+      serial = stem === lastStem ? serial + 1 : 1;
+      lastStem = stem;
+      form.elements.id.value = serial > 1 ? `${stem}-${serial}` : stem;
+    }
+    freshId();
+
+    function renderSendTeams(teams) {
+      const checked = new Set([...form.querySelectorAll("input[name=team]:checked")].map((i) => i.value));
+      $("send-teams").replaceChildren(...teams.map((t) =>
+        el("label", { class: "check" }, el("input", { type: "checkbox", name: "team", value: t.id, checked: checked.has(t.id) }), ` ${t.id}`)));
+      syncAll();
+    }
+    // "All teams" mirrors the team boxes: checked when all are, half when some are.
+    function syncAll() {
+      const boxes = [...form.querySelectorAll("input[name=team]")];
+      const n = boxes.filter((b) => b.checked).length;
+      $("team-all").checked = boxes.length > 0 && n === boxes.length;
+      $("team-all").indeterminate = n > 0 && n < boxes.length;
+    }
+    $("team-all").addEventListener("change", (e) => {
+      form.querySelectorAll("input[name=team]").forEach((b) => (b.checked = e.target.checked));
+    });
+    $("send-teams").addEventListener("change", syncAll);
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const f = form.elements;
+      const teams = [...form.querySelectorAll("input[name=team]:checked")].map((i) => i.value);
+      const type = currentType();
+      const problems = [];
+      if (!teams.length) problems.push("choose at least one team");
+      if (!f.id.value.trim()) problems.push("the inject needs an id");
+      if (!type) problems.push("the inject needs a type");
+      const atText = f.at.value.trim();
+      const at = atText && atText.toLowerCase() !== "now" ? parseT(atText) : null;
+      if (atText && atText.toLowerCase() !== "now" && at === null) problems.push(`“${atText}” is not a time: use mm:ss or seconds`);
+
+      let content = {};
+      for (const input of $("content-fields").querySelectorAll("[name]")) {
+        const { name } = input;
+        if (input.type === "checkbox") { if (input.checked) content[name] = true; continue; }
+        const v = input.value.trim();
+        if (!v) continue;
+        if (input.type === "number") content[name] = Number(v);
+        else if (LISTS.includes(name)) content[name] = v.split(",").map((s) => s.trim()).filter(Boolean);
+        else content[name] = input.value;
+      }
+      if (f.content_json.value.trim()) {
+        try {
+          const raw = JSON.parse(f.content_json.value);
+          if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new Error("it must be a JSON object");
+          content = Object.assign(content, raw);
+        } catch (e) {
+          problems.push(`raw JSON content: ${e.message}`);
+        }
+      }
+      if (problems.length) return say("Not sent:", "error", problems);
+
+      const inject = { id: f.id.value.trim(), type, content };
+      if (f.priority.value) inject.priority = f.priority.value;
+      if (f.action.value.trim()) inject.action = f.action.value.trim();
+      const media = f.media.value.split(",").map((s) => s.trim()).filter(Boolean);
+      if (media.length) inject.media = media;
+      const body = { teams, inject };
+      if (at !== null) body.at = at;
+
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      try {
+        const r = await api("POST", `${base}/injects`, body);
+        const text = `Sent ${inject.id} to ${teams.join(", ")} ${at === null ? "now" : `at ${fmtT(at)}`}: ${r && r.scheduled !== undefined ? `${r.scheduled} scheduled` : "ok"}`;
+        say(text);
+        setText($("send-result"), text);
+        freshId();
+      } catch (err) {
+        sayError(err, "Not sent: ");
+        setText($("send-result"), `Not sent: ${err.message}`);
+      } finally {
+        button.disabled = false;
+      }
+    });
+
+    // ---- stream ----
+    let checking = false;
+    const es = SCIP.stream(`${base}/events`,
+      { exercise: onExercise, deliveries: onDeliveries, delivery: onDelivery },
+      (status) => { $("connection").hidden = false; SCIP.setConnection($("connection"), status); },
+      async () => { // is it gone for good (404) or just a blip?
+        if (checking) return;
+        checking = true;
+        try { await api("GET", base); } catch (err) {
+          if (err.status === 404) {
+            es.close();
+            SCIP.setConnection($("connection"), "error");
+            fatal("Exercise not found", `There is no exercise “${exId}”.`);
+          }
+        } finally { checking = false; }
+      });
+  }
+
+  if (parts[0] === "exercises" && parts[1] && parts.length === 2) roomPage(parts[1]);
+  else listPage();
+})();

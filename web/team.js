@@ -1,0 +1,355 @@
+// Team dashboard: /exercises/{id}/teams/{team}. Shows the exercise clock and the
+// team's feed (newest first) and confirms every inject it has shown (receipts).
+"use strict";
+(() => {
+  const { el, api, enc, fmtT, mediaUrl, isImage, isVideo } = SCIP;
+  const $ = (id) => document.getElementById(id);
+  const [, exId, , teamId] = SCIP.pathParts(); // ["exercises", id, "teams", team]
+  const exBase = `/api/v1/exercises/${enc(exId || "")}`;
+  const teamBase = `${exBase}/teams/${enc(teamId || "")}`;
+  const feed = $("feed");
+
+  let run = null;             // run of the list on screen; a new run clears it
+  let shown = new Map();      // message.id -> <article> on screen
+  const newUntil = new Map(); // message.id -> ms timestamp until which it is highlighted
+  const confirmed = new Set(); // ids this page (or an earlier one) confirmed this run
+  const pending = new Set();   // ids shown but not yet confirmed
+  let unread = 0;
+  let historySeen = false;    // a history of `run` was shown (so the next one is a reconnect)
+  let names = { exercise: exId, team: teamId };
+  let es = null;
+
+  const HIGHLIGHT_MS = 10000;
+  const BANNERS = {
+    initialized: "Waiting for the exercise to start",
+    paused: "Exercise paused",
+    stopped: "Exercise stopped",
+    completed: "Exercise completed",
+  };
+  const TYPE_LABELS = {
+    social: "Social media", email: "Email", sms: "Text message", news: "News",
+    intel: "Intelligence report", briefing: "Briefing", video: "Video", image: "Image",
+  };
+
+  // ---- header -----------------------------------------------------------
+  function updateTitle() {
+    document.title = `${unread ? `(${unread}) ` : ""}${names.team} · ${names.exercise}`;
+  }
+
+  function onClock(c) {
+    $("clock").textContent = c.formatted || fmtT(c.current);
+    $("progress-bar").style.width = `${Math.min(100, Math.max(0, Number(c.percentage) || 0))}%`;
+    const sub = [];
+    if (c.total) sub.push(`of ${fmtT(c.total).slice(2)}`);
+    if (c.speed && c.speed !== 1) sub.push(`×${c.speed} speed`);
+    $("clock-sub").textContent = sub.join(" · ");
+    const state = $("state");
+    state.textContent = c.status;
+    state.dataset.state = c.status;
+    const banner = $("banner");
+    const title = BANNERS[c.status];
+    banner.hidden = !title;
+    banner.dataset.state = c.status;
+    if (title) {
+      $("banner-title").textContent = title;
+      $("banner-reason").textContent = c.reason ? c.reason : "";
+    }
+  }
+
+  function fatal(message) {
+    if (es) es.close();
+    SCIP.setConnection($("connection"), "error");
+    $("banner").hidden = true;
+    $("empty").hidden = true;
+    const box = $("fatal");
+    box.replaceChildren(el("h2", { text: "This dashboard cannot be shown" }), el("p", { text: message }));
+    box.hidden = false;
+  }
+
+  // Names for the header; also tells a wrong address (404, unknown team) from a network blip.
+  async function loadExercise() {
+    try {
+      const ex = await api("GET", exBase);
+      const team = (ex.teams || []).find((t) => t.id === teamId);
+      if (!team) return fatal(`Team “${teamId}” is not part of exercise “${exId}”.`);
+      names = { exercise: ex.name || ex.id, team: team.name || team.id };
+      $("exercise-name").textContent = [ex.id, ex.name !== ex.id && ex.name, team.name && `team ${team.id}`].filter(Boolean).join(" · ");
+      $("team-name").textContent = team.name || team.id;
+      updateTitle();
+    } catch (err) {
+      if (err.status === 404) fatal(`There is no exercise “${exId}”. Check the address with the exercise control.`);
+    }
+  }
+
+  // ---- feed -------------------------------------------------------------
+  // Text of a value that may be a list ("to": ["a", "b"] or "a").
+  const list = (v) => (Array.isArray(v) ? v.join(", ") : v === undefined || v === null ? "" : String(v));
+  const field = (cls, label, value) =>
+    value ? el("div", { class: "field-row" }, el("span", { class: "label", text: label }), el("span", { class: cls, text: list(value) })) : null;
+
+  function mediaNode(ref, alt) {
+    const src = mediaUrl(ref);
+    if (isVideo(src)) return el("video", { src, controls: true, preload: "metadata" });
+    if (isImage(src)) return el("img", { src, alt: alt || "", loading: "lazy" });
+    return el("a", { href: src, target: "_blank", rel: "noopener", text: String(ref) });
+  }
+  const mediaBlock = (refs, alt) => (refs.length ? el("div", { class: "media" }, refs.map((r) => mediaNode(r, alt))) : null);
+
+  const RENDER = {
+    social(c, media) {
+      const name = c.display_name || c.username || "Unknown";
+      const handle = c.username ? (String(c.username).startsWith("@") ? c.username : `@${c.username}`) : "";
+      const avatar = c.avatar
+        ? el("img", { class: "avatar", src: mediaUrl(c.avatar), alt: "" })
+        : el("div", { class: "avatar", text: String(name).replace(/^@/, "").charAt(0).toUpperCase() });
+      const reposts = c.reposts ?? c.retweets;
+      return el("div", { class: "social-card", "data-platform": c.platform || "" },
+        el("div", { class: "social-head" }, avatar,
+          el("div", { class: "who" },
+            el("div", {}, el("span", { class: "display-name", text: name }),
+              c.verified ? el("span", { class: "verified", title: "Verified account", text: "✓" }) : null),
+            el("div", { class: "handle", text: handle })),
+          c.platform ? el("span", { class: "platform", text: c.platform }) : null),
+        el("p", { class: "text", text: c.text || "" }),
+        mediaBlock(media, c.text),
+        el("div", { class: "social-stats" },
+          el("span", { class: "likes", title: "Likes", text: c.likes ?? 0 }),
+          el("span", { class: "reposts", title: "Reposts", text: reposts ?? 0 })));
+    },
+
+    email(c, media) {
+      const atts = Array.isArray(c.attachments) ? c.attachments : c.attachments ? [c.attachments] : [];
+      return el("div", { class: "email" },
+        el("h3", { class: "subject", text: c.subject || "(no subject)" }),
+        el("div", { class: "email-meta" }, field("from", "From", c.from), field("to", "To", c.to), field("cc", "Cc", c.cc)),
+        el("div", { class: "body", text: c.body || "" }),
+        atts.length ? el("ul", { class: "attachments" }, atts.map((a) => {
+          const name = typeof a === "string" ? a : a.name || a.filename || a.url || "attachment";
+          const url = typeof a === "string" ? a : a.url;
+          const size = a && a.size_bytes ? ` (${Math.max(1, Math.round(a.size_bytes / 1024))} KB)` : "";
+          return el("li", {}, url ? el("a", { href: mediaUrl(url), target: "_blank", rel: "noopener", text: name }) : name, size);
+        })) : null,
+        mediaBlock(media));
+    },
+
+    sms(c, media) {
+      const who = c.sender_name || c.from || "Unknown sender";
+      return el("div", { class: "sms" },
+        el("div", { class: "sender" }, el("strong", { text: who }),
+          c.sender_name && c.from ? el("span", { class: "number", text: c.from }) : null),
+        el("div", { class: "bubble", text: c.text || c.body || "" }),
+        mediaBlock(media));
+    },
+
+    news(c, media) {
+      return el("div", { class: "news" },
+        el("div", { class: "outlet", text: c.outlet || "News" }),
+        el("h3", { class: "headline", text: c.headline || c.title || "" }),
+        c.image ? el("img", { class: "lead-image", src: mediaUrl(c.image), alt: c.headline || "" }) : null,
+        mediaBlock(media, c.headline),
+        el("div", { class: "body", text: c.body || c.text || "" }),
+        c.url ? el("div", { class: "news-url", text: c.url }) : null);
+    },
+
+    intel(c, media, m) {
+      return el("div", { class: "report" },
+        c.classification ? el("div", { class: "classification", text: c.classification }) : null,
+        el("div", { class: "report-kind", text: m.type === "briefing" ? "Briefing" : "Intelligence report" }),
+        el("h3", { class: "title", text: c.title || "" }),
+        c.source ? el("div", { class: "source", text: `Source: ${c.source}` }) : null,
+        el("div", { class: "body", text: c.body || c.text || "" }),
+        mediaBlock(media, c.title),
+        c.classification ? el("div", { class: "classification-foot", text: c.classification }) : null);
+    },
+
+    video(c, media) {
+      // A still image in `media` serves as the poster; other media are shown below.
+      const poster = media.find((r) => isImage(mediaUrl(r)));
+      const rest = media.filter((r) => r !== poster);
+      const src = c.url ? mediaUrl(c.url) : rest.length ? mediaUrl(rest.shift()) : "";
+      return el("div", { class: "video" },
+        c.title ? el("h3", { class: "title", text: c.title }) : null,
+        el("video", { src, controls: true, preload: "metadata", poster: poster ? mediaUrl(poster) : null }),
+        el("div", { class: "caption" }, c.caption || "",
+          c.duration_seconds ? el("span", { class: "duration", text: fmtT(c.duration_seconds).slice(2) }) : null),
+        mediaBlock(rest));
+    },
+
+    image(c, media) {
+      return el("figure", { class: "image" },
+        c.title ? el("h3", { class: "title", text: c.title }) : null,
+        c.url ? el("img", { src: mediaUrl(c.url), alt: c.caption || c.title || "" }) : null,
+        mediaBlock(media, c.title),
+        c.caption ? el("figcaption", { class: "caption", text: c.caption }) : null);
+    },
+
+    // Unknown types: a title, a body and the rest as a key/value list.
+    other(c, media) {
+      const used = ["title", "headline", "body", "text"];
+      const rest = Object.entries(c).filter(([k]) => !used.includes(k));
+      return el("div", { class: "generic" },
+        el("h3", { class: "title", text: c.title || c.headline || "" }),
+        el("div", { class: "body", text: c.body || c.text || "" }),
+        mediaBlock(media),
+        rest.length ? el("dl", {}, rest.map(([k, v]) =>
+          [el("dt", { text: k }), el("dd", { text: typeof v === "object" ? JSON.stringify(v) : String(v) })])) : null);
+    },
+  };
+  RENDER.briefing = RENDER.intel;
+
+  function renderItem(item) {
+    const m = item.message || {};
+    const c = m.content && typeof m.content === "object" ? m.content : { text: m.content };
+    const type = String(m.type || "message");
+    const media = (Array.isArray(m.media) ? m.media : m.media ? [m.media] : []).map(String);
+    const prio = m.priority ? String(m.priority).toLowerCase() : "";
+    const label = type === "social" && c.platform ? c.platform : TYPE_LABELS[type] || type.replace(/[_-]+/g, " ");
+    return el("article", {
+        class: `inject type-${type.replace(/[^a-z0-9_-]/gi, "")}`,
+        "data-inject-id": m.id, "data-type": type, "data-priority": prio,
+        "data-exercise-time": m.exerciseTime ?? "",
+      },
+      el("header", { class: "inject-head" },
+        el("span", { class: "type-label", text: label }),
+        prio ? el("span", { class: "priority", "data-priority": prio, text: prio }) : null,
+        el("span", { class: "new-tag", text: "new" }),
+        el("time", { class: "inject-time", title: m.timestamp || "", text: fmtT(m.exerciseTime) })),
+      el("div", { class: "inject-body" }, (RENDER[type] || RENDER.other)(c, media, m)),
+      m.action ? el("div", { class: "action-box" }, el("span", { class: "action-label", text: "Action" }),
+        el("span", { class: "action", text: m.action })) : null);
+  }
+
+  // Highlights a node while its id is fresh; the glow animation continues where it was
+  // when the node is re-rendered (retry or reconnect).
+  function applyHighlight(node, id) {
+    const left = (newUntil.get(id) || 0) - Date.now();
+    if (left <= 0) return;
+    node.classList.add("is-new");
+    node.style.animationDelay = `${left - HIGHLIGHT_MS}ms`;
+    setTimeout(() => {
+      const cur = shown.get(id);
+      if (cur && (newUntil.get(id) || 0) <= Date.now()) cur.classList.remove("is-new");
+    }, left + 20);
+  }
+
+  function startRun(r) {
+    run = r;
+    shown = new Map();
+    newUntil.clear();
+    confirmed.clear();
+    pending.clear();
+    feed.replaceChildren();
+  }
+
+  function onHistory(h) {
+    // A history of the run already on screen comes after a reconnect: what it adds
+    // arrived while the stream was down, and is new to this screen.
+    const reconnect = h.run === run && historySeen;
+    if (h.run !== run) startRun(h.run);
+    historySeen = true;
+    // Dedupe by id (a later copy replaces an earlier one but keeps its place).
+    const byId = new Map();
+    for (const item of h.injects || []) if (item && item.message) byId.set(item.message.id, item);
+    const items = [...byId.values()];
+    const frag = document.createDocumentFragment();
+    const next = new Map();
+    for (const item of items.slice().reverse()) {
+      if (reconnect && !shown.has(item.message.id)) {
+        newUntil.set(item.message.id, Date.now() + HIGHLIGHT_MS);
+        unread += 1;
+      }
+      const node = renderItem(item);
+      applyHighlight(node, item.message.id);
+      next.set(item.message.id, node);
+      frag.append(node);
+    }
+    shown = next;
+    feed.replaceChildren(frag);
+    updateTitle();
+    $("empty").hidden = items.length > 0;
+    queueReceipts(items);
+  }
+
+  function onInject(item) {
+    if (!item || !item.message) return;
+    if (run !== null && item.run !== run) {
+      if (item.run < run) return; // a late event of an old run
+      startRun(item.run);
+    }
+    run = item.run;
+    const id = item.message.id;
+    const node = renderItem(item);
+    const old = shown.get(id);
+    if (old) {
+      old.replaceWith(node); // a retry of an inject already on screen: update in place, no new alert
+    } else {
+      newUntil.set(id, Date.now() + HIGHLIGHT_MS);
+      feed.prepend(node);
+      unread += 1;
+      updateTitle();
+    }
+    applyHighlight(node, id);
+    shown.set(id, node);
+    $("empty").hidden = true;
+    queueReceipts([item]);
+  }
+
+  // Unread count in the title until someone interacts with the page.
+  for (const ev of ["pointerdown", "keydown", "wheel", "touchstart"]) {
+    addEventListener(ev, () => { if (unread) { unread = 0; updateTitle(); } }, { passive: true });
+  }
+
+  // ---- receipts ---------------------------------------------------------
+  let inFlight = false;
+  let retryTimer = null;
+
+  function queueReceipts(items) {
+    for (const it of items) {
+      const id = it.message.id;
+      if (it.received) confirmed.add(id);
+      else if (!confirmed.has(id)) pending.add(id);
+    }
+    // rAF runs just before the next paint; the timeout after it runs once the frame is
+    // painted, so a receipt means the inject really was on screen. (Hidden tabs do not
+    // paint, so their receipts wait until the tab is shown.)
+    if (pending.size) requestAnimationFrame(() => setTimeout(flushReceipts, 0));
+  }
+
+  async function flushReceipts() {
+    if (inFlight || !pending.size) return;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    const ids = [...pending];
+    const forRun = run;
+    inFlight = true;
+    try {
+      await api("POST", `${teamBase}/receipts`, { run: forRun, inject_ids: ids });
+      if (forRun === run) for (const id of ids) { pending.delete(id); confirmed.add(id); }
+    } catch (err) {
+      console.warn("receipts failed, will retry", err.message);
+      retryTimer = setTimeout(flushReceipts, 2000);
+    } finally {
+      inFlight = false;
+    }
+    if (pending.size && !retryTimer) flushReceipts(); // more arrived while this one was in flight
+  }
+
+  // ---- start ------------------------------------------------------------
+  if (!exId || !teamId) {
+    fatal("This address does not name an exercise and a team (/exercises/{id}/teams/{team}).");
+    return;
+  }
+  updateTitle();
+  $("exercise-name").textContent = exId;
+  $("team-name").textContent = teamId;
+  let opened = false;
+  es = SCIP.stream(`${teamBase}/events`,
+    { clock: onClock, history: onHistory, inject: onInject },
+    (status) => {
+      if (status === "live") opened = true;
+      SCIP.setConnection($("connection"), status);
+      if (status === "reconnecting" && !opened) $("banner-title").textContent = "Connecting…";
+    },
+    () => loadExercise()); // on every error: is the exercise or team gone for good?
+  loadExercise();
+})();
