@@ -108,11 +108,17 @@ pub async fn serve(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let streams = service.clone();
     axum::serve(
         listener,
         router(service).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Event streams never end by themselves; a graceful shutdown waits
+        // for every response to finish.
+        streams.close_streams();
+    })
     .await
 }
 

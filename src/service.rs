@@ -144,6 +144,8 @@ struct Inner {
     exercises: RwLock<BTreeMap<String, Handle>>,
     tasks: tokio::sync::Mutex<JoinSet<Outcome>>,
     stop: watch::Sender<bool>,
+    /// Set when the HTTP server shuts down: event streams end.
+    closing: watch::Sender<bool>,
 }
 
 /// The service. Cheap to clone.
@@ -174,6 +176,7 @@ impl Service {
                 exercises: RwLock::new(BTreeMap::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 stop: watch::channel(false).0,
+                closing: watch::channel(false).0,
             }),
         };
         service.recover().await?;
@@ -182,6 +185,16 @@ impl Service {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Ends every event stream, so the HTTP server can shut down gracefully.
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Turns true when event streams must end.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
     }
 
     /// Where media files are served from, when configured.

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower_http::services::ServeDir;
 
@@ -122,8 +123,10 @@ pub async fn team_events(
     Path((id, team)): Path<(String, String)>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let watch = service.watch_team(&id, &team).await?;
-    Ok(Sse::new(TeamStream::new(watch).into_stream())
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok(
+        Sse::new(TeamStream::new(watch, service.closing()).into_stream())
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    )
 }
 
 /// Server-sent events of the control room.
@@ -148,6 +151,7 @@ pub async fn exercise_events(
 
 struct TeamStream {
     follow: TeamWatch,
+    closing: watch::Receiver<bool>,
     queue: VecDeque<Event>,
     run: u16,
     status: String,
@@ -155,7 +159,7 @@ struct TeamStream {
 }
 
 impl TeamStream {
-    fn new(mut follow: TeamWatch) -> Self {
+    fn new(mut follow: TeamWatch, closing: watch::Receiver<bool>) -> Self {
         let clock = follow.watch.clock.clone();
         let history = std::mem::take(&mut follow.watch.history);
         let mut stream = Self {
@@ -164,6 +168,7 @@ impl TeamStream {
             clock_sent: Instant::now(),
             queue: VecDeque::new(),
             follow,
+            closing,
         };
         stream.queue.push_back(Event::default().retry(RETRY));
         stream.queue.push_back(clock_event(&clock));
@@ -186,7 +191,11 @@ impl TeamStream {
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
-            match self.follow.watch.events.recv().await {
+            let event = tokio::select! {
+                event = self.follow.watch.events.recv() => event,
+                () = closed(&mut self.closing) => return None,
+            };
+            match event {
                 Ok(Live::Clock(clock)) => {
                     if clock.run != self.run {
                         // A reset: the feed starts over.
@@ -216,6 +225,7 @@ impl TeamStream {
 
 struct ControlStream {
     service: Service,
+    closing: watch::Receiver<bool>,
     id: String,
     follow: ExerciseWatch,
     queue: VecDeque<Event>,
@@ -230,6 +240,7 @@ impl ControlStream {
     ) -> Result<Self, ApiError> {
         let deliveries = std::mem::take(&mut follow.watch.deliveries);
         let mut stream = Self {
+            closing: service.closing(),
             service,
             id,
             follow,
@@ -256,6 +267,7 @@ impl ControlStream {
             }
             let follow = &mut self.follow;
             tokio::select! {
+                () = closed(&mut self.closing) => return None,
                 event = follow.watch.events.recv() => match event {
                     Ok(Live::Delivery(view)) => {
                         let body = DeliveryResponse::from((*view).clone());
@@ -291,6 +303,11 @@ impl ControlStream {
         }
         Ok(())
     }
+}
+
+/// Resolves once streams must end (or the service is gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
 }
 
 fn clock_event(clock: &LiveClock) -> Event {

@@ -55,21 +55,13 @@ const SCIP = (() => {
     }
     const raw = await res.text();
     let data = null;
-    try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON */ }
+    try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON: the text is the message */ }
     if (!res.ok) throw new ApiError(res.status, data, raw.trim().slice(0, 200) || `HTTP ${res.status}`);
     return data;
   }
 
-  // A detail of an error may be a string or an object ({path, message} or anything).
-  function detailText(d) {
-    if (typeof d === "string") return d;
-    if (d && typeof d === "object") {
-      const where = d.path || d.field || d.location || d.pointer;
-      const what = d.message || d.error || d.reason;
-      if (what) return where ? `${where}: ${what}` : String(what);
-    }
-    return JSON.stringify(d);
-  }
+  // The server's details are strings; anything else is shown as JSON.
+  const detailText = (d) => (typeof d === "string" ? d : JSON.stringify(d));
 
   // Seconds -> "T+mm:ss" (minutes unbounded, as the server formats it).
   function fmtT(secs) {
@@ -92,9 +84,7 @@ const SCIP = (() => {
     return isNaN(d) ? String(iso) : d.toLocaleTimeString([], { hour12: false });
   }
 
-  function fmtMs(ms) {
-    return ms === null || ms === undefined || ms === "" ? "—" : `${Math.round(ms)} ms`;
-  }
+  const fmtMs = (ms) => (ms === null || ms === undefined ? "—" : `${Math.round(ms)} ms`);
 
   // Media references: "/media/..." and "http..." are used as is, anything else lives under /media/.
   function mediaUrl(ref) {
@@ -107,26 +97,30 @@ const SCIP = (() => {
   const isVideo = (u) => ["mp4", "webm", "ogg", "mov"].includes(ext(u));
 
   // EventSource with a status callback ("live" on open, "reconnecting" on error).
-  // EventSource reconnects by itself; onError lets the page check whether the
-  // URL is gone for good (404) and close the stream.
+  // EventSource retries network errors by itself, but an HTTP error (404, 502 from a
+  // proxy...) closes it for good: then open a new one after 2 s. onError lets the page
+  // check whether the URL is gone for good (404) and close() the stream.
   function stream(url, handlers, onStatus, onError) {
-    const es = new EventSource(url);
-    es.onopen = () => onStatus("live");
-    es.onerror = () => {
-      onStatus("reconnecting");
-      if (onError) onError(es);
+    let es = null;
+    let closed = false;
+    const open = () => {
+      es = new EventSource(url);
+      es.onopen = () => onStatus("live");
+      es.onerror = () => {
+        onStatus("reconnecting");
+        if (es.readyState === EventSource.CLOSED) setTimeout(() => closed || open(), 2000);
+        if (onError) onError();
+      };
+      for (const [name, fn] of Object.entries(handlers)) {
+        es.addEventListener(name, (ev) => {
+          let data;
+          try { data = JSON.parse(ev.data); } catch (err) { return console.error(`bad ${name} event`, err); }
+          fn(data);
+        });
+      }
     };
-    for (const [name, fn] of Object.entries(handlers)) {
-      es.addEventListener(name, (ev) => {
-        let data;
-        try { data = JSON.parse(ev.data); } catch (err) {
-          console.error(`bad ${name} event`, err);
-          return;
-        }
-        fn(data);
-      });
-    }
-    return es;
+    open();
+    return { close() { closed = true; es.close(); } };
   }
 
   // Sets a connection indicator element (data-status drives its colour).

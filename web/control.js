@@ -158,8 +158,7 @@
       ex = e;
       setText($("ex-title"), e.name && e.name !== e.id ? `${e.name}` : e.id);
       setText($("clock"), e.formatted || fmtT(e.exercise_time));
-      setText($("state"), e.state);
-      $("state").dataset.state = e.state;
+      setText($("state"), ($("state").dataset.state = e.state));
       $("progress-bar").style.width = `${e.total ? Math.min(100, (100 * e.exercise_time) / e.total) : 0}%`;
       setText($("clock-sub"), `${e.id} · of ${fmtT(e.total).slice(2)} · speed ×${e.speed} · run ${e.run}`);
       $("broker").dataset.ok = String(!!e.connected);
@@ -203,11 +202,11 @@
       b.addEventListener("click", () => command(b.dataset.command)));
 
     let teamsKey = "";
+    let teamIds = "";
     function renderTeams(teams) {
       setText($("teams-connected"), `${ex.teams_connected ?? teams.filter((t) => t.dashboards > 0).length} of ${teams.length}`);
       const key = JSON.stringify(teams);
       if (key === teamsKey) return;
-      const idsChanged = JSON.stringify(teams.map((t) => t.id)) !== JSON.stringify(JSON.parse(teamsKey || "[]").map((t) => t.id));
       teamsKey = key;
       $("teams").replaceChildren(...teams.map((t) => {
         const url = t.dashboard_url || `/exercises/${enc(exId)}/teams/${enc(t.id)}`;
@@ -220,20 +219,17 @@
           el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
           el("button", { type: "button", class: "small", onclick: () => copy(new URL(url, location.href).href), text: "Copy link" }));
       }));
-      if (idsChanged) { renderTeamTabs(teams); renderSendTeams(teams); }
+      const ids = teams.map((t) => t.id).join("\n");
+      if (ids !== teamIds) { teamIds = ids; renderTeamTabs(teams); renderSendTeams(teams); }
     }
 
     async function copy(text) {
       try {
         await navigator.clipboard.writeText(text);
-      } catch (_) { // no clipboard API (plain http on another host): the old way
-        const ta = el("textarea", {}, text);
-        document.body.append(ta);
-        ta.select();
-        document.execCommand("copy");
-        ta.remove();
+        say(`Copied ${text}`);
+      } catch (_) { // no clipboard API (plain http on another host): let the user copy it
+        window.prompt("Copy this dashboard address:", text);
       }
-      say(`Copied ${text}`);
     }
 
     const COUNTS = [
@@ -253,19 +249,30 @@
         setText(countNodes[k], k.startsWith("average") ? fmtMs(v) : String(v ?? 0));
         countNodes[k].parentNode.dataset.nonzero = String(!!v);
       }
-      $("retry-all").disabled = !(c.failed || failedCount());
     }
 
     // ---- deliveries table ----
     const rows = new Map(); // "team\ninject" -> {d, tr}
-    const tbody = $("deliveries");
+    const table = $("deliveries");
+    const groups = new Map(); // team id -> its <tbody>
     const filter = { team: "", status: "" };
     const keyOf = (d) => `${d.team_id}\n${d.inject_id}`;
-    const teamOrder = () => (ex ? ex.teams.map((t) => t.id) : []);
-    function compare(a, b) {
-      const order = teamOrder();
-      return (order.indexOf(a.team_id) - order.indexOf(b.team_id)) || a.team_id.localeCompare(b.team_id) ||
-        (a.due_exercise_time - b.due_exercise_time) || a.inject_id.localeCompare(b.inject_id);
+    const compare = (a, b) => (a.due_exercise_time - b.due_exercise_time) || a.inject_id.localeCompare(b.inject_id);
+
+    function groupOf(team) {
+      let g = groups.get(team);
+      if (!g) {
+        g = el("tbody", { "data-team": team });
+        groups.set(team, g);
+        placeGroups();
+      }
+      return g;
+    }
+    // Groups in the exercise's team order; teams it does not list go last.
+    function placeGroups() {
+      const order = ex ? ex.teams.map((t) => t.id) : [];
+      const rank = (id) => (order.includes(id) ? order.indexOf(id) : order.length);
+      table.append(...[...groups.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).map((id) => groups.get(id)));
     }
     const notYetDue = (d) => d.status === "pending" && (!ex || d.due_exercise_time > ex.exercise_time);
 
@@ -274,7 +281,7 @@
       if (d.status === "delivered" && d.late) out.push(el("span", { class: "badge late", title: "delivered late", text: "late" }));
       else out.push(el("span", { class: `badge ${d.status}`, text: d.status }));
       if (d.received_at) out.push(el("span", { class: "badge received", text: "received" }));
-      if (d.live) out.push(el("span", { class: "badge live", title: "sent from this control room", text: "live" }));
+      if (d.live) out.push(el("span", { class: "badge live", title: "sent live from the control room", text: "live" }));
       return out;
     }
 
@@ -315,13 +322,15 @@
 
     function onDeliveries(list) {
       rows.clear();
-      const frag = document.createDocumentFragment();
+      const frags = new Map();
       for (const d of list.slice().sort(compare)) {
         const tr = buildRow(d);
         rows.set(keyOf(d), { d, tr });
-        frag.append(tr);
+        if (!frags.has(d.team_id)) frags.set(d.team_id, document.createDocumentFragment());
+        frags.get(d.team_id).append(tr);
       }
-      tbody.replaceChildren(frag);
+      for (const g of groups.values()) g.replaceChildren();
+      for (const [team, frag] of frags) groupOf(team).append(frag);
       afterRowsChanged();
     }
 
@@ -331,14 +340,18 @@
       const old = rows.get(key);
       if (old) old.tr.replaceWith(tr);
       else {
-        // Insert in order: find the first row that sorts after it (new records are rare).
-        let before = null;
-        for (const r of rows.values()) if (compare(r.d, d) > 0 && (!before || compare(r.d, before.d) < 0)) before = r;
-        tbody.insertBefore(tr, before ? before.tr : null);
+        // Insert in order within its team (new records are rare: live injects).
+        const g = groupOf(d.team_id);
+        const before = [...g.children].find((n) => compare(rows.get(`${n.dataset.team}\n${n.dataset.inject}`).d, d) > 0);
+        g.insertBefore(tr, before || null);
       }
       rows.set(key, { d, tr });
-      afterRowsChanged();
+      soon();
     }
+
+    // Bursts of `delivery` events: recount once per frame, not once per event.
+    let recount = 0;
+    const soon = () => { if (!recount) recount = setTimeout(() => { recount = 0; afterRowsChanged(); }, 100); };
 
     // Pending rows whose due time has passed lose their Cancel/Reschedule buttons.
     function refreshDueRows() {
@@ -350,8 +363,6 @@
         }
       }
     }
-
-    const failedCount = () => { let n = 0; for (const r of rows.values()) if (r.d.status === "failed") n++; return n; };
 
     function afterRowsChanged() {
       let shown = 0;
@@ -366,8 +377,9 @@
       }
       setText($("shown-count"), `${shown} of ${rows.size}`);
       $("no-deliveries").hidden = shown > 0;
-      const failed = failedCount();
-      $("retry-all").disabled = !(failed || (ex && ex.counts && ex.counts.failed));
+      let failed = 0;
+      for (const r of rows.values()) if (r.d.status === "failed") failed++;
+      $("retry-all").disabled = !failed;
       setText($("retry-all"), failed ? `Retry all failed (${failed})` : "Retry all failed");
     }
 
@@ -382,11 +394,13 @@
       const tab = (id, label) => el("button", { type: "button", role: "tab", class: "tab", "data-team": id,
         onclick: () => { filter.team = id; applyFilter(); } }, label, " ", el("span", { class: "n", text: "0" }));
       $("team-tabs").replaceChildren(tab("", "All"), ...teams.map((t) => tab(t.id, t.id)));
+      teams.forEach((t) => groupOf(t.id));
+      placeGroups();
       applyFilter();
     }
 
     // Row buttons (one listener for the whole table).
-    tbody.addEventListener("click", async (ev) => {
+    table.addEventListener("click", async (ev) => {
       const b = ev.target.closest("button");
       if (!b) return;
       const tr = b.closest("tr");

@@ -20,12 +20,8 @@
   let es = null;
 
   const HIGHLIGHT_MS = 10000;
-  const BANNERS = {
-    initialized: "Waiting for the exercise to start",
-    paused: "Exercise paused",
-    stopped: "Exercise stopped",
-    completed: "Exercise completed",
-  };
+  const BANNERS = { initialized: "Waiting for the exercise to start", paused: "Exercise paused",
+                    stopped: "Exercise stopped", completed: "Exercise completed" };
   const TYPE_LABELS = {
     social: "Social media", email: "Email", sms: "Text message", news: "News",
     intel: "Intelligence report", briefing: "Briefing", video: "Video", image: "Image",
@@ -39,21 +35,14 @@
   function onClock(c) {
     $("clock").textContent = c.formatted || fmtT(c.current);
     $("progress-bar").style.width = `${Math.min(100, Math.max(0, Number(c.percentage) || 0))}%`;
-    const sub = [];
-    if (c.total) sub.push(`of ${fmtT(c.total).slice(2)}`);
-    if (c.speed && c.speed !== 1) sub.push(`×${c.speed} speed`);
-    $("clock-sub").textContent = sub.join(" · ");
-    const state = $("state");
-    state.textContent = c.status;
-    state.dataset.state = c.status;
-    const banner = $("banner");
+    $("clock-sub").textContent = [c.total && `of ${fmtT(c.total).slice(2)}`, c.speed && c.speed !== 1 && `×${c.speed} speed`]
+      .filter(Boolean).join(" · ");
+    $("state").textContent = $("state").dataset.state = c.status;
     const title = BANNERS[c.status];
-    banner.hidden = !title;
-    banner.dataset.state = c.status;
-    if (title) {
-      $("banner-title").textContent = title;
-      $("banner-reason").textContent = c.reason ? c.reason : "";
-    }
+    $("banner").hidden = !title;
+    $("banner").dataset.state = c.status;
+    $("banner-title").textContent = title || "";
+    $("banner-reason").textContent = c.reason || "";
   }
 
   function fatal(message) {
@@ -90,7 +79,7 @@
   function mediaNode(ref, alt) {
     const src = mediaUrl(ref);
     if (isVideo(src)) return el("video", { src, controls: true, preload: "metadata" });
-    if (isImage(src)) return el("img", { src, alt: alt || "", loading: "lazy" });
+    if (isImage(src)) return el("img", { src, alt: alt || "" });
     return el("a", { href: src, target: "_blank", rel: "noopener", text: String(ref) });
   }
   const mediaBlock = (refs, alt) => (refs.length ? el("div", { class: "media" }, refs.map((r) => mediaNode(r, alt))) : null);
@@ -135,7 +124,7 @@
     sms(c, media) {
       const who = c.sender_name || c.from || "Unknown sender";
       return el("div", { class: "sms" },
-        el("div", { class: "sender" }, el("strong", { text: who }),
+        el("div", { class: "sms-head" }, el("strong", { class: "sender", text: who }),
           c.sender_name && c.from ? el("span", { class: "number", text: c.from }) : null),
         el("div", { class: "bubble", text: c.text || c.body || "" }),
         mediaBlock(media));

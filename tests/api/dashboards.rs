@@ -340,3 +340,51 @@ async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() 
         "{scenarios}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_do_not_hold_up_a_graceful_shutdown() {
+    let app = spawn_app().await;
+    app.create("ex-down", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    // A second server on the same service, to shut down.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(scip_orchestrator::http::serve(
+        listener,
+        app.service.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut streams = Vec::new();
+    for path in [
+        "/api/v1/exercises/ex-down/teams/blue/events",
+        "/api/v1/exercises/ex-down/events",
+    ] {
+        let response = app
+            .client
+            .get(format!("{address}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(SECS, server)
+        .await
+        .expect("the server shut down with streams open")
+        .unwrap()
+        .unwrap();
+    // Each stream ended rather than being cut.
+    for mut stream in streams {
+        while let Some(chunk) = tokio::time::timeout(SECS, stream.chunk())
+            .await
+            .expect("the stream ends")
+            .expect("a clean end")
+        {
+            assert!(!chunk.is_empty());
+        }
+    }
+}

@@ -142,17 +142,22 @@ impl Browser {
         }
     }
 
-    /// Ends the session (Chromium exits) and chromedriver.
-    pub async fn quit(mut self) {
+    /// Ends the session (Chromium exits), then chromedriver.
+    pub async fn quit(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // A test that panicked never quit: Chromium would outlive its
+        // driver. Its profile path names its processes.
+        let profile = self._profile.path().display().to_string();
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("user-data-dir={profile}")])
+            .status();
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
