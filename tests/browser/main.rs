@@ -15,32 +15,36 @@ use support::*;
 
 const SECS: Duration = Duration::from_secs(20);
 
-/// One team, one inject of every kind a dashboard renders, a second apart.
-fn every_kind(duration: u32) -> Value {
+/// `teams` sharing one timeline: one inject of every kind a dashboard
+/// renders, a second apart.
+fn every_kind(duration: u32, teams: &[(&str, &str)]) -> Value {
     let injects = json!([
-        {"id": "tweet", "time": 0, "type": "social", "priority": "high",
+        {"id": "tweet", "time": 5, "type": "social", "priority": "high",
          "content": {"platform": "twitter", "username": "@kestrel_news", "display_name": "Kestrel Bay News",
                      "verified": true, "text": "Tug and barge collide at the harbour mouth", "likes": 1523, "retweets": 342},
          "media": ["/media/four-teams/harbour.svg"]},
-        {"id": "mail", "time": 1, "type": "email", "priority": "medium",
+        {"id": "mail", "time": 4, "type": "email", "priority": "medium",
          "content": {"from": "harbourmaster@kestrel.example", "to": ["duty@port.example"], "cc": ["press@port.example"],
                      "subject": "Outer harbour closed", "body": "No movements until further notice.",
                      "attachments": ["closure-notice.pdf"]}},
-        {"id": "text", "time": 2, "type": "sms", "priority": "critical",
+        {"id": "text", "time": 3, "type": "sms", "priority": "critical",
          "content": {"from": "+44 7700 900412", "sender_name": "Halcyon skipper", "text": "Barge listing 5 deg to port"}},
-        {"id": "article", "time": 3, "type": "news", "priority": "low",
+        {"id": "article", "time": 2, "type": "news", "priority": "low",
          "content": {"outlet": "Kestrel Bay Live", "headline": "Collision closes harbour", "body": "Shipping was halted early this morning."}},
-        {"id": "report", "time": 4, "type": "intel", "priority": "high",
+        {"id": "report", "time": 1, "type": "intel", "priority": "high",
          "content": {"title": "Cargo manifest", "body": "600 t of ammonium nitrate fertiliser.", "classification": "SECRET - EXERCISE"}},
-        {"id": "clip", "time": 5, "type": "video", "priority": "high",
+        {"id": "clip", "time": 0, "type": "video", "priority": "high",
          "content": {"title": "Bodycam, bay 34", "url": "/media/four-teams/bodycam.mp4", "caption": "Crew request a decision"},
          "action": "Decide whether to flood the hold"},
     ]);
     json!({
         "name": "Browser test",
         "duration": f64::from(duration) / 60.0,
-        "teams": [{"id": "blue", "name": "Port Authority", "timeline_id": "blue-line"}],
-        "timelines": [{"id": "blue-line", "injects": injects}],
+        "teams": teams
+            .iter()
+            .map(|(id, name)| json!({"id": id, "name": name, "timeline_id": "shared"}))
+            .collect::<Vec<_>>(),
+        "timelines": [{"id": "shared", "injects": injects}],
     })
 }
 
@@ -52,7 +56,9 @@ const FEED_IDS: &str =
 async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
     let app = spawn_app().await;
     std::fs::write(app.media.join("four-teams/harbour.svg"), SVG).unwrap();
-    let created = app.create("drill", 2.0, every_kind(8)).await;
+    let created = app
+        .create("drill", 2.0, every_kind(8, &[("blue", "Port Authority")]))
+        .await;
     let url = created["teams"][0]["dashboard_url"]
         .as_str()
         .unwrap()
@@ -103,7 +109,7 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         .await;
     assert_eq!(
         ids,
-        json!(["clip", "report", "article", "text", "mail", "tweet"]),
+        json!(["tweet", "mail", "text", "article", "report", "clip"]),
         "newest first"
     );
 
@@ -175,11 +181,11 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
     assert!(text("action").contains("flood the hold"), "{rendered}");
     assert_eq!(
         rendered["priorities"],
-        json!(["high", "high", "low", "critical", "medium", "high"])
+        json!(["high", "medium", "critical", "low", "high", "high"])
     );
     assert_eq!(
         rendered["types"],
-        json!(["video", "intel", "news", "sms", "email", "social"])
+        json!(["social", "email", "sms", "news", "intel", "video"])
     );
     assert_eq!(rendered["newest"], true, "a new inject is highlighted");
     // The image really loaded from the media folder.
@@ -190,6 +196,7 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
             SECS,
         )
         .await;
+    browser.screenshot("team-dashboard").await;
 
     // Every inject shown was confirmed: the records carry the receipts.
     let list = app
@@ -243,7 +250,6 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
             SECS,
         )
         .await;
-    browser.screenshot("team-dashboard").await;
     browser.quit().await;
 }
 
@@ -259,7 +265,19 @@ async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follow
     ])
     .await;
     let package_file = app.media.join("drill-package.json");
-    std::fs::write(&package_file, every_kind(600).to_string()).unwrap();
+    std::fs::write(
+        &package_file,
+        every_kind(
+            600,
+            &[
+                ("blue", "Port Authority"),
+                ("red", "Nordic Line crisis cell"),
+                ("green", "Kestrel Bay council"),
+            ],
+        )
+        .to_string(),
+    )
+    .unwrap();
     let control = Browser::start().await;
     let team = Browser::start().await;
 
@@ -297,7 +315,7 @@ async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follow
     control
         .wait(
             "its deliveries",
-            "document.querySelectorAll('#deliveries tr[data-inject]').length === 6",
+            "document.querySelectorAll('#deliveries tr[data-inject]').length === 18",
             SECS,
         )
         .await;
