@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub speed: f64,
     pub counts: Counts,
     pub connected: bool,
+    /// Turn-based exercises: the turn under way (or just over) and how many.
+    pub turn: Option<(u16, u16)>,
 }
 
 /// What an exercise leaves behind when its actor ends.
@@ -232,8 +234,20 @@ fn scenario_entries(scenario: &Scenario) -> Vec<Entry> {
         let shared = match templates.iter().find(|(k, _)| *k == key) {
             Some((_, shared)) => shared.clone(),
             None => {
-                let made: Arc<[FeedTemplate]> =
-                    t.timeline.injects.iter().map(FeedTemplate::new).collect();
+                // A feed message says when the inject was due on the
+                // exercise clock: in a turn-based scenario, after its turn's start.
+                let made: Arc<[FeedTemplate]> = t
+                    .timeline
+                    .injects
+                    .iter()
+                    .map(|i| match scenario.turns {
+                        Some(_) => FeedTemplate::new(&Inject {
+                            time: scenario.due(i),
+                            ..i.clone()
+                        }),
+                        None => FeedTemplate::new(i),
+                    })
+                    .collect();
                 templates.push((key, made.clone()));
                 made
             }
@@ -317,6 +331,7 @@ impl Actor {
             speed: options.speed,
             counts: engine.counts(),
             connected: false,
+            turn: engine.turn(),
         })
         .0;
         Self {
@@ -549,6 +564,7 @@ impl Actor {
             speed: self.options.speed,
             counts,
             connected,
+            turn: self.engine.turn(),
         });
     }
 
@@ -822,6 +838,8 @@ impl Actor {
             timer,
             run: self.engine.run(),
             speed: self.options.speed,
+            turn: self.engine.turn().map(|(turn, _)| turn),
+            total_turns: self.engine.turn().map(|(_, total)| total),
             reason: if stopped {
                 self.last_reason.clone()
             } else {
@@ -1253,6 +1271,7 @@ pub fn clock_row(engine: &Engine, now: Now) -> ClockRow {
         paused_total_ms,
         paused_since_wall_ms: (started.is_some() && !running).then(|| wall_ms(now.wall)),
         updated_wall_ms: wall_ms(now.wall),
+        turn: engine.turn().map_or(0, |(turn, _)| i64::from(turn)),
     }
 }
 

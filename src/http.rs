@@ -76,6 +76,13 @@ pub fn router(service: Service) -> Router {
         .route("/exercises/{id}/injects", post(send_inject))
         .route("/exercises/{id}/seek", post(seek))
         .route("/exercises/{id}/control-log", get(control_log))
+        .route("/exercises/{id}/report", get(report_json))
+        .route("/exercises/{id}/report.csv", get(report_csv))
+        .route(
+            "/exercises/{id}/report/control-log.csv",
+            get(report_control_log_csv),
+        )
+        .route("/exercises/{id}/report.html", get(report_html))
         .route("/exercises/{id}/events", get(crate::web::exercise_events))
         .route(
             "/exercises/{id}/teams/{team}/events",
@@ -195,6 +202,10 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         reschedule,
         seek,
         control_log,
+        report_json,
+        report_csv,
+        report_control_log_csv,
+        report_html,
         scenarios,
         receipts,
         crate::web::team_events,
@@ -208,6 +219,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         (name = "exercises", description = "Exercises and their lifecycle"),
         (name = "deliveries", description = "Delivery records, retries and live edits"),
         (name = "dashboards", description = "What team dashboards and the control room follow: event streams and receipts"),
+        (name = "reports", description = "After-action reports of an exercise's runs: JSON, CSV and a self-contained HTML page"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
 )]
@@ -326,6 +338,12 @@ pub struct ExerciseResponse {
     pub connected: bool,
     /// Teams with at least one dashboard open.
     pub teams_connected: usize,
+    /// Turn-based exercises: the turn under way (or just over); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u16>,
+    /// Turn-based exercises: how many turns there are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_turns: Option<u16>,
     pub counts: CountsResponse,
     pub teams: Vec<TeamResponse>,
     #[schema(format = DateTime)]
@@ -496,6 +514,8 @@ pub enum CommandName {
     Resume,
     Stop,
     Reset,
+    #[serde(rename = "next_turn")]
+    NextTurn,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -598,7 +618,7 @@ async fn get_exercise(
     tag = "exercises",
     params(
         ("id" = String, Path, description = "Exercise id"),
-        ("command" = CommandName, Path, description = "start, pause, resume, stop or reset"),
+        ("command" = CommandName, Path, description = "start, pause, resume, stop, reset or next_turn (turn-based exercises)"),
     ),
     request_body(content = Option<CommandRequest>, description = "Optional; the body may be empty"),
     responses(
@@ -829,6 +849,151 @@ async fn control_log(
 ) -> Result<Json<Vec<ControlLogEntry>>, ApiError> {
     let rows = service.control_log(&id).await?;
     Ok(Json(rows.into_iter().map(ControlLogEntry::from).collect()))
+}
+
+/// Which run an after-action report is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// A run number (1 is the first; each reset starts the next); the
+    /// current run when absent.
+    pub run: Option<u32>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exercises/{id}/report",
+    tag = "reports",
+    params(("id" = String, Path, description = "Exercise id"), ReportQuery),
+    responses(
+        (status = 200, description = "The after-action report of the run: every delivery record with planned, due, sent, acknowledged and received times, lateness and receipt latency; a summary per team and overall; the commands given during the run", body = crate::aar::AfterActionReport),
+        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 404, description = "No such exercise or run", body = ErrorResponse),
+    )
+)]
+async fn report_json(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Json<crate::aar::AfterActionReport>, ApiError> {
+    Ok(Json(service.report(&id, query.run).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exercises/{id}/report.csv",
+    tag = "reports",
+    params(("id" = String, Path, description = "Exercise id"), ReportQuery),
+    responses(
+        (status = 200, description = "The run's delivery records, one row each, for a spreadsheet: UTF-8 with a byte-order mark, CRLF line ends, RFC 4180 quoting, a header row; columns run, team_id, team_name, inject_id, type, planned, due_exercise_seconds, due_at, published_at, acknowledged_at, received_at, actual_exercise_seconds, lateness_ms, receipt_latency_ms, attempts, status, late, last_error, live", content_type = "text/csv", body = String),
+        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 404, description = "No such exercise or run", body = ErrorResponse),
+    )
+)]
+async fn report_csv(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let report = service.report(&id, query.run).await?;
+    let name = report_file_name(&report, "deliveries.csv");
+    Ok(report_file(
+        crate::aar::deliveries_csv(&report),
+        "text/csv; charset=utf-8",
+        &format!("attachment; filename=\"{name}\""),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exercises/{id}/report/control-log.csv",
+    tag = "reports",
+    params(("id" = String, Path, description = "Exercise id"), ReportQuery),
+    responses(
+        (status = 200, description = "The commands given during the run (the reset that ended it included), one row each, in the same CSV form as report.csv; columns run, at, command, reason, source, accepted, message", content_type = "text/csv", body = String),
+        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 404, description = "No such exercise or run", body = ErrorResponse),
+    )
+)]
+async fn report_control_log_csv(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let report = service.report(&id, query.run).await?;
+    let name = report_file_name(&report, "control-log.csv");
+    Ok(report_file(
+        crate::aar::control_log_csv(&report),
+        "text/csv; charset=utf-8",
+        &format!("attachment; filename=\"{name}\""),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exercises/{id}/report.html",
+    tag = "reports",
+    params(("id" = String, Path, description = "Exercise id"), ReportQuery),
+    responses(
+        (status = 200, description = "The report as one self-contained page (inline CSS and SVG, no script, nothing fetched): summary tables, a chart per team of planned against actual delivery time, the delivery table and the control log", content_type = "text/html", body = String),
+        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 404, description = "No such exercise or run", body = ErrorResponse),
+    )
+)]
+async fn report_html(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let report = service.report(&id, query.run).await?;
+    let name = report_file_name(&report, "report.html");
+    let mut response = report_file(
+        crate::aar::html(&report),
+        "text/html; charset=utf-8",
+        &format!("inline; filename=\"{name}\""),
+    );
+    // Nothing to load and nothing to run, whatever the exercise's strings say.
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    Ok(response)
+}
+
+/// `<exercise>-run<N>-<what>`, with anything but letters, digits, `.`, `_`
+/// and `-` of the exercise id replaced: safe in a quoted header parameter.
+fn report_file_name(report: &crate::aar::AfterActionReport, what: &str) -> String {
+    let id: String = report
+        .exercise
+        .id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{id}-run{}-{what}", report.exercise.run)
+}
+
+fn report_file(body: String, content_type: &'static str, disposition: &str) -> Response {
+    let disposition = HeaderValue::from_str(disposition)
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (
+                axum::http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[utoipa::path(
@@ -1366,6 +1531,8 @@ impl From<ExerciseInfo> for ExerciseResponse {
             run: s.run,
             connected: s.connected,
             teams_connected: e.teams_connected,
+            turn: s.turn.map(|(turn, _)| turn),
+            total_turns: s.turn.map(|(_, total)| total),
             counts: s.counts.into(),
             teams: e
                 .teams
@@ -1468,6 +1635,7 @@ impl From<Command> for CommandName {
             Command::Resume => CommandName::Resume,
             Command::Stop => CommandName::Stop,
             Command::Reset => CommandName::Reset,
+            Command::NextTurn => CommandName::NextTurn,
         }
     }
 }

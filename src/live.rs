@@ -38,6 +38,11 @@ pub struct LiveClock {
     pub timer: TimerMessage,
     pub run: u16,
     pub speed: f64,
+    /// Turn-based exercises: the turn under way (or just over), and how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_turns: Option<u16>,
     /// The reason given with the last pause or stop, while not running.
     pub reason: Option<String>,
 }

@@ -34,6 +34,27 @@ pub struct Scenario {
     pub duration: ExerciseSeconds,
     /// In file order.
     pub teams: Vec<Team>,
+    /// Set for a turn-based scenario (`turn_based: true`).
+    pub turns: Option<Turns>,
+}
+
+/// The turns of a turn-based scenario. Each inject names its `turn` and its
+/// `time` counts from that turn's start; a turn ends when its last inject is
+/// due, and the next starts there when a controller says so. Exercise time
+/// stands still in between, so every turn's place on the exercise clock is
+/// known in advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turns {
+    /// Exercise second each turn starts at, turn 1 first.
+    pub starts: Vec<u32>,
+    /// Exercise second each turn's last inject is due (its start when it has none).
+    pub ends: Vec<u32>,
+}
+
+impl Turns {
+    pub fn total(&self) -> u16 {
+        self.starts.len() as u16
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +111,30 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+impl Inject {
+    /// The `turn` of an inject in a turn-based scenario (kept among the
+    /// passed-through fields); None when absent or not a positive integer.
+    pub fn turn(&self) -> Option<u16> {
+        self.extra
+            .get("turn")
+            .and_then(Value::as_u64)
+            .and_then(|t| u16::try_from(t).ok())
+            .filter(|&t| t > 0)
+    }
+}
+
 impl Scenario {
+    /// The exercise second `inject` is due: its `time`, counted from the
+    /// start of its turn in a turn-based scenario.
+    pub fn due(&self, inject: &Inject) -> ExerciseSeconds {
+        match (&self.turns, inject.turn()) {
+            (Some(turns), Some(turn)) => {
+                ExerciseSeconds::new(turns.starts[usize::from(turn) - 1] + inject.time.get())
+            }
+            _ => inject.time,
+        }
+    }
+
     /// How many (team, inject) deliveries one run of this scenario makes.
     pub fn delivery_count(&self) -> usize {
         self.teams
@@ -131,9 +175,9 @@ pub fn load(
     let timelines: Vec<Option<Arc<Timeline>>> = sources
         .paths
         .iter()
-        .map(|source| load_timeline(source, header.duration, limits, &mut errors).map(Arc::new))
+        .map(|source| load_timeline(source, header.end(), limits, &mut errors).map(Arc::new))
         .collect();
-    header.finish(path, &timelines, errors)
+    header.finish(path, &timelines, errors, limits)
 }
 
 /// The file name errors in an inline upload give for its scenario part; its
@@ -215,14 +259,14 @@ pub fn load_inline(package: &Value, limits: &Limits) -> Result<Scenario, Vec<Val
                     fields,
                     &entry.file,
                     Some(entry.id.clone()),
-                    header.duration,
+                    header.end(),
                     limits,
                     &mut errors,
                 )
             })
             .map(Arc::new);
     }
-    header.finish(upload, &timelines, errors)
+    header.finish(upload, &timelines, errors, limits)
 }
 
 /// A scenario as one JSON value that [`load_inline`] loads back into the same
@@ -271,6 +315,10 @@ pub fn to_inline(scenario: &Scenario) -> Value {
         "duration_minutes".to_owned(),
         duration_minutes(scenario.duration),
     );
+    if let Some(turns) = &scenario.turns {
+        root.insert("turn_based".to_owned(), Value::Bool(true));
+        root.insert("total_turns".to_owned(), Value::from(turns.total()));
+    }
     let teams = scenario
         .teams
         .iter()
@@ -321,6 +369,19 @@ pub fn summary(scenario: &Scenario) -> String {
         let _ = writeln!(out, "Name:      {name}");
     }
     let _ = writeln!(out, "Duration:  {} ({minutes})", scenario.duration);
+    if let Some(turns) = &scenario.turns {
+        let starts: Vec<String> = turns
+            .starts
+            .iter()
+            .map(|&s| ExerciseSeconds::new(s).to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "Turns:     {} (turn-based; each starts on next_turn, at {})",
+            turns.total(),
+            starts.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "Teams:     {} ({} deliveries)",
@@ -380,6 +441,10 @@ struct Header {
     description: Option<String>,
     /// None when invalid (the error is recorded); injects are still checked.
     duration: Option<ExerciseSeconds>,
+    /// No duration given: one follows from the injects.
+    duration_missing: bool,
+    turn_based: bool,
+    total_turns: Option<u16>,
     /// The valid team entries.
     specs: Vec<TeamSpec>,
 }
@@ -434,7 +499,41 @@ fn read_header(
     let description = report
         .check(None, optional_string(root, "description"))
         .flatten();
-    let duration = scenario_duration(root, limits, report);
+    let duration_missing = !root.contains_key("duration_minutes") && !root.contains_key("duration");
+    let duration = if duration_missing {
+        None
+    } else {
+        scenario_duration(root, limits, report)
+    };
+    let turn_based = report
+        .check(
+            None,
+            match root.get("turn_based") {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(other) => Err(format!(
+                    "\"turn_based\" must be true or false, got {}",
+                    describe(other)
+                )),
+            },
+        )
+        .unwrap_or(false);
+    let total_turns = match root.get("total_turns") {
+        None | Some(Value::Null) => None,
+        Some(value) => report.check(
+            None,
+            value
+                .as_u64()
+                .filter(|&n| (1..=1000).contains(&n))
+                .map(|n| n as u16)
+                .ok_or_else(|| {
+                    format!(
+                        "\"total_turns\" must be a whole number from 1 to 1000, got {}",
+                        describe(value)
+                    )
+                }),
+        ),
+    };
 
     let raw_teams = report
         .check(
@@ -478,19 +577,75 @@ fn read_header(
         name,
         description,
         duration,
+        duration_missing,
+        turn_based,
+        total_turns,
         specs,
     }
 }
 
 impl Header {
+    /// The last second an inject's `time` may name: the duration, except in a
+    /// turn-based scenario (times count from each turn's start, checked once
+    /// every timeline is loaded) or when the duration follows from the injects.
+    fn end(&self) -> Option<ExerciseSeconds> {
+        if self.turn_based { None } else { self.duration }
+    }
+
     /// The scenario, when no error was found; `timelines` by the loader's index.
     fn finish(
         self,
         path: &Path,
         timelines: &[Option<Arc<Timeline>>],
-        errors: Vec<ValidationError>,
+        mut errors: Vec<ValidationError>,
+        limits: &Limits,
     ) -> Result<Scenario, Vec<ValidationError>> {
-        let Some(duration) = self.duration.filter(|_| errors.is_empty()) else {
+        let loaded: Vec<&Arc<Timeline>> = timelines.iter().flatten().collect();
+        let turns = if self.turn_based {
+            turns(&loaded, self.total_turns, &mut errors)
+        } else {
+            None
+        };
+        // Without a duration, the exercise ends a minute after its last
+        // inject, on a whole minute.
+        let last = match &turns {
+            Some(turns) => turns.ends.last().copied().unwrap_or(0),
+            None => loaded
+                .iter()
+                .flat_map(|t| t.injects.iter().map(|i| i.time.get()))
+                .max()
+                .unwrap_or(0),
+        };
+        let duration = if self.duration_missing {
+            let secs = (last / 60 + 1) * 60;
+            if secs > limits.max_duration_secs {
+                errors.push(ValidationError {
+                    file: path.to_owned(),
+                    location: None,
+                    reason: format!(
+                        "no duration given, and the injects run to {} s: over the limit of {} s",
+                        last, limits.max_duration_secs
+                    ),
+                });
+            }
+            Some(ExerciseSeconds::new(secs))
+        } else {
+            self.duration
+        };
+        if let (Some(_), Some(duration)) = (&turns, duration)
+            && last > duration.get()
+            && !self.duration_missing
+        {
+            errors.push(ValidationError {
+                file: path.to_owned(),
+                location: None,
+                reason: format!(
+                    "the turns run to {last} s, after the end of the exercise ({} s)",
+                    duration.get()
+                ),
+            });
+        }
+        let Some(duration) = duration.filter(|_| errors.is_empty()) else {
             return Err(errors);
         };
         let teams = self
@@ -513,8 +668,80 @@ impl Header {
             description: self.description,
             duration,
             teams,
+            turns,
         })
     }
+}
+
+/// Each inject's turn checked, and where each turn starts and ends: a turn
+/// lasts as long as its latest inject, over every timeline.
+fn turns(
+    timelines: &[&Arc<Timeline>],
+    total: Option<u16>,
+    errors: &mut Vec<ValidationError>,
+) -> Option<Turns> {
+    let mut longest: Vec<u32> = vec![0; usize::from(total.unwrap_or(0))];
+    let before = errors.len();
+    for timeline in timelines {
+        for inject in &timeline.injects {
+            let location = Some(format!("inject {:?}", inject.id.as_str()));
+            let turn = match inject.extra.get("turn") {
+                None => {
+                    errors.push(ValidationError {
+                        file: timeline.path.clone(),
+                        location,
+                        reason: "missing field \"turn\" (the scenario is turn-based)".into(),
+                    });
+                    continue;
+                }
+                Some(value) => match inject.turn() {
+                    Some(turn) => turn,
+                    None => {
+                        errors.push(ValidationError {
+                            file: timeline.path.clone(),
+                            location,
+                            reason: format!(
+                                "\"turn\" must be a whole number from 1, got {}",
+                                describe(value)
+                            ),
+                        });
+                        continue;
+                    }
+                },
+            };
+            if let Some(total) = total
+                && turn > total
+            {
+                errors.push(ValidationError {
+                    file: timeline.path.clone(),
+                    location,
+                    reason: format!("\"turn\" {turn} is after the last turn ({total})"),
+                });
+                continue;
+            }
+            let index = usize::from(turn) - 1;
+            if longest.len() <= index {
+                longest.resize(index + 1, 0);
+            }
+            longest[index] = longest[index].max(inject.time.get());
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let mut starts = Vec::with_capacity(longest.len());
+    let mut ends = Vec::with_capacity(longest.len());
+    let mut at = 0u32;
+    for length in longest {
+        starts.push(at);
+        at = at.saturating_add(length);
+        ends.push(at);
+    }
+    if starts.is_empty() {
+        starts.push(0);
+        ends.push(0);
+    }
+    Some(Turns { starts, ends })
 }
 
 /// The distinct timeline files named by the teams, in the order first named.
@@ -1211,12 +1438,12 @@ fn team_row(scenario: &Scenario, team: &Team) -> [String; 5] {
         format!("{} (shared with {})", team.timeline.id, sharing.join(", "))
     };
     // Injects need not be sorted: first and last are by time, ties in file order.
-    let by_time = |(index, inject): (usize, &Inject)| (inject.time, index);
+    let by_time = |(index, inject): (usize, &Inject)| (scenario.due(inject), index);
     let first = injects.iter().enumerate().min_by_key(|&pair| by_time(pair));
     let last = injects.iter().enumerate().max_by_key(|&pair| by_time(pair));
     let show = |label: &str, inject: Option<(usize, &Inject)>| {
         inject.map_or_else(String::new, |(_, inject)| {
-            format!("{label} {} {}", inject.time, inject.id)
+            format!("{label} {} {}", scenario.due(inject), inject.id)
         })
     };
     [
@@ -1568,6 +1795,129 @@ mod tests {
     }
 
     #[test]
+    fn loads_an_earlier_platform_package_as_it_is() {
+        // timeline_file paths, no duration, turns, extra metadata.
+        let (_dir, scenario) = load_ok(&[
+            (
+                "scenario.json",
+                r#"{"scenario_id": "legacy-7", "name": "Legacy", "turn_based": true,
+                    "total_turns": 2, "author": "someone",
+                    "teams": [{"id": "blue", "timeline_file": "timelines/blue.json"},
+                              {"id": "red", "timeline_file": "./timelines/red.json"}]}"#,
+            ),
+            (
+                "timelines/blue.json",
+                r#"{"injects": [
+                    {"id": "b1", "turn": 1, "time": 0, "type": "news", "content": {}},
+                    {"id": "b2", "turn": 1, "time": 90, "type": "news", "content": {}},
+                    {"id": "b3", "turn": 2, "time": 30, "type": "email", "content": {}}]}"#,
+            ),
+            (
+                "timelines/red.json",
+                r#"{"injects": [
+                    {"id": "r1", "turn": 2, "time": 0, "type": "sms", "content": {}},
+                    {"id": "r2", "turn": 2, "time": 45, "type": "sms", "content": {}}]}"#,
+            ),
+        ]);
+        let turns = scenario.turns.clone().expect("turn-based");
+        assert_eq!(
+            (turns.starts.clone(), turns.ends.clone()),
+            (vec![0, 90], vec![90, 135])
+        );
+        assert_eq!(
+            scenario.duration.get(),
+            180,
+            "135 s of turns, plus a minute, on a minute"
+        );
+        let due: Vec<u32> = scenario
+            .teams
+            .iter()
+            .flat_map(|t| t.timeline.injects.iter().map(|i| scenario.due(i).get()))
+            .collect();
+        assert_eq!(due, [0, 90, 120, 90, 135]);
+        // It survives its inline form.
+        let again = load_inline(&to_inline(&scenario), &Limits::default()).unwrap();
+        assert_eq!(again.turns, scenario.turns);
+        assert_eq!(again.duration, scenario.duration);
+
+        // Without turns and without a duration: a minute after the last inject.
+        let (_dir, plain) = load_ok(&[
+            (
+                "scenario.json",
+                r#"{"teams": [{"id": "blue", "timeline_id": "t"}]}"#,
+            ),
+            (
+                "timelines/t.json",
+                &timeline(&[
+                    BRIEFING,
+                    r#"{"id": "i-2", "time": 600, "type": "news", "content": {}}"#,
+                ]),
+            ),
+        ]);
+        assert_eq!(plain.duration.get(), 660);
+        assert_eq!(plain.turns, None);
+    }
+
+    #[test]
+    fn refuses_bad_turns() {
+        let files = |scenario_extra: &str, injects: &[&str]| {
+            vec![
+                (
+                    "scenario.json".to_owned(),
+                    format!(
+                        r#"{{"turn_based": true, {scenario_extra} "teams": [{{"id": "blue", "timeline_id": "t"}}]}}"#
+                    ),
+                ),
+                ("timelines/t.json".to_owned(), timeline(injects)),
+            ]
+        };
+        let run = |scenario_extra: &str, injects: &[&str], expected: &[&str]| {
+            let owned = files(scenario_extra, injects);
+            let borrowed: Vec<(&str, &str)> = owned
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            check(&borrowed, expected);
+        };
+        run(
+            "",
+            &[BRIEFING],
+            &[
+                r#"timelines/t.json: inject "i-1": missing field "turn" (the scenario is turn-based)"#,
+            ],
+        );
+        run(
+            r#""total_turns": 2,"#,
+            &[
+                r#"{"id": "a", "turn": 3, "time": 0, "type": "news", "content": {}}"#,
+                r#"{"id": "b", "turn": "one", "time": 0, "type": "news", "content": {}}"#,
+            ],
+            &[
+                r#"timelines/t.json: inject "a": "turn" 3 is after the last turn (2)"#,
+                r#"timelines/t.json: inject "b": "turn" must be a whole number from 1, got "one""#,
+            ],
+        );
+        run(
+            r#""total_turns": 0,"#,
+            &[r#"{"id": "a", "turn": 1, "time": 0, "type": "news", "content": {}}"#],
+            &[r#"scenario.json: "total_turns" must be a whole number from 1 to 1000, got 0"#],
+        );
+        run(
+            r#""duration_minutes": 1,"#,
+            &[
+                r#"{"id": "a", "turn": 1, "time": 50, "type": "news", "content": {}}"#,
+                r#"{"id": "b", "turn": 2, "time": 50, "type": "news", "content": {}}"#,
+            ],
+            &["scenario.json: the turns run to 100 s, after the end of the exercise (60 s)"],
+        );
+        run(
+            r#""turn_based": "yes","#,
+            &[BRIEFING],
+            &[r#"scenario.json: "turn_based" must be true or false, got "yes""#],
+        );
+    }
+
+    #[test]
     fn refuses_bad_durations() {
         let check_duration = |field: &str, expected: &str| {
             check(
@@ -1581,10 +1931,6 @@ mod tests {
                 &[expected],
             );
         };
-        check_duration(
-            "",
-            r#"scenario.json: missing field "duration_minutes" (or "duration")"#,
-        );
         check_duration(
             r#""duration_minutes": "45", "#,
             r#"scenario.json: "duration_minutes" must be a number of minutes, got "45""#,
@@ -2564,6 +2910,7 @@ Teams:     3 (7 deliveries)
                     timeline: Arc::clone(timeline),
                 })
                 .collect(),
+            turns: None,
         }
     }
 

@@ -258,6 +258,7 @@ impl Service {
             updated_wall_ms: wall_ms(now.wall),
             owner: None,
             epoch: 0,
+            turn: 0,
         };
         self.inner
             .store
@@ -666,6 +667,7 @@ impl Service {
             paused_total_ms: row.paused_total_ms,
             paused_since_wall_ms: row.paused_since_wall_ms,
             updated_wall_ms: row.updated_wall_ms,
+            turn: row.turn,
         };
         let elapsed = stored_elapsed(&clock, row.speed, wall_ms(now.wall));
         let engine = Engine::restore(
@@ -677,6 +679,7 @@ impl Service {
                 run: u16::try_from(row.run).unwrap_or(1),
                 elapsed,
                 started_wall: row.started_wall_ms.map(from_wall_ms),
+                turn: u16::try_from(row.turn).unwrap_or(0),
                 records,
             },
             now,
@@ -797,6 +800,11 @@ fn records_from_rows(
             inject,
             ExerciseSeconds::new(row.due_secs.max(0) as u32),
         );
+        if scenario.turns.is_some() && row.inject_json.is_none() {
+            record.turn = scenario.teams[team].timeline.injects[inject]
+                .turn()
+                .unwrap_or(1);
+        }
         record.status = DeliveryStatus::parse(&row.status).unwrap_or(DeliveryStatus::Pending);
         record.attempts = row.attempts.max(0) as u32;
         record.due_wall = row.due_wall_ms.map(from_wall_ms);

@@ -79,6 +79,8 @@ pub struct ExerciseRow {
     pub owner: Option<String>,
     /// The lease's fencing epoch (future use).
     pub epoch: i64,
+    /// Turn-based exercises: the turn under way or just over; else 0.
+    pub turn: i64,
 }
 
 /// The clock fields of an exercise, as written by [`Store::update_exercise_clock`].
@@ -90,6 +92,8 @@ pub struct ClockRow {
     pub paused_total_ms: i64,
     pub paused_since_wall_ms: Option<i64>,
     pub updated_wall_ms: i64,
+    /// Turn-based exercises: the turn under way or just over; else 0.
+    pub turn: i64,
 }
 
 /// The delivery record of one (team, inject) pair in one run of an exercise,
@@ -141,7 +145,11 @@ pub struct Store {
 
 /// The SQLite URL of the database file in `data_dir`.
 pub fn default_sqlite_url(data_dir: &Path) -> String {
-    let path = data_dir.join("scip.db");
+    sqlite_url(&data_dir.join("scip.db"))
+}
+
+/// The SQLite URL of the database file `path`.
+pub fn sqlite_url(path: &Path) -> String {
     let mut url = String::from("sqlite://");
     // The SQLite URL parser percent-decodes the path and splits at `?`.
     for c in path.to_string_lossy().chars() {
@@ -210,7 +218,7 @@ impl Store {
     pub async fn insert_exercise(&self, row: &ExerciseRow) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO exercises ({EXERCISE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         with_pool!(self, pool => {
             sqlx::query(&sql)
@@ -228,6 +236,7 @@ impl Store {
                 .bind(row.updated_wall_ms)
                 .bind(&row.owner)
                 .bind(row.epoch)
+                .bind(row.turn)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -263,8 +272,8 @@ impl Store {
         clock: &ClockRow,
     ) -> Result<(), StoreError> {
         let sql = "UPDATE exercises SET state = $2, run = $3, started_wall_ms = $4, \
-                   paused_total_ms = $5, paused_since_wall_ms = $6, updated_wall_ms = $7 \
-                   WHERE id = $1";
+                   paused_total_ms = $5, paused_since_wall_ms = $6, updated_wall_ms = $7, \
+                   turn = $8 WHERE id = $1";
         let done = with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(id)
@@ -274,6 +283,7 @@ impl Store {
                 .bind(clock.paused_total_ms)
                 .bind(clock.paused_since_wall_ms)
                 .bind(clock.updated_wall_ms)
+                .bind(clock.turn)
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())
@@ -492,7 +502,7 @@ const MAX_CHUNK: usize = 512;
 
 const EXERCISE_COLUMNS: &str = "id, name, scenario_json, state, run, speed, duration_secs, \
     started_wall_ms, paused_total_ms, paused_since_wall_ms, created_wall_ms, updated_wall_ms, \
-    owner, epoch";
+    owner, epoch, turn";
 
 /// In the order `insert_deliveries` binds them.
 const DELIVERY_COLUMNS: &str = "exercise_id, run, team_id, inject_id, due_secs, status, \

@@ -152,6 +152,9 @@
       initialized: ["start", "reset"], running: ["pause", "stop", "reset"],
       paused: ["resume", "stop", "reset"], stopped: ["reset"], completed: ["reset"],
     };
+    // Turn-based exercises move on by turns: next_turn from a pause (the server
+    // refuses it mid-turn, with the reason) or to start turn 1.
+    const TURN_ALLOWED = { initialized: ["next_turn"], paused: ["next_turn"] };
 
     // ---- exercise header, buttons, teams, counts ----
     function onExercise(e) {
@@ -160,7 +163,9 @@
       setText($("clock"), e.formatted || fmtT(e.exercise_time));
       setText($("state"), ($("state").dataset.state = e.state));
       $("progress-bar").style.width = `${e.total ? Math.min(100, (100 * e.exercise_time) / e.total) : 0}%`;
-      setText($("clock-sub"), `${e.id} · of ${fmtT(e.total).slice(2)} · speed ×${e.speed} · run ${e.run}`);
+      const turn = e.total_turns ? ` · turn ${e.turn || 0} of ${e.total_turns}` : "";
+      setText($("clock-sub"), `${e.id} · of ${fmtT(e.total).slice(2)} · speed ×${e.speed} · run ${e.run}${turn}`);
+      document.querySelector("button[data-command=next_turn]").hidden = !e.total_turns;
       $("broker").dataset.ok = String(!!e.connected);
       setText($("broker"), e.connected ? "Broker connected" : "Broker disconnected");
       document.title = `${e.formatted || ""} ${e.state} · ${e.name || e.id}`;
@@ -171,7 +176,8 @@
     }
 
     function updateButtons() {
-      const allowed = (ex && ALLOWED[ex.state]) || [];
+      const allowed = [...((ex && ALLOWED[ex.state]) || [])];
+      if (ex && ex.total_turns && (ex.turn || 0) < ex.total_turns) allowed.push(...(TURN_ALLOWED[ex.state] || []));
       for (const b of document.querySelectorAll("button[data-command]")) {
         b.disabled = busy || !allowed.includes(b.dataset.command);
       }

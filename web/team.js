@@ -35,7 +35,8 @@
   function onClock(c) {
     $("clock").textContent = c.formatted || fmtT(c.current);
     $("progress-bar").style.width = `${Math.min(100, Math.max(0, Number(c.percentage) || 0))}%`;
-    $("clock-sub").textContent = [c.total && `of ${fmtT(c.total).slice(2)}`, c.speed && c.speed !== 1 && `×${c.speed} speed`]
+    $("clock-sub").textContent = [c.total && `of ${fmtT(c.total).slice(2)}`, c.speed && c.speed !== 1 && `×${c.speed} speed`,
+      c.total_turns && `turn ${c.turn || 0} of ${c.total_turns}`]
       .filter(Boolean).join(" · ");
     $("state").textContent = $("state").dataset.state = c.status;
     const title = BANNERS[c.status];

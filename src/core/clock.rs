@@ -81,6 +81,12 @@ impl ExerciseClock {
         *self = Self::new(self.speed);
     }
 
+    /// Whole exercise seconds while paused (the running time otherwise
+    /// needs `now`): where a paused exercise stands.
+    pub fn whole_seconds_paused(&self) -> u32 {
+        self.base.as_secs().min(u64::from(u32::MAX)) as u32
+    }
+
     /// Exercise time at `now` (frozen while paused).
     pub fn elapsed(&self, now: Instant) -> Duration {
         match self.since {

@@ -77,6 +77,8 @@ pub struct DeliveryRecord {
     /// Index of the inject in the team's timeline.
     pub inject: usize,
     pub due: ExerciseSeconds,
+    /// Its turn in a turn-based exercise; 0 otherwise, and for injects added live.
+    pub turn: u16,
     /// The monotonic instant it came due.
     pub due_at: Option<Instant>,
     pub due_wall: Option<OffsetDateTime>,
@@ -103,6 +105,7 @@ impl DeliveryRecord {
             team,
             inject,
             due,
+            turn: 0,
             due_at: None,
             due_wall: None,
             attempts: 0,

@@ -112,8 +112,13 @@ pub struct Engine {
     cursor: usize,
     /// Next whole second to announce on the timer.
     next_tick: u32,
-    /// One (team, inject, due) per scenario inject: what every run starts from.
-    plan: Vec<(u32, u32, ExerciseSeconds)>,
+    /// One (team, inject, due, turn) per scenario inject: what every run
+    /// starts from.
+    plan: Vec<(u32, u32, ExerciseSeconds, u16)>,
+    /// Turn-based: the exercise second each turn ends; empty otherwise.
+    turn_ends: Vec<u32>,
+    /// The turn under way (or just over); 0 before the start.
+    turn: u16,
     records: Vec<DeliveryRecord>,
     waiting: VecDeque<usize>,
     retries: BTreeSet<(Instant, usize)>,
@@ -154,6 +159,8 @@ pub enum EditError {
     Over(State),
     #[error("seek only moves forward: the exercise is at {1}, not before {0}")]
     Backward(ExerciseSeconds, ExerciseSeconds),
+    #[error("a turn-based exercise moves on by turns: next_turn starts the next one")]
+    TurnBased,
 }
 
 /// What a restarted process knows of an exercise: its stored state.
@@ -164,6 +171,8 @@ pub struct Persisted {
     /// Exercise time now, from the stored clock values.
     pub elapsed: Duration,
     pub started_wall: Option<OffsetDateTime>,
+    /// The turn under way or just over (turn-based exercises; else 0).
+    pub turn: u16,
     /// Every record of the run, in slot order; phases are rebuilt.
     pub records: Vec<DeliveryRecord>,
 }
@@ -172,15 +181,17 @@ impl Engine {
     /// An initialized exercise for `scenario`, running at `speed`.
     pub fn new(scenario: &Scenario, speed: f64, policy: DeliveryPolicy) -> Self {
         let mut plan = Vec::new();
+        let turn_based = scenario.turns.is_some();
         for (team, t) in scenario.teams.iter().enumerate() {
             for (inject, i) in t.timeline.injects.iter().enumerate() {
-                plan.push((team as u32, inject as u32, i.time));
+                let turn = if turn_based { i.turn().unwrap_or(1) } else { 0 };
+                plan.push((team as u32, inject as u32, scenario.due(i), turn));
             }
         }
         let mut order: Vec<usize> = (0..plan.len()).collect();
         // Records are laid out by team then timeline position, so a stable
-        // sort by time gives (time, team, timeline position).
-        order.sort_by_key(|&i| plan[i].2);
+        // sort by (time, turn) gives (time, turn, team, timeline position).
+        order.sort_by_key(|&i| (plan[i].2, plan[i].3));
         Self {
             duration: scenario.duration.get(),
             policy,
@@ -192,6 +203,11 @@ impl Engine {
             next_tick: 0,
             records: fresh_records(&plan),
             plan,
+            turn_ends: scenario
+                .turns
+                .as_ref()
+                .map_or_else(Vec::new, |t| t.ends.clone()),
+            turn: 0,
             waiting: VecDeque::new(),
             retries: BTreeSet::new(),
             connected: false,
@@ -213,11 +229,21 @@ impl Engine {
         now: Now,
     ) -> Self {
         let mut engine = Self::new(scenario, speed, policy);
-        let elapsed = stored
+        let mut elapsed = stored
             .elapsed
             .min(Duration::from_secs(engine.duration.into()));
+        // Paused at a turn's end: exactly there, whatever the stored clock's
+        // millisecond rounding made of it.
+        if stored.state == State::Paused
+            && stored.turn >= 1
+            && let Some(&end) = engine.turn_ends.get(usize::from(stored.turn) - 1)
+            && (elapsed.as_secs_f64() - f64::from(end)).abs() < 1.0
+        {
+            elapsed = Duration::from_secs(end.into());
+        }
         engine.state = stored.state;
         engine.run = stored.run;
+        engine.turn = stored.turn;
         engine.clock =
             ExerciseClock::restore(speed, elapsed, stored.state == State::Running, now.mono);
         engine.started = stored.started_wall.map(|wall| Now {
@@ -229,23 +255,28 @@ impl Engine {
         });
         engine.records = stored.records;
         engine.order = (0..engine.records.len()).collect();
-        engine.order.sort_by_key(|&i| (engine.records[i].due, i));
+        engine
+            .order
+            .sort_by_key(|&i| (engine.records[i].due, engine.records[i].turn, i));
         let current = if stored.state == State::Initialized {
             None
         } else {
             Some(elapsed.as_secs() as u32)
         };
         engine.next_tick = current.map_or(0, |c| c + 1);
-        engine.cursor = engine
-            .order
-            .partition_point(|&i| Some(engine.records[i].due.get()) <= current);
+        // A later turn's first injects share the second its turn starts at:
+        // they wait for next_turn.
+        let turn = engine.turn;
+        engine.cursor = engine.order.partition_point(|&i| {
+            Some(engine.records[i].due.get()) <= current && engine.records[i].turn <= turn
+        });
         for slot in 0..engine.records.len() {
             let record = &mut engine.records[slot];
             record.phase = match record.status {
                 DeliveryStatus::Pending | DeliveryStatus::Retrying => Phase::Scheduled,
                 _ => Phase::Done,
             };
-            let came_due = current.is_some_and(|c| record.due.get() <= c);
+            let came_due = current.is_some_and(|c| record.due.get() <= c) && record.turn <= turn;
             if record.phase == Phase::Scheduled && came_due && !stored.state.is_over() {
                 // Due while the process was down, or in flight when it died.
                 let behind = Duration::from_secs_f64(
@@ -279,6 +310,24 @@ impl Engine {
 
     pub fn records(&self) -> &[DeliveryRecord] {
         &self.records
+    }
+
+    /// The turn under way (or just over) and how many there are, in a
+    /// turn-based exercise.
+    pub fn turn(&self) -> Option<(u16, u16)> {
+        (!self.turn_ends.is_empty()).then_some((self.turn, self.turn_ends.len() as u16))
+    }
+
+    /// Paused at the end of a turn, waiting for next_turn.
+    pub fn between_turns(&self) -> bool {
+        self.state == State::Paused
+            && self.turn >= 1
+            && usize::from(self.turn) < self.turn_ends.len()
+            && self.clock.whole_seconds_paused() >= self.turn_ends[usize::from(self.turn) - 1]
+            && !self
+                .records
+                .iter()
+                .any(|r| r.turn == self.turn && r.phase == Phase::Scheduled)
     }
 
     pub fn archived(&self) -> &[ArchivedRun] {
@@ -318,12 +367,25 @@ impl Engine {
         now: Now,
     ) -> Result<Transition, Refusal> {
         let from = self.state;
+        self.check_turns(command)?;
         let to = from.apply(command)?;
         let at = self.exercise_time(now.mono);
         match command {
             Command::Start => {
                 self.clock.start(now.mono);
                 self.started = Some(now);
+                if !self.turn_ends.is_empty() {
+                    self.turn = 1;
+                }
+            }
+            Command::NextTurn if from == State::Initialized => {
+                self.clock.start(now.mono);
+                self.started = Some(now);
+                self.turn = 1;
+            }
+            Command::NextTurn => {
+                self.clock.resume(now.mono);
+                self.turn += 1;
             }
             Command::Pause => self.clock.pause(now.mono),
             Command::Resume => self.clock.resume(now.mono),
@@ -348,11 +410,47 @@ impl Engine {
         self.outputs
             .push_back(Output::StateChanged(transition.clone()));
         self.outputs.push_back(Output::Timer(self.timer(now.mono)));
+        if command == Command::NextTurn && from == State::Paused {
+            // The new turn's first injects are due at the second it starts.
+            let second = at.get();
+            self.fire_through(second, now);
+            if self.turn_over(second) {
+                self.end_turn(now);
+            }
+        }
         if self.may_send() {
             self.release_waiting(now);
         }
         self.handle_timeout(now);
         Ok(transition)
+    }
+
+    /// What turns allow, beyond what the state does.
+    fn check_turns(&self, command: Command) -> Result<(), Refusal> {
+        let refuse = |reason| {
+            Err(Refusal {
+                command,
+                state: self.state,
+                reason,
+            })
+        };
+        let turn_based = !self.turn_ends.is_empty();
+        match command {
+            Command::NextTurn if !turn_based => refuse("the exercise is not turn-based"),
+            Command::NextTurn
+                if self.state == State::Paused
+                    && usize::from(self.turn) >= self.turn_ends.len() =>
+            {
+                refuse("this is the last turn")
+            }
+            Command::NextTurn if self.state == State::Paused && !self.between_turns() => {
+                refuse("the turn is still under way: resume it")
+            }
+            Command::Resume if self.between_turns() => {
+                refuse("the turn is over: next_turn starts the next one")
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The broker connection came up or went down.
@@ -396,19 +494,14 @@ impl Engine {
                     total: self.duration(),
                     state: self.state,
                 }));
-                while let Some(&slot) = self.order.get(self.cursor) {
-                    if self.records[slot].due != second {
-                        break;
-                    }
-                    self.cursor += 1;
-                    if self.records[slot].phase == Phase::Scheduled {
-                        let due_at = self.clock.deadline(second.get()).unwrap_or(now.mono);
-                        self.fire_at(slot, due_at, now, false);
-                    }
-                }
+                self.fire_through(second.get(), now);
                 self.next_tick += 1;
+                if self.turn_over(second.get()) {
+                    self.end_turn(now);
+                    break;
+                }
             }
-            if self.next_tick > self.duration {
+            if self.state == State::Running && self.next_tick > self.duration {
                 self.complete(now);
             }
         }
@@ -421,6 +514,52 @@ impl Engine {
                 self.attempt(slot, now, false);
             }
         }
+    }
+
+    /// Fires the scheduled records due up to exercise second `second`, in
+    /// order, except those of a turn not yet started.
+    fn fire_through(&mut self, second: u32, now: Now) {
+        while let Some(&slot) = self.order.get(self.cursor) {
+            let record = &self.records[slot];
+            if record.due.get() > second || record.turn > self.turn {
+                break;
+            }
+            self.cursor += 1;
+            if record.phase == Phase::Scheduled {
+                let due_at = self.clock.deadline(record.due.get()).unwrap_or(now.mono);
+                self.fire_at(slot, due_at, now, false);
+            }
+        }
+    }
+
+    /// The turn under way, not the last, has ended at `second`.
+    fn turn_over(&self, second: u32) -> bool {
+        self.state == State::Running
+            && self.turn >= 1
+            && usize::from(self.turn) < self.turn_ends.len()
+            && second >= self.turn_ends[usize::from(self.turn) - 1]
+    }
+
+    /// Pauses at the exact second the turn ended, until next_turn.
+    fn end_turn(&mut self, now: Now) {
+        let total = self.turn_ends.len();
+        let at = self.turn_ends[usize::from(self.turn) - 1];
+        self.clock.pause(now.mono);
+        self.clock.seek(Duration::from_secs(at.into()), now.mono);
+        let from = self.state;
+        self.state = State::Paused;
+        self.outputs.push_back(Output::StateChanged(Transition {
+            from,
+            to: State::Paused,
+            command: Some(Command::Pause),
+            reason: Some(format!(
+                "turn {} of {total} is over: next_turn starts turn {}",
+                self.turn,
+                self.turn + 1
+            )),
+            at: ExerciseSeconds::new(at),
+        }));
+        self.outputs.push_back(Output::Timer(self.timer(now.mono)));
     }
 
     /// The broker acknowledged attempt `tag` (or wrote it, at QoS 0).
@@ -598,6 +737,9 @@ impl Engine {
         mode: SeekMode,
         now: Now,
     ) -> Result<usize, EditError> {
+        if !self.turn_ends.is_empty() {
+            return Err(EditError::TurnBased);
+        }
         if self.state != State::Paused {
             return Err(EditError::NotPaused(self.state));
         }
@@ -772,7 +914,8 @@ impl Engine {
         let records = std::mem::replace(&mut self.records, fresh_records(&self.plan));
         // Injects added or moved by controllers belonged to the old run.
         self.order = (0..self.plan.len()).collect();
-        self.order.sort_by_key(|&i| self.plan[i].2);
+        self.order
+            .sort_by_key(|&i| (self.plan[i].2, self.plan[i].3));
         self.archived.push(ArchivedRun {
             run: self.run,
             records,
@@ -784,12 +927,17 @@ impl Engine {
         self.waiting.clear();
         self.retries.clear();
         self.started = None;
+        self.turn = 0;
     }
 }
 
-fn fresh_records(plan: &[(u32, u32, ExerciseSeconds)]) -> Vec<DeliveryRecord> {
+fn fresh_records(plan: &[(u32, u32, ExerciseSeconds, u16)]) -> Vec<DeliveryRecord> {
     plan.iter()
-        .map(|&(team, inject, due)| DeliveryRecord::new(team as usize, inject as usize, due))
+        .map(|&(team, inject, due, turn)| {
+            let mut record = DeliveryRecord::new(team as usize, inject as usize, due);
+            record.turn = turn;
+            record
+        })
         .collect()
 }
 

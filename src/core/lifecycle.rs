@@ -54,7 +54,9 @@ impl State {
             (_, Reset) => return Ok(Initialized),
             (Initialized, Start) => return Ok(Running),
             (Running, Pause) => return Ok(Paused),
-            (Paused, Resume) => return Ok(Running),
+            (Paused, Resume | NextTurn) => return Ok(Running),
+            (Initialized, NextTurn) => return Ok(Running),
+            (Running, NextTurn) => "the turn is still under way: pause or wait for its end",
             (Running | Paused, Stop) => return Ok(Stopped),
             (Running, Start | Resume) => "the exercise is already running",
             (Paused, Start) => "the exercise is paused: resume it instead",
@@ -86,15 +88,19 @@ pub enum Command {
     Resume,
     Stop,
     Reset,
+    /// Turn-based exercises: start the next turn.
+    #[serde(rename = "next_turn")]
+    NextTurn,
 }
 
 impl Command {
-    pub const ALL: [Command; 5] = [
+    pub const ALL: [Command; 6] = [
         Command::Start,
         Command::Pause,
         Command::Resume,
         Command::Stop,
         Command::Reset,
+        Command::NextTurn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +110,7 @@ impl Command {
             Command::Resume => "resume",
             Command::Stop => "stop",
             Command::Reset => "reset",
+            Command::NextTurn => "next_turn",
         }
     }
 }
@@ -116,7 +123,7 @@ impl fmt::Display for Command {
 
 /// A command name that is not one of the five.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown command {0:?}: expected start, pause, resume, stop or reset")]
+#[error("unknown command {0:?}: expected start, pause, resume, stop, reset or next_turn")]
 pub struct UnknownCommand(pub String);
 
 impl FromStr for Command {
@@ -147,25 +154,47 @@ mod tests {
     fn every_state_and_command() {
         use Command::*;
         use State::*;
-        let table: [(State, [Option<State>; 5]); 5] = [
-            // start, pause, resume, stop, reset
+        let table: [(State, [Option<State>; 6]); 5] = [
+            // start, pause, resume, stop, reset, next_turn (the engine also
+            // checks that the exercise is turn-based and between turns)
             (
                 Initialized,
-                [Some(Running), None, None, None, Some(Initialized)],
+                [
+                    Some(Running),
+                    None,
+                    None,
+                    None,
+                    Some(Initialized),
+                    Some(Running),
+                ],
             ),
             (
                 Running,
-                [None, Some(Paused), None, Some(Stopped), Some(Initialized)],
+                [
+                    None,
+                    Some(Paused),
+                    None,
+                    Some(Stopped),
+                    Some(Initialized),
+                    None,
+                ],
             ),
             (
                 Paused,
-                [None, None, Some(Running), Some(Stopped), Some(Initialized)],
+                [
+                    None,
+                    None,
+                    Some(Running),
+                    Some(Stopped),
+                    Some(Initialized),
+                    Some(Running),
+                ],
             ),
-            (Stopped, [None, None, None, None, Some(Initialized)]),
-            (Completed, [None, None, None, None, Some(Initialized)]),
+            (Stopped, [None, None, None, None, Some(Initialized), None]),
+            (Completed, [None, None, None, None, Some(Initialized), None]),
         ];
         for (state, expected) in table {
-            for (command, want) in [Start, Pause, Resume, Stop, Reset]
+            for (command, want) in [Start, Pause, Resume, Stop, Reset, NextTurn]
                 .into_iter()
                 .zip(expected)
             {

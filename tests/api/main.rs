@@ -2,6 +2,7 @@
 //! reaches the teams' feeds, against a real Mosquitto and SQLite.
 
 mod dashboards;
+mod turns;
 mod support;
 
 use std::collections::BTreeSet;

@@ -83,6 +83,7 @@ async fn exercise_round_trip(db: &TestDb) {
         paused_total_ms: 45_678,
         paused_since_wall_ms: Some(1_700_000_100_000),
         updated_wall_ms: 1_700_000_100_001,
+        turn: 3,
     };
     s.update_exercise_clock("ex-a", &clock).await.unwrap();
     let got = s.get_exercise("ex-a").await.unwrap().unwrap();
@@ -93,6 +94,7 @@ async fn exercise_round_trip(db: &TestDb) {
         paused_total_ms: clock.paused_total_ms,
         paused_since_wall_ms: clock.paused_since_wall_ms,
         updated_wall_ms: clock.updated_wall_ms,
+        turn: 3,
         ..a
     };
     assert_eq!(got, want, "only the clock changes; owner and epoch stay");
@@ -756,6 +758,7 @@ fn exercise(id: &str, created_wall_ms: i64) -> ExerciseRow {
         updated_wall_ms: created_wall_ms + 1,
         owner: Some("node-a".into()),
         epoch: 7,
+        turn: 0,
     }
 }
 
