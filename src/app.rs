@@ -1,6 +1,7 @@
 //! The subcommands, called by `main` once the command line is parsed.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,14 +11,17 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::broker::{BrokerSettings, EmbeddedBroker};
 use crate::config::Config;
-use crate::core::{Counts, State};
+use crate::core::{Command, Counts, State};
 use crate::domain::{ExerciseId, ExerciseSeconds};
 use crate::logging::PROGRESS_LINE;
 use crate::mqtt::{Mqtt, MqttSettings};
 use crate::report::{Report, summary};
 use crate::runner::{self, Progress, RunOptions};
 use crate::scenario::{self, Scenario};
+use crate::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service};
+use crate::store::Store;
 
 /// `validate FILE`: the summary and exit code 0, or every error and exit code 1.
 pub fn validate(path: &Path, config: &Config) -> i32 {
@@ -90,10 +94,16 @@ pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         .client_id
         .clone()
         .unwrap_or_else(|| format!("scip-orchestrator-{exercise_id}"));
-    let mqtt = connect_mqtt(config, client_id).await?;
+    let mqtt = connect_mqtt(
+        config,
+        config.mqtt_host(),
+        config.mqtt_broker_port,
+        client_id,
+    )
+    .await?;
     info!(
         exercise_id = %exercise_id,
-        broker = %format!("{}:{}", config.mqtt_broker_host, config.mqtt_broker_port),
+        broker = %format!("{}:{}", config.mqtt_host(), config.mqtt_broker_port),
         teams = scenario.teams.len(),
         deliveries = scenario.teams.iter().map(|t| t.timeline.injects.len()).sum::<usize>(),
         speed = args.speed,
@@ -142,20 +152,27 @@ pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called, not when first polled: a signal during start-up still stops the
+/// process cleanly once it serves.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        )
+    };
+    async move {
+        #[cfg(unix)]
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// The live progress line: T+mm:ss of total, delivered, late, failed.
@@ -198,57 +215,391 @@ pub struct ServeArgs {
 
 /// `serve`: every exercise of the organisation in one process, with the HTTP
 /// API, until SIGTERM or Ctrl-C; running exercises go on at the next start.
+/// Without MQTT_BROKER_HOST it starts the embedded broker (when built in).
 pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&args.http_bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (HTTP_BIND / --http-bind)",
-                args.http_bind
-            )
-        })?;
-    let local = listener.local_addr()?;
+    let shutdown = shutdown_signal();
+    let ports = open_ports(&args.http_bind, config, false).await?;
     let database_url = args
         .database_url
         .clone()
         .unwrap_or_else(|| crate::store::default_sqlite_url(&args.data_dir));
-    let store = crate::store::Store::connect(&database_url)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact(&database_url)))?;
     let client_id = args
         .client_id
         .clone()
-        .unwrap_or_else(|| format!("scip-orchestrator-serve-{}", local.port()));
-    let mqtt = connect_mqtt(config, client_id).await?;
+        .unwrap_or_else(|| format!("scip-orchestrator-serve-{}", ports.local.port()));
     let public_url = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{local}"));
-    // Before the restored exercises start counting deliveries.
-    crate::http::install_metrics();
-    let service = crate::service::Service::start(store.clone(), mqtt, config.clone(), public_url)
-        .await
-        .context("cannot restore the stored exercises")?;
+        .unwrap_or_else(|| format!("http://{}", ports.local));
+    let hosted = start_service(ports, &database_url, client_id, public_url, config.clone()).await?;
     info!(
-        http = %local,
-        database = store.backend(),
-        exercises = service.list().len(),
+        http = %hosted.ports.local,
+        database = hosted.store.backend(),
+        exercises = hosted.service.list().len(),
         "serving"
     );
-    crate::http::serve(listener, service.clone(), shutdown_signal()).await?;
-    info!("shutting down: exercises are saved and resume at the next start");
-    service.shutdown().await;
-    store.close().await;
+    hosted
+        .serve_until_signal(
+            shutdown,
+            "shutting down: exercises are saved and resume at the next start",
+        )
+        .await
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    pub http_bind: String,
+    /// Holds the demo's database (`demo.db`, new at every run) and, unless
+    /// MEDIA_STORAGE_PATH is set, the sample's folder under `media/`.
+    pub data_dir: PathBuf,
+    pub speed: f64,
+}
+
+/// The folder name of the sample scenario, under MEDIA_STORAGE_PATH.
+pub const SAMPLE_FOLDER: &str = "four-teams";
+
+/// The sample scenario `examples/four-teams`, built into the binary: each
+/// file's path in the scenario folder and its contents.
+pub const SAMPLE_FILES: [(&str, &str); 5] = [
+    (
+        "scenario.json",
+        include_str!("../examples/four-teams/scenario.json"),
+    ),
+    (
+        "timelines/blue-standard.json",
+        include_str!("../examples/four-teams/timelines/blue-standard.json"),
+    ),
+    (
+        "timelines/red-aggressive.json",
+        include_str!("../examples/four-teams/timelines/red-aggressive.json"),
+    ),
+    (
+        "timelines/timeline-orange.json",
+        include_str!("../examples/four-teams/timelines/timeline-orange.json"),
+    ),
+    (
+        "timelines/timeline-green.json",
+        include_str!("../examples/four-teams/timelines/timeline-green.json"),
+    ),
+];
+
+/// `demo`: the sample exercise with nothing but the binary: the embedded
+/// broker (unless MQTT_BROKER_HOST is set), a fresh SQLite store, the HTTP
+/// server and its pages. Prints where to look, starts the exercise at
+/// `speed`, logs its progress and serves until SIGTERM or Ctrl-C.
+pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
+    if !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 1000.0) {
+        bail!(
+            "--speed must be a number above 0 and at most 1000, got {}",
+            args.speed
+        );
+    }
+    let shutdown = shutdown_signal();
+    let package = sample_package()?;
+    // Ports first: a taken one fails before anything is written.
+    let ports = open_ports(&args.http_bind, config, true).await?;
+    let mut config = config.clone();
+    if config.media_storage_path.is_none() {
+        // The control room offers the sample for more exercises, and media
+        // files put beside it are served.
+        let media = args.data_dir.join("media");
+        write_sample(&media.join(SAMPLE_FOLDER))?;
+        config.media_storage_path = Some(media);
+    }
+    // A fresh exercise at every run: nothing resumes from the last one.
+    let database = args.data_dir.join("demo.db");
+    remove_database(&database)?;
+    let client_id = format!("scip-orchestrator-demo-{}", ports.local.port());
+    let base = format!("http://{}", reachable(ports.local));
+    let hosted = start_service(
+        ports,
+        &crate::store::sqlite_url(&database),
+        client_id,
+        base.clone(),
+        config,
+    )
+    .await?;
+    let service = &hosted.service;
+    let exercise = service
+        .create(CreateExercise {
+            source: ScenarioSource::Inline(package),
+            exercise_id: None,
+            speed: Some(args.speed),
+        })
+        .await
+        .context("cannot create the sample exercise")?;
+    print!("{}", demo_banner(&hosted.ports, &base, &exercise));
+    service
+        .control(
+            &exercise.id,
+            Command::Start,
+            Some("demo".into()),
+            "demo".into(),
+        )
+        .await
+        .context("cannot start the sample exercise")?;
+    let total = exercise.snapshot.total.get();
+    println!(
+        "exercise {} running at speed {}: {} exercise minutes in {:.0} s; Ctrl-C stops",
+        exercise.id,
+        args.speed,
+        total / 60,
+        f64::from(total) / args.speed
+    );
+    let progress = tokio::spawn(log_progress(service.clone(), exercise.id.clone()));
+    let result = hosted
+        .serve_until_signal(
+            shutdown,
+            "demo stopped; its data is discarded at the next run",
+        )
+        .await;
+    progress.abort();
+    result
+}
+
+/// The listening side of `serve` and `demo`, opened first so that a taken
+/// port fails before anything else happens.
+struct Ports {
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    /// Runs until the process exits.
+    broker: Option<EmbeddedBroker>,
+    /// Where the process's MQTT connection goes.
+    mqtt_host: String,
+    mqtt_port: u16,
+}
+
+/// Binds the HTTP listener and picks the broker: MQTT_BROKER_HOST when set,
+/// else the embedded one, started here. A build without it uses localhost
+/// for `serve`, and fails when `need_broker` (`demo`).
+async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyhow::Result<Ports> {
+    let listener = bind_http(http_bind).await?;
+    let local = listener.local_addr()?;
+    let (broker, mqtt_host, mqtt_port) = match &config.mqtt_broker_host {
+        Some(host) => (None, host.clone(), config.mqtt_broker_port),
+        None if !EmbeddedBroker::AVAILABLE && !need_broker => {
+            (None, config.mqtt_host().to_owned(), config.mqtt_broker_port)
+        }
+        None => {
+            let broker = EmbeddedBroker::start(BrokerSettings::from_config(config)).await?;
+            info!(
+                mqtt = %broker.mqtt_url(),
+                websocket = %broker.ws_url(),
+                "embedded MQTT broker listening"
+            );
+            let (host, port) = (broker.client_host(), broker.settings().port);
+            (Some(broker), host, port)
+        }
+    };
+    Ok(Ports {
+        listener,
+        local,
+        broker,
+        mqtt_host,
+        mqtt_port,
+    })
+}
+
+/// The HTTP listener; a taken port names the flag that changes it.
+async fn bind_http(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let port = addr.rsplit(':').next().unwrap_or(addr);
+            bail!("port {port} is taken: choose another with --http-bind / HTTP_BIND")
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot listen on {addr} (HTTP_BIND / --http-bind)"))
+        }
+    }
+}
+
+/// What `serve` and `demo` run: the ports, the store and the service.
+struct Hosted {
+    ports: Ports,
+    store: Store,
+    service: Service,
+}
+
+/// Opens the store, connects to the broker and starts the service, which
+/// restores every stored exercise.
+async fn start_service(
+    ports: Ports,
+    database_url: &str,
+    client_id: String,
+    public_url: String,
+    config: Config,
+) -> anyhow::Result<Hosted> {
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
+    let mqtt = connect_mqtt(&config, &ports.mqtt_host, ports.mqtt_port, client_id).await?;
+    // Before the restored exercises start counting deliveries.
+    crate::http::install_metrics();
+    let service = Service::start(store.clone(), mqtt, config, public_url)
+        .await
+        .context("cannot restore the stored exercises")?;
+    Ok(Hosted {
+        ports,
+        store,
+        service,
+    })
+}
+
+impl Hosted {
+    /// Serves HTTP until SIGTERM or Ctrl-C, then saves and ends every
+    /// exercise and closes the store.
+    async fn serve_until_signal(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        farewell: &str,
+    ) -> anyhow::Result<()> {
+        crate::http::serve(self.ports.listener, self.service.clone(), shutdown).await?;
+        info!("{farewell}");
+        self.service.shutdown().await;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// The sample as one inline package: the scenario plus its timelines keyed
+/// by path, which both team styles (`timeline_id`, `timeline_file`) resolve.
+fn sample_package() -> anyhow::Result<serde_json::Value> {
+    let mut package: serde_json::Value = serde_json::from_str(SAMPLE_FILES[0].1)
+        .context("the embedded sample scenario is not JSON")?;
+    let mut timelines = serde_json::Map::new();
+    for (path, text) in &SAMPLE_FILES[1..] {
+        let timeline = serde_json::from_str(text)
+            .with_context(|| format!("the embedded sample timeline {path} is not JSON"))?;
+        timelines.insert((*path).to_owned(), timeline);
+    }
+    package["timelines"] = serde_json::Value::Object(timelines);
+    Ok(package)
+}
+
+/// Writes the sample's files to `folder` (replacing earlier copies).
+fn write_sample(folder: &Path) -> anyhow::Result<()> {
+    for (path, text) in SAMPLE_FILES {
+        let file = folder.join(path);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     Ok(())
 }
 
-/// The process's one MQTT connection, as configured.
-async fn connect_mqtt(config: &Config, client_id: String) -> anyhow::Result<Mqtt> {
-    let mut settings = MqttSettings::new(
-        config.mqtt_broker_host.clone(),
-        config.mqtt_broker_port,
-        client_id,
+/// Deletes a SQLite database with its write-ahead log, if there.
+fn remove_database(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot remove the last demo's {}",
+                        Path::new(&file).display()
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An address a browser on this machine can open: loopback for a listener
+/// on every interface.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// What `demo` prints before it starts the exercise: where to look.
+fn demo_banner(ports: &Ports, base: &str, exercise: &ExerciseInfo) -> String {
+    let mut out = format!(
+        "\nscip-orchestrator demo: {}\n\n",
+        exercise.name.as_deref().unwrap_or(&exercise.id)
     );
+    match &ports.broker {
+        Some(broker) => {
+            out.push_str(&format!("  MQTT broker:     {}\n", broker.mqtt_url()));
+            out.push_str(&format!("  MQTT WebSocket:  {}\n", broker.ws_url()));
+        }
+        None => out.push_str(&format!(
+            "  MQTT broker:     mqtt://{}:{} (external)\n",
+            ports.mqtt_host, ports.mqtt_port
+        )),
+    }
+    out.push_str(&format!("  control room:    {base}/\n"));
+    for team in &exercise.teams {
+        out.push_str(&format!(
+            "  team {:<11} {}\n",
+            format!("{}:", team.id),
+            team.dashboard_url
+        ));
+    }
+    out.push_str(&format!(
+        "\n  feeds: /exercise/{}/team/<team>/feed; clock: /exercise/{}/timer\n\n",
+        exercise.id, exercise.id
+    ));
+    out
+}
+
+/// Logs the exercise's progress once per exercise minute and at every
+/// change of state, until it is over.
+async fn log_progress(service: Service, id: String) {
+    let Ok(watch) = service.watch(&id).await else {
+        return;
+    };
+    let mut snapshot = watch.snapshot;
+    let mut last: Option<(State, u32)> = None;
+    loop {
+        let s = snapshot.borrow_and_update().clone();
+        // Half-way through each minute: the minute's injects are counted.
+        let now = (s.state, (s.time.get() + 30) / 60);
+        if last != Some(now) {
+            last = Some(now);
+            info!(
+                exercise_id = %id,
+                "{} of {}  {}  delivered {}/{}  late {}  failed {}",
+                s.time,
+                s.total,
+                s.state.as_str(),
+                s.counts.delivered,
+                s.counts.scheduled,
+                s.counts.late,
+                s.counts.failed
+            );
+            if matches!(s.state, State::Completed | State::Stopped) {
+                info!("the exercise is over; the pages stay up until Ctrl-C");
+                return;
+            }
+        }
+        if snapshot.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The process's one MQTT connection.
+async fn connect_mqtt(
+    config: &Config,
+    host: &str,
+    port: u16,
+    client_id: String,
+) -> anyhow::Result<Mqtt> {
+    let mut settings = MqttSettings::new(host, port, client_id);
     settings.delivery_timeout = config.delivery_policy().timeout;
     Ok(Mqtt::connect(settings).await?)
 }
@@ -270,4 +621,57 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// `import DIR`: a package folder into MEDIA_STORAGE_PATH, validated first.
+pub fn import_package(
+    dir: &Path,
+    name: Option<&str>,
+    replace: bool,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let root = package_root(config)?;
+    let imported = crate::package::import_dir(dir, &root, name, replace, &config.limits())
+        .with_context(|| format!("cannot import {}", dir.display()))?;
+    print!("{}", crate::scenario::summary(&imported.scenario));
+    println!(
+        "\nImported as {:?} into {} ({} files, {} bytes).\nCreate an exercise from it: POST /api/v1/exercises {{\"scenario\": {:?}}}, or pick it in the control room.",
+        imported.name,
+        imported.path.display(),
+        imported.files,
+        imported.bytes,
+        imported.name
+    );
+    Ok(())
+}
+
+/// `export NAME --to PATH`: a stored package to a new folder or a `.tar.gz`.
+pub fn export_package(name: &str, to: &Path, config: &Config) -> anyhow::Result<()> {
+    let root = package_root(config)?;
+    let file_name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if file_name.ends_with(".tar.gz") || file_name.ends_with(".tgz") {
+        if to.exists() {
+            anyhow::bail!("{} exists already: export to a new file", to.display());
+        }
+        let archive = crate::package::export_archive(&root, name)?;
+        std::fs::write(to, &archive).with_context(|| format!("cannot write {}", to.display()))?;
+        println!(
+            "Exported {name:?} to {} ({} bytes).",
+            to.display(),
+            archive.len()
+        );
+    } else {
+        let files = crate::package::export_dir(&root, name, to)?;
+        println!("Exported {name:?} to {} ({files} files).", to.display());
+    }
+    Ok(())
+}
+
+fn package_root(config: &Config) -> anyhow::Result<PathBuf> {
+    config.media_storage_path.clone().ok_or_else(|| {
+        anyhow::anyhow!("packages live in MEDIA_STORAGE_PATH: set it (or --media-storage-path)")
+    })
 }

@@ -1,5 +1,6 @@
 //! Configuration: environment variables, each also a command-line flag (SPEC section 6).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,14 +11,10 @@ use rumqttc::QoS;
 /// when the flag is absent; a bad value is a start-up error naming the variable.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Host name of the MQTT broker.
-    #[arg(
-        long,
-        env = "MQTT_BROKER_HOST",
-        default_value = "localhost",
-        global = true
-    )]
-    pub mqtt_broker_host: String,
+    /// Host name of the MQTT broker (default: localhost). When unset, `serve`
+    /// and `demo` start the embedded broker instead; see `mqtt_host`.
+    #[arg(long, env = "MQTT_BROKER_HOST", global = true)]
+    pub mqtt_broker_host: Option<String>,
 
     /// Port of the MQTT broker.
     #[arg(long, env = "MQTT_BROKER_PORT", default_value_t = 1883, global = true)]
@@ -71,6 +68,21 @@ pub struct Config {
     /// `timelines/` folder does not have it.
     #[arg(long, env = "TIMELINE_STORAGE_PATH", global = true)]
     pub timeline_storage_path: Option<PathBuf>,
+
+    /// Address the embedded broker listens on (`serve` and `demo` without
+    /// MQTT_BROKER_HOST); 0.0.0.0 to let other machines connect.
+    #[arg(long, env = "BROKER_BIND", default_value = "127.0.0.1", global = true)]
+    pub broker_bind: IpAddr,
+
+    /// MQTT (TCP) port of the embedded broker.
+    #[arg(long, env = "BROKER_PORT", default_value_t = 1883,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub broker_port: u16,
+
+    /// MQTT-over-WebSocket port of the embedded broker, for browser clients.
+    #[arg(long, env = "BROKER_WS_PORT", default_value_t = 8083,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub broker_ws_port: u16,
 }
 
 /// The limits a scenario is validated against.
@@ -111,7 +123,17 @@ impl Default for DeliveryPolicy {
     }
 }
 
+/// The broker host when MQTT_BROKER_HOST is unset (and no embedded broker runs).
+pub const DEFAULT_MQTT_HOST: &str = "localhost";
+
 impl Config {
+    /// The external broker's host: MQTT_BROKER_HOST, else `localhost`.
+    pub fn mqtt_host(&self) -> &str {
+        self.mqtt_broker_host
+            .as_deref()
+            .unwrap_or(DEFAULT_MQTT_HOST)
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_duration_secs: self.max_exercise_duration,

@@ -1,7 +1,9 @@
 //! scip-orchestrator: the exercise orchestration engine of a crisis-exercise
 //! platform. See `ARCHITECTURE.md` for the map.
 
+pub mod aar;
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod core;
 pub mod domain;
@@ -11,6 +13,7 @@ pub mod journal;
 pub mod live;
 pub mod logging;
 pub mod mqtt;
+pub mod package;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -27,9 +27,16 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber; level from `RUST_LOG` (default `info`).
+/// The filter without `RUST_LOG`: our `info`, none of the embedded broker's
+/// lines (rumqttd logs every connection at info and ordinary disconnects as
+/// errors; `RUST_LOG=info,rumqttd=info` shows them).
+pub const DEFAULT_FILTER: &str = "info,rumqttd=off";
+
+/// Installs the global subscriber; level from `RUST_LOG` (default
+/// [`DEFAULT_FILTER`]).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(StderrClearingProgress);

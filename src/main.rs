@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scip_orchestrator::app::{self, RunArgs, ServeArgs};
+use scip_orchestrator::app::{self, DemoArgs, RunArgs, ServeArgs};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::logging::{self, LogFormat};
 
@@ -65,6 +65,41 @@ enum Cmd {
         #[arg(long, env = "MQTT_CLIENT_ID")]
         client_id: Option<String>,
     },
+    /// Run the built-in sample exercise with the embedded broker, a fresh
+    /// SQLite store and the dashboards; prints their URLs.
+    Demo {
+        /// Address of the HTTP API and pages.
+        #[arg(long, env = "HTTP_BIND", default_value = "127.0.0.1:8080")]
+        http_bind: String,
+        /// Folder of the demo's database (replaced at every run) and, unless
+        /// MEDIA_STORAGE_PATH is set, of the sample scenario's files.
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+        /// Exercise seconds per wall second: 5 shows the 12-minute sample in
+        /// under 3 minutes.
+        #[arg(long, default_value_t = 5.0)]
+        speed: f64,
+    },
+    /// Import a scenario package folder (scenario file, timelines, media)
+    /// into MEDIA_STORAGE_PATH, validated first.
+    Import {
+        /// The package folder.
+        dir: PathBuf,
+        /// Its name there (default: its scenario_id, else the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Overwrite a stored package of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Export a stored package to a new folder, or to a .tar.gz archive.
+    Export {
+        /// The package's name in MEDIA_STORAGE_PATH.
+        name: String,
+        /// A new folder, or a file ending in .tar.gz or .tgz.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +146,25 @@ fn main() -> ExitCode {
             };
             finish(block_on(app::serve(args, &cli.config)))
         }
+        Cmd::Demo {
+            http_bind,
+            data_dir,
+            speed,
+        } => {
+            let args = DemoArgs {
+                http_bind,
+                data_dir,
+                speed,
+            };
+            finish(block_on(app::demo(args, &cli.config)))
+        }
+        Cmd::Import { dir, name, replace } => finish(app::import_package(
+            &dir,
+            name.as_deref(),
+            replace,
+            &cli.config,
+        )),
+        Cmd::Export { name, to } => finish(app::export_package(&name, &to, &cli.config)),
     }
 }
 

@@ -49,7 +49,7 @@ impl MqttSettings {
             client_id: client_id.into(),
             delivery_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
-            max_packet_size: 8 * 1024 * 1024,
+            max_packet_size: MAX_PACKET_SIZE,
         }
     }
 
@@ -63,8 +63,11 @@ impl MqttSettings {
     }
 }
 
+/// Largest MQTT packet by default, in either direction: room for injects
+/// with long content. The embedded broker accepts the same.
+pub const MAX_PACKET_SIZE: usize = 8 * 1024 * 1024;
 /// Publishes with QoS 1 awaiting acknowledgement at once (rumqttc's window).
-const INFLIGHT: u16 = 1000;
+pub const INFLIGHT: u16 = 1000;
 /// Requests rumqttc may hold before `publish` waits.
 const CHANNEL_CAPACITY: usize = 16 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);

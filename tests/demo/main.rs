@@ -1,0 +1,604 @@
+//! The embedded broker and `demo`: rumqttd in-process with our own MQTT
+//! client and outside subscribers (TCP and WebSocket), and the binary's
+//! `demo` and `serve` as a user runs them, on free ports.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, Transport};
+use serde_json::Value;
+use tokio::sync::mpsc as tokio_mpsc;
+
+use scip_orchestrator::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
+use scip_orchestrator::mqtt::{AckEvent, AckTo, Message, Mqtt, MqttSettings};
+use scip_orchestrator::testing::{Proxy, Seen, Subscriber, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
+const EXERCISE: &str = "four-teams-demo";
+/// The goal for `demo`, from process start to "exercise running".
+const RUNNING_WITHIN: Duration = Duration::from_secs(5);
+
+fn loopback_broker() -> BrokerSettings {
+    let (port, ws_port) = two_free_ports();
+    BrokerSettings {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port,
+        ws_port,
+    }
+}
+
+fn two_free_ports() -> (u16, u16) {
+    loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            return (a, b);
+        }
+    }
+}
+
+/// Waits for the outcome of the publish tagged `tag`.
+async fn outcome(acks: &mut tokio_mpsc::UnboundedReceiver<AckEvent>, tag: u64) -> AckEvent {
+    let event = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+        .await
+        .expect("an outcome within 10 s")
+        .expect("the client is alive");
+    match &event {
+        AckEvent::Acked { tag: t, .. } | AckEvent::Failed { tag: t, .. } => assert_eq!(*t, tag),
+    }
+    event
+}
+
+fn message(topic: &str, payload: Vec<u8>, retain: bool, tag: u64, to: &AckTo) -> Message {
+    Message {
+        topic: topic.to_owned(),
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain,
+        ack: Some(AckTo {
+            tag,
+            to: to.to.clone(),
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_keeps_retained_messages_and_carries_1_mib() {
+    let broker = EmbeddedBroker::start(loopback_broker()).await.unwrap();
+    assert_eq!(
+        broker.mqtt_url(),
+        format!("mqtt://127.0.0.1:{}", broker.settings().port)
+    );
+    assert_eq!(
+        broker.ws_url(),
+        format!("ws://127.0.0.1:{}/mqtt", broker.settings().ws_port)
+    );
+    // The engine's client: a clean-session probe, then a persistent session.
+    let mqtt = Mqtt::connect(MqttSettings::new(
+        broker.client_host(),
+        broker.settings().port,
+        "engine-under-test",
+    ))
+    .await
+    .unwrap();
+    let (tx, mut acks) = tokio_mpsc::unbounded_channel();
+    let to = AckTo { tag: 0, to: tx };
+
+    // Retained, on a topic with a leading "/", before anyone subscribes.
+    let timer = br#"{"current":5,"formatted":"T+00:05"}"#.to_vec();
+    mqtt.publish(message("/exercise/b1/timer", timer.clone(), true, 1, &to));
+    assert!(matches!(
+        outcome(&mut acks, 1).await,
+        AckEvent::Acked { .. }
+    ));
+    let mut late = Subscriber::connect(broker.settings().port, "/exercise/b1/#").await;
+    let seen = late
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the retained timer reaches a late subscriber");
+    assert_eq!(seen.topic, "/exercise/b1/timer");
+    assert_eq!(seen.raw, timer);
+    assert!(seen.retain, "delivered as retained");
+
+    // A long inject: 1 MiB, acknowledged and delivered intact.
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    mqtt.publish(message(
+        "/exercise/b1/team/blue/feed",
+        big.clone(),
+        false,
+        2,
+        &to,
+    ));
+    assert!(matches!(
+        outcome(&mut acks, 2).await,
+        AckEvent::Acked { .. }
+    ));
+    let seen = late
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the 1 MiB message arrives");
+    assert_eq!(seen.topic, "/exercise/b1/team/blue/feed");
+    assert_eq!(seen.raw.len(), big.len());
+    assert!(seen.raw == big, "payload intact");
+    assert!(!seen.retain);
+    mqtt.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_client_resumes_its_session_with_the_embedded_broker() {
+    let broker = EmbeddedBroker::start(loopback_broker()).await.unwrap();
+    let proxy = Proxy::start(broker.settings().port).await;
+    let mut sub = Subscriber::connect(broker.settings().port, "/exercise/b2/#").await;
+    let mqtt = Mqtt::connect(MqttSettings::new("127.0.0.1", proxy.port, "engine-resumes"))
+        .await
+        .unwrap();
+    let mut connected = mqtt.connected();
+    let (tx, mut acks) = tokio_mpsc::unbounded_channel();
+    let to = AckTo { tag: 0, to: tx };
+
+    // Sent into a stalled link and lost with it: rumqttc resends it on the
+    // resumed session. Had rumqttd forgotten the session (CONNACK without
+    // session present), the client would report it failed instead.
+    proxy.set_stalled(true);
+    mqtt.publish(message(
+        "/exercise/b2/team/red/feed",
+        b"during the outage".to_vec(),
+        false,
+        7,
+        &to,
+    ));
+    proxy.set_up(false);
+    tokio::time::timeout(Duration::from_secs(20), connected.wait_for(|c| !*c))
+        .await
+        .expect("the cut is noticed")
+        .unwrap();
+    proxy.set_stalled(false);
+    proxy.set_up(true);
+    let event = outcome(&mut acks, 7).await;
+    assert!(matches!(event, AckEvent::Acked { .. }), "{event:?}");
+    let seen = sub
+        .collect_until(Duration::from_secs(10), |m| {
+            m.topic == "/exercise/b2/team/red/feed"
+        })
+        .await;
+    assert_eq!(seen.last().unwrap().raw, b"during the outage");
+    mqtt.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_names_a_taken_port_and_its_flag() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for (settings, flag) in [
+        (
+            BrokerSettings {
+                port,
+                ..loopback_broker()
+            },
+            "--broker-port / BROKER_PORT",
+        ),
+        (
+            BrokerSettings {
+                ws_port: port,
+                ..loopback_broker()
+            },
+            "--broker-ws-port / BROKER_WS_PORT",
+        ),
+    ] {
+        let err = EmbeddedBroker::start(settings).await.unwrap_err();
+        assert!(matches!(err, BrokerError::PortTaken { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("port {port} is taken: choose another with {flag}")
+        );
+    }
+}
+
+/// A `demo` or `serve` process of our own, its stdout read line by line.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("MQTT_BROKER_HOST")
+            .env_remove("MEDIA_STORAGE_PATH")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            stdout: Vec::new(),
+        }
+    }
+
+    /// Lines until one contains `needle` (included); panics after `within`
+    /// or if the process ends first.
+    fn read_until(&mut self, needle: &str, within: Duration) -> &[String] {
+        let deadline = Instant::now() + within;
+        let from = self.stdout.len();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains(needle);
+                    self.stdout.push(line);
+                    if done {
+                        return &self.stdout[from..];
+                    }
+                }
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let mut err = String::new();
+                    if let Some(mut stderr) = self.child.stderr.take() {
+                        let _ = stderr.read_to_string(&mut err);
+                    }
+                    panic!(
+                        "no line with {needle:?} within {within:?} ({e}); stdout:\n{}\nstderr:\n{err}",
+                        self.stdout.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// The URL on the banner line labelled `label`.
+    fn url(&self, label: &str) -> String {
+        self.stdout
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{}", self.stdout.join("\n")))
+            .trim()
+            .to_owned()
+    }
+
+    /// SIGTERM, then the exit status and stderr.
+    fn terminate(self) -> (ExitStatus, String) {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        self.finish()
+    }
+
+    /// Waits for the exit; the exit status and stderr.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut err).unwrap();
+        }
+        (self.child.wait().unwrap(), err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct DemoPorts {
+    http: u16,
+    mqtt: u16,
+    ws: u16,
+}
+
+impl DemoPorts {
+    fn free() -> Self {
+        loop {
+            let (http, mqtt, ws) = (free_port(), free_port(), free_port());
+            if http != mqtt && mqtt != ws && http != ws {
+                return Self { http, mqtt, ws };
+            }
+        }
+    }
+}
+
+fn spawn_demo(ports: &DemoPorts, data_dir: &Path, speed: &str) -> Proc {
+    let http = format!("127.0.0.1:{}", ports.http);
+    let (mqtt, ws) = (ports.mqtt.to_string(), ports.ws.to_string());
+    Proc::spawn(&[
+        "demo",
+        "--http-bind",
+        &http,
+        "--broker-port",
+        &mqtt,
+        "--broker-ws-port",
+        &ws,
+        "--speed",
+        speed,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+}
+
+/// An outside MQTT client over WebSocket, as a browser connects; records
+/// every message on `filter`.
+async fn websocket_subscriber(
+    ws_url: &str,
+    ws_port: u16,
+    filter: &str,
+) -> (AsyncClient, tokio_mpsc::UnboundedReceiver<Seen>) {
+    let mut opts = MqttOptions::new(format!("ws-test-{}", std::process::id()), ws_url, ws_port);
+    opts.set_transport(Transport::Ws)
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let (tx, rx) = tokio_mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let sub_client = client.clone();
+    let filter = filter.to_owned();
+    tokio::spawn(async move {
+        let mut subscribed = Some(subscribed_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let (c, f) = (sub_client.clone(), filter.clone());
+                    tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    if let Some(s) = subscribed.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let seen = Seen {
+                        topic: p.topic,
+                        payload: serde_json::from_slice(&p.payload).unwrap_or(Value::Null),
+                        raw: p.payload.to_vec(),
+                        retain: p.retain,
+                        at: tokio::time::Instant::now(),
+                    };
+                    if tx.send(seen).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("WebSocket MQTT client failed: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .expect("subscribed over WebSocket within 10 s")
+        .unwrap();
+    (client, rx)
+}
+
+/// Messages until `until` matches one (returned); panics after `within`.
+async fn wait_for(
+    rx: &mut tokio_mpsc::UnboundedReceiver<Seen>,
+    within: Duration,
+    mut until: impl FnMut(&Seen) -> bool,
+) -> Seen {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut count = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(m)) if until(&m) => return m,
+            Ok(Some(_)) => count += 1,
+            _ => panic!("the awaited message did not arrive within {within:?} ({count} others)"),
+        }
+    }
+}
+
+fn is_timer(m: &Seen) -> bool {
+    m.topic == format!("/exercise/{EXERCISE}/timer") && m.payload["formatted"].is_string()
+}
+
+fn is_feed_message(m: &Seen) -> bool {
+    m.topic.starts_with(&format!("/exercise/{EXERCISE}/team/"))
+        && m.topic.ends_with("/feed")
+        && m.payload["exercise_id"] == EXERCISE
+        && m.payload["id"].is_string()
+}
+
+async fn exercises(api: &str) -> Vec<Value> {
+    let body: Value = reqwest::get(format!("{api}/api/v1/exercises"))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body.as_array().expect("a list").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = DemoPorts::free();
+    let started = Instant::now();
+    let mut demo = spawn_demo(&ports, dir.path(), "30");
+    demo.read_until(" running at speed 30", Duration::from_secs(20));
+    let to_running = started.elapsed();
+    eprintln!("demo: process start to exercise running in {to_running:?}");
+    assert!(
+        to_running < RUNNING_WITHIN,
+        "running after {to_running:?}, the goal is {RUNNING_WITHIN:?}"
+    );
+    let mqtt_url = demo.url("MQTT broker:");
+    let ws_url = demo.url("MQTT WebSocket:");
+    let control_room = demo.url("control room:");
+    assert_eq!(mqtt_url, format!("mqtt://127.0.0.1:{}", ports.mqtt));
+    assert_eq!(ws_url, format!("ws://127.0.0.1:{}/mqtt", ports.ws));
+    assert_eq!(control_room, format!("http://127.0.0.1:{}/", ports.http));
+    for team in ["blue", "red", "orange", "green"] {
+        assert_eq!(
+            demo.url(&format!("team {team}:")),
+            format!(
+                "http://127.0.0.1:{}/exercises/{EXERCISE}/teams/{team}",
+                ports.http
+            )
+        );
+    }
+
+    // Outside clients of the embedded broker, over TCP and over WebSocket.
+    let filter = format!("/exercise/{EXERCISE}/#");
+    let mut tcp = Subscriber::connect(ports.mqtt, &filter).await;
+    let (_ws_client, mut ws) = websocket_subscriber(&ws_url, ports.ws, &filter).await;
+    let within = Duration::from_secs(20);
+    tcp.collect_until(within, is_timer).await;
+    wait_for(&mut ws, within, is_timer).await;
+    // T+1:00 (blue and red) comes 2 s after the start at speed 30.
+    let feed = tcp.collect_until(within, is_feed_message).await;
+    let feed = feed.last().unwrap();
+    let over_ws = wait_for(&mut ws, within, is_feed_message).await;
+    assert!(!feed.retain && !over_ws.retain);
+    assert!(
+        feed.payload["exerciseTime"].as_u64().is_some(),
+        "{}",
+        feed.payload
+    );
+
+    // The pages and the API.
+    let page = reqwest::get(&control_room).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let content_type = page.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let api = control_room.trim_end_matches('/');
+    let listed = exercises(api).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], EXERCISE);
+    assert_eq!(listed[0]["state"], "running");
+    assert_eq!(listed[0]["speed"], 30.0);
+
+    let (status, stderr) = demo.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("inject delivered"), "{stderr}");
+    assert!(
+        !stderr.contains("rumqttd"),
+        "the embedded broker's own logs stay quiet:\n{stderr}"
+    );
+
+    // A second run on the same data dir starts afresh.
+    let mut again = spawn_demo(&ports, dir.path(), "30");
+    again.read_until(" running at speed 30", Duration::from_secs(20));
+    let listed = exercises(api).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "running");
+    assert_eq!(listed[0]["run"], 1);
+    let (status, stderr) = again.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn demo_names_a_taken_port_and_the_flag_that_changes_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, env) in [
+        ("--http-bind", "HTTP_BIND"),
+        ("--broker-port", "BROKER_PORT"),
+        ("--broker-ws-port", "BROKER_WS_PORT"),
+    ] {
+        let mut ports = DemoPorts::free();
+        match flag {
+            "--http-bind" => ports.http = port,
+            "--broker-port" => ports.mqtt = port,
+            _ => ports.ws = port,
+        }
+        let (status, stderr) = spawn_demo(&ports, dir.path(), "5").finish();
+        assert!(!status.success(), "{flag}: exit {status:?}");
+        assert!(
+            stderr.contains(&format!(
+                "port {port} is taken: choose another with {flag} / {env}"
+            )),
+            "{flag}: {stderr}"
+        );
+    }
+    // Nothing was started, so nothing was written.
+    assert!(!dir.path().join("demo.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_a_broker_host_starts_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = DemoPorts::free();
+    let http = format!("127.0.0.1:{}", ports.http);
+    let (mqtt, ws) = (ports.mqtt.to_string(), ports.ws.to_string());
+    let serve = Proc::spawn(&[
+        "serve",
+        "--http-bind",
+        &http,
+        "--broker-port",
+        &mqtt,
+        "--broker-ws-port",
+        &ws,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let api = format!("http://{http}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{api}/readyz")).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An exercise created over the API publishes on the embedded broker.
+    let mut sub = Subscriber::connect(ports.mqtt, "/exercise/embedded-1/#").await;
+    let package = sample_package();
+    let created = reqwest::Client::new()
+        .post(format!("{api}/api/v1/exercises"))
+        .json(&serde_json::json!({"package": package, "exercise_id": "embedded-1", "speed": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let started = reqwest::Client::new()
+        .post(format!("{api}/api/v1/exercises/embedded-1/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200, "{}", started.text().await.unwrap());
+    sub.collect_until(Duration::from_secs(20), |m| {
+        m.topic == "/exercise/embedded-1/team/blue/feed" && m.payload["id"] == "blue-001"
+    })
+    .await;
+    let (status, stderr) = serve.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// The sample as an inline package: the scenario plus its timelines by path.
+fn sample_package() -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/four-teams");
+    let read = |p: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join(p)).unwrap()).unwrap()
+    };
+    let mut package = read("scenario.json");
+    let mut timelines = serde_json::Map::new();
+    for entry in std::fs::read_dir(root.join("timelines")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let path = format!("timelines/{name}");
+        timelines.insert(path.clone(), read(&path));
+    }
+    package["timelines"] = Value::Object(timelines);
+    package
+}
