@@ -36,6 +36,9 @@ pub struct Scenario {
     pub teams: Vec<Team>,
     /// Set for a turn-based scenario (`turn_based: true`).
     pub turns: Option<Turns>,
+    /// The package (folder under MEDIA_STORAGE_PATH) it came from, where its
+    /// media is looked for first.
+    pub package: Option<String>,
 }
 
 /// The turns of a turn-based scenario. Each inject names its `turn` and its
@@ -315,6 +318,7 @@ pub fn to_inline(scenario: &Scenario) -> Value {
         "duration_minutes".to_owned(),
         duration_minutes(scenario.duration),
     );
+    put(&mut root, "package", scenario.package.as_deref());
     if let Some(turns) = &scenario.turns {
         root.insert("turn_based".to_owned(), Value::Bool(true));
         root.insert("total_turns".to_owned(), Value::from(turns.total()));
@@ -445,6 +449,7 @@ struct Header {
     duration_missing: bool,
     turn_based: bool,
     total_turns: Option<u16>,
+    package: Option<String>,
     /// The valid team entries.
     specs: Vec<TeamSpec>,
 }
@@ -535,6 +540,13 @@ fn read_header(
         ),
     };
 
+    // Written by `to_inline` for a scenario from a package; a plain folder
+    // name or nothing.
+    let package = root
+        .get("package")
+        .and_then(Value::as_str)
+        .filter(|name| crate::package::is_plain_name(name))
+        .map(str::to_owned);
     let raw_teams = report
         .check(
             None,
@@ -580,6 +592,7 @@ fn read_header(
         duration_missing,
         turn_based,
         total_turns,
+        package,
         specs,
     }
 }
@@ -617,7 +630,7 @@ impl Header {
                 .unwrap_or(0),
         };
         let duration = if self.duration_missing {
-            let secs = (last / 60 + 1) * 60;
+            let secs = (last + 60).div_ceil(60) * 60;
             if secs > limits.max_duration_secs {
                 errors.push(ValidationError {
                     file: path.to_owned(),
@@ -669,6 +682,7 @@ impl Header {
             duration,
             teams,
             turns,
+            package: self.package,
         })
     }
 }
@@ -1826,7 +1840,7 @@ mod tests {
         );
         assert_eq!(
             scenario.duration.get(),
-            180,
+            240,
             "135 s of turns, plus a minute, on a minute"
         );
         let due: Vec<u32> = scenario
@@ -2911,6 +2925,7 @@ Teams:     3 (7 deliveries)
                 })
                 .collect(),
             turns: None,
+            package: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! when the process starts again.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use crate::exercise::{
 use crate::journal::Journal;
 use crate::live::{Presence, Seat, Watch};
 use crate::mqtt::Mqtt;
+use crate::package::{self as packages, Imported, PackageError, is_plain_name};
 use crate::scenario::{self, Inject, Scenario, ValidationError};
 use crate::store::{ClockRow, ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
 
@@ -43,6 +44,28 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// The server's own failure (files, tasks); logged where it happens.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<PackageError> for ServiceError {
+    fn from(e: PackageError) -> Self {
+        match e {
+            PackageError::Invalid(errors) => {
+                ServiceError::Invalid(errors.iter().map(ToString::to_string).collect())
+            }
+            PackageError::NoScenario(_) | PackageError::Refused(_) => {
+                ServiceError::Invalid(vec![e.to_string()])
+            }
+            PackageError::Exists(_) => ServiceError::Conflict(e.to_string()),
+            PackageError::NotFound(_) => ServiceError::NotFound(e.to_string()),
+            PackageError::Io { .. } => {
+                error!(error = %e, "package storage failed");
+                ServiceError::Internal(e.to_string())
+            }
+        }
+    }
 }
 
 impl From<RequestError> for ServiceError {
@@ -187,6 +210,43 @@ impl Service {
         &self.inner.store
     }
 
+    /// Imports a scenario package sent as a `.tar.gz` archive into
+    /// MEDIA_STORAGE_PATH, validated first; `replace` overwrites a stored
+    /// package of the same name.
+    pub async fn import_package(
+        &self,
+        archive: Vec<u8>,
+        name: Option<String>,
+        replace: bool,
+    ) -> Result<Imported, ServiceError> {
+        let root = self.package_root()?;
+        let limits = self.inner.config.limits();
+        let imported = tokio::task::spawn_blocking(move || {
+            packages::import_archive(&archive, &root, name.as_deref(), replace, &limits)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("the import failed: {e}")))??;
+        info!(package = %imported.name, files = imported.files, bytes = imported.bytes, "package imported");
+        Ok(imported)
+    }
+
+    /// Stored package `name` as a `.tar.gz` archive.
+    pub async fn export_package(&self, name: String) -> Result<Vec<u8>, ServiceError> {
+        let root = self.package_root()?;
+        let archive = tokio::task::spawn_blocking(move || packages::export_archive(&root, &name))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("the export failed: {e}")))??;
+        Ok(archive)
+    }
+
+    fn package_root(&self) -> Result<std::path::PathBuf, ServiceError> {
+        self.inner.config.media_storage_path.clone().ok_or_else(|| {
+            ServiceError::Invalid(vec![
+                "scenario packages need MEDIA_STORAGE_PATH to be set".into(),
+            ])
+        })
+    }
+
     /// Ends every event stream, so the HTTP server can shut down gracefully.
     pub fn close_streams(&self) {
         self.inner.closing.send_replace(true);
@@ -195,6 +255,32 @@ impl Service {
     /// Turns true when event streams must end.
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.inner.closing.subscribe()
+    }
+
+    /// The file an exercise's media reference `path` names: in its scenario
+    /// package (as is, or under the package's `media/`), else under
+    /// MEDIA_STORAGE_PATH. None when there is no such file, or `path` would
+    /// leave those folders.
+    pub fn media_file(&self, id: &str, path: &str) -> Option<std::path::PathBuf> {
+        let root = self.inner.config.media_storage_path.as_ref()?;
+        let relative = Path::new(path);
+        let safe = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !safe || path.is_empty() {
+            return None;
+        }
+        let package = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            exercises.get(id)?.scenario.package.clone()
+        };
+        let mut candidates = Vec::new();
+        if let Some(package) = package {
+            candidates.push(root.join(&package).join(relative));
+            candidates.push(root.join(&package).join("media").join(relative));
+        }
+        candidates.push(root.join(relative));
+        candidates.into_iter().find(|p| p.is_file())
     }
 
     /// Where media files are served from, when configured.
@@ -486,6 +572,84 @@ impl Service {
         Ok(self.inner.store.control_log(id).await?)
     }
 
+    /// The after-action report of run `run` of exercise `id` (its current
+    /// run when None). Archived runs come from the store; the current run of
+    /// a hosted exercise from its actor, the records GET deliveries lists
+    /// (the store may be a batch behind them).
+    pub async fn report(
+        &self,
+        id: &str,
+        run: Option<u32>,
+    ) -> Result<crate::aar::AfterActionReport, ServiceError> {
+        use crate::aar;
+        let row = self
+            .inner
+            .store
+            .get_exercise(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let hosted = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            exercises
+                .get(id)
+                .map(|h| (h.snapshot.borrow().clone(), h.scenario.clone()))
+        };
+        let is_hosted = hosted.is_some();
+        let (state, current_run, scenario) = match hosted {
+            Some((snapshot, scenario)) => (
+                snapshot.state.as_str().to_owned(),
+                i64::from(snapshot.run),
+                Some(scenario),
+            ),
+            None => {
+                let stored = serde_json::from_str(&row.scenario_json)
+                    .ok()
+                    .and_then(|v| scenario::load_inline(&v, &self.inner.config.limits()).ok());
+                (row.state.clone(), row.run, stored.map(Arc::new))
+            }
+        };
+        let run = run.map_or(current_run, i64::from);
+        if !(aar::FIRST_RUN..=current_run).contains(&run) {
+            return Err(ServiceError::NotFound(format!(
+                "exercise {id:?} has no run {run}: its runs are {} to {current_run}",
+                aar::FIRST_RUN
+            )));
+        }
+        let (teams, kinds) = scenario
+            .as_deref()
+            .map(aar::scenario_parts)
+            .unwrap_or_default();
+        let deliveries = if is_hosted && run == current_run {
+            self.deliveries(id)
+                .await?
+                .into_iter()
+                .enumerate()
+                .map(|(slot, view)| aar::from_view(id, run, slot, view))
+                .collect()
+        } else {
+            self.inner
+                .store
+                .deliveries(id, run)
+                .await?
+                .into_iter()
+                .map(|r| aar::from_row(r, &kinds))
+                .collect()
+        };
+        Ok(aar::build(&aar::Input {
+            exercise_id: row.id.clone(),
+            name: row.name.clone(),
+            state,
+            speed: row.speed,
+            duration_secs: row.duration_secs,
+            current_run,
+            run,
+            teams,
+            deliveries,
+            control_log: self.inner.store.control_log(id).await?,
+            generated_wall_ms: wall_ms(OffsetDateTime::now_utc()),
+        }))
+    }
+
     /// The database answers and the broker is connected.
     pub async fn ready(&self) -> Result<(), String> {
         self.inner
@@ -552,6 +716,10 @@ impl Service {
                     &limits,
                     self.inner.config.timeline_storage_path.as_deref(),
                 )
+                .map(|mut scenario| {
+                    scenario.package = Some(name.clone());
+                    scenario
+                })
             }
         };
         result.map_err(|errors| {
@@ -711,14 +879,6 @@ fn not_found(id: &str) -> ServiceError {
 fn parse_state(s: &str) -> Result<State, ServiceError> {
     State::parse(s)
         .ok_or_else(|| ServiceError::Invalid(vec![format!("stored state {s:?} is unknown")]))
-}
-
-/// A single path component, no `..`, no separators: safe to join under a root.
-fn is_plain_name(name: &str) -> bool {
-    let mut parts = Path::new(name).components();
-    matches!(parts.next(), Some(Component::Normal(_)))
-        && parts.next().is_none()
-        && !name.contains(['/', '\\'])
 }
 
 /// An inject sent live: the timeline form, validated like a timeline's.

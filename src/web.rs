@@ -23,7 +23,8 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower_http::services::ServeDir;
+use tower::ServiceExt as _;
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::http::{ApiError, DeliveryResponse, ErrorResponse, ExerciseResponse};
 use crate::live::{FeedItem, Live, LiveClock};
@@ -65,6 +66,7 @@ pub fn pages(service: &Service) -> Router<Service> {
         .route("/", get(control_page))
         .route("/exercises/{id}", get(control_page))
         .route("/exercises/{id}/teams/{team}", get(team_page))
+        .route("/exercises/{id}/media/{*path}", get(exercise_media))
         .route("/assets/{name}", get(asset));
     match service.media_root() {
         Some(root) => router.nest_service("/media", ServeDir::new(root)),
@@ -82,6 +84,23 @@ async fn team_page() -> Response {
 
 fn page(html: &'static str) -> Response {
     embedded("text/html; charset=utf-8", html)
+}
+
+/// A media file of an exercise: from its package first, then the media folder.
+async fn exercise_media(
+    State(service): State<Service>,
+    Path((id, path)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let file = service.media_file(&id, &path).ok_or_else(|| {
+        ApiError::not_found(format!("no media file {path:?} for exercise {id:?}"))
+    })?;
+    // ServeFile sets the type and answers range requests (video seeking).
+    let response = ServeFile::new(file)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::not_found(format!("media file {path:?}: {e}")))?;
+    Ok(response.map(axum::body::Body::new))
 }
 
 async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {

@@ -86,11 +86,14 @@ const SCIP = (() => {
 
   const fmtMs = (ms) => (ms === null || ms === undefined ? "—" : `${Math.round(ms)} ms`);
 
-  // Media references: "/media/..." and "http..." are used as is, anything else lives under /media/.
-  function mediaUrl(ref) {
+  // Media references: "http..." is used as is; "/media/x" and "x" are media files. With
+  // an exercise they are asked of it (/exercises/{id}/media/x): the server looks in the
+  // exercise's scenario package first, then in the media folder.
+  function mediaUrl(ref, exId) {
     const r = String(ref || "");
-    if (r.startsWith("/media/") || /^https?:/i.test(r)) return r;
-    return "/media/" + r.replace(/^\/+/, "");
+    if (/^https?:/i.test(r)) return r;
+    const rest = r.replace(/^\/+/, "").replace(/^media\//, "");
+    return exId ? `/exercises/${encodeURIComponent(exId)}/media/${encodeURI(rest)}` : `/media/${encodeURI(rest)}`;
   }
   const ext = (u) => (String(u).split(/[?#]/)[0].match(/\.([a-z0-9]+)$/i) || [])[1]?.toLowerCase() || "";
   const isImage = (u) => ["png", "jpg", "jpeg", "gif", "webp", "svg"].includes(ext(u));

@@ -2,9 +2,10 @@
 // team's feed (newest first) and confirms every inject it has shown (receipts).
 "use strict";
 (() => {
-  const { el, api, enc, fmtT, mediaUrl, isImage, isVideo } = SCIP;
+  const { el, api, enc, fmtT, isImage, isVideo } = SCIP;
   const $ = (id) => document.getElementById(id);
   const [, exId, , teamId] = SCIP.pathParts(); // ["exercises", id, "teams", team]
+  const mediaUrl = (ref) => SCIP.mediaUrl(ref, exId);
   const exBase = `/api/v1/exercises/${enc(exId || "")}`;
   const teamBase = `${exBase}/teams/${enc(teamId || "")}`;
   const feed = $("feed");

@@ -49,6 +49,7 @@ pub(crate) fn scenario(teams: usize, times: &[u32], duration: u32) -> Scenario {
             })
             .collect(),
         turns: None,
+        package: None,
     }
 }
 
@@ -752,7 +753,7 @@ async fn turns_are_timed_from_their_start_and_pause_at_their_end() {
     assert_eq!(turns.ends, [10, 15, 35]);
     assert_eq!(
         sc.duration.get(),
-        60,
+        120,
         "a minute after the last inject, on a whole minute"
     );
     // Slots: blue a..e (0..5), red a..e (5..10).
@@ -835,7 +836,7 @@ async fn turns_are_timed_from_their_start_and_pause_at_their_end() {
         State::Running,
         "no pause after the last turn"
     );
-    advance(&mut engine, Duration::from_secs(25)).await;
+    advance(&mut engine, Duration::from_secs(85)).await;
     assert_eq!(engine.state(), State::Completed);
     assert!(
         engine

@@ -150,7 +150,11 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         "{rendered}"
     );
     assert!(text("reposts").contains("342"), "{rendered}");
-    assert_eq!(text("image"), "/media/four-teams/harbour.svg", "{rendered}");
+    assert_eq!(
+        text("image"),
+        "/exercises/drill/media/four-teams/harbour.svg",
+        "{rendered}"
+    );
     assert!(
         text("from").contains("harbourmaster@kestrel.example"),
         "{rendered}"
@@ -177,7 +181,11 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         "{rendered}"
     );
     assert!(text("title").contains("Cargo manifest"), "{rendered}");
-    assert_eq!(text("video"), "/media/four-teams/bodycam.mp4", "{rendered}");
+    assert_eq!(
+        text("video"),
+        "/exercises/drill/media/four-teams/bodycam.mp4",
+        "{rendered}"
+    );
     assert!(text("action").contains("flood the hold"), "{rendered}");
     assert_eq!(
         rendered["priorities"],

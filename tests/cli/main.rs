@@ -255,3 +255,128 @@ async fn sigterm_stops_cleanly_cancels_the_rest_and_writes_the_report() {
         .count();
     assert_eq!(deliveries_logged, 10, "{stderr}");
 }
+
+#[test]
+fn import_and_export_round_trip_a_package_unchanged() {
+    let work = tempfile::tempdir().unwrap();
+    let media = work.path().join("media");
+    let source = work.path().join("harbour");
+    let write = |path: &str, body: &str| {
+        let path = source.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    };
+    write(
+        "legacy.json",
+        r#"{"name": "Harbour", "teams": [{"id": "blue", "timeline_file": "timelines/blue.json"}]}"#,
+    );
+    write(
+        "timelines/blue.json",
+        r#"{"injects": [{"id": "b1", "time": 30, "type": "news", "content": {"headline": "Fog"}}]}"#,
+    );
+    write(
+        "media/map.svg",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    );
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("MEDIA_STORAGE_PATH", &media)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["import", source.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Imported as \"harbour\""), "{stdout}");
+    assert!(
+        stdout.contains("Duration:  T+02:00"),
+        "a minute after the last inject: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read(media.join("harbour/scenario.json")).unwrap(),
+        std::fs::read(source.join("legacy.json")).unwrap()
+    );
+    // Again: refused unless replaced.
+    let out = run(&["import", source.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
+    assert!(
+        run(&["import", source.to_str().unwrap(), "--replace"])
+            .status
+            .success()
+    );
+
+    // Export to a folder and to an archive.
+    let folder = work.path().join("out");
+    let out = run(&["export", "harbour", "--to", folder.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (exported, original) in [
+        ("scenario.json", "legacy.json"),
+        ("timelines/blue.json", "timelines/blue.json"),
+        ("media/map.svg", "media/map.svg"),
+    ] {
+        assert_eq!(
+            std::fs::read(folder.join(exported)).unwrap(),
+            std::fs::read(source.join(original)).unwrap(),
+            "{exported}"
+        );
+    }
+    let archive = work.path().join("harbour.tar.gz");
+    assert!(
+        run(&["export", "harbour", "--to", archive.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&archive).unwrap(),
+    ));
+    let mut names: Vec<String> = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .filter(|p| p.ends_with(".json") || p.ends_with(".svg"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "harbour/media/map.svg",
+            "harbour/scenario.json",
+            "harbour/timelines/blue.json"
+        ]
+    );
+
+    // An invalid package: every error, nothing stored.
+    std::fs::remove_file(source.join("timelines/blue.json")).unwrap();
+    let out = run(&["import", source.to_str().unwrap(), "--name", "broken"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("timelines/blue.json") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    assert!(!media.join("broken").exists());
+    let hidden: Vec<_> = std::fs::read_dir(&media)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "staging left behind: {hidden:?}");
+    // Without MEDIA_STORAGE_PATH: a clear error.
+    let out = Command::new(BIN)
+        .args(["export", "harbour", "--to", "x"])
+        .env_remove("MEDIA_STORAGE_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MEDIA_STORAGE_PATH"));
+}
