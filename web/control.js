@@ -146,6 +146,8 @@
   function roomPage(exId) {
     $("room-view").hidden = false;
     const base = `/api/v1/exercises/${enc(exId)}`;
+    // After-action report of the current run, as it stands when opened.
+    for (const a of document.querySelectorAll("#report-links a[data-report]")) a.href = `${base}/${a.dataset.report}`;
     let ex = null; // last Exercise from the stream
     let busy = false; // a command is in flight
     const ALLOWED = {

@@ -1,9 +1,11 @@
 //! The HTTP API of `serve` end to end: every endpoint, its errors, and what
 //! reaches the teams' feeds, against a real Mosquitto and SQLite.
 
+mod aar;
 mod dashboards;
-mod turns;
+mod packages;
 mod support;
+mod turns;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -1194,10 +1196,16 @@ async fn the_openapi_document_lists_every_endpoint() {
         "POST /api/v1/exercises/{id}/injects",
         "POST /api/v1/exercises/{id}/seek",
         "GET /api/v1/exercises/{id}/control-log",
+        "GET /api/v1/exercises/{id}/report",
+        "GET /api/v1/exercises/{id}/report.csv",
+        "GET /api/v1/exercises/{id}/report/control-log.csv",
+        "GET /api/v1/exercises/{id}/report.html",
         "GET /api/v1/exercises/{id}/events",
         "GET /api/v1/exercises/{id}/teams/{team}/events",
         "POST /api/v1/exercises/{id}/teams/{team}/receipts",
         "GET /api/v1/scenarios",
+        "POST /api/v1/packages",
+        "GET /api/v1/packages/{name}/archive",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -1219,6 +1227,7 @@ async fn the_openapi_document_lists_every_endpoint() {
         "SeekRequest",
         "ReceiptsRequest",
         "ScenarioResponse",
+        "AfterActionReport",
     ] {
         assert!(schemas.contains_key(schema), "no schema {schema}");
     }
