@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::broker::{BrokerSettings, EmbeddedBroker};
+use crate::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
 use crate::config::Config;
 use crate::core::{Command, Counts, State};
 use crate::domain::{ExerciseId, ExerciseSeconds};
@@ -117,6 +117,7 @@ pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         policy,
         feed_qos: config.feed_qos(),
         monitoring_every: Duration::from_secs(5),
+        max_commands_per_minute: config.max_commands_per_minute,
     };
     let (progress_tx, progress_rx) = watch::channel(Progress {
         time: ExerciseSeconds::ZERO,
@@ -382,7 +383,14 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
             (None, config.mqtt_host().to_owned(), config.mqtt_broker_port)
         }
         None => {
-            let broker = EmbeddedBroker::start(BrokerSettings::from_config(config)).await?;
+            if config.mqtt_tls {
+                bail!(
+                    "MQTT_TLS needs an external broker (MQTT_BROKER_HOST): the embedded broker listens without TLS"
+                );
+            }
+            let auth = BrokerAuth::from_config(config)?;
+            let broker =
+                EmbeddedBroker::start_with_auth(BrokerSettings::from_config(config), auth).await?;
             info!(
                 mqtt = %broker.mqtt_url(),
                 websocket = %broker.ws_url(),
@@ -601,6 +609,8 @@ async fn connect_mqtt(
 ) -> anyhow::Result<Mqtt> {
     let mut settings = MqttSettings::new(host, port, client_id);
     settings.delivery_timeout = config.delivery_policy().timeout;
+    settings.credentials = config.mqtt_credentials()?;
+    settings.tls = config.mqtt_tls_config()?;
     Ok(Mqtt::connect(settings).await?)
 }
 
@@ -667,6 +677,73 @@ pub fn export_package(name: &str, to: &Path, config: &Config) -> anyhow::Result<
         let files = crate::package::export_dir(&root, name, to)?;
         println!("Exported {name:?} to {} ({files} files).", to.display());
     }
+    Ok(())
+}
+
+/// Arguments of `broker-acl`.
+#[derive(Debug, Clone)]
+pub struct BrokerAclArgs {
+    pub exercise: String,
+    pub scenario: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub out: PathBuf,
+    pub engine_user: Option<String>,
+    pub force: bool,
+}
+
+/// `broker-acl EXERCISE`: Mosquitto password and ACL files for one
+/// exercise, its teams from `--scenario` or from the stored exercise.
+pub async fn broker_acl(args: BrokerAclArgs, config: &Config) -> anyhow::Result<()> {
+    let exercise = ExerciseId::parse(&args.exercise)
+        .with_context(|| format!("exercise id {:?}", args.exercise))?;
+    let scenario = match &args.scenario {
+        Some(path) => load(path, config).map_err(anyhow::Error::msg)?,
+        None => {
+            let url = match &args.database_url {
+                Some(url) => url.clone(),
+                None => {
+                    // Opening would create an empty database.
+                    let file = args.data_dir.join("scip.db");
+                    if !file.exists() {
+                        bail!(
+                            "no database at {}: give the service's DATA_DIR or DATABASE_URL, or the exercise's scenario with --scenario",
+                            file.display()
+                        );
+                    }
+                    crate::store::default_sqlite_url(&args.data_dir)
+                }
+            };
+            let store = Store::connect(&url)
+                .await
+                .with_context(|| format!("cannot open the database {}", redact(&url)))?;
+            let row = store.get_exercise(exercise.as_str()).await;
+            store.close().await;
+            let row = row?.with_context(|| {
+                format!(
+                    "no exercise {:?} in {}: create it first, or give its scenario with --scenario",
+                    exercise.as_str(),
+                    redact(&url)
+                )
+            })?;
+            let package: serde_json::Value = serde_json::from_str(&row.scenario_json)
+                .with_context(|| format!("the stored scenario of {exercise} is not JSON"))?;
+            scenario::load_inline(&package, &config.limits()).map_err(|errors| {
+                anyhow::anyhow!(
+                    "the stored scenario of {exercise} is invalid: {}",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?
+        }
+    };
+    let teams: Vec<_> = scenario.teams.iter().map(|t| t.id.clone()).collect();
+    let plan = crate::broker_acl::plan(&exercise, &teams, args.engine_user.as_deref())?;
+    let files = plan.write(&args.out, args.force)?;
+    print!("{}", crate::broker_acl::summary(&plan, &files));
     Ok(())
 }
 

@@ -24,11 +24,27 @@
 //! - Each topic keeps its recent messages in memory, up to
 //!   `SEGMENT_SIZE * (SEGMENT_COUNT + 1)` bytes; nothing is written to disk,
 //!   so retained messages do not survive a restart.
+//!
+//! Access: with a [`BrokerAuth`] (MQTT_USERNAME or BROKER_PASSWORD_FILE set)
+//! every client must log in as the engine's user or a user of the password
+//! file; anonymous clients and wrong passwords are refused (rumqttd closes
+//! the connection without a CONNACK). rumqttd 0.20 has no topic-level
+//! authorization: its only hooks are the login check (`ConnectionSettings`
+//! `auth`/`external_auth`, called once in `link/remote.rs` `mqtt_connect`)
+//! and a tenant prefix taken from TLS client certificates (features
+//! `verify-client-cert`/`validate-tenant-prefix`, fixed to
+//! `/tenants/<id>/`). So a logged-in client may read and write every topic:
+//! the per-team rules of `broker-acl` need Mosquitto.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::broker_acl;
 use crate::config::Config;
+use crate::mqtt::{Password, SettingsError};
 
 /// How long start-up waits for the listeners to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,9 +70,74 @@ impl BrokerSettings {
     }
 }
 
+/// Who may connect to the embedded broker: the engine's own login
+/// (MQTT_USERNAME) and the users of a Mosquitto password file
+/// (BROKER_PASSWORD_FILE). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerAuth {
+    plain: Arc<HashMap<String, Password>>,
+    hashed: Arc<HashMap<String, String>>,
+}
+
+impl BrokerAuth {
+    /// From MQTT_USERNAME/MQTT_PASSWORD and BROKER_PASSWORD_FILE; None (anyone
+    /// may connect) when neither is set.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, BrokerError> {
+        let credentials = config.mqtt_credentials()?;
+        let file = config.broker_password_file.as_deref();
+        if credentials.is_none() && file.is_none() {
+            return Ok(None);
+        }
+        let mut auth = Self::default();
+        if let Some(path) = file {
+            auth = auth.with_password_file(path)?;
+        }
+        match credentials {
+            Some(c) => auth = auth.with_user(c.username, c.password),
+            None => return Err(BrokerError::EngineLogin),
+        }
+        Ok(Some(auth))
+    }
+
+    /// Adds a user with a password in clear.
+    pub fn with_user(mut self, username: impl Into<String>, password: Password) -> Self {
+        Arc::make_mut(&mut self.plain).insert(username.into(), password);
+        self
+    }
+
+    /// Adds the users of a Mosquitto password file (`$7$` or `$6$` hashes).
+    pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, BrokerError> {
+        let users =
+            broker_acl::read_password_file(path).map_err(|e| BrokerError::PasswordFile {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Arc::make_mut(&mut self.hashed).extend(users);
+        Ok(self)
+    }
+
+    /// Whether `username` may log in with `password`.
+    pub fn check(&self, username: &str, password: &str) -> bool {
+        if let Some(expected) = self.plain.get(username) {
+            return broker_acl::same_secret(expected.expose().as_bytes(), password.as_bytes());
+        }
+        self.hashed
+            .get(username)
+            .is_some_and(|hash| broker_acl::verify_password(hash, password))
+    }
+}
+
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("cannot use BROKER_PASSWORD_FILE {}: {reason}", .path.display())]
+    PasswordFile { path: PathBuf, reason: String },
+    #[error(
+        "BROKER_PASSWORD_FILE makes the embedded broker refuse anonymous clients, the engine's own connection too: set MQTT_USERNAME and MQTT_PASSWORD (or MQTT_PASSWORD_FILE) for it"
+    )]
+    EngineLogin,
     #[error("port {port} is taken: choose another with {flag} / {env}")]
     PortTaken {
         port: u16,
@@ -94,8 +175,17 @@ impl EmbeddedBroker {
     /// Whether this build has the embedded broker.
     pub const AVAILABLE: bool = cfg!(feature = "embedded-broker");
 
-    /// Starts the broker and returns once both listeners accept connections.
+    /// Starts the broker, open to anyone, and returns once both listeners
+    /// accept connections.
     pub async fn start(settings: BrokerSettings) -> Result<Self, BrokerError> {
+        Self::start_with_auth(settings, None).await
+    }
+
+    /// Starts the broker; with `auth`, only its users may connect.
+    pub async fn start_with_auth(
+        settings: BrokerSettings,
+        auth: Option<BrokerAuth>,
+    ) -> Result<Self, BrokerError> {
         if !Self::AVAILABLE {
             return Err(BrokerError::Unavailable);
         }
@@ -109,7 +199,7 @@ impl EmbeddedBroker {
             "--broker-ws-port",
             "BROKER_WS_PORT",
         )?;
-        imp::start(settings).await?;
+        imp::start(settings, auth).await?;
         Ok(Self { settings })
     }
 
@@ -194,7 +284,7 @@ mod imp {
     use tokio::time::{Instant, sleep};
     use tracing::debug;
 
-    use super::{BrokerError, BrokerSettings, START_TIMEOUT, connect_ip};
+    use super::{BrokerAuth, BrokerError, BrokerSettings, START_TIMEOUT, connect_ip};
     use crate::mqtt::{INFLIGHT, MAX_PACKET_SIZE};
 
     /// Bytes of messages one topic (or subscription filter) keeps per
@@ -203,8 +293,11 @@ mod imp {
     /// Full segments kept besides the one being written.
     const SEGMENT_COUNT: usize = 4;
 
-    pub(super) async fn start(settings: BrokerSettings) -> Result<(), BrokerError> {
-        let mut broker = rumqttd::Broker::new(config(&settings));
+    pub(super) async fn start(
+        settings: BrokerSettings,
+        auth: Option<BrokerAuth>,
+    ) -> Result<(), BrokerError> {
+        let mut broker = rumqttd::Broker::new(config(&settings, auth));
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || broker.start().map_err(|e| e.to_string()))
@@ -243,8 +336,8 @@ mod imp {
     }
 
     /// rumqttd's configuration, as its `rumqttd.toml` would give it.
-    fn config(settings: &BrokerSettings) -> Config {
-        let connections = ConnectionSettings {
+    fn config(settings: &BrokerSettings, auth: Option<BrokerAuth>) -> Config {
+        let mut connections = ConnectionSettings {
             // Time a new connection has to send CONNECT.
             connection_timeout_ms: 10_000,
             max_payload_size: MAX_PACKET_SIZE,
@@ -256,6 +349,13 @@ mod imp {
             // (otherwise rumqttd drops the connection).
             dynamic_filters: true,
         };
+        if let Some(auth) = auth {
+            // Checked once per CONNECT; a client without a login is refused
+            // before this is called.
+            connections.set_auth_handler(move |_client_id, username: String, password: String| {
+                std::future::ready(auth.check(&username, &password))
+            });
+        }
         let server = |name: &str, port: u16| ServerSettings {
             name: name.to_owned(),
             listen: SocketAddr::new(settings.bind, port),
@@ -287,9 +387,9 @@ mod imp {
 
 #[cfg(not(feature = "embedded-broker"))]
 mod imp {
-    use super::{BrokerError, BrokerSettings};
+    use super::{BrokerAuth, BrokerError, BrokerSettings};
 
-    pub(super) async fn start(_: BrokerSettings) -> Result<(), BrokerError> {
+    pub(super) async fn start(_: BrokerSettings, _: Option<BrokerAuth>) -> Result<(), BrokerError> {
         Err(BrokerError::Unavailable)
     }
 }

@@ -2,10 +2,13 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use rumqttc::QoS;
+
+use crate::mqtt::{Credentials, Password, SettingsError};
 
 /// Settings shared by every subcommand. Each field reads its environment variable
 /// when the flag is absent; a bad value is a start-up error naming the variable.
@@ -60,6 +63,36 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_retry_attempts: u32,
 
+    /// Largest inject a timeline may hold, as JSON bytes (content, media
+    /// list and every other field).
+    #[arg(long, env = "MAX_INJECT_BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_inject_bytes: u64,
+
+    /// Most exercises one `serve` holds; creating one more is refused (429).
+    #[arg(long, env = "MAX_EXERCISES", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_exercises: u32,
+
+    /// Control commands a client may give per minute, in bursts of up to a
+    /// sixth of that (at least 5): per client address on the API (429), per
+    /// exercise on the control topic (refused, reported on the status topic).
+    #[arg(long, env = "MAX_COMMANDS_PER_MINUTE", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_commands_per_minute: u32,
+
+    /// Largest HTTP request body, in bytes (an inline scenario package, an
+    /// uploaded package archive).
+    #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..), global = true)]
+    pub max_request_bytes: u64,
+
+    /// How long a team dashboard link stays valid, in hours, from when it is
+    /// issued (exercise creation, or a re-issue).
+    #[arg(long, env = "TEAM_LINK_TTL_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u32).range(1..=87_600), global = true)]
+    pub team_link_ttl_hours: u32,
+
     /// Folder of media files that injects refer to.
     #[arg(long, env = "MEDIA_STORAGE_PATH", global = true)]
     pub media_storage_path: Option<PathBuf>,
@@ -83,6 +116,40 @@ pub struct Config {
     #[arg(long, env = "BROKER_WS_PORT", default_value_t = 8083,
           value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub broker_ws_port: u16,
+
+    /// User name of the engine's MQTT login (none: anonymous). With the
+    /// embedded broker it also makes the broker refuse anonymous clients.
+    #[arg(long, env = "MQTT_USERNAME", global = true)]
+    pub mqtt_username: Option<String>,
+
+    /// Password of MQTT_USERNAME; prefer MQTT_PASSWORD_FILE.
+    #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true, global = true,
+          value_parser = parse_password, conflicts_with = "mqtt_password_file")]
+    pub mqtt_password: Option<Password>,
+
+    /// File holding the password of MQTT_USERNAME (its first line).
+    #[arg(long, env = "MQTT_PASSWORD_FILE", global = true)]
+    pub mqtt_password_file: Option<PathBuf>,
+
+    /// Connect to the broker over TLS (true/false).
+    #[arg(long, env = "MQTT_TLS", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub mqtt_tls: bool,
+
+    /// PEM file of the CA(s) that signed the broker's certificate (default
+    /// with MQTT_TLS: the system's root certificates).
+    #[arg(long, env = "MQTT_CA_FILE", global = true)]
+    pub mqtt_ca_file: Option<PathBuf>,
+
+    /// Mosquitto password file (as `broker-acl` writes it) whose users the
+    /// embedded broker accepts, besides MQTT_USERNAME; setting it makes the
+    /// embedded broker refuse anonymous clients.
+    #[arg(long, env = "BROKER_PASSWORD_FILE", global = true)]
+    pub broker_password_file: Option<PathBuf>,
+}
+
+fn parse_password(raw: &str) -> Result<Password, String> {
+    Ok(Password::new(raw))
 }
 
 /// The limits a scenario is validated against.
@@ -91,6 +158,8 @@ pub struct Limits {
     pub max_duration_secs: u32,
     pub max_teams: usize,
     pub max_injects_per_timeline: usize,
+    /// Largest inject, as JSON bytes.
+    pub max_inject_bytes: usize,
 }
 
 impl Default for Limits {
@@ -99,6 +168,7 @@ impl Default for Limits {
             max_duration_secs: 7200,
             max_teams: 10,
             max_injects_per_timeline: 1000,
+            max_inject_bytes: 262_144,
         }
     }
 }
@@ -139,6 +209,7 @@ impl Config {
             max_duration_secs: self.max_exercise_duration,
             max_teams: self.max_teams_per_exercise as usize,
             max_injects_per_timeline: self.max_injects_per_timeline as usize,
+            max_inject_bytes: usize::try_from(self.max_inject_bytes).unwrap_or(usize::MAX),
         }
     }
 
@@ -148,6 +219,45 @@ impl Config {
             retry_delay: Duration::from_secs(self.retry_delay_seconds),
             max_attempts: self.max_retry_attempts,
             late_after: Duration::from_millis(self.timer_precision_ms),
+        }
+    }
+
+    /// The engine's MQTT login: MQTT_USERNAME with MQTT_PASSWORD or the
+    /// first line of MQTT_PASSWORD_FILE.
+    pub fn mqtt_credentials(&self) -> Result<Option<Credentials>, SettingsError> {
+        let password = match (&self.mqtt_password, &self.mqtt_password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| SettingsError::PasswordFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let line = text.lines().next().unwrap_or("");
+                if line.is_empty() {
+                    return Err(SettingsError::EmptyPasswordFile { path: path.clone() });
+                }
+                Some(Password::new(line))
+            }
+            (None, None) => None,
+        };
+        match (&self.mqtt_username, password) {
+            (Some(username), Some(password)) => Ok(Some(Credentials {
+                username: username.clone(),
+                password,
+            })),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(SettingsError::PasswordWithoutUser),
+            (Some(_), None) => Err(SettingsError::UserWithoutPassword),
+        }
+    }
+
+    /// The TLS configuration of the MQTT connection when MQTT_TLS is on.
+    pub fn mqtt_tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, SettingsError> {
+        match (self.mqtt_tls, &self.mqtt_ca_file) {
+            (true, ca) => crate::mqtt::tls_client_config(ca.as_deref()).map(Some),
+            (false, Some(_)) => Err(SettingsError::CaWithoutTls),
+            (false, None) => Ok(None),
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scip_orchestrator::app::{self, DemoArgs, RunArgs, ServeArgs};
+use scip_orchestrator::app::{self, BrokerAclArgs, DemoArgs, RunArgs, ServeArgs};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::logging::{self, LogFormat};
 
@@ -100,6 +100,32 @@ enum Cmd {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Write a Mosquitto password file and ACL for one exercise: a user per
+    /// team (its own feed, the clock, status, monitoring), a controller and
+    /// the engine; the passwords go to a credentials file (mode 0600).
+    BrokerAcl {
+        /// The exercise id: the `{exerciseId}` of its topics.
+        exercise: String,
+        /// Take the teams from this scenario file (else from the exercise
+        /// stored in the service's database).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// sqlite://FILE or postgres://... (default: a SQLite file in DATA_DIR).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Folder of the default SQLite database.
+        #[arg(long, env = "DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Folder to write the files to.
+        #[arg(long)]
+        out: PathBuf,
+        /// The engine's user name (default: <exercise>-engine).
+        #[arg(long)]
+        engine_user: Option<String>,
+        /// Replace files written before (and with them every password).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,6 +191,26 @@ fn main() -> ExitCode {
             &cli.config,
         )),
         Cmd::Export { name, to } => finish(app::export_package(&name, &to, &cli.config)),
+        Cmd::BrokerAcl {
+            exercise,
+            scenario,
+            database_url,
+            data_dir,
+            out,
+            engine_user,
+            force,
+        } => {
+            let args = BrokerAclArgs {
+                exercise,
+                scenario,
+                database_url,
+                data_dir,
+                out,
+                engine_user,
+                force,
+            };
+            finish(block_on(app::broker_acl(args, &cli.config)))
+        }
     }
 }
 

@@ -15,13 +15,23 @@
 //! it. The first connection starts a clean session (nothing stale from an
 //! earlier process); reconnects resume it, so in-flight publishes are resent
 //! by rumqttc rather than duplicated by us.
+//!
+//! The connection may log in (MQTT_USERNAME) and run over TLS (MQTT_TLS),
+//! with rustls on the `ring` provider, given explicitly rather than
+//! installed process-wide.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Request,
+    TlsConfiguration, Transport,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -39,6 +49,10 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     /// Largest packet in either direction.
     pub max_packet_size: usize,
+    /// The login (MQTT_USERNAME); None connects anonymously.
+    pub credentials: Option<Credentials>,
+    /// TLS (MQTT_TLS) with the roots it trusts; None is plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl MqttSettings {
@@ -50,6 +64,8 @@ impl MqttSettings {
             delivery_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             max_packet_size: MAX_PACKET_SIZE,
+            credentials: None,
+            tls: None,
         }
     }
 
@@ -59,8 +75,114 @@ impl MqttSettings {
             .set_clean_session(clean_session)
             .set_max_packet_size(self.max_packet_size, self.max_packet_size)
             .set_inflight(INFLIGHT);
+        if let Some(c) = &self.credentials {
+            o.set_credentials(&c.username, c.password.expose());
+        }
+        if let Some(tls) = &self.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         o
     }
+}
+
+/// A user name and password for the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Password,
+}
+
+/// A password: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+
+    /// The password itself, for the one place that sends or checks it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Why the MQTT login or TLS settings are unusable; each names its setting.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read MQTT_CA_FILE {}: {reason}", .path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("MQTT_CA_FILE {} holds no PEM certificate", .path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "MQTT_TLS is on but this system has no root certificates: give the broker's CA with MQTT_CA_FILE"
+    )]
+    NoSystemRoots,
+    #[error("MQTT_CA_FILE is set but MQTT_TLS is off: set MQTT_TLS=true to use it")]
+    CaWithoutTls,
+    #[error("cannot read MQTT_PASSWORD_FILE {}: {reason}", .path.display())]
+    PasswordFile { path: PathBuf, reason: String },
+    #[error("MQTT_PASSWORD_FILE {} is empty", .path.display())]
+    EmptyPasswordFile { path: PathBuf },
+    #[error("a password is set (MQTT_PASSWORD or MQTT_PASSWORD_FILE) but MQTT_USERNAME is not")]
+    PasswordWithoutUser,
+    #[error("MQTT_USERNAME is set but no password: set MQTT_PASSWORD or MQTT_PASSWORD_FILE")]
+    UserWithoutPassword,
+    #[error("MQTT_TLS: {0}")]
+    Tls(String),
+}
+
+/// The TLS client configuration: trusting the certificates of `ca_file`
+/// (PEM), else the system's roots.
+pub fn tls_client_config(
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, SettingsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let ca_error = |reason: String| SettingsError::CaFile {
+                path: path.to_owned(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ca_error(format!("not PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(SettingsError::NoCertificate {
+                    path: path.to_owned(),
+                });
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| ca_error(format!("not a usable certificate: {e}")))?;
+            }
+        }
+        None => {
+            // Unreadable system certificates are skipped; none at all is an error.
+            let (added, _) =
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if added == 0 {
+                return Err(SettingsError::NoSystemRoots);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SettingsError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Largest MQTT packet by default, in either direction: room for injects
@@ -78,6 +200,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub enum ConnectError {
     #[error("cannot reach the MQTT broker at {host}:{port}: {reason}")]
     Unreachable {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error(
+        "the MQTT broker at {host}:{port} refused the login {login}: {reason}; check MQTT_USERNAME and MQTT_PASSWORD / MQTT_PASSWORD_FILE"
+    )]
+    Refused {
+        host: String,
+        port: u16,
+        /// The user name in quotes, or "without a user name".
+        login: String,
+        reason: String,
+    },
+    #[error(
+        "TLS with the MQTT broker at {host}:{port} failed: {reason}; check MQTT_TLS and MQTT_CA_FILE (the broker's certificate must chain to that CA and name {host})"
+    )]
+    Tls {
         host: String,
         port: u16,
         reason: String,
@@ -245,6 +385,24 @@ async fn probe(settings: &MqttSettings) -> Result<(), ConnectError> {
     match eventloop.poll().await {
         Ok(Event::Incoming(Incoming::ConnAck(_))) => {}
         Ok(other) => return Err(unreachable(format!("unexpected {other:?}"))),
+        Err(ConnectionError::ConnectionRefused(code)) => {
+            return Err(ConnectError::Refused {
+                host: settings.host.clone(),
+                port: settings.port,
+                login: match &settings.credentials {
+                    Some(c) => format!("{:?}", c.username),
+                    None => "without a user name".into(),
+                },
+                reason: format!("{code:?}"),
+            });
+        }
+        Err(ConnectionError::Tls(e)) => {
+            return Err(ConnectError::Tls {
+                host: settings.host.clone(),
+                port: settings.port,
+                reason: e.to_string(),
+            });
+        }
         Err(e) => return Err(unreachable(e.to_string())),
     }
     let _ = client.disconnect().await;

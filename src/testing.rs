@@ -14,21 +14,37 @@ pub struct Mosquitto {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Configuration lines for the listener and security.
+    security: String,
 }
 
 impl Mosquitto {
     /// Starts one on a free port. Panics with how to install Mosquitto when it
     /// is missing: tests that need a broker fail rather than skip.
     pub fn start() -> Self {
+        Self::start_with("allow_anonymous true")
+    }
+
+    /// Starts one whose listener has `security` instead of `allow_anonymous
+    /// true`: lines such as `allow_anonymous false`, `password_file`,
+    /// `acl_file`, `cafile`/`certfile`/`keyfile` (absolute paths). It logs
+    /// to `mosquitto.log` in [`Mosquitto::dir`].
+    pub fn start_with(security: &str) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut m = Self {
             port,
             child: None,
             dir,
+            security: security.to_owned(),
         };
         m.spawn();
         m
+    }
+
+    /// Its private folder (configuration, log).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Kills the broker (as a crash would); `restart` brings it back on the same port.
@@ -49,10 +65,18 @@ impl Mosquitto {
         let mut f = std::fs::File::create(&conf).expect("write mosquitto.conf");
         writeln!(
             f,
-            "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0",
-            self.port
+            "listener {} 127.0.0.1\n{}\nset_tcp_nodelay true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0",
+            self.port, self.security
         )
         .expect("write mosquitto.conf");
+        if self.security != "allow_anonymous true" {
+            writeln!(
+                f,
+                "log_dest file {}\nlog_type all",
+                self.dir.path().join("mosquitto.log").display()
+            )
+            .expect("write mosquitto.conf");
+        }
         let binary = mosquitto_binary();
         let child = Command::new(&binary)
             .arg("-c")
