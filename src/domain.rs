@@ -1,7 +1,8 @@
 //! Validated identifiers and exercise times.
 //!
 //! Every id that ends up in an MQTT topic is parsed once, here, and is valid
-//! from then on: non-empty, no `/`, `+`, `#` and no control characters.
+//! from then on: non-empty, no `/`, `+`, `#` and no control characters, and
+//! not `.` or `..` (they would change the meaning of a URL path).
 
 use std::fmt;
 
@@ -14,11 +15,16 @@ pub enum IdError {
     Empty,
     #[error("id {0:?} contains {1:?}, which is not allowed in an MQTT topic")]
     Unsafe(String, char),
+    #[error("id {0:?} is not allowed: it would name another path in a URL")]
+    Dots(String),
 }
 
 fn check_topic_safe(raw: &str) -> Result<(), IdError> {
     if raw.is_empty() {
         return Err(IdError::Empty);
+    }
+    if raw == "." || raw == ".." {
+        return Err(IdError::Dots(raw.to_owned()));
     }
     if let Some(c) = raw
         .chars()
@@ -130,6 +136,10 @@ mod tests {
         check("a#", false);
         check("a\nb", false);
         check("a\u{7f}", false);
+        check(".", false);
+        check("..", false);
+        check("...", true);
+        check("a b?%", true);
     }
 
     #[test]

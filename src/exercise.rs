@@ -24,6 +24,7 @@ use crate::core::{
 };
 use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
 use crate::journal::{Journal, JournalEntry};
+use crate::limits::RateLimit;
 use crate::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
 use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
 use crate::scenario::{Inject, Scenario, Timeline};
@@ -43,6 +44,8 @@ pub struct Options {
     pub policy: DeliveryPolicy,
     pub feed_qos: QoS,
     pub monitoring_every: Duration,
+    /// Commands accepted per minute on the control topic.
+    pub max_commands_per_minute: u32,
     /// End the actor once the exercise is over and every delivery settled
     /// (`run`); otherwise it lives until shut down (`serve`).
     pub exit_when_over: bool,
@@ -157,6 +160,12 @@ pub enum Request {
     Watch {
         team: Option<usize>,
         reply: Reply<Watch>,
+    },
+    /// End the actor so its exercise can be deleted: refused while the
+    /// exercise is running or paused. Answered once its writes are stored;
+    /// its retained topics are cleared.
+    Close {
+        reply: Reply<()>,
     },
     /// A team dashboard showed these injects of `run`; answers how many
     /// receipts were new.
@@ -292,6 +301,10 @@ pub struct Actor {
     presence: Arc<Presence>,
     /// Why the exercise last paused or stopped, for dashboards' banners.
     last_reason: Option<String>,
+    /// Commands on the control topic (whoever sends them).
+    control_rate: RateLimit,
+    /// Closed for deletion: the loop ends, nothing more is written.
+    closed: bool,
 }
 
 impl Actor {
@@ -322,6 +335,7 @@ impl Actor {
         );
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let presence = Presence::new(scenario.teams.len());
+        let control_rate = RateLimit::per_minute(options.max_commands_per_minute);
         let snapshot = watch::channel(Snapshot {
             id: id.clone(),
             time: engine.exercise_time(Instant::now()),
@@ -354,6 +368,8 @@ impl Actor {
             live: broadcast::channel(LIVE_BUFFER).0,
             presence,
             last_reason: None,
+            control_rate,
+            closed: false,
         }
     }
 
@@ -479,6 +495,9 @@ impl Actor {
                 request = requests.recv(), if requests_open => match request {
                     Some(request) => {
                         self.on_request(request);
+                        if self.closed {
+                            return self.outcome();
+                        }
                         // Readers of the snapshot see the change at once.
                         self.counts = None;
                         self.publish_snapshot(*connected.borrow());
@@ -670,6 +689,35 @@ impl Actor {
                         .map(|()| self.retime(slot, at))
                 });
                 self.answer(result, reply);
+            }
+            Request::Close { reply } => {
+                let state = self.engine.state();
+                if matches!(state, State::Running | State::Paused) {
+                    let _ = reply.send(Err(RequestError::Conflict(format!(
+                        "exercise {} is {state}: stop it before deleting it",
+                        self.id()
+                    ))));
+                    return;
+                }
+                self.flush();
+                for topic in [
+                    &self.topics.timer,
+                    &self.topics.status,
+                    &self.topics.monitoring,
+                ] {
+                    // An empty retained message clears the topic.
+                    self.journal.publish(Message {
+                        topic: topic.clone(),
+                        payload: Vec::new(),
+                        qos: QoS::AtLeastOnce,
+                        retain: true,
+                        ack: None,
+                    });
+                }
+                self.closed = true;
+                self.journal.reply(move || {
+                    let _ = reply.send(Ok(()));
+                });
             }
             Request::Watch { team, reply } => {
                 let _ = reply.send(Ok(self.watch(team)));
@@ -917,6 +965,29 @@ impl Actor {
         }
         match parse_control(&message.payload) {
             ControlInput::Command { command, reason } => {
+                if let Err(wait) = self.control_rate.check("mqtt", Instant::now()) {
+                    let why = format!(
+                        "rate limited: more than {} commands a minute on the control topic; try again in {} s",
+                        self.options.max_commands_per_minute,
+                        wait.as_secs_f64().ceil()
+                    );
+                    warn!(exercise_id = %self.id(), %command, %why, "control command refused");
+                    self.journal.write(JournalEntry::Control(ControlRow {
+                        id: 0,
+                        exercise_id: self.id().to_string(),
+                        at_wall_ms: wall_ms(OffsetDateTime::now_utc()),
+                        command: command.to_string(),
+                        reason,
+                        source: "mqtt".into(),
+                        accepted: false,
+                        message: Some(why.clone()),
+                    }));
+                    let mut status = self.status_now("command_refused");
+                    status.command = Some(command.to_string());
+                    status.message = Some(why);
+                    self.publish_status(&status);
+                    return;
+                }
                 info!(exercise_id = %self.id(), %command, reason = reason.as_deref().unwrap_or(""), "control command");
                 self.command(command, reason, "mqtt".into(), None);
             }

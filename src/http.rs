@@ -54,9 +54,10 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// The API with its state; what [`serve`] serves.
 pub fn router(service: Service) -> Router {
     install_metrics();
+    let max_body = service.max_request_bytes();
     let v1 = Router::new()
         .route("/exercises", get(list_exercises).post(create_exercise))
-        .route("/exercises/{id}", get(get_exercise))
+        .route("/exercises/{id}", get(get_exercise).delete(delete_exercise))
         .route("/exercises/{id}/{command}", post(control))
         .route("/exercises/{id}/deliveries", get(deliveries))
         .route("/exercises/{id}/failures", get(failures))
@@ -89,6 +90,10 @@ pub fn router(service: Service) -> Router {
             get(crate::web::team_events),
         )
         .route("/exercises/{id}/teams/{team}/receipts", post(receipts))
+        .route(
+            "/exercises/{id}/teams/{team}/link",
+            post(reissue_link).delete(revoke_link),
+        )
         .route("/scenarios", get(scenarios))
         .route("/packages", post(import_package))
         .route("/packages/{name}/archive", get(export_package));
@@ -103,7 +108,7 @@ pub fn router(service: Service) -> Router {
         .with_state(service)
         // The limit is RequestBodyLimitLayer's, not axum's smaller default.
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(axum::middleware::map_response(json_errors))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
@@ -194,6 +199,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         create_exercise,
         list_exercises,
         get_exercise,
+        delete_exercise,
         control,
         deliveries,
         failures,
@@ -209,6 +215,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         report_control_log_csv,
         report_html,
         scenarios,
+        reissue_link,
+        revoke_link,
         import_package,
         export_package,
         receipts,
@@ -392,6 +400,11 @@ pub struct TeamResponse {
     pub dashboard_url: String,
     /// Dashboards of this team open now.
     pub dashboards: usize,
+    /// When the dashboard link expires.
+    #[schema(format = DateTime)]
+    pub link_expires_at: String,
+    /// Revoked and not re-issued: `dashboard_url` carries no token.
+    pub link_revoked: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -608,6 +621,25 @@ async fn list_exercises(State(service): State<Service>) -> Json<Vec<ExerciseResp
             .map(ExerciseResponse::from)
             .collect(),
     )
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/exercises/{id}",
+    tag = "exercises",
+    params(("id" = String, Path, description = "Exercise id")),
+    responses(
+        (status = 204, description = "Deleted with its delivery records and control log; its retained MQTT topics cleared"),
+        (status = 404, description = "No such exercise", body = ErrorResponse),
+        (status = 409, description = "Running or paused: stop it first", body = ErrorResponse),
+    )
+)]
+async fn delete_exercise(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    service.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -1038,26 +1070,82 @@ async fn scenarios(State(service): State<Service>) -> Json<Vec<ScenarioResponse>
 
 #[utoipa::path(
     post,
-    path = "/api/v1/exercises/{id}/teams/{team}/receipts",
+    path = "/api/v1/exercises/{id}/teams/{team}/link",
     tag = "dashboards",
     params(
         ("id" = String, Path, description = "Exercise id"),
         ("team" = String, Path, description = "Team id"),
     ),
+    responses(
+        (status = 200, description = "A new dashboard link, valid for TEAM_LINK_TTL_HOURS; every earlier one stops working", body = TeamResponse),
+        (status = 404, description = "No such exercise or team", body = ErrorResponse),
+    )
+)]
+async fn reissue_link(
+    State(service): State<Service>,
+    Path((id, team)): Path<(String, String)>,
+) -> Result<Json<TeamResponse>, ApiError> {
+    let t = service.reissue_link(&id, &team).await?;
+    Ok(Json(TeamResponse {
+        id: t.id,
+        name: t.name,
+        dashboard_url: t.dashboard_url,
+        dashboards: t.dashboards,
+        link_expires_at: timestamp(
+            OffsetDateTime::from_unix_timestamp(t.link_expires)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        ),
+        link_revoked: t.link_revoked,
+    }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/exercises/{id}/teams/{team}/link",
+    tag = "dashboards",
+    params(
+        ("id" = String, Path, description = "Exercise id"),
+        ("team" = String, Path, description = "Team id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked: no token opens the team's dashboard until a link is re-issued"),
+        (status = 404, description = "No such exercise or team", body = ErrorResponse),
+    )
+)]
+async fn revoke_link(
+    State(service): State<Service>,
+    Path((id, team)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    service.revoke_link(&id, &team).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/teams/{team}/receipts",
+    tag = "dashboards",
+    params(
+        ("id" = String, Path, description = "Exercise id"),
+        ("team" = String, Path, description = "Team id"),
+        ("token" = String, Query, description = "The token of the team's dashboard link"),
+    ),
     request_body = ReceiptsRequest,
     responses(
         (status = 200, description = "The dashboard showed these injects: the first receipt of each is recorded with the time it arrived", body = RecordedResponse),
         (status = 400, description = "Malformed body or inject id", body = ErrorResponse),
+        (status = 401, description = "No link token", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
         (status = 404, description = "No such exercise, team, or inject of this team in this run", body = ErrorResponse),
     )
 )]
 async fn receipts(
     State(service): State<Service>,
     Path((id, team)): Path<(String, String)>,
+    Query(link): Query<crate::web::LinkToken>,
     ApiJson(body): ApiJson<ReceiptsRequest>,
 ) -> Result<Json<RecordedResponse>, ApiError> {
     let recorded = service
-        .receipts(&id, &team, body.run, body.inject_ids)
+        .receipts(&id, &team, link.token.as_deref(), body.run, body.inject_ids)
         .await?;
     Ok(Json(RecordedResponse { recorded }))
 }
@@ -1315,6 +1403,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Vec<String>,
+    /// Seconds, for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -1324,6 +1414,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -1375,7 +1466,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -1408,6 +1505,23 @@ impl From<ServiceError> for ApiError {
             ServiceError::Internal(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
             }
+            ServiceError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ServiceError::TooMany {
+                message,
+                retry_after,
+            } => Self {
+                retry_after: retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    if retry_after.is_some() {
+                        "rate_limited"
+                    } else {
+                        "limit_reached"
+                    },
+                    message,
+                )
+            },
         }
     }
 }
@@ -1656,6 +1770,11 @@ impl From<ExerciseInfo> for ExerciseResponse {
                     name: t.name,
                     dashboard_url: t.dashboard_url,
                     dashboards: t.dashboards,
+                    link_expires_at: timestamp(
+                        OffsetDateTime::from_unix_timestamp(t.link_expires)
+                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    ),
+                    link_revoked: t.link_revoked,
                 })
                 .collect(),
             created_at: wall(e.created_wall_ms),

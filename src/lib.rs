@@ -4,12 +4,15 @@
 pub mod aar;
 pub mod app;
 pub mod broker;
+pub mod broker_acl;
 pub mod config;
 pub mod core;
 pub mod domain;
 pub mod exercise;
 pub mod http;
 pub mod journal;
+pub mod limits;
+pub mod links;
 pub mod live;
 pub mod logging;
 pub mod mqtt;

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub policy: DeliveryPolicy,
     pub feed_qos: QoS,
     pub monitoring_every: Duration,
+    /// Control-topic commands accepted per minute (MAX_COMMANDS_PER_MINUTE).
+    pub max_commands_per_minute: u32,
 }
 
 /// Where a run stands, for progress displays.
@@ -70,6 +72,7 @@ pub async fn run(
             policy: options.policy,
             feed_qos: options.feed_qos,
             monitoring_every: options.monitoring_every,
+            max_commands_per_minute: options.max_commands_per_minute,
             exit_when_over: true,
         },
         mqtt.clone(),

@@ -1217,7 +1217,16 @@ fn check_timeline(
     let injects: Vec<Inject> = raw_injects
         .iter()
         .enumerate()
-        .filter_map(|(index, raw)| inject(index, raw, end, &mut first_index, &mut report))
+        .filter_map(|(index, raw)| {
+            inject(
+                index,
+                raw,
+                end,
+                limits.max_inject_bytes,
+                &mut first_index,
+                &mut report,
+            )
+        })
         .collect();
     if report.errors.len() > errors_before {
         return None;
@@ -1234,6 +1243,7 @@ fn inject(
     index: usize,
     raw: &Value,
     end: Option<ExerciseSeconds>,
+    max_bytes: usize,
     first_index: &mut HashMap<InjectId, usize>,
     report: &mut Report<'_>,
 ) -> Option<Inject> {
@@ -1262,6 +1272,16 @@ fn inject(
         } else {
             first_index.insert(inject_id.clone(), index);
         }
+    }
+    let size = serde_json::to_vec(raw).map_or(0, |bytes| bytes.len());
+    if size > max_bytes {
+        report.error(
+            location,
+            format!(
+                "the inject is {size} bytes of JSON, over the limit of {max_bytes} (MAX_INJECT_BYTES)"
+            ),
+        );
+        return None;
     }
     let time = report.check(location, inject_time(fields, end));
     let kind = report.check(location, inject_kind(fields));
@@ -2306,6 +2326,7 @@ mod tests {
             max_duration_secs: 600,
             max_teams: 2,
             max_injects_per_timeline: 2,
+            max_inject_bytes: 262_144,
         };
         let inject =
             |n: u32| format!(r#"{{"id": "i-{n}", "time": {n}, "type": "news", "content": {{}}}}"#);
@@ -2780,6 +2801,7 @@ Teams:     3 (7 deliveries)
             max_duration_secs: 600,
             max_teams: 2,
             max_injects_per_timeline: 2,
+            max_inject_bytes: 262_144,
         };
         let news = |id: &str, time: &str| {
             format!(r#"{{"id": "{id}", "time": {time}, "type": "news", "content": {{}}}}"#)
@@ -2853,6 +2875,7 @@ Teams:     3 (7 deliveries)
             max_duration_secs: 600,
             max_teams: 2,
             max_injects_per_timeline: 2,
+            max_inject_bytes: 262_144,
         };
         let inject = |n: u32| serde_json::json!({"id": format!("i-{n}"), "time": n, "type": "news", "content": {}});
         let upload = |minutes: u32, teams: &[(&str, &str)]| {

@@ -23,10 +23,12 @@ use crate::exercise::{
     from_wall_ms, stored_elapsed, wall_ms,
 };
 use crate::journal::Journal;
+use crate::links::{LinkClaims, LinkError, LinkKey, LinkState};
 use crate::live::{Presence, Seat, Watch};
 use crate::mqtt::Mqtt;
 use crate::package::{self as packages, Imported, PackageError, is_plain_name};
 use crate::scenario::{self, Inject, Scenario, ValidationError};
+use crate::store::TeamLinkRow;
 use crate::store::{ClockRow, ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
 
 /// Why a service call failed, split by what the caller (the API) answers.
@@ -47,6 +49,19 @@ pub enum ServiceError {
     /// The server's own failure (files, tasks); logged where it happens.
     #[error("{0}")]
     Internal(String),
+    /// No credentials where they are needed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Credentials that do not open this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over a limit (MAX_EXERCISES, MAX_COMMANDS_PER_MINUTE); `retry_after`
+    /// when waiting helps.
+    #[error("{message}")]
+    TooMany {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 impl From<PackageError> for ServiceError {
@@ -118,6 +133,10 @@ pub struct TeamLink {
     pub dashboard_url: String,
     /// Dashboards of this team open now.
     pub dashboards: usize,
+    /// When the dashboard link expires (unix seconds).
+    pub link_expires: i64,
+    /// The link was revoked and not re-issued.
+    pub link_revoked: bool,
 }
 
 /// A scenario folder under MEDIA_STORAGE_PATH that exercises can be created from.
@@ -155,6 +174,8 @@ struct Handle {
     scenario: Arc<Scenario>,
     presence: Arc<Presence>,
     created_wall_ms: i64,
+    /// Each team's dashboard link, by team index.
+    links: Arc<std::sync::Mutex<Vec<LinkState>>>,
 }
 
 struct Inner {
@@ -167,6 +188,8 @@ struct Inner {
     exercises: RwLock<BTreeMap<String, Handle>>,
     tasks: tokio::sync::Mutex<JoinSet<Outcome>>,
     stop: watch::Sender<bool>,
+    command_rate: crate::limits::RateLimit,
+    link_key: LinkKey,
     /// Set when the HTTP server shuts down: event streams end.
     closing: watch::Sender<bool>,
 }
@@ -188,6 +211,8 @@ impl Service {
         public_url: String,
     ) -> Result<Self, ServiceError> {
         let (journal, _writer) = Journal::spawn(store.clone(), mqtt.clone());
+        let command_rate = crate::limits::RateLimit::per_minute(config.max_commands_per_minute);
+        let link_key = link_key(&store).await?;
         let service = Self {
             inner: Arc::new(Inner {
                 store,
@@ -199,6 +224,8 @@ impl Service {
                 exercises: RwLock::new(BTreeMap::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 stop: watch::channel(false).0,
+                command_rate,
+                link_key,
                 closing: watch::channel(false).0,
             }),
         };
@@ -247,6 +274,151 @@ impl Service {
         })
     }
 
+    /// Issues `team`'s dashboard link again: a new token, valid for
+    /// TEAM_LINK_TTL_HOURS; every earlier one stops working.
+    pub async fn reissue_link(&self, id: &str, team: &str) -> Result<TeamLink, ServiceError> {
+        self.move_link(id, team, false).await?;
+        let info = self.get(id)?;
+        info.teams
+            .into_iter()
+            .find(|t| t.id == team)
+            .ok_or_else(|| ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}")))
+    }
+
+    /// Revokes `team`'s dashboard link: no token opens it until re-issued.
+    pub async fn revoke_link(&self, id: &str, team: &str) -> Result<(), ServiceError> {
+        self.move_link(id, team, true).await
+    }
+
+    async fn move_link(&self, id: &str, team: &str, revoked: bool) -> Result<(), ServiceError> {
+        let (links, index) = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            let index = handle
+                .scenario
+                .teams
+                .iter()
+                .position(|t| t.id.as_str() == team)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
+                })?;
+            (handle.links.clone(), index)
+        };
+        let next = {
+            let current = links.lock().expect("links")[index];
+            LinkState {
+                generation: current.generation + 1,
+                expires: self.link_expiry(),
+                revoked,
+            }
+        };
+        self.inner
+            .store
+            .put_team_link(&TeamLinkRow {
+                exercise_id: id.to_owned(),
+                team_id: team.to_owned(),
+                generation: next.generation,
+                expires_unix: next.expires,
+                revoked,
+            })
+            .await?;
+        links.lock().expect("links")[index] = next;
+        info!(
+            exercise_id = id,
+            team_id = team,
+            revoked,
+            generation = next.generation,
+            "team link moved on"
+        );
+        Ok(())
+    }
+
+    /// The links of a new or restored exercise: the stored ones, and a
+    /// fresh one (stored) for every team without.
+    async fn issue_links(
+        &self,
+        id: &str,
+        scenario: &Scenario,
+        stored: Option<&[TeamLinkRow]>,
+    ) -> Result<Vec<LinkState>, ServiceError> {
+        let mut links = Vec::with_capacity(scenario.teams.len());
+        for team in &scenario.teams {
+            let found = stored
+                .and_then(|rows| rows.iter().find(|r| r.team_id == team.id.as_str()))
+                .map(|r| LinkState {
+                    generation: r.generation,
+                    expires: r.expires_unix,
+                    revoked: r.revoked,
+                });
+            let link = match found {
+                Some(link) => link,
+                None => {
+                    let link = LinkState {
+                        generation: 1,
+                        expires: self.link_expiry(),
+                        revoked: false,
+                    };
+                    self.inner
+                        .store
+                        .put_team_link(&TeamLinkRow {
+                            exercise_id: id.to_owned(),
+                            team_id: team.id.to_string(),
+                            generation: link.generation,
+                            expires_unix: link.expires,
+                            revoked: false,
+                        })
+                        .await?;
+                    link
+                }
+            };
+            links.push(link);
+        }
+        Ok(links)
+    }
+
+    fn link_expiry(&self) -> i64 {
+        let ttl = i64::from(self.inner.config.team_link_ttl_hours) * 3600;
+        OffsetDateTime::now_utc().unix_timestamp() + ttl
+    }
+
+    fn dashboard_url(&self, id: &str, team: &str, link: LinkState) -> String {
+        let base = format!(
+            "{}/exercises/{}/teams/{}",
+            self.inner.public_url,
+            path_segment(id),
+            path_segment(team)
+        );
+        if link.revoked {
+            return base;
+        }
+        let token = self.inner.link_key.sign(&LinkClaims {
+            exercise: id.to_owned(),
+            team: team.to_owned(),
+            generation: link.generation,
+            expires: link.expires,
+        });
+        format!("{base}?token={token}")
+    }
+
+    fn check_link(
+        &self,
+        handle: &Handle,
+        id: &str,
+        team: &str,
+        index: usize,
+        token: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let current = handle.links.lock().expect("links")[index];
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.inner
+            .link_key
+            .check(token, id, team, &current, now)
+            .map_err(|e| match e {
+                LinkError::Missing => ServiceError::Unauthorized(e.to_string()),
+                _ => ServiceError::Forbidden(e.to_string()),
+            })
+    }
+
     /// Ends every event stream, so the HTTP server can shut down gracefully.
     pub fn close_streams(&self) {
         self.inner.closing.send_replace(true);
@@ -283,6 +455,11 @@ impl Service {
         candidates.into_iter().find(|p| p.is_file())
     }
 
+    /// Largest HTTP request body (MAX_REQUEST_BYTES).
+    pub fn max_request_bytes(&self) -> usize {
+        usize::try_from(self.inner.config.max_request_bytes).unwrap_or(usize::MAX)
+    }
+
     /// Where media files are served from, when configured.
     pub fn media_root(&self) -> Option<&Path> {
         self.inner.config.media_storage_path.as_deref()
@@ -309,6 +486,16 @@ impl Service {
                 OffsetDateTime::now_utc().unix_timestamp_nanos() as u128 / 1_000_000,
             ),
         };
+        let count = self.inner.exercises.read().expect("registry").len();
+        let max = self.inner.config.max_exercises as usize;
+        if count >= max {
+            return Err(ServiceError::TooMany {
+                message: format!(
+                    "this service holds {count} exercises, its limit (MAX_EXERCISES): delete one first"
+                ),
+                retry_after: None,
+            });
+        }
         if self
             .inner
             .exercises
@@ -361,7 +548,9 @@ impl Service {
             .insert_deliveries(&actor.delivery_rows())
             .await?;
         info!(exercise_id = %id, teams = scenario.teams.len(), speed, "exercise created");
-        self.spawn(actor, scenario, row.created_wall_ms).await;
+        let links = self.issue_links(id.as_str(), &scenario, None).await?;
+        self.spawn(actor, scenario, row.created_wall_ms, links)
+            .await;
         self.get(id.as_str())
     }
 
@@ -380,7 +569,8 @@ impl Service {
     }
 
     /// Start, pause, resume, stop or reset, with the same semantics as the
-    /// control topic; `source` goes to the audit log.
+    /// control topic; `source` goes to the audit log and is the client the
+    /// command rate is counted for.
     pub async fn control(
         &self,
         id: &str,
@@ -388,6 +578,21 @@ impl Service {
         reason: Option<String>,
         source: String,
     ) -> Result<Transition, ServiceError> {
+        if let Err(wait) = self
+            .inner
+            .command_rate
+            .check(&source, tokio::time::Instant::now())
+        {
+            warn!(exercise_id = id, %command, %source, "control command refused: rate limited");
+            return Err(ServiceError::TooMany {
+                message: format!(
+                    "more than {} control commands a minute from {source}; try again in {} s",
+                    self.inner.config.max_commands_per_minute,
+                    wait.as_secs_f64().ceil()
+                ),
+                retry_after: Some(wait),
+            });
+        }
         self.ask(id, |reply| Request::Control {
             command,
             reason,
@@ -395,6 +600,16 @@ impl Service {
             reply,
         })
         .await
+    }
+
+    /// Deletes an exercise that is not running or paused, with its delivery
+    /// records and control log; its retained MQTT topics are cleared.
+    pub async fn delete(&self, id: &str) -> Result<(), ServiceError> {
+        self.ask(id, |reply| Request::Close { reply }).await?;
+        self.inner.exercises.write().expect("registry").remove(id);
+        self.inner.store.delete_exercise(id).await?;
+        info!(exercise_id = id, "exercise deleted");
+        Ok(())
     }
 
     pub async fn deliveries(&self, id: &str) -> Result<Vec<DeliveryView>, ServiceError> {
@@ -415,7 +630,7 @@ impl Service {
         inject: &Value,
         at: Option<u32>,
     ) -> Result<usize, ServiceError> {
-        let inject = parse_live_inject(inject, at)?;
+        let inject = parse_live_inject(inject, at, self.inner.config.limits().max_inject_bytes)?;
         let at = at.map(ExerciseSeconds::new);
         self.ask(id, |reply| Request::Send {
             teams,
@@ -451,7 +666,12 @@ impl Service {
 
     /// Follows one team's feed; the dashboard counts as open while the
     /// returned value is held.
-    pub async fn watch_team(&self, id: &str, team: &str) -> Result<TeamWatch, ServiceError> {
+    pub async fn watch_team(
+        &self,
+        id: &str,
+        team: &str,
+        token: Option<&str>,
+    ) -> Result<TeamWatch, ServiceError> {
         let (index, presence) = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
@@ -463,6 +683,7 @@ impl Service {
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
                 })?;
+            self.check_link(handle, id, team, index, token)?;
             (index, handle.presence.clone())
         };
         let seat = presence.join(index);
@@ -502,20 +723,23 @@ impl Service {
         &self,
         id: &str,
         team: &str,
+        token: Option<&str>,
         run: u16,
         inject_ids: Vec<String>,
     ) -> Result<usize, ServiceError> {
         let index = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
-            handle
+            let index = handle
                 .scenario
                 .teams
                 .iter()
                 .position(|t| t.id.as_str() == team)
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
-                })?
+                })?;
+            self.check_link(handle, id, team, index, token)?;
+            index
         };
         self.ask(id, |reply| Request::Receipts {
             team: index,
@@ -686,6 +910,7 @@ impl Service {
             policy: self.inner.config.delivery_policy(),
             feed_qos: self.inner.config.feed_qos(),
             monitoring_every: self.inner.monitoring_every,
+            max_commands_per_minute: self.inner.config.max_commands_per_minute,
             exit_when_over: false,
         }
     }
@@ -752,6 +977,7 @@ impl Service {
 
     fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
         let dashboards = handle.presence.dashboards();
+        let links = handle.links.lock().expect("links").clone();
         ExerciseInfo {
             id: id.to_owned(),
             name: handle.scenario.name.clone(),
@@ -764,11 +990,10 @@ impl Service {
                 .map(|(i, t)| TeamLink {
                     id: t.id.to_string(),
                     name: t.name.clone(),
-                    dashboard_url: format!(
-                        "{}/exercises/{id}/teams/{}",
-                        self.inner.public_url, t.id
-                    ),
+                    dashboard_url: self.dashboard_url(id, t.id.as_str(), links[i]),
                     dashboards: dashboards.get(i).copied().unwrap_or(0),
+                    link_expires: links[i].expires,
+                    link_revoked: links[i].revoked,
                 })
                 .collect(),
             teams_connected: dashboards.iter().filter(|&&n| n > 0).count(),
@@ -776,7 +1001,13 @@ impl Service {
         }
     }
 
-    async fn spawn(&self, actor: Actor, scenario: Arc<Scenario>, created_wall_ms: i64) {
+    async fn spawn(
+        &self,
+        actor: Actor,
+        scenario: Arc<Scenario>,
+        created_wall_ms: i64,
+        links: Vec<LinkState>,
+    ) {
         let id = actor.id().to_string();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let snapshot = actor.snapshots();
@@ -788,6 +1019,7 @@ impl Service {
                 presence: actor.presence(),
                 scenario,
                 created_wall_ms,
+                links: Arc::new(std::sync::Mutex::new(links)),
             },
         );
         let mut stop = self.inner.stop.subscribe();
@@ -867,7 +1099,12 @@ impl Service {
             engine,
             live,
         );
-        self.spawn(actor, scenario, row.created_wall_ms).await;
+        let stored = self.inner.store.team_links(id.as_str()).await?;
+        let links = self
+            .issue_links(id.as_str(), &scenario, Some(&stored))
+            .await?;
+        self.spawn(actor, scenario, row.created_wall_ms, links)
+            .await;
         Ok(())
     }
 }
@@ -882,7 +1119,11 @@ fn parse_state(s: &str) -> Result<State, ServiceError> {
 }
 
 /// An inject sent live: the timeline form, validated like a timeline's.
-fn parse_live_inject(value: &Value, at: Option<u32>) -> Result<Inject, ServiceError> {
+fn parse_live_inject(
+    value: &Value,
+    at: Option<u32>,
+    max_inject_bytes: usize,
+) -> Result<Inject, ServiceError> {
     let mut value = value.clone();
     if let Some(m) = value.as_object_mut() {
         m.insert("time".into(), at.unwrap_or(0).into());
@@ -896,6 +1137,7 @@ fn parse_live_inject(value: &Value, at: Option<u32>) -> Result<Inject, ServiceEr
         max_duration_secs: u32::MAX,
         max_teams: 1,
         max_injects_per_timeline: 1,
+        max_inject_bytes,
     };
     let scenario = scenario::load_inline(&package, &limits).map_err(|errors| {
         ServiceError::Invalid(errors.iter().map(|e| e.reason.clone()).collect())
@@ -985,6 +1227,30 @@ fn records_from_rows(
         warn!("restored an exercise with no delivery records");
     }
     Ok((records, live))
+}
+
+/// The key team links are signed with: the stored secret, or a new one
+/// stored now (so links outlive restarts).
+async fn link_key(store: &Store) -> Result<LinkKey, ServiceError> {
+    use base64::Engine as _;
+    let fresh = base64::engine::general_purpose::STANDARD.encode(LinkKey::new_secret());
+    let stored = store.setting_or_insert("team_link_secret", &fresh).await?;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .map_err(|e| {
+            ServiceError::Internal(format!("the stored team link secret is unreadable: {e}"))
+        })?;
+    Ok(LinkKey::from_secret(&secret))
+}
+
+/// An id as one URL path segment: ids may hold spaces, `?` or `%`.
+fn path_segment(id: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
 }
 
 #[cfg(test)]

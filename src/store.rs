@@ -83,6 +83,16 @@ pub struct ExerciseRow {
     pub turn: i64,
 }
 
+/// A team's dashboard link: its generation, expiry and whether revoked.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TeamLinkRow {
+    pub exercise_id: String,
+    pub team_id: String,
+    pub generation: i64,
+    pub expires_unix: i64,
+    pub revoked: bool,
+}
+
 /// The clock fields of an exercise, as written by [`Store::update_exercise_clock`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClockRow {
@@ -481,6 +491,61 @@ impl Store {
                    FROM control_log WHERE exercise_id = $1 ORDER BY id";
         let rows = with_pool!(self, pool => {
             sqlx::query_as(sql).bind(exercise_id).fetch_all(pool).await
+        })?;
+        Ok(rows)
+    }
+
+    /// The setting `key`, stored as `value` first if it has none yet; the
+    /// stored value either way (another node may have set it first).
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(pool)
+                .await
+                .map(drop)
+        })?;
+        let (stored,): (String,) = with_pool!(self, pool => {
+            sqlx::query_as("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(stored)
+    }
+
+    /// Writes a team's dashboard link state.
+    pub async fn put_team_link(&self, row: &TeamLinkRow) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO team_links (exercise_id, team_id, generation, expires_unix, revoked) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (exercise_id, team_id) DO UPDATE SET \
+                 generation = excluded.generation, expires_unix = excluded.expires_unix, \
+                 revoked = excluded.revoked",
+            )
+            .bind(&row.exercise_id)
+            .bind(&row.team_id)
+            .bind(row.generation)
+            .bind(row.expires_unix)
+            .bind(row.revoked)
+            .execute(pool)
+            .await
+            .map(drop)
+        })?;
+        Ok(())
+    }
+
+    /// The dashboard links of an exercise's teams.
+    pub async fn team_links(&self, exercise_id: &str) -> Result<Vec<TeamLinkRow>, StoreError> {
+        let rows = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT exercise_id, team_id, generation, expires_unix, revoked \
+                 FROM team_links WHERE exercise_id = $1 ORDER BY team_id",
+            )
+            .bind(exercise_id)
+            .fetch_all(pool)
+            .await
         })?;
         Ok(rows)
     }

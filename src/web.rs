@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -123,6 +123,12 @@ fn embedded(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The token of a team's dashboard link, as its URL carries it.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LinkToken {
+    pub token: Option<String>,
+}
+
 /// Server-sent events of one team's dashboard.
 #[utoipa::path(
     get,
@@ -131,17 +137,23 @@ fn embedded(kind: &'static str, body: &'static str) -> Response {
     params(
         ("id" = String, Path, description = "Exercise id"),
         ("team" = String, Path, description = "Team id"),
+        ("token" = String, Query, description = "The token of the team's dashboard link"),
     ),
     responses(
         (status = 200, description = "text/event-stream. `clock` (timer message plus run, speed and the reason of the last pause or stop) first, on every whole exercise second while running (at most five a second) and on every state change; `history` ({run, injects}: everything the team's feed got in this run, oldest first) after the first clock and, empty, after a reset; `inject` ({run, received, message}: the feed message as MQTT subscribers get it) as each goes out, once per attempt. The team counts as connected while a stream is open.", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No link token", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
         (status = 404, description = "No such exercise or team", body = ErrorResponse),
     )
 )]
 pub async fn team_events(
     State(service): State<Service>,
     Path((id, team)): Path<(String, String)>,
+    Query(link): Query<LinkToken>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let watch = service.watch_team(&id, &team).await?;
+    let watch = service
+        .watch_team(&id, &team, link.token.as_deref())
+        .await?;
     Ok(
         Sse::new(TeamStream::new(watch, service.closing()).into_stream())
             .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),

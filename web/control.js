@@ -224,11 +224,30 @@
           el("div", { class: "team-info" },
             el("div", { class: "team-name", text: t.name && t.name !== t.id ? t.name : t.id }),
             el("div", { class: "muted", text: `${t.id} · ${open ? `${t.dashboards} dashboard${t.dashboards > 1 ? "s" : ""} open` : "no dashboard open"}` })),
-          el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
-          el("button", { type: "button", class: "small", onclick: () => copy(new URL(url, location.href).href), text: "Copy link" }));
+          t.link_revoked
+            ? el("span", { class: "muted", text: "link revoked" })
+            : el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
+          t.link_revoked ? null
+            : el("button", { type: "button", class: "small", onclick: () => copy(new URL(url, location.href).href), text: "Copy link" }),
+          // A new link stops every earlier one (a leaked or forwarded link); revoke stops all.
+          el("button", { type: "button", class: "small link-new", "data-team": t.id, onclick: () => moveLink(t.id, "POST"), text: "New link" }),
+          t.link_revoked ? null
+            : el("button", { type: "button", class: "small link-revoke", "data-team": t.id, onclick: () => moveLink(t.id, "DELETE"), text: "Revoke" }));
       }));
       const ids = teams.map((t) => t.id).join("\n");
       if (ids !== teamIds) { teamIds = ids; renderTeamTabs(teams); renderSendTeams(teams); }
+    }
+
+    async function moveLink(team, method) {
+      const what = method === "POST" ? "Issue a new link" : "Revoke the link";
+      if (!window.confirm(`${what} of team ${team}? Dashboards opened with the current link stop working.`)) return;
+      try {
+        await api(method, `${base}/teams/${enc(team)}/link`);
+        onExercise(await api("GET", base)); // the stream sends it on its next change only
+        say(method === "POST" ? `New link for team ${team}` : `Link of team ${team} revoked`);
+      } catch (err) {
+        sayError(err, "link: ");
+      }
     }
 
     async function copy(text) {

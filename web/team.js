@@ -8,6 +8,9 @@
   const mediaUrl = (ref) => SCIP.mediaUrl(ref, exId);
   const exBase = `/api/v1/exercises/${enc(exId || "")}`;
   const teamBase = `${exBase}/teams/${enc(teamId || "")}`;
+  // The link's signed token: the team's stream and receipts need it.
+  const token = new URLSearchParams(location.search).get("token") || "";
+  const withToken = token ? `?token=${encodeURIComponent(token)}` : "";
   const feed = $("feed");
 
   let run = null;             // run of the list on screen; a new run clears it
@@ -69,6 +72,19 @@
       updateTitle();
     } catch (err) {
       if (err.status === 404) fatal(`There is no exercise “${exId}”. Check the address with the exercise control.`);
+    }
+  }
+
+  // An empty receipt tells a refused link (401/403, with the reason) from a network blip.
+  async function checkLink() {
+    try {
+      await api("POST", `${teamBase}/receipts${withToken}`, { run: 0, inject_ids: [] });
+    } catch (err) {
+      if (err.status === 401 || err.status === 403) {
+        if (es) es.close();
+        SCIP.setConnection($("connection"), "error");
+        fatal(`${err.message} This dashboard opens only with its team's current link.`);
+      }
     }
   }
 
@@ -314,7 +330,7 @@
     const forRun = run;
     inFlight = true;
     try {
-      await api("POST", `${teamBase}/receipts`, { run: forRun, inject_ids: ids });
+      await api("POST", `${teamBase}/receipts${withToken}`, { run: forRun, inject_ids: ids });
       if (forRun === run) for (const id of ids) { pending.delete(id); confirmed.add(id); }
     } catch (err) {
       console.warn("receipts failed, will retry", err.message);
@@ -334,13 +350,13 @@
   $("exercise-name").textContent = exId;
   $("team-name").textContent = teamId;
   let opened = false;
-  es = SCIP.stream(`${teamBase}/events`,
+  es = SCIP.stream(`${teamBase}/events${withToken}`,
     { clock: onClock, history: onHistory, inject: onInject },
     (status) => {
       if (status === "live") opened = true;
       SCIP.setConnection($("connection"), status);
       if (status === "reconnecting" && !opened) $("banner-title").textContent = "Connecting…";
     },
-    () => loadExercise()); // on every error: is the exercise or team gone for good?
+    () => { loadExercise(); checkLink(); }); // on every error: gone for good, or a bad link?
   loadExercise();
 })();

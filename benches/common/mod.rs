@@ -134,6 +134,7 @@ pub async fn run_connected(mqtt: &Mqtt, exercise_id: &str, scenario: Arc<Scenari
         policy: DeliveryPolicy::default(),
         feed_qos: QoS::AtLeastOnce,
         monitoring_every: Duration::from_secs(5),
+        max_commands_per_minute: 60,
     };
     let (progress_tx, _progress_rx) = watch::channel(Progress {
         time: ExerciseSeconds::ZERO,

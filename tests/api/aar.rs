@@ -68,7 +68,7 @@ async fn the_report_of_a_run_lists_every_delivery_the_summary_and_the_control_lo
     app.wait_delivery(id, "blue", "b-1", "delivered").await;
     let (status, body) = app
         .post(
-            &format!("{base}/teams/blue/receipts"),
+            &team_path(&app, id, "blue", "receipts").await,
             Some(json!({"run": 1, "inject_ids": ["b-1"]})),
         )
         .await;

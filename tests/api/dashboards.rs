@@ -30,7 +30,8 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
         ],
     );
     app.create("ex-sse", 2.0, package).await;
-    let mut blue = EventStream::open(&app, "/api/v1/exercises/ex-sse/teams/blue/events").await;
+    let mut blue =
+        EventStream::open(&app, &team_path(&app, "ex-sse", "blue", "events").await).await;
     let first = blue.next(SECS).await;
     assert_eq!(first.event, "clock", "{first:?}");
     assert_eq!(first.data["status"], "initialized");
@@ -81,7 +82,8 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     );
 
     // A late join (or a reload) starts with everything delivered so far.
-    let mut late = EventStream::open(&app, "/api/v1/exercises/ex-sse/teams/blue/events").await;
+    let mut late =
+        EventStream::open(&app, &team_path(&app, "ex-sse", "blue", "events").await).await;
     assert_eq!(late.next(SECS).await.event, "clock");
     let history = late.next(SECS).await;
     assert_eq!(history.event, "history");
@@ -93,7 +95,7 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     );
 
     // Receipts: recorded once, visible in the records, counts and metrics.
-    let receipts = "/api/v1/exercises/ex-sse/teams/blue/receipts";
+    let receipts = &team_path(&app, "ex-sse", "blue", "receipts").await;
     let (status, body) = app
         .post(receipts, Some(json!({"run": 1, "inject_ids": ["a", "b"]})))
         .await;
@@ -126,7 +128,8 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     );
     assert!(metrics.contains("scip_teams_connected 1"), "{metrics}");
     // The next page load knows what was confirmed.
-    let mut third = EventStream::open(&app, "/api/v1/exercises/ex-sse/teams/blue/events").await;
+    let mut third =
+        EventStream::open(&app, &team_path(&app, "ex-sse", "blue", "events").await).await;
     third.next(SECS).await;
     let history = third.next(SECS).await;
     assert_eq!(history.data["injects"][0]["received"], true);
@@ -179,7 +182,7 @@ async fn receipts_and_streams_refuse_what_does_not_exist() {
     ] {
         assert_error(&app.get(path).await, StatusCode::NOT_FOUND, "not_found");
     }
-    let receipts = "/api/v1/exercises/ex-r/teams/blue/receipts";
+    let receipts = &team_path(&app, "ex-r", "blue", "receipts").await;
     let cases = [
         (
             "/api/v1/exercises/ex-r/teams/green/receipts",
@@ -249,14 +252,14 @@ async fn the_control_stream_follows_the_exercise_and_its_deliveries() {
         })
         .await;
     // A dashboard opening shows in the control room.
-    let _blue = EventStream::open(&app, "/api/v1/exercises/ex-ctl/teams/blue/events").await;
+    let _blue = EventStream::open(&app, &team_path(&app, "ex-ctl", "blue", "events").await).await;
     control
         .until(SECS, "exercise", |e| e["teams_connected"] == 1)
         .await;
     // A receipt updates its record.
     let (status, _) = app
         .post(
-            "/api/v1/exercises/ex-ctl/teams/red/receipts",
+            &team_path(&app, "ex-ctl", "red", "receipts").await,
             Some(json!({"run": 1, "inject_ids": ["r"]})),
         )
         .await;
@@ -359,8 +362,8 @@ async fn open_streams_do_not_hold_up_a_graceful_shutdown() {
     ));
     let mut streams = Vec::new();
     for path in [
-        "/api/v1/exercises/ex-down/teams/blue/events",
-        "/api/v1/exercises/ex-down/events",
+        team_path(&app, "ex-down", "blue", "events").await,
+        "/api/v1/exercises/ex-down/events".to_owned(),
     ] {
         let response = app
             .client
@@ -387,4 +390,116 @@ async fn open_streams_do_not_hold_up_a_graceful_shutdown() {
             assert!(!chunk.is_empty());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_links_open_their_own_team_only_until_revoked() {
+    let app = spawn_app().await;
+    app.create(
+        "ex-l",
+        1.0,
+        package(60, &[("blue", &[("a", 30)]), ("red", &[("r", 30)])]),
+    )
+    .await;
+    let blue_events = team_path(&app, "ex-l", "blue", "events").await;
+    let red_events = team_path(&app, "ex-l", "red", "events").await;
+    let token = |path: &str| path.split_once("token=").unwrap().1.to_owned();
+    let blue_token = token(&blue_events);
+    let base = "/api/v1/exercises/ex-l/teams";
+    let receipt = json!({"run": 1, "inject_ids": []});
+
+    // No token, another team's, a tampered one.
+    let reply = app.get(&format!("{base}/blue/events")).await;
+    let error = assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(
+        error["message"].as_str().unwrap().contains("token"),
+        "{error}"
+    );
+    assert_error(
+        &app.post(&format!("{base}/blue/receipts"), Some(receipt.clone()))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let red_on_blue = format!("{base}/blue/events?token={}", token(&red_events));
+    let error = assert_error(
+        &app.get(&red_on_blue).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("another"),
+        "{error}"
+    );
+    let mut tampered = blue_token.clone().into_bytes();
+    tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for bad in [
+        tampered.as_str(),
+        "x",
+        "",
+        "a.b",
+        &blue_token[..blue_token.len() - 1],
+    ] {
+        let reply = app.get(&format!("{base}/blue/events?token={bad}")).await;
+        assert!(
+            matches!(reply.0, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED),
+            "{bad:?}: {reply:?}"
+        );
+    }
+    // The right one opens the stream and takes receipts.
+    EventStream::open(&app, &blue_events).await;
+    let (status, _) = app
+        .post(
+            &team_path(&app, "ex-l", "blue", "receipts").await,
+            Some(receipt.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Re-issued: the old link stops working (replaying it fails), the new one works.
+    let (status, reissued) = app.post(&format!("{base}/blue/link"), None).await;
+    assert_eq!(status, StatusCode::OK, "{reissued}");
+    let new_url = reissued["dashboard_url"].as_str().unwrap();
+    assert_ne!(token(new_url), blue_token);
+    assert_eq!(reissued["link_revoked"], false);
+    assert!(reissued["link_expires_at"].as_str().unwrap().ends_with('Z'));
+    let error = assert_error(
+        &app.get(&blue_events).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("revoked"),
+        "{error}"
+    );
+    EventStream::open(&app, &team_path(&app, "ex-l", "blue", "events").await).await;
+    // Red's link is untouched.
+    EventStream::open(&app, &red_events).await;
+
+    // Revoked: no token at all in its URL, nothing opens it, until re-issued.
+    let current = team_path(&app, "ex-l", "blue", "events").await;
+    let response = app
+        .client
+        .delete(app.url(&format!("{base}/blue/link")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (_, info) = app.get("/api/v1/exercises/ex-l").await;
+    assert_eq!(info["teams"][0]["link_revoked"], true);
+    assert!(
+        !info["teams"][0]["dashboard_url"]
+            .as_str()
+            .unwrap()
+            .contains("token")
+    );
+    assert_error(&app.get(&current).await, StatusCode::FORBIDDEN, "forbidden");
+    app.post(&format!("{base}/blue/link"), None).await;
+    EventStream::open(&app, &team_path(&app, "ex-l", "blue", "events").await).await;
+    assert_error(
+        &app.post(&format!("{base}/green/link"), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }

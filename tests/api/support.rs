@@ -392,3 +392,19 @@ impl EventStream {
 pub async fn subscribe(app: &TestApp, filter: &str) -> Subscriber {
     Subscriber::connect(app.broker.port, filter).await
 }
+
+/// `/api/v1/exercises/{id}/teams/{team}/{what}` with the token of the team's
+/// current dashboard link, as the dashboard itself asks.
+pub async fn team_path(app: &TestApp, id: &str, team: &str, what: &str) -> String {
+    let (_, exercise) = app.get(&format!("/api/v1/exercises/{id}")).await;
+    let url = exercise["teams"]
+        .as_array()
+        .expect("teams")
+        .iter()
+        .find(|t| t["id"] == team)
+        .and_then(|t| t["dashboard_url"].as_str())
+        .unwrap_or_else(|| panic!("no team {team} in {exercise}"))
+        .to_owned();
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    format!("/api/v1/exercises/{id}/teams/{team}/{what}?{query}")
+}

@@ -447,13 +447,17 @@ async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
     assert_eq!(ws_url, format!("ws://127.0.0.1:{}/mqtt", ports.ws));
     assert_eq!(control_room, format!("http://127.0.0.1:{}/", ports.http));
     for team in ["blue", "red", "orange", "green"] {
+        // Each team's signed dashboard link.
+        let url = demo.url(&format!("team {team}:"));
+        let (page, token) = url.split_once("?token=").expect("a signed link");
         assert_eq!(
-            demo.url(&format!("team {team}:")),
+            page,
             format!(
                 "http://127.0.0.1:{}/exercises/{EXERCISE}/teams/{team}",
                 ports.http
             )
         );
+        assert!(token.len() > 40, "{url}");
     }
 
     // Outside clients of the embedded broker, over TCP and over WebSocket.

@@ -109,6 +109,7 @@ pub async fn start_with(
         policy,
         feed_qos,
         monitoring_every: Duration::from_secs(5),
+        max_commands_per_minute: 60,
     };
     let (progress, _) = watch::channel(Progress {
         time: ExerciseSeconds::ZERO,

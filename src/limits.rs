@@ -1,0 +1,107 @@
+//! Rate limits: how many control commands a client may give. A token bucket
+//! per key (a client address on the API, an exercise on its control topic):
+//! `per_minute` tokens a minute, bursts of up to a sixth of that (at least 5).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Most keys remembered; full (idle) buckets are dropped beyond it.
+const MAX_KEYS: usize = 10_000;
+
+#[derive(Debug)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    pub fn per_minute(per_minute: u32) -> Self {
+        let per_minute = f64::from(per_minute.max(1));
+        Self {
+            per_second: per_minute / 60.0,
+            burst: (per_minute / 6.0).max(5.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key` at `now`, or says how long until one is there.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().expect("rate limit buckets");
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
+            let (per_second, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| refill(*b, now, per_second, burst).tokens < burst);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        *bucket = refill(*bucket, now, self.per_second, self.burst);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+fn refill(bucket: Bucket, now: Instant, per_second: f64, burst: f64) -> Bucket {
+    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+    Bucket {
+        tokens: (bucket.tokens + elapsed * per_second).min(burst),
+        at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_then_the_rate_per_client() {
+        let limit = RateLimit::per_minute(60);
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert!(limit.check("api:10.0.0.1", t0).is_ok());
+        }
+        let wait = limit.check("api:10.0.0.1", t0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
+        // Another client has its own bucket.
+        assert!(limit.check("api:10.0.0.2", t0).is_ok());
+        // One a second comes back.
+        assert!(
+            limit
+                .check("api:10.0.0.1", t0 + Duration::from_secs(1))
+                .is_ok()
+        );
+        assert!(
+            limit
+                .check("api:10.0.0.1", t0 + Duration::from_secs(1))
+                .is_err()
+        );
+        // Idle, it fills up to the burst and no further.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..10 {
+            assert!(limit.check("api:10.0.0.1", later).is_ok());
+        }
+        assert!(limit.check("api:10.0.0.1", later).is_err());
+        // A low limit still allows a burst of five.
+        let slow = RateLimit::per_minute(1);
+        for _ in 0..5 {
+            assert!(slow.check("x", t0).is_ok());
+        }
+        assert_eq!(slow.check("x", t0).unwrap_err(), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,219 @@
+//! Team dashboard links: each carries a token, signed by the service
+//! (HMAC-SHA256), that names one team of one exercise, the link's generation
+//! and when it expires. A dashboard's event stream and receipts need it;
+//! re-issuing or revoking a link moves its team to a new generation, which
+//! every earlier token fails.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Bytes of a signing secret.
+pub const SECRET_BYTES: usize = 32;
+
+/// The service's signing key.
+#[derive(Debug)]
+pub struct LinkKey(hmac::Key);
+
+/// What a team link token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkClaims {
+    pub exercise: String,
+    pub team: String,
+    pub generation: i64,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+/// Why a token does not open a dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("this dashboard needs the token of its link (?token=...)")]
+    Missing,
+    #[error("the link's token is not valid")]
+    Forged,
+    #[error("this link is for another exercise or team")]
+    OtherTeam,
+    #[error("this link was revoked: ask the exercise control for a new one")]
+    Revoked,
+    #[error("this link expired: ask the exercise control for a new one")]
+    Expired,
+}
+
+impl LinkKey {
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// A fresh random secret.
+    pub fn new_secret() -> Vec<u8> {
+        let mut secret = vec![0u8; SECRET_BYTES];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .expect("the system's random source works");
+        secret
+    }
+
+    pub fn sign(&self, claims: &LinkClaims) -> String {
+        let payload = format!(
+            "v1\n{}\n{}\n{}\n{}",
+            claims.exercise, claims.team, claims.generation, claims.expires
+        );
+        let tag = hmac::sign(&self.0, payload.as_bytes());
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    }
+
+    /// The claims of a token this key signed.
+    pub fn read(&self, token: &str) -> Result<LinkClaims, LinkError> {
+        let (payload, tag) = token.split_once('.').ok_or(LinkError::Forged)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| LinkError::Forged)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Forged)?;
+        hmac::verify(&self.0, &payload, &tag).map_err(|_| LinkError::Forged)?;
+        let text = String::from_utf8(payload).map_err(|_| LinkError::Forged)?;
+        let parts: Vec<&str> = text.split('\n').collect();
+        match parts.as_slice() {
+            ["v1", exercise, team, generation, expires] => Ok(LinkClaims {
+                exercise: (*exercise).to_owned(),
+                team: (*team).to_owned(),
+                generation: generation.parse().map_err(|_| LinkError::Forged)?,
+                expires: expires.parse().map_err(|_| LinkError::Forged)?,
+            }),
+            _ => Err(LinkError::Forged),
+        }
+    }
+
+    /// Checks `token` for `team` of `exercise` against the link's current
+    /// generation, at unix second `now`.
+    pub fn check(
+        &self,
+        token: Option<&str>,
+        exercise: &str,
+        team: &str,
+        current: &LinkState,
+        now: i64,
+    ) -> Result<(), LinkError> {
+        let claims = self.read(token.ok_or(LinkError::Missing)?)?;
+        if claims.exercise != exercise || claims.team != team {
+            return Err(LinkError::OtherTeam);
+        }
+        if current.revoked || claims.generation != current.generation {
+            return Err(LinkError::Revoked);
+        }
+        if now >= claims.expires {
+            return Err(LinkError::Expired);
+        }
+        Ok(())
+    }
+}
+
+/// A team's link as the service keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    pub generation: i64,
+    /// Unix seconds.
+    pub expires: i64,
+    pub revoked: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> LinkClaims {
+        LinkClaims {
+            exercise: "ex-1".into(),
+            team: "blue".into(),
+            generation: 2,
+            expires: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_token_opens_its_own_team_until_revoked_or_expired() {
+        let key = LinkKey::from_secret(&LinkKey::new_secret());
+        let token = key.sign(&claims());
+        assert_eq!(key.read(&token), Ok(claims()));
+        let live = LinkState {
+            generation: 2,
+            expires: 1_000,
+            revoked: false,
+        };
+        let check = |token: Option<&str>, exercise, team, state: &LinkState, now| {
+            key.check(token, exercise, team, state, now)
+        };
+        assert_eq!(check(Some(&token), "ex-1", "blue", &live, 999), Ok(()));
+        assert_eq!(
+            check(None, "ex-1", "blue", &live, 999),
+            Err(LinkError::Missing)
+        );
+        assert_eq!(
+            check(Some(&token), "ex-1", "red", &live, 999),
+            Err(LinkError::OtherTeam)
+        );
+        assert_eq!(
+            check(Some(&token), "ex-2", "blue", &live, 999),
+            Err(LinkError::OtherTeam)
+        );
+        assert_eq!(
+            check(Some(&token), "ex-1", "blue", &live, 1_000),
+            Err(LinkError::Expired)
+        );
+        let reissued = LinkState {
+            generation: 3,
+            ..live
+        };
+        assert_eq!(
+            check(Some(&token), "ex-1", "blue", &reissued, 999),
+            Err(LinkError::Revoked)
+        );
+        let revoked = LinkState {
+            revoked: true,
+            ..live
+        };
+        assert_eq!(
+            check(Some(&token), "ex-1", "blue", &revoked, 999),
+            Err(LinkError::Revoked)
+        );
+    }
+
+    #[test]
+    fn tampered_and_foreign_tokens_are_refused() {
+        let key = LinkKey::from_secret(b"one secret, thirty-two bytes....");
+        let other = LinkKey::from_secret(b"another secret, also 32 bytes...");
+        let token = key.sign(&claims());
+        assert_eq!(other.read(&token), Err(LinkError::Forged));
+        // The payload changed (another team), the tag kept.
+        let (_, tag) = token.split_once('.').unwrap();
+        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode("v1\nex-1\nred\n2\n1000"));
+        assert_eq!(key.read(&forged), Err(LinkError::Forged));
+        for junk in [
+            "",
+            ".",
+            "abc",
+            "a.b",
+            "%%%.###",
+            "djE.",
+            &token[..token.len() - 2],
+        ] {
+            assert_eq!(key.read(junk), Err(LinkError::Forged), "{junk:?}");
+        }
+        // A valid signature over a payload that is not ours.
+        let odd = {
+            let payload = "v2\nex-1\nblue\n2\n1000";
+            let tag = hmac::sign(&key.0, payload.as_bytes());
+            format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(payload),
+                URL_SAFE_NO_PAD.encode(tag.as_ref())
+            )
+        };
+        assert_eq!(key.read(&odd), Err(LinkError::Forged));
+    }
+}
