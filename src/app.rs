@@ -233,6 +233,18 @@ pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{}", ports.local));
     let hosted = start_service(ports, &database_url, client_id, public_url, config.clone()).await?;
+    if let Some(token) = hosted
+        .service
+        .bootstrap_admin()
+        .await
+        .context("cannot issue the first admin token")?
+    {
+        // Shown once: only its hash is kept.
+        eprintln!(
+            "\nNo API token was configured or issued yet. The first admin token, shown only now:\n\n  {token}\n\nKeep it safe; issue tokens for controllers and observers with POST /api/v1/tokens.\n"
+        );
+        info!("issued the first admin token (printed on stderr once)");
+    }
     info!(
         http = %hosted.ports.local,
         database = hosted.store.backend(),
@@ -330,7 +342,11 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
         })
         .await
         .context("cannot create the sample exercise")?;
-    print!("{}", demo_banner(&hosted.ports, &base, &exercise));
+    let (_, token) = service
+        .issue_token(crate::auth::Role::Controller, Some("demo".into()))
+        .await
+        .context("cannot issue the demo's controller token")?;
+    print!("{}", demo_banner(&hosted.ports, &base, &exercise, &token));
     service
         .control(
             &exercise.id,
@@ -534,7 +550,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// What `demo` prints before it starts the exercise: where to look.
-fn demo_banner(ports: &Ports, base: &str, exercise: &ExerciseInfo) -> String {
+fn demo_banner(ports: &Ports, base: &str, exercise: &ExerciseInfo, token: &str) -> String {
     let mut out = format!(
         "\nscip-orchestrator demo: {}\n\n",
         exercise.name.as_deref().unwrap_or(&exercise.id)
@@ -549,7 +565,8 @@ fn demo_banner(ports: &Ports, base: &str, exercise: &ExerciseInfo) -> String {
             ports.mqtt_host, ports.mqtt_port
         )),
     }
-    out.push_str(&format!("  control room:    {base}/\n"));
+    out.push_str(&format!("  control room:    {base}/#token={token}\n"));
+    out.push_str(&format!("  API token:       {token} (controller)\n"));
     for team in &exercise.teams {
         out.push_str(&format!(
             "  team {:<11} {}\n",
@@ -751,4 +768,31 @@ fn package_root(config: &Config) -> anyhow::Result<PathBuf> {
     config.media_storage_path.clone().ok_or_else(|| {
         anyhow::anyhow!("packages live in MEDIA_STORAGE_PATH: set it (or --media-storage-path)")
     })
+}
+
+/// `hash-token`: the API_TOKENS entry of a token, or of a new one.
+pub fn hash_token(token: Option<String>, new: bool, role: &str) -> anyhow::Result<()> {
+    let role = crate::auth::Role::parse(role).ok_or_else(|| {
+        anyhow::anyhow!("--role {role:?}: expected observer, controller or admin")
+    })?;
+    let token = match (token, new) {
+        (Some(_), true) => bail!("give a token or --new, not both"),
+        (Some(token), false) => token,
+        (None, true) => crate::auth::generate(),
+        (None, false) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the token from standard input")?;
+            line.trim().to_owned()
+        }
+    };
+    if token.is_empty() {
+        bail!("the token is empty");
+    }
+    if new {
+        println!("token:      {token}");
+    }
+    println!("API_TOKENS: {role}:{}", crate::auth::hash(&token));
+    Ok(())
 }

@@ -93,6 +93,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=87_600), global = true)]
     pub team_link_ttl_hours: u32,
 
+    /// API tokens accepted from the start, as `role:sha256-hex` (comma
+    /// separated; roles observer, controller, admin). The tokens themselves
+    /// are never configured in clear: `scip-orchestrator hash-token` hashes
+    /// one. With none here and none issued, `serve` issues an admin token at
+    /// its first start and prints it once.
+    #[arg(
+        long,
+        env = "API_TOKENS",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+
     /// Folder of media files that injects refer to.
     #[arg(long, env = "MEDIA_STORAGE_PATH", global = true)]
     pub media_storage_path: Option<PathBuf>,

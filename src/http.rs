@@ -95,6 +95,8 @@ pub fn router(service: Service) -> Router {
             post(reissue_link).delete(revoke_link),
         )
         .route("/scenarios", get(scenarios))
+        .route("/tokens", get(list_tokens).post(issue_token))
+        .route("/tokens/{token}", axum::routing::delete(revoke_token))
         .route("/packages", post(import_package))
         .route("/packages/{name}/archive", get(export_package));
     Router::new()
@@ -104,6 +106,12 @@ pub fn router(service: Service) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::web::pages(&service))
+        // Every route checks the caller's role (or is open, or checks a
+        // team link itself); see `auth::required`.
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            crate::auth::require,
+        ))
         .fallback(no_route)
         .with_state(service)
         // The limit is RequestBodyLimitLayer's, not axum's smaller default.
@@ -215,6 +223,9 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         report_control_log_csv,
         report_html,
         scenarios,
+        list_tokens,
+        issue_token,
+        revoke_token,
         reissue_link,
         revoke_link,
         import_package,
@@ -231,6 +242,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         (name = "exercises", description = "Exercises and their lifecycle"),
         (name = "deliveries", description = "Delivery records, retries and live edits"),
         (name = "dashboards", description = "What team dashboards and the control room follow: event streams and receipts"),
+        (name = "access", description = "API tokens (admin)"),
         (name = "reports", description = "After-action reports of an exercise's runs: JSON, CSV and a self-contained HTML page"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
@@ -315,6 +327,30 @@ pub struct ReceiptsRequest {
     pub run: u16,
     #[schema(example = json!(["inject-001", "inject-002"]))]
     pub inject_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueTokenRequest {
+    /// observer, controller or admin.
+    #[schema(example = "controller")]
+    pub role: String,
+    /// What it is for, shown in the list.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: String,
+    /// Configured in API_TOKENS (revoked there), rather than issued.
+    pub configured: bool,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    /// Only in the answer to its issue: it is not kept and cannot be shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -1244,6 +1280,100 @@ async fn export_package(
         archive,
     )
         .into_response())
+}
+
+/// The answer to a request the caller's token does not allow.
+pub fn denied(denied: crate::auth::Denied) -> ApiError {
+    match denied {
+        crate::auth::Denied::Unauthenticated(why) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
+        }
+        crate::auth::Denied::Forbidden { have, need } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {need} role; the token is {have}"),
+        ),
+    }
+}
+
+fn token_response(e: crate::auth::TokenEntry, token: Option<String>) -> TokenResponse {
+    TokenResponse {
+        id: e.id,
+        name: e.name,
+        role: e.role.as_str().to_owned(),
+        configured: e.configured,
+        created_at: (!e.configured).then(|| wall(e.created_wall_ms)),
+        token,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "access",
+    responses(
+        (status = 200, description = "Every token the service accepts, without the tokens themselves", body = [TokenResponse]),
+        (status = 401, description = "No or unknown token", body = ErrorResponse),
+        (status = 403, description = "Not an admin token", body = ErrorResponse),
+    )
+)]
+async fn list_tokens(State(service): State<Service>) -> Json<Vec<TokenResponse>> {
+    Json(
+        service
+            .tokens()
+            .list()
+            .into_iter()
+            .map(|e| token_response(e, None))
+            .collect(),
+    )
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "access",
+    request_body = IssueTokenRequest,
+    responses(
+        (status = 201, description = "Issued; `token` is shown this once", body = TokenResponse),
+        (status = 400, description = "Unknown role", body = ErrorResponse),
+        (status = 401, description = "No or unknown token", body = ErrorResponse),
+        (status = 403, description = "Not an admin token", body = ErrorResponse),
+    )
+)]
+async fn issue_token(
+    State(service): State<Service>,
+    ApiJson(body): ApiJson<IssueTokenRequest>,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let role = crate::auth::Role::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "role {:?}: expected observer, controller or admin",
+            body.role
+        ))
+    })?;
+    let (entry, token) = service.issue_token(role, body.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(token_response(entry, Some(token))),
+    ))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{token}",
+    tag = "access",
+    params(("token" = String, Path, description = "Token id (not the token)")),
+    responses(
+        (status = 204, description = "Revoked: it opens nothing from now on"),
+        (status = 404, description = "No such token", body = ErrorResponse),
+        (status = 409, description = "Configured in API_TOKENS: remove it there", body = ErrorResponse),
+    )
+)]
+async fn revoke_token(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    service.revoke_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(

@@ -3,6 +3,7 @@
 
 pub mod aar;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod broker_acl;
 pub mod config;

@@ -92,6 +92,18 @@ enum Cmd {
         #[arg(long)]
         replace: bool,
     },
+    /// Print the API_TOKENS entry of a token (`role:sha256`); with --new,
+    /// make a new random token first. The token is read from standard input
+    /// when not given.
+    HashToken {
+        token: Option<String>,
+        /// Make a new token.
+        #[arg(long)]
+        new: bool,
+        /// Its role: observer, controller or admin.
+        #[arg(long, default_value = "controller")]
+        role: String,
+    },
     /// Export a stored package to a new folder, or to a .tar.gz archive.
     Export {
         /// The package's name in MEDIA_STORAGE_PATH.
@@ -191,6 +203,7 @@ fn main() -> ExitCode {
             &cli.config,
         )),
         Cmd::Export { name, to } => finish(app::export_package(&name, &to, &cli.config)),
+        Cmd::HashToken { token, new, role } => finish(app::hash_token(token, new, &role)),
         Cmd::BrokerAcl {
             exercise,
             scenario,

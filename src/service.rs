@@ -190,6 +190,7 @@ struct Inner {
     stop: watch::Sender<bool>,
     command_rate: crate::limits::RateLimit,
     link_key: LinkKey,
+    tokens: crate::auth::Tokens,
     /// Set when the HTTP server shuts down: event streams end.
     closing: watch::Sender<bool>,
 }
@@ -213,6 +214,7 @@ impl Service {
         let (journal, _writer) = Journal::spawn(store.clone(), mqtt.clone());
         let command_rate = crate::limits::RateLimit::per_minute(config.max_commands_per_minute);
         let link_key = link_key(&store).await?;
+        let tokens = load_tokens(&store, &config).await?;
         let service = Self {
             inner: Arc::new(Inner {
                 store,
@@ -226,6 +228,7 @@ impl Service {
                 stop: watch::channel(false).0,
                 command_rate,
                 link_key,
+                tokens,
                 closing: watch::channel(false).0,
             }),
         };
@@ -417,6 +420,74 @@ impl Service {
                 LinkError::Missing => ServiceError::Unauthorized(e.to_string()),
                 _ => ServiceError::Forbidden(e.to_string()),
             })
+    }
+
+    /// The API tokens the service accepts.
+    pub fn tokens(&self) -> &crate::auth::Tokens {
+        &self.inner.tokens
+    }
+
+    /// Issues a token with `role`; the token in clear is returned once and
+    /// never kept (only its hash).
+    pub async fn issue_token(
+        &self,
+        role: crate::auth::Role,
+        name: Option<String>,
+    ) -> Result<(crate::auth::TokenEntry, String), ServiceError> {
+        let token = crate::auth::generate();
+        let hash = crate::auth::hash(&token);
+        let id = format!("tok-{}", &hash[..12]);
+        let created_wall_ms = wall_ms(OffsetDateTime::now_utc());
+        self.inner
+            .store
+            .insert_token(&crate::store::TokenRow {
+                id: id.clone(),
+                name: name.clone(),
+                role: role.as_str().to_owned(),
+                hash: hash.clone(),
+                created_wall_ms,
+            })
+            .await?;
+        let entry = crate::auth::TokenEntry {
+            id,
+            name,
+            role,
+            configured: false,
+            created_wall_ms,
+        };
+        self.inner.tokens.add(hash, entry.clone());
+        info!(token_id = %entry.id, role = %role, "API token issued");
+        Ok((entry, token))
+    }
+
+    /// Revokes an issued token; configured ones are changed in API_TOKENS.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ServiceError> {
+        let entry = self
+            .inner
+            .tokens
+            .get(id)
+            .ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
+        if entry.configured {
+            return Err(ServiceError::Conflict(format!(
+                "token {id} is configured in API_TOKENS: remove it there"
+            )));
+        }
+        self.inner.store.delete_token(id).await?;
+        self.inner.tokens.remove(id);
+        info!(token_id = id, "API token revoked");
+        Ok(())
+    }
+
+    /// With no token known at all, issues an admin token and returns it in
+    /// clear, to be shown once: a fresh `serve` is never open to anyone.
+    pub async fn bootstrap_admin(&self) -> Result<Option<String>, ServiceError> {
+        if !self.inner.tokens.is_empty() {
+            return Ok(None);
+        }
+        let (_, token) = self
+            .issue_token(crate::auth::Role::Admin, Some("first admin".into()))
+            .await?;
+        Ok(Some(token))
     }
 
     /// Ends every event stream, so the HTTP server can shut down gracefully.
@@ -1227,6 +1298,48 @@ fn records_from_rows(
         warn!("restored an exercise with no delivery records");
     }
     Ok((records, live))
+}
+
+/// The configured tokens and the issued (stored) ones.
+async fn load_tokens(store: &Store, config: &Config) -> Result<crate::auth::Tokens, ServiceError> {
+    use crate::auth::{Role, TokenEntry, Tokens, parse_configured};
+    let tokens = Tokens::default();
+    for (n, raw) in config
+        .api_tokens
+        .iter()
+        .filter(|r| !r.trim().is_empty())
+        .enumerate()
+    {
+        let (role, hash) = parse_configured(raw)
+            .map_err(|e| ServiceError::Invalid(vec![format!("API_TOKENS: {e}")]))?;
+        tokens.add(
+            hash,
+            TokenEntry {
+                id: format!("config-{}", n + 1),
+                name: Some("API_TOKENS".into()),
+                role,
+                configured: true,
+                created_wall_ms: 0,
+            },
+        );
+    }
+    for row in store.tokens().await? {
+        let Some(role) = Role::parse(&row.role) else {
+            warn!(token_id = %row.id, role = %row.role, "stored token with an unknown role is ignored");
+            continue;
+        };
+        tokens.add(
+            row.hash,
+            TokenEntry {
+                id: row.id,
+                name: row.name,
+                role,
+                configured: false,
+                created_wall_ms: row.created_wall_ms,
+            },
+        );
+    }
+    Ok(tokens)
 }
 
 /// The key team links are signed with: the stored secret, or a new one

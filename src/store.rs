@@ -83,6 +83,16 @@ pub struct ExerciseRow {
     pub turn: i64,
 }
 
+/// An API token an admin issued; only its hash is kept.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: String,
+    pub hash: String,
+    pub created_wall_ms: i64,
+}
+
 /// A team's dashboard link: its generation, expiry and whether revoked.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TeamLinkRow {
@@ -513,6 +523,46 @@ impl Store {
                 .await
         })?;
         Ok(stored)
+    }
+
+    pub async fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO api_tokens (id, name, role, hash, created_wall_ms) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(&row.role)
+            .bind(&row.hash)
+            .bind(row.created_wall_ms)
+            .execute(pool)
+            .await
+            .map(drop)
+        })?;
+        Ok(())
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, name, role, hash, created_wall_ms FROM api_tokens ORDER BY created_wall_ms, id",
+            )
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows)
+    }
+
+    /// Deletes token `id`; false when it was not stored.
+    pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done = with_pool!(self, pool => {
+            sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done > 0)
     }
 
     /// Writes a team's dashboard link state.

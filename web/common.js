@@ -40,9 +40,22 @@ const SCIP = (() => {
     }
   }
 
+  // The API token of this browser (the control room's sign-in), kept in localStorage.
+  const TOKEN_KEY = "scip.apiToken";
+  function apiToken() {
+    try { return localStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+  }
+  function setApiToken(token) {
+    try {
+      if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* storage disabled: the token lasts for this page only */ }
+  }
+
   // fetch + JSON both ways. Resolves with the parsed body (null when empty), rejects with ApiError.
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" } };
+    const token = apiToken();
+    if (token) init.headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -133,5 +146,5 @@ const SCIP = (() => {
   }
 
   return { pathParts, enc, el, api, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
-           mediaUrl, isImage, isVideo, stream, setConnection };
+           mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken };
 })();

@@ -1,9 +1,38 @@
 // Control room: "/" lists exercises and creates new ones; "/exercises/{id}" runs one.
 "use strict";
 (() => {
-  const { el, api, enc, fmtT, parseT, fmtWall, fmtMs } = SCIP;
+  const { el, enc, fmtT, parseT, fmtWall, fmtMs } = SCIP;
   const $ = (id) => document.getElementById(id);
   const parts = SCIP.pathParts();
+
+  // ---- sign-in ------------------------------------------------------------
+  // A token in the address (#token=..., as `demo` prints it) is kept and removed
+  // from the address; a 401 or 403 asks for one.
+  const fromHash = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (fromHash) {
+    SCIP.setApiToken(decodeURIComponent(fromHash[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  function needLogin(err) {
+    const form = $("login-form");
+    form.hidden = false;
+    $("login-why").textContent = err.status === 403
+      ? `${err.message}. Sign in with a token that may do this.`
+      : "This control room needs an API token (ask your administrator).";
+  }
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    SCIP.setApiToken(new FormData(ev.target).get("token").trim());
+    location.reload();
+  });
+  async function api(...args) {
+    try {
+      return await SCIP.api(...args);
+    } catch (err) {
+      if (err.status === 401 || err.status === 403) needLogin(err);
+      throw err;
+    }
+  }
 
   // ---- messages ---------------------------------------------------------
   let staleTimer = null;
@@ -593,7 +622,8 @@
 
     // ---- stream ----
     let checking = false;
-    const es = SCIP.stream(`${base}/events`,
+    const token = SCIP.apiToken();
+    const es = SCIP.stream(`${base}/events${token ? `?access_token=${encodeURIComponent(token)}` : ""}`,
       { exercise: onExercise, deliveries: onDeliveries, delivery: onDelivery },
       (status) => { $("connection").hidden = false; SCIP.setConnection($("connection"), status); },
       async () => { // is it gone for good (404) or just a blip?

@@ -2,6 +2,7 @@
 //! reaches the teams' feeds, against a real Mosquitto and SQLite.
 
 mod aar;
+mod access;
 mod dashboards;
 mod hostile;
 mod limits;
@@ -367,7 +368,8 @@ async fn oversized_bodies_are_refused_with_a_json_error() {
     let big = format!("{{\"scenario\": \"{}\"}}", "x".repeat(http::MAX_BODY_BYTES));
     for declared in [true, false] {
         let mut request = axum::http::Request::post("/api/v1/exercises")
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
         if declared {
             request = request.header("content-length", big.len());
         }
@@ -1216,6 +1218,9 @@ async fn the_openapi_document_lists_every_endpoint() {
         "DELETE /api/v1/exercises/{id}/teams/{team}/link",
         "GET /api/v1/scenarios",
         "POST /api/v1/packages",
+        "GET /api/v1/tokens",
+        "POST /api/v1/tokens",
+        "DELETE /api/v1/tokens/{token}",
         "GET /api/v1/packages/{name}/archive",
         "GET /healthz",
         "GET /readyz",

@@ -26,11 +26,17 @@ struct Flags {
     config: Config,
 }
 
+/// The admin token every test app accepts (configured hashed, in API_TOKENS).
+pub const ADMIN_TOKEN: &str = "scip_test-admin-token-for-the-test-suite";
+
 /// A running API with its broker, store and media root.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
+    /// Sends the admin token with every request.
     pub client: reqwest::Client,
+    /// Sends no token.
+    pub anonymous: reqwest::Client,
     pub service: Service,
     pub broker: Mosquitto,
     /// Between the service and the broker: cut or stall it to play outages.
@@ -58,8 +64,11 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
         &media.join("four-teams"),
     );
     let port = proxy.port.to_string();
+    let admin = format!("admin:{}", scip_orchestrator::auth::hash(ADMIN_TOKEN));
     let mut args = vec![
         "scip-orchestrator",
+        "--api-tokens",
+        &admin,
         "--mqtt-broker-host",
         "127.0.0.1",
         "--mqtt-broker-port",
@@ -101,7 +110,8 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
     });
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: authorized(ADMIN_TOKEN),
+        anonymous: reqwest::Client::new(),
         service,
         broker,
         proxy,
@@ -407,4 +417,17 @@ pub async fn team_path(app: &TestApp, id: &str, team: &str, what: &str) -> Strin
         .to_owned();
     let query = url.split_once('?').map_or("", |(_, q)| q);
     format!("/api/v1/exercises/{id}/teams/{team}/{what}?{query}")
+}
+
+/// A client that sends `token` as its bearer token with every request.
+pub fn authorized(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
 }

@@ -290,7 +290,10 @@ async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follow
     let team = Browser::start().await;
 
     // Create the exercise from an uploaded package.
-    control.open(&app.url("/")).await;
+    // Signed in with the token in the address, as `demo` prints it.
+    control
+        .open(&app.url(&format!("/#token={ADMIN_TOKEN}")))
+        .await;
     control
         .wait(
             "the create form",
@@ -509,13 +512,23 @@ async fn send_news(control: &Browser, id: &str, headline: &str) {
         .eval("const b = document.querySelector('#send-form input[name=team][value=blue]'); if (!b.checked) b.click(); return true")
         .await;
     control.click("#send-form [type=submit]").await;
-    control
-        .wait(
-            "the live inject in the control room",
-            &format!("document.querySelector('#deliveries tr[data-inject=\"{id}\"]')"),
-            SECS,
-        )
-        .await;
+    // The row, or what the page said instead (for the failure message).
+    let probe = format!(
+        "return document.querySelector('#deliveries tr[data-inject=\"{id}\"]') ? 'row' : \
+         'no row yet; the page says: ' + document.querySelector('#message').textContent"
+    );
+    let deadline = tokio::time::Instant::now() + SECS;
+    loop {
+        let seen = control.eval(&probe).await;
+        if seen == "row" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live inject {id} in the control room: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A picture for the tweet.

@@ -415,8 +415,11 @@ fn is_feed_message(m: &Seen) -> bool {
         && m.payload["id"].is_string()
 }
 
-async fn exercises(api: &str) -> Vec<Value> {
-    let body: Value = reqwest::get(format!("{api}/api/v1/exercises"))
+async fn exercises(api: &str, token: &str) -> Vec<Value> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{api}/api/v1/exercises"))
+        .bearer_auth(token)
+        .send()
         .await
         .unwrap()
         .error_for_status()
@@ -442,7 +445,17 @@ async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
     );
     let mqtt_url = demo.url("MQTT broker:");
     let ws_url = demo.url("MQTT WebSocket:");
-    let control_room = demo.url("control room:");
+    // The control room's address signs in with the demo's controller token.
+    let signed_in = demo.url("control room:");
+    let (control_room, hash_token) = signed_in.split_once("#token=").expect("a token");
+    let control_room = control_room.to_owned();
+    let token = demo
+        .url("API token:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(hash_token, token);
     assert_eq!(mqtt_url, format!("mqtt://127.0.0.1:{}", ports.mqtt));
     assert_eq!(ws_url, format!("ws://127.0.0.1:{}/mqtt", ports.ws));
     assert_eq!(control_room, format!("http://127.0.0.1:{}/", ports.http));
@@ -484,7 +497,7 @@ async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
     let content_type = page.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let api = control_room.trim_end_matches('/');
-    let listed = exercises(api).await;
+    let listed = exercises(api, &token).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], EXERCISE);
     assert_eq!(listed[0]["state"], "running");
@@ -501,7 +514,14 @@ async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
     // A second run on the same data dir starts afresh.
     let mut again = spawn_demo(&ports, dir.path(), "30");
     again.read_until(" running at speed 30", Duration::from_secs(20));
-    let listed = exercises(api).await;
+    // A fresh run has a fresh token.
+    let token = again
+        .url("API token:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let listed = exercises(api, &token).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["state"], "running");
     assert_eq!(listed[0]["run"], 1);
@@ -538,14 +558,20 @@ fn demo_names_a_taken_port_and_the_flag_that_changes_it() {
     assert!(!dir.path().join("demo.db").exists());
 }
 
+/// The admin token of the `serve` under test.
+const ADMIN: &str = "scip_demo-test-admin-token";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_a_broker_host_starts_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
     let ports = DemoPorts::free();
     let http = format!("127.0.0.1:{}", ports.http);
     let (mqtt, ws) = (ports.mqtt.to_string(), ports.ws.to_string());
+    let tokens = format!("admin:{}", scip_orchestrator::auth::hash(ADMIN));
     let serve = Proc::spawn(&[
         "serve",
+        "--api-tokens",
+        &tokens,
         "--http-bind",
         &http,
         "--broker-port",
@@ -569,8 +595,10 @@ async fn serve_without_a_broker_host_starts_the_embedded_broker() {
     // An exercise created over the API publishes on the embedded broker.
     let mut sub = Subscriber::connect(ports.mqtt, "/exercise/embedded-1/#").await;
     let package = sample_package();
+    let admin = ADMIN;
     let created = reqwest::Client::new()
         .post(format!("{api}/api/v1/exercises"))
+        .bearer_auth(admin)
         .json(&serde_json::json!({"package": package, "exercise_id": "embedded-1", "speed": 10}))
         .send()
         .await
@@ -578,6 +606,7 @@ async fn serve_without_a_broker_host_starts_the_embedded_broker() {
     assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
     let started = reqwest::Client::new()
         .post(format!("{api}/api/v1/exercises/embedded-1/start"))
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap();

@@ -260,6 +260,10 @@ impl Serve {
             .arg(media)
             .env("MQTT_BROKER_HOST", "127.0.0.1")
             .env("MQTT_BROKER_PORT", mqtt_port.to_string())
+            .env(
+                "API_TOKENS",
+                format!("admin:{}", scip_orchestrator::auth::hash(ADMIN)),
+            )
             .env("RETRY_DELAY_SECONDS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -306,11 +310,14 @@ impl Drop for Serve {
 }
 
 /// A minimal HTTP/1.0 client: (status, JSON body).
+/// The admin token of the `serve` under test.
+const ADMIN: &str = "scip_recovery-test-admin-token";
+
 fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).unwrap();

@@ -1,0 +1,363 @@
+//! Who may use the API: bearer tokens with a role (observer < controller <
+//! admin). Tokens are kept only as SHA-256 hashes: configured at start
+//! (`API_TOKENS=role:hash,...`) or issued by an admin (stored). Every route
+//! needs a role, except the probes, the OpenAPI document, the pages and
+//! their media, and a team dashboard's stream and receipts, which need that
+//! team's signed link instead (see `links`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::RwLock;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// What a token may do; each role may also do what the ones below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Read everything.
+    Observer,
+    /// Run exercises: create, control, edit, delete, import.
+    Controller,
+    /// Issue and revoke tokens.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Observer, Role::Controller, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Observer => "observer",
+            Role::Controller => "controller",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new random token: `scip_` and 32 random bytes, base64url.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    format!("scip_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The SHA-256 of a token, lowercase hex: how tokens are kept.
+pub fn hash(token: &str) -> String {
+    digest::digest(&digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One known token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: Role,
+    /// Configured at start (API_TOKENS) rather than issued.
+    pub configured: bool,
+    pub created_wall_ms: i64,
+}
+
+/// The tokens the service accepts, by hash.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_hash: RwLock<HashMap<String, TokenEntry>>,
+}
+
+impl Tokens {
+    pub fn add(&self, hash: String, entry: TokenEntry) {
+        self.by_hash.write().expect("tokens").insert(hash, entry);
+    }
+
+    /// Forgets the token `id`; false when there is none.
+    pub fn remove(&self, id: &str) -> bool {
+        let mut tokens = self.by_hash.write().expect("tokens");
+        let before = tokens.len();
+        tokens.retain(|_, e| e.id != id);
+        tokens.len() != before
+    }
+
+    pub fn find(&self, token: &str) -> Option<TokenEntry> {
+        self.by_hash
+            .read()
+            .expect("tokens")
+            .get(&hash(token))
+            .cloned()
+    }
+
+    pub fn get(&self, id: &str) -> Option<TokenEntry> {
+        self.by_hash
+            .read()
+            .expect("tokens")
+            .values()
+            .find(|e| e.id == id)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<TokenEntry> {
+        let mut all: Vec<TokenEntry> = self
+            .by_hash
+            .read()
+            .expect("tokens")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (a.created_wall_ms, &a.id).cmp(&(b.created_wall_ms, &b.id)));
+        all
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.read().expect("tokens").is_empty()
+    }
+}
+
+/// A configured token: `role:sha256hex`.
+pub fn parse_configured(raw: &str) -> Result<(Role, String), String> {
+    let (role, hash) = raw.trim().split_once(':').ok_or_else(|| {
+        format!(
+            "{raw:?}: expected role:sha256-hex (hash a token with `scip-orchestrator hash-token`)"
+        )
+    })?;
+    let role = Role::parse(role)
+        .ok_or_else(|| format!("{raw:?}: role {role:?} is not observer, controller or admin"))?;
+    let hash = hash.to_ascii_lowercase();
+    if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{raw:?}: the hash must be 64 hex digits (SHA-256), not a token in clear"
+        ));
+    }
+    Ok((role, hash))
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    /// A team's signed dashboard link, checked by the handler.
+    TeamLink,
+    Role(Role),
+}
+
+/// The access a request to the route `path` (as routed, with `{params}`) by
+/// `method` needs.
+pub fn required(method: &Method, path: &str) -> Access {
+    if path.ends_with("/teams/{team}/events") || path.ends_with("/teams/{team}/receipts") {
+        return Access::TeamLink;
+    }
+    if path.starts_with("/api/v1/tokens") {
+        return Access::Role(Role::Admin);
+    }
+    if path.starts_with("/api/v1/") {
+        return Access::Role(if method == Method::GET || method == Method::HEAD {
+            Role::Observer
+        } else {
+            Role::Controller
+        });
+    }
+    if path == "/metrics" {
+        return Access::Role(Role::Observer);
+    }
+    Access::Open
+}
+
+/// The bearer token of a request: `Authorization: Bearer ...`, or
+/// `?access_token=` (browsers' EventSource cannot set headers).
+pub fn bearer(request: &Request) -> Option<String> {
+    if let Some(value) = request.headers().get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    request.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "access_token")
+            .map(|(_, v)| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+    })
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No token, or one the service does not know.
+    Unauthenticated(&'static str),
+    /// A token whose role is below the route's.
+    Forbidden { have: Role, need: Role },
+}
+
+/// Checks `token` against what the route needs; the token's entry when it
+/// is let through with one.
+pub fn check(
+    tokens: &Tokens,
+    access: Access,
+    token: Option<&str>,
+) -> Result<Option<TokenEntry>, Denied> {
+    let Access::Role(need) = access else {
+        return Ok(None);
+    };
+    let token = token.ok_or(Denied::Unauthenticated(
+        "this needs an API token: Authorization: Bearer <token>",
+    ))?;
+    let entry = tokens
+        .find(token)
+        .ok_or(Denied::Unauthenticated("unknown or revoked API token"))?;
+    if entry.role < need {
+        return Err(Denied::Forbidden {
+            have: entry.role,
+            need,
+        });
+    }
+    Ok(Some(entry))
+}
+
+/// The middleware every route passes: lets a request through when its token
+/// has the role the route needs; answers 401 or 403 otherwise.
+pub async fn require(
+    State(service): State<crate::service::Service>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let access = required(request.method(), &path);
+    match check(service.tokens(), access, bearer(&request).as_deref()) {
+        Ok(_) => next.run(request).await,
+        Err(denied) => crate::http::denied(denied).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_role_that_fits() {
+        let check = |method: Method, path: &str, want: Access| {
+            assert_eq!(required(&method, path), want, "{method} {path}");
+        };
+        use Access::*;
+        check(
+            Method::GET,
+            "/api/v1/exercises",
+            Role(super::Role::Observer),
+        );
+        check(
+            Method::GET,
+            "/api/v1/exercises/{id}/events",
+            Role(super::Role::Observer),
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises",
+            Role(super::Role::Controller),
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises/{id}/{command}",
+            Role(super::Role::Controller),
+        );
+        check(
+            Method::DELETE,
+            "/api/v1/exercises/{id}",
+            Role(super::Role::Controller),
+        );
+        check(Method::GET, "/api/v1/tokens", Role(super::Role::Admin));
+        check(Method::POST, "/api/v1/tokens", Role(super::Role::Admin));
+        check(
+            Method::GET,
+            "/api/v1/exercises/{id}/teams/{team}/events",
+            TeamLink,
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises/{id}/teams/{team}/receipts",
+            TeamLink,
+        );
+        check(Method::GET, "/metrics", Role(super::Role::Observer));
+        for open in [
+            "/healthz",
+            "/readyz",
+            "/api/openapi.json",
+            "/",
+            "/assets/{name}",
+        ] {
+            check(Method::GET, open, Open);
+        }
+    }
+
+    #[test]
+    fn tokens_are_kept_hashed_and_roles_rank() {
+        let tokens = Tokens::default();
+        let token = generate();
+        assert!(token.starts_with("scip_") && token.len() > 40);
+        tokens.add(
+            hash(&token),
+            TokenEntry {
+                id: "t1".into(),
+                name: None,
+                role: Role::Controller,
+                configured: false,
+                created_wall_ms: 0,
+            },
+        );
+        let need = |role| Access::Role(role);
+        assert!(check(&tokens, need(Role::Observer), Some(&token)).is_ok());
+        assert!(check(&tokens, need(Role::Controller), Some(&token)).is_ok());
+        assert_eq!(
+            check(&tokens, need(Role::Admin), Some(&token)),
+            Err(Denied::Forbidden {
+                have: Role::Controller,
+                need: Role::Admin
+            })
+        );
+        assert!(matches!(
+            check(&tokens, need(Role::Observer), None),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            check(&tokens, need(Role::Observer), Some("scip_forged")),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert_eq!(check(&tokens, Access::Open, None), Ok(None));
+        assert!(tokens.remove("t1"));
+        assert!(check(&tokens, need(Role::Observer), Some(&token)).is_err());
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(parse_configured(&format!("admin:{}", hash("x"))).is_ok());
+        assert!(parse_configured("admin:scip_cleartext").is_err());
+        assert!(parse_configured(&format!("root:{}", hash("x"))).is_err());
+    }
+}
