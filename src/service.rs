@@ -156,6 +156,8 @@ pub struct ScenarioEntry {
 pub struct TeamWatch {
     pub watch: Watch,
     pub team: usize,
+    /// `{"exercise": {"id", "name"}, "team": {"id", "name"}}`, for the page's header.
+    pub names: Value,
     _seat: Seat,
 }
 
@@ -743,7 +745,7 @@ impl Service {
         team: &str,
         token: Option<&str>,
     ) -> Result<TeamWatch, ServiceError> {
-        let (index, presence) = {
+        let (index, presence, names) = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
             let index = handle
@@ -755,7 +757,11 @@ impl Service {
                     ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
                 })?;
             self.check_link(handle, id, team, index, token)?;
-            (index, handle.presence.clone())
+            let names = serde_json::json!({
+                "exercise": {"id": id, "name": handle.scenario.name},
+                "team": {"id": team, "name": handle.scenario.teams[index].name},
+            });
+            (index, handle.presence.clone(), names)
         };
         let seat = presence.join(index);
         let watch = self
@@ -767,6 +773,7 @@ impl Service {
         Ok(TeamWatch {
             watch,
             team: index,
+            names,
             _seat: seat,
         })
     }

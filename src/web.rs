@@ -140,7 +140,7 @@ pub struct LinkToken {
         ("token" = String, Query, description = "The token of the team's dashboard link"),
     ),
     responses(
-        (status = 200, description = "text/event-stream. `clock` (timer message plus run, speed and the reason of the last pause or stop) first, on every whole exercise second while running (at most five a second) and on every state change; `history` ({run, injects}: everything the team's feed got in this run, oldest first) after the first clock and, empty, after a reset; `inject` ({run, received, message}: the feed message as MQTT subscribers get it) as each goes out, once per attempt. The team counts as connected while a stream is open.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream. `clock` (timer message plus run, speed and the reason of the last pause or stop) first, on every whole exercise second while running (at most five a second) and on every state change; `names` ({exercise: {id, name}, team: {id, name}}) after the first clock; `history` ({run, injects}: everything the team's feed got in this run, oldest first) after the first clock and, empty, after a reset; `inject` ({run, received, message}: the feed message as MQTT subscribers get it) as each goes out, once per attempt. The team counts as connected while a stream is open.", content_type = "text/event-stream", body = String),
         (status = 401, description = "No link token", body = ErrorResponse),
         (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
         (status = 404, description = "No such exercise or team", body = ErrorResponse),
@@ -203,6 +203,9 @@ impl TeamStream {
         };
         stream.queue.push_back(Event::default().retry(RETRY));
         stream.queue.push_back(clock_event(&clock));
+        stream
+            .queue
+            .push_back(json_event("names", &stream.follow.names));
         stream
             .queue
             .push_back(history_event(clock.run, history.iter().map(|i| &**i)));

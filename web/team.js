@@ -75,12 +75,25 @@
     }
   }
 
-  // An empty receipt tells a refused link (401/403, with the reason) from a network blip.
+  // The header's names come with the stream (the API itself needs a token the team has not).
+  function onNames(n) {
+    const ex = n.exercise || {}, team = n.team || {};
+    names = { exercise: ex.name || ex.id, team: team.name || team.id };
+    $("exercise-name").textContent = [ex.id, ex.name && ex.name !== ex.id && ex.name, team.name && `team ${team.id}`].filter(Boolean).join(" · ");
+    $("team-name").textContent = team.name || team.id;
+    updateTitle();
+  }
+
+  // An empty receipt tells a refused link (401/403, with the reason) or an unknown
+  // exercise or team (404) from a network blip.
   async function checkLink() {
     try {
       await api("POST", `${teamBase}/receipts${withToken}`, { run: 0, inject_ids: [] });
     } catch (err) {
-      if (err.status === 401 || err.status === 403) {
+      if (err.status === 404) {
+        if (es) es.close();
+        fatal(`${err.message}. Check the address with the exercise control.`);
+      } else if (err.status === 401 || err.status === 403) {
         if (es) es.close();
         SCIP.setConnection($("connection"), "error");
         fatal(`${err.message} This dashboard opens only with its team's current link.`);
@@ -351,7 +364,7 @@
   $("team-name").textContent = teamId;
   let opened = false;
   es = SCIP.stream(`${teamBase}/events${withToken}`,
-    { clock: onClock, history: onHistory, inject: onInject },
+    { clock: onClock, names: onNames, history: onHistory, inject: onInject },
     (status) => {
       if (status === "live") opened = true;
       SCIP.setConnection($("connection"), status);

@@ -38,6 +38,10 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     assert_eq!(first.data["formatted"], "T+00:00");
     assert_eq!(first.data["total"], 60);
     assert_eq!(first.data["run"], 1);
+    let names = blue.next(SECS).await;
+    assert_eq!(names.event, "names");
+    assert_eq!(names.data["exercise"], json!({"id": "ex-sse", "name": "API test"}));
+    assert_eq!(names.data["team"], json!({"id": "blue", "name": "Team blue"}));
     let history = blue.next(SECS).await;
     assert_eq!(history.event, "history");
     assert_eq!(history.data, json!({"run": 1, "injects": []}));
@@ -85,6 +89,7 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     let mut late =
         EventStream::open(&app, &team_path(&app, "ex-sse", "blue", "events").await).await;
     assert_eq!(late.next(SECS).await.event, "clock");
+    assert_eq!(late.next(SECS).await.event, "names");
     let history = late.next(SECS).await;
     assert_eq!(history.event, "history");
     assert_eq!(history.data["run"], 1);
@@ -130,6 +135,7 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     // The next page load knows what was confirmed.
     let mut third =
         EventStream::open(&app, &team_path(&app, "ex-sse", "blue", "events").await).await;
+    third.next(SECS).await;
     third.next(SECS).await;
     let history = third.next(SECS).await;
     assert_eq!(history.data["injects"][0]["received"], true);

@@ -87,6 +87,14 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
             SECS,
         )
         .await;
+    // The header names the team, from the stream (the page holds no API token).
+    browser
+        .wait(
+            "the team's name",
+            "document.querySelector('#team-name').textContent === 'Port Authority'",
+            SECS,
+        )
+        .await;
     app.wait_for("/api/v1/exercises/drill", SECS, |e| {
         e["teams_connected"] == 1
     })
@@ -255,6 +263,19 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         .wait(
             "the completed banner",
             "!document.querySelector('#banner').hidden",
+            SECS,
+        )
+        .await;
+    // A tampered link shows why, instead of reconnecting for ever.
+    let (page, token) = url.split_once("?token=").unwrap();
+    let last = if token.ends_with('x') { 'y' } else { 'x' };
+    browser
+        .open(&format!("{page}?token={}{last}", &token[..token.len() - 1]))
+        .await;
+    browser
+        .wait(
+            "the refused link explained",
+            "!document.querySelector('#fatal').hidden && document.querySelector('#fatal').textContent.includes('not valid')",
             SECS,
         )
         .await;
