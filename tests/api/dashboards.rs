@@ -40,8 +40,14 @@ async fn a_team_stream_replays_history_then_follows_the_feed_live() {
     assert_eq!(first.data["run"], 1);
     let names = blue.next(SECS).await;
     assert_eq!(names.event, "names");
-    assert_eq!(names.data["exercise"], json!({"id": "ex-sse", "name": "API test"}));
-    assert_eq!(names.data["team"], json!({"id": "blue", "name": "Team blue"}));
+    assert_eq!(
+        names.data["exercise"],
+        json!({"id": "ex-sse", "name": "API test"})
+    );
+    assert_eq!(
+        names.data["team"],
+        json!({"id": "blue", "name": "Team blue"})
+    );
     let history = blue.next(SECS).await;
     assert_eq!(history.event, "history");
     assert_eq!(history.data, json!({"run": 1, "injects": []}));
