@@ -630,8 +630,10 @@ impl Header {
                 .unwrap_or(0),
         };
         let duration = if self.duration_missing {
-            let secs = (last + 60).div_ceil(60) * 60;
-            if secs > limits.max_duration_secs {
+            // In u64: a last inject near u32::MAX must not wrap around.
+            // (Capped at the limit, which only the injects themselves may pass.)
+            let secs = (u64::from(last) + 60).div_ceil(60) * 60;
+            let secs = if u64::from(last) > u64::from(limits.max_duration_secs) {
                 errors.push(ValidationError {
                     file: path.to_owned(),
                     location: None,
@@ -640,7 +642,10 @@ impl Header {
                         last, limits.max_duration_secs
                     ),
                 });
-            }
+                limits.max_duration_secs
+            } else {
+                secs.min(u64::from(limits.max_duration_secs)) as u32
+            };
             Some(ExerciseSeconds::new(secs))
         } else {
             self.duration
