@@ -114,15 +114,20 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// The most turns a turn-based scenario may have, with or without
+/// `total_turns`.
+pub const MAX_TURNS: u16 = 1000;
+
 impl Inject {
     /// The `turn` of an inject in a turn-based scenario (kept among the
-    /// passed-through fields); None when absent or not a positive integer.
+    /// passed-through fields); None when absent or not a whole number from
+    /// 1 to [`MAX_TURNS`].
     pub fn turn(&self) -> Option<u16> {
         self.extra
             .get("turn")
             .and_then(Value::as_u64)
-            .and_then(|t| u16::try_from(t).ok())
-            .filter(|&t| t > 0)
+            .filter(|t| (1..=u64::from(MAX_TURNS)).contains(t))
+            .map(|t| t as u16)
     }
 }
 
@@ -529,11 +534,11 @@ fn read_header(
             None,
             value
                 .as_u64()
-                .filter(|&n| (1..=1000).contains(&n))
+                .filter(|&n| (1..=u64::from(MAX_TURNS)).contains(&n))
                 .map(|n| n as u16)
                 .ok_or_else(|| {
                     format!(
-                        "\"total_turns\" must be a whole number from 1 to 1000, got {}",
+                        "\"total_turns\" must be a whole number from 1 to {MAX_TURNS}, got {}",
                         describe(value)
                     )
                 }),
@@ -720,7 +725,7 @@ fn turns(
                             file: timeline.path.clone(),
                             location,
                             reason: format!(
-                                "\"turn\" must be a whole number from 1, got {}",
+                                "\"turn\" must be a whole number from 1 to {MAX_TURNS}, got {}",
                                 describe(value)
                             ),
                         });
@@ -1933,7 +1938,7 @@ mod tests {
             ],
             &[
                 r#"timelines/t.json: inject "a": "turn" 3 is after the last turn (2)"#,
-                r#"timelines/t.json: inject "b": "turn" must be a whole number from 1, got "one""#,
+                r#"timelines/t.json: inject "b": "turn" must be a whole number from 1 to 1000, got "one""#,
             ],
         );
         run(

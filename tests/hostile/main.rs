@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use scip_orchestrator::config::Limits;
-use scip_orchestrator::scenario::load_inline;
+use scip_orchestrator::scenario::{load_inline, to_inline};
 
 /// An upload without a duration whose one inject is at `time`.
 fn undated(time: u64, turn_based: bool) -> Value {
@@ -43,5 +43,41 @@ fn a_huge_inject_time_without_a_duration_is_refused() {
                 "time {time} (turn-based: {turn_based}): {errors:?}"
             );
         }
+    }
+}
+
+/// A turn-based upload without `total_turns` took any `turn` up to 65535,
+/// but `to_inline` writes the count as `total_turns`, which loading allows
+/// only up to 1000: the form the service stores could not be loaded back, so
+/// such an exercise was not restored after a restart. A turn over 1000 is
+/// now refused with or without `total_turns`, and accepted scenarios load
+/// back from their stored form. Found by `scenario_value`.
+#[test]
+fn a_turn_based_scenario_loads_back_from_its_stored_form() {
+    for turn in [1, 1000, 1001, 65535] {
+        let package = json!({
+            "turn_based": true,
+            "duration_minutes": 120,
+            "teams": [{"id": "blue", "timeline_id": "t"}],
+            "timelines": [{"id": "t", "injects": [
+                {"id": "a", "time": 0, "turn": turn, "type": "news", "content": {}},
+            ]}],
+        });
+        let scenario = match load_inline(&package, &Limits::default()) {
+            Ok(scenario) => scenario,
+            Err(errors) => {
+                assert!(turn > 1000, "turn {turn} refused: {errors:?}");
+                assert!(
+                    errors[0].to_string().contains("from 1 to 1000"),
+                    "turn {turn}: {errors:?}"
+                );
+                continue;
+            }
+        };
+        assert!(turn <= 1000, "turn {turn} accepted");
+        let stored = to_inline(&scenario);
+        let again = load_inline(&stored, &Limits::default())
+            .unwrap_or_else(|errors| panic!("turn {turn}: {errors:?}"));
+        assert_eq!(again.turns, scenario.turns, "turn {turn}");
     }
 }
