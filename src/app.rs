@@ -412,7 +412,8 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
                 websocket = %broker.ws_url(),
                 "embedded MQTT broker listening"
             );
-            let (host, port) = (broker.client_host(), broker.settings().port);
+            let engine = broker.engine_addr();
+            let (host, port) = (engine.ip().to_string(), engine.port());
             (Some(broker), host, port)
         }
     };

@@ -2,13 +2,14 @@
 //! `serve` without MQTT_BROKER_HOST, so a laptop needs nothing but the
 //! binary. Production keeps an external broker (Mosquitto).
 //!
-//! One TCP listener (the engine and MQTT tools) and one WebSocket listener
-//! (browser MQTT clients of the earlier platform), both on BROKER_BIND.
-//! rumqttd's `Broker::start` blocks for good and only logs when a listener
-//! cannot bind, so each port is bind-tested first (a taken port is an error
-//! naming the flag that changes it), the broker runs on a thread of its own,
-//! and start-up waits until both ports accept connections. rumqttd has no
-//! shutdown: the broker lives as long as the process.
+//! One TCP listener (MQTT tools) and one WebSocket listener (browser MQTT
+//! clients of the earlier platform), both on BROKER_BIND and both served by
+//! the gate. rumqttd's `Broker::start` blocks for good and only logs when a
+//! listener cannot bind, so the public ports are bound here first (a taken
+//! port is an error naming the flag that changes it), rumqttd runs on a
+//! thread of its own on a loopback port, and start-up waits until it accepts
+//! connections. rumqttd has no shutdown: the broker lives as long as the
+//! process.
 //!
 //! What the engine relies on and rumqttd does, checked by `tests/demo`:
 //! retained messages reach late subscribers (with the retain flag), topics
@@ -25,19 +26,17 @@
 //!   `SEGMENT_SIZE * (SEGMENT_COUNT + 1)` bytes; nothing is written to disk,
 //!   so retained messages do not survive a restart.
 //!
-//! Access: with a [`BrokerAuth`] (MQTT_USERNAME or BROKER_PASSWORD_FILE set)
-//! every client must log in as the engine's user or a user of the password
-//! file; anonymous clients and wrong passwords are refused (rumqttd closes
-//! the connection without a CONNACK). rumqttd 0.20 has no topic-level
-//! authorization: its only hooks are the login check (`ConnectionSettings`
-//! `auth`/`external_auth`, called once in `link/remote.rs` `mqtt_connect`)
-//! and a tenant prefix taken from TLS client certificates (features
-//! `verify-client-cert`/`validate-tenant-prefix`, fixed to
-//! `/tenants/<id>/`). So a logged-in client may read and write every topic:
-//! the per-team rules of `broker-acl` need Mosquitto.
+//! Access: rumqttd 0.20 only checks a login once per CONNECT (its
+//! `ConnectionSettings` `auth`/`external_auth`, in `link/remote.rs`
+//! `mqtt_connect`) and has no topic-level authorization beyond a tenant
+//! prefix from TLS client certificates. So rumqttd listens on a loopback
+//! port only, where the engine connects, and the public ports belong to
+//! the gate (`broker_gate`), which checks logins ([`BrokerAuth`]:
+//! MQTT_USERNAME and BROKER_PASSWORD_FILE) and the topic rules of
+//! BROKER_ACL_FILE, the same files Mosquitto takes.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +44,7 @@ use std::time::Duration;
 use crate::broker_acl;
 use crate::config::Config;
 use crate::mqtt::{Password, SettingsError};
+use crate::topic_acl::Acl;
 
 /// How long start-up waits for the listeners to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,6 +77,8 @@ impl BrokerSettings {
 pub struct BrokerAuth {
     plain: Arc<HashMap<String, Password>>,
     hashed: Arc<HashMap<String, String>>,
+    /// Topic rules of the password file's users (BROKER_ACL_FILE).
+    acl: Option<Arc<Acl>>,
 }
 
 impl BrokerAuth {
@@ -85,12 +87,18 @@ impl BrokerAuth {
     pub fn from_config(config: &Config) -> Result<Option<Self>, BrokerError> {
         let credentials = config.mqtt_credentials()?;
         let file = config.broker_password_file.as_deref();
+        if config.broker_acl_file.is_some() && file.is_none() {
+            return Err(BrokerError::AclWithoutPasswords);
+        }
         if credentials.is_none() && file.is_none() {
             return Ok(None);
         }
         let mut auth = Self::default();
         if let Some(path) = file {
             auth = auth.with_password_file(path)?;
+        }
+        if let Some(path) = config.broker_acl_file.as_deref() {
+            auth = auth.with_acl_file(path)?;
         }
         match credentials {
             Some(c) => auth = auth.with_user(c.username, c.password),
@@ -116,6 +124,32 @@ impl BrokerAuth {
         Ok(self)
     }
 
+    /// Adds the topic rules of a Mosquitto `acl_file`: every user of the
+    /// password file is then held to them (the plain users, the engine's,
+    /// are not).
+    pub fn with_acl_file(mut self, path: &std::path::Path) -> Result<Self, BrokerError> {
+        self.acl = Some(Arc::new(Acl::read(path)?));
+        Ok(self)
+    }
+
+    /// The topic rules, when there are any.
+    pub fn acl(&self) -> Option<&Acl> {
+        self.acl.as_deref()
+    }
+
+    /// Whether `username` is a plain user (the engine's login): one the
+    /// ACL does not restrict.
+    pub fn is_plain(&self, username: &str) -> bool {
+        self.plain.contains_key(username)
+    }
+
+    /// Whether `username` may log in with `password` as a plain user.
+    pub fn check_plain(&self, username: &str, password: &str) -> bool {
+        self.plain.get(username).is_some_and(|expected| {
+            broker_acl::same_secret(expected.expose().as_bytes(), password.as_bytes())
+        })
+    }
+
     /// Whether `username` may log in with `password`.
     pub fn check(&self, username: &str, password: &str) -> bool {
         if let Some(expected) = self.plain.get(username) {
@@ -132,6 +166,12 @@ impl BrokerAuth {
 pub enum BrokerError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error("cannot use BROKER_ACL_FILE: {0}")]
+    AclFile(#[from] crate::topic_acl::AclFileError),
+    #[error(
+        "BROKER_ACL_FILE needs BROKER_PASSWORD_FILE: the rules name users, and only logged-in users have a name"
+    )]
+    AclWithoutPasswords,
     #[error("cannot use BROKER_PASSWORD_FILE {}: {reason}", .path.display())]
     PasswordFile { path: PathBuf, reason: String },
     #[error(
@@ -169,6 +209,8 @@ pub enum BrokerError {
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
     settings: BrokerSettings,
+    /// rumqttd itself, behind the gate: where the engine connects.
+    internal: SocketAddr,
 }
 
 impl EmbeddedBroker {
@@ -192,19 +234,26 @@ impl EmbeddedBroker {
         if settings.port == settings.ws_port {
             return Err(BrokerError::SamePort(settings.port));
         }
-        check_free(settings.bind, settings.port, "--broker-port", "BROKER_PORT")?;
-        check_free(
+        let tcp = listen(settings.bind, settings.port, "--broker-port", "BROKER_PORT").await?;
+        let ws = listen(
             settings.bind,
             settings.ws_port,
             "--broker-ws-port",
             "BROKER_WS_PORT",
-        )?;
-        imp::start(settings, auth).await?;
-        Ok(Self { settings })
+        )
+        .await?;
+        let internal = imp::start(settings, auth, tcp, ws).await?;
+        Ok(Self { settings, internal })
     }
 
     pub fn settings(&self) -> BrokerSettings {
         self.settings
+    }
+
+    /// Where the engine's own connection goes: rumqttd on loopback, past
+    /// the gate (it may use every topic anyway).
+    pub fn engine_addr(&self) -> SocketAddr {
+        self.internal
     }
 
     /// The host an MQTT client on this machine connects to: the bind
@@ -235,17 +284,17 @@ impl EmbeddedBroker {
     }
 }
 
-/// Fails when `port` cannot be bound on `bind` now (the listener is dropped
-/// at once, so rumqttd can take the port).
-fn check_free(
+/// A listener on `port` of `bind`; a taken port names the flag that
+/// changes it.
+async fn listen(
     bind: IpAddr,
     port: u16,
     flag: &'static str,
     env: &'static str,
-) -> Result<(), BrokerError> {
+) -> Result<tokio::net::TcpListener, BrokerError> {
     let addr = SocketAddr::new(bind, port);
-    match TcpListener::bind(addr) {
-        Ok(_) => Ok(()),
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             Err(BrokerError::PortTaken { port, flag, env })
         }
@@ -277,14 +326,18 @@ fn connect_ip(bind: IpAddr) -> IpAddr {
 #[cfg(feature = "embedded-broker")]
 mod imp {
     use std::collections::HashMap;
-    use std::net::SocketAddr;
+    use std::net::{Ipv4Addr, SocketAddr};
     use std::time::Duration;
 
+    use base64::Engine as _;
+    use ring::rand::{SecureRandom, SystemRandom};
+    use rumqttc::mqttbytes::v4::Login;
     use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
     use tokio::time::{Instant, sleep};
     use tracing::debug;
 
-    use super::{BrokerAuth, BrokerError, BrokerSettings, START_TIMEOUT, connect_ip};
+    use super::{BrokerAuth, BrokerError, BrokerSettings, START_TIMEOUT};
+    use crate::broker_gate::{Gate, Policy};
     use crate::mqtt::{INFLIGHT, MAX_PACKET_SIZE};
 
     /// Bytes of messages one topic (or subscription filter) keeps per
@@ -292,51 +345,83 @@ mod imp {
     const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
     /// Full segments kept besides the one being written.
     const SEGMENT_COUNT: usize = 4;
+    /// The user name the gate logs in to rumqttd with.
+    const GATE_USER: &str = "scip-gate";
 
+    /// Starts rumqttd on a loopback port and the gate on the public ones;
+    /// returns rumqttd's address, for the engine.
     pub(super) async fn start(
         settings: BrokerSettings,
         auth: Option<BrokerAuth>,
-    ) -> Result<(), BrokerError> {
-        let mut broker = rumqttd::Broker::new(config(&settings, auth));
+        tcp: tokio::net::TcpListener,
+        ws: tokio::net::TcpListener,
+    ) -> Result<SocketAddr, BrokerError> {
+        let internal = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_loopback_port()?);
+        let policy = match auth {
+            Some(logins) => Some(Policy {
+                logins,
+                upstream_login: Login::new(GATE_USER, gate_password()?),
+            }),
+            None => None,
+        };
+        let mut broker = rumqttd::Broker::new(config(internal, policy.as_ref()));
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || broker.start().map_err(|e| e.to_string()))
             .map_err(|e| BrokerError::Stopped(format!("cannot start its thread: {e}")))?;
         let deadline = Instant::now() + START_TIMEOUT;
-        let ip = connect_ip(settings.bind);
-        for port in [settings.port, settings.ws_port] {
-            let addr = SocketAddr::new(ip, port);
-            loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    break;
-                }
-                if thread.is_finished() {
-                    let reason = match thread.join() {
-                        Ok(Ok(())) => "its listeners ended".to_owned(),
-                        Ok(Err(e)) => e,
-                        Err(_) => "it panicked".to_owned(),
-                    };
-                    return Err(BrokerError::Stopped(reason));
-                }
-                if Instant::now() >= deadline {
-                    return Err(BrokerError::NotListening {
-                        addr,
-                        waited: START_TIMEOUT,
-                    });
-                }
-                sleep(Duration::from_millis(5)).await;
+        loop {
+            if tokio::net::TcpStream::connect(internal).await.is_ok() {
+                break;
             }
+            if thread.is_finished() {
+                let reason = match thread.join() {
+                    Ok(Ok(())) => "its listeners ended".to_owned(),
+                    Ok(Err(e)) => e,
+                    Err(_) => "it panicked".to_owned(),
+                };
+                return Err(BrokerError::Stopped(reason));
+            }
+            if Instant::now() >= deadline {
+                return Err(BrokerError::NotListening {
+                    addr: internal,
+                    waited: START_TIMEOUT,
+                });
+            }
+            sleep(Duration::from_millis(5)).await;
         }
+        let gate = Gate::new(internal, policy);
+        tokio::spawn(gate.clone().serve_tcp(tcp));
+        tokio::spawn(gate.serve_ws(ws));
         debug!(
             port = settings.port,
             ws_port = settings.ws_port,
+            %internal,
             "embedded broker up"
         );
-        Ok(())
+        Ok(internal)
     }
 
-    /// rumqttd's configuration, as its `rumqttd.toml` would give it.
-    fn config(settings: &BrokerSettings, auth: Option<BrokerAuth>) -> Config {
+    /// A loopback port free now, for rumqttd (which binds it itself).
+    fn free_loopback_port() -> Result<u16, BrokerError> {
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| BrokerError::Stopped(format!("no loopback port for rumqttd: {e}")))
+    }
+
+    /// A fresh random password for the gate's login to rumqttd.
+    fn gate_password() -> Result<String, BrokerError> {
+        let mut bytes = [0u8; 24];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| BrokerError::Stopped("no random numbers from the system".into()))?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// rumqttd's configuration, as its `rumqttd.toml` would give it: one
+    /// TCP listener on loopback, which only the gate and the engine use.
+    fn config(internal: SocketAddr, policy: Option<&Policy>) -> Config {
         let mut connections = ConnectionSettings {
             // Time a new connection has to send CONNECT.
             connection_timeout_ms: 10_000,
@@ -349,20 +434,21 @@ mod imp {
             // (otherwise rumqttd drops the connection).
             dynamic_filters: true,
         };
-        if let Some(auth) = auth {
-            // Checked once per CONNECT; a client without a login is refused
-            // before this is called.
+        if let Some(policy) = policy {
+            // Checked once per CONNECT: the gate's login, or the engine's
+            // (which connects directly); a client without a login is
+            // refused before this is called.
+            let logins = policy.logins.clone();
+            let gate = policy.upstream_login.clone();
             connections.set_auth_handler(move |_client_id, username: String, password: String| {
-                std::future::ready(auth.check(&username, &password))
+                let gate_login = username == gate.username
+                    && crate::broker_acl::same_secret(
+                        gate.password.as_bytes(),
+                        password.as_bytes(),
+                    );
+                std::future::ready(gate_login || logins.check_plain(&username, &password))
             });
         }
-        let server = |name: &str, port: u16| ServerSettings {
-            name: name.to_owned(),
-            listen: SocketAddr::new(settings.bind, port),
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections: connections.clone(),
-        };
         Config {
             id: 0,
             router: RouterConfig {
@@ -374,11 +460,13 @@ mod imp {
             },
             v4: Some(HashMap::from([(
                 "tcp".to_owned(),
-                server("mqtt-tcp", settings.port),
-            )])),
-            ws: Some(HashMap::from([(
-                "ws".to_owned(),
-                server("mqtt-ws", settings.ws_port),
+                ServerSettings {
+                    name: "mqtt-internal".to_owned(),
+                    listen: internal,
+                    tls: None,
+                    next_connection_delay_ms: 0,
+                    connections,
+                },
             )])),
             ..Config::default()
         }
@@ -389,7 +477,12 @@ mod imp {
 mod imp {
     use super::{BrokerAuth, BrokerError, BrokerSettings};
 
-    pub(super) async fn start(_: BrokerSettings, _: Option<BrokerAuth>) -> Result<(), BrokerError> {
+    pub(super) async fn start(
+        _: BrokerSettings,
+        _: Option<BrokerAuth>,
+        _: tokio::net::TcpListener,
+        _: tokio::net::TcpListener,
+    ) -> Result<std::net::SocketAddr, BrokerError> {
         Err(BrokerError::Unavailable)
     }
 }

@@ -160,6 +160,12 @@ pub struct Config {
     /// embedded broker refuse anonymous clients.
     #[arg(long, env = "BROKER_PASSWORD_FILE", global = true)]
     pub broker_password_file: Option<PathBuf>,
+
+    /// Mosquitto acl_file (as `broker-acl` writes it) the embedded broker
+    /// holds the users of BROKER_PASSWORD_FILE to: which topics each may
+    /// publish, subscribe to and receive.
+    #[arg(long, env = "BROKER_ACL_FILE", global = true)]
+    pub broker_acl_file: Option<PathBuf>,
 }
 
 fn parse_password(raw: &str) -> Result<Password, String> {

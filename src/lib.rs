@@ -6,6 +6,8 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod broker_acl;
+#[cfg(feature = "embedded-broker")]
+pub mod broker_gate;
 pub mod config;
 pub mod core;
 pub mod domain;
@@ -26,5 +28,6 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod timer;
+pub mod topic_acl;
 pub mod web;
 pub mod wire;

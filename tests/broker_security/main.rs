@@ -1,6 +1,6 @@
-//! Broker security: the engine's login and TLS, the closed room that
-//! `broker-acl` makes of an exercise on a real Mosquitto, and what the
-//! embedded broker enforces (logins) and does not (topics).
+//! Broker security: the engine's login and TLS, and the closed room that
+//! `broker-acl` makes of an exercise, on a real Mosquitto and on the
+//! embedded broker (whose gate enforces the same files).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -192,20 +192,34 @@ impl Client {
         login: Option<(&str, &str)>,
         tls: Option<&Path>,
     ) -> Result<Self, String> {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let id = format!(
-            "sec-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5));
-        if let Some((user, password)) = login {
-            opts.set_credentials(user, password);
-        }
+        let mut opts = MqttOptions::new(client_id(), "127.0.0.1", port);
         if let Some(ca) = tls {
             let config = scip_orchestrator::mqtt::tls_client_config(Some(ca)).unwrap();
             opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Self::connect_with(opts, login).await
+    }
+
+    /// Connects with the client id `id`.
+    async fn connect_as(port: u16, id: &str, login: Option<(&str, &str)>) -> Result<Self, String> {
+        Self::connect_with(MqttOptions::new(id, "127.0.0.1", port), login).await
+    }
+
+    /// Connects over WebSocket, as a browser client does.
+    async fn connect_ws(port: u16, login: (&str, &str)) -> Result<Self, String> {
+        let url = format!("ws://127.0.0.1:{port}/mqtt");
+        let mut opts = MqttOptions::new(client_id(), url, port);
+        opts.set_transport(Transport::Ws);
+        Self::connect_with(opts, Some(login)).await
+    }
+
+    async fn connect_with(
+        mut opts: MqttOptions,
+        login: Option<(&str, &str)>,
+    ) -> Result<Self, String> {
+        opts.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         match timeout(WAIT, eventloop.poll()).await {
@@ -255,6 +269,23 @@ impl Client {
             .expect("SUBACK")
             .expect("connection alive");
         codes[0]
+    }
+
+    /// Subscribes to several filters in one SUBSCRIBE; the broker's answer
+    /// per filter.
+    async fn subscribe_many(&mut self, filters: &[&str]) -> Vec<SubscribeReasonCode> {
+        self.client
+            .subscribe_many(
+                filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce)),
+            )
+            .await
+            .unwrap();
+        timeout(WAIT, self.subacks.recv())
+            .await
+            .expect("SUBACK")
+            .expect("connection alive")
     }
 
     /// Publishes with QoS 1 and waits for the PUBACK.
@@ -312,6 +343,16 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A client id no other test client uses.
+fn client_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "sec-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 fn granted(code: SubscribeReasonCode) -> bool {
@@ -412,32 +453,102 @@ async fn engine_logs_in_over_tls_and_its_team_reads_the_feed() {
     assert!(err.contains("no PEM certificate"), "{err}");
 }
 
+/// The broker a closed-room test runs on, with the `broker-acl` files.
+enum Broker {
+    Mosquitto(Mosquitto),
+    #[cfg(feature = "embedded-broker")]
+    Embedded(scip_orchestrator::broker::EmbeddedBroker),
+}
+
+impl Broker {
+    fn port(&self) -> u16 {
+        match self {
+            Self::Mosquitto(m) => m.port,
+            #[cfg(feature = "embedded-broker")]
+            Self::Embedded(b) => b.settings().port,
+        }
+    }
+
+    /// Whether refused subscriptions are answered with a failure code (the
+    /// embedded broker's gate) rather than granted and left empty
+    /// (Mosquitto 2.0.11).
+    fn refuses_subscriptions(&self) -> bool {
+        !matches!(self, Self::Mosquitto(_))
+    }
+}
+
+/// The embedded broker with the password and ACL files of `exercise`, and no
+/// other login.
+#[cfg(feature = "embedded-broker")]
+async fn secured_embedded(exercise: &str, acl_dir: &Path) -> Broker {
+    use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
+    use scip_orchestrator::testing::free_port;
+    let auth = BrokerAuth::default()
+        .with_password_file(&acl_dir.join(format!("{exercise}.passwd")))
+        .unwrap()
+        .with_acl_file(&acl_dir.join(format!("{exercise}.acl")))
+        .unwrap();
+    let settings = BrokerSettings {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: free_port(),
+        ws_port: free_port(),
+    };
+    Broker::Embedded(
+        EmbeddedBroker::start_with_auth(settings, Some(auth))
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exercise_is_a_closed_room() {
+async fn an_exercise_is_a_closed_room_on_mosquitto() {
     let ex = "sec-room";
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(&dir.path().join("scenario"), ex);
     let users = broker_acl(ex, &scenario, &dir.path().join("acl"));
-    let broker = secured_mosquitto(ex, &dir.path().join("acl"), None);
+    let broker = Broker::Mosquitto(secured_mosquitto(ex, &dir.path().join("acl"), None));
+    closed_room(ex, &scenario, &users, &dir.path().join("acl"), broker).await;
+}
+
+/// The same files make the embedded broker's gate keep the same room.
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exercise_is_a_closed_room_on_the_embedded_broker() {
+    let ex = "emb-room";
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(&dir.path().join("scenario"), ex);
+    let users = broker_acl(ex, &scenario, &dir.path().join("acl"));
+    let broker = secured_embedded(ex, &dir.path().join("acl")).await;
+    closed_room(ex, &scenario, &users, &dir.path().join("acl"), broker).await;
+}
+
+/// Teams blue and red, the controller and the engine (`run`, logged in as
+/// the exercise's engine user) on `broker`: each reads and commands only
+/// what the ACL gives it.
+async fn closed_room(
+    ex: &str,
+    scenario: &Path,
+    users: &HashMap<String, String>,
+    acl_dir: &Path,
+    broker: Broker,
+) {
+    let port = broker.port();
     let topic = |rest: &str| format!("/exercise/{ex}/{rest}");
     let login = |user: &str| (user.to_owned(), users[user].clone());
+    let user = |role: &str| format!("{ex}-{role}");
 
     // Nobody gets in without a login, nor with a wrong one.
-    assert!(Client::connect(broker.port, None, None).await.is_err());
+    assert!(Client::connect(port, None, None).await.is_err());
     assert!(
-        Client::connect(broker.port, Some(("sec-room-blue", "guess")), None)
+        Client::connect(port, Some((&user("blue"), "guess")), None)
             .await
             .is_err()
     );
 
-    let (u, p) = login("sec-room-blue");
-    let mut blue = Client::connect(broker.port, Some((&u, &p)), None)
-        .await
-        .unwrap();
-    let (u, p) = login("sec-room-controller");
-    let mut controller = Client::connect(broker.port, Some((&u, &p)), None)
-        .await
-        .unwrap();
+    let (u, p) = login(&user("blue"));
+    let mut blue = Client::connect(port, Some((&u, &p)), None).await.unwrap();
+    let (u, p) = login(&user("controller"));
+    let mut controller = Client::connect(port, Some((&u, &p)), None).await.unwrap();
 
     // The team may subscribe to its own feed and the clock. Mosquitto
     // 2.0.11 also grants (SUBACK QoS 1) a subscription to another team's
@@ -461,17 +572,25 @@ async fn an_exercise_is_a_closed_room() {
             ),
             "{filter}: {code:?}"
         );
+        // The gate refuses what no readable topic matches, and grants the
+        // whole exercise (of which the team then gets its own topics only).
+        if broker.refuses_subscriptions() {
+            let expected = !filter.ends_with("/feed") && !filter.ends_with("/control");
+            assert_eq!(granted(code), expected, "{filter}: {code:?}");
+        }
     }
     // The controller reads every feed, the control topic and the status.
     assert!(granted(controller.subscribe(&topic("team/+/feed")).await));
     assert!(granted(controller.subscribe(&topic("control")).await));
     assert!(granted(controller.subscribe(&topic("status")).await));
+    assert!(granted(controller.subscribe(&topic("timer")).await));
+    assert!(granted(controller.subscribe(&topic("monitoring")).await));
 
-    let (u, _) = login("sec-room-engine");
-    let password_file = dir.path().join(format!("acl/{ex}.engine-password"));
+    let (u, _) = login(&user("engine"));
+    let password_file = acl_dir.join(format!("{ex}.engine-password"));
     let _engine = engine(
-        &scenario,
-        broker.port,
+        scenario,
+        port,
         &[
             ("MQTT_USERNAME", &u),
             ("MQTT_PASSWORD_FILE", password_file.to_str().unwrap()),
@@ -488,9 +607,17 @@ async fn an_exercise_is_a_closed_room() {
     );
     // Red's feed: the controller sees red-3 (the positive control); the
     // team, subscribed to it, sees no red inject at all.
-    controller
+    let controller_saw = controller
         .wait_for(|t, m| t == topic("team/red/feed") && m["id"] == "red-3")
         .await;
+    for read in ["timer", "monitoring", "team/blue/feed"] {
+        assert!(
+            controller_saw
+                .iter()
+                .any(|Seen::Message(t, _)| *t == topic(read)),
+            "the controller did not read {read}: {controller_saw:?}"
+        );
+    }
     blue_saw.extend(
         blue.collect(NEGATIVE)
             .await
@@ -510,6 +637,12 @@ async fn an_exercise_is_a_closed_room() {
         blue_saw.iter().all(|Seen::Message(t, _)| allowed(t)),
         "the team saw a topic it may not read: {blue_saw:?}"
     );
+    for read in ["timer", "status", "monitoring"] {
+        assert!(
+            blue_saw.iter().any(|Seen::Message(t, _)| *t == topic(read)),
+            "the team did not read {read}: {blue_saw:?}"
+        );
+    }
 
     // A team cannot command the exercise: Mosquitto acknowledges its pause
     // (MQTT 3.1.1 has no way to refuse a publish) and drops it. The
@@ -563,9 +696,13 @@ async fn an_exercise_is_a_closed_room() {
     );
 }
 
+/// What the gate adds beyond the closed room: refusals with a reason, the
+/// engine's own login unchecked, no session takeover across users, a
+/// SUBSCRIBE of allowed and refused filters answered filter by filter, and
+/// the same rules over WebSocket.
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_broker_checks_logins_but_not_topics() {
+async fn the_embedded_broker_gate_refuses_clearly_and_checks_every_login() {
     use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
     use scip_orchestrator::broker_acl;
     use scip_orchestrator::domain::{ExerciseId, TeamId};
@@ -595,6 +732,8 @@ async fn the_embedded_broker_checks_logins_but_not_topics() {
     let auth = BrokerAuth::default()
         .with_user("engine", Password::new("engine-secret"))
         .with_password_file(&files.passwd)
+        .unwrap()
+        .with_acl_file(&files.acl)
         .unwrap();
     let settings = BrokerSettings {
         bind: "127.0.0.1".parse().unwrap(),
@@ -606,32 +745,220 @@ async fn the_embedded_broker_checks_logins_but_not_topics() {
         .unwrap();
     let port = broker.settings().port;
 
-    // Logins: anonymous and wrong passwords are refused; rumqttd closes the
-    // connection instead of answering with a refusing CONNACK.
-    let anonymous = Client::connect(port, None, None).await;
-    assert!(anonymous.is_err());
-    let wrong = Client::connect(port, Some(("emb-blue", "guess")), None).await;
-    assert!(wrong.is_err());
-    let mut engine = Client::connect(port, Some(("engine", "engine-secret")), None)
+    // Refusals come with a CONNACK saying why.
+    let anonymous = Client::connect(port, None, None).await.err().unwrap();
+    assert!(anonymous.contains("NotAuthorized"), "{anonymous}");
+    let wrong = Client::connect(port, Some(("emb-blue", "guess")), None)
         .await
+        .err()
         .unwrap();
-    let mut blue = Client::connect(port, Some(("emb-blue", &password("emb-blue"))), None)
-        .await
-        .unwrap();
+    assert!(wrong.contains("BadUserNamePassword"), "{wrong}");
+    // rumqttd itself, where the engine connects, takes no team login.
+    let direct = broker.engine_addr().port();
+    assert!(
+        Client::connect(direct, Some(("emb-blue", &password("emb-blue"))), None)
+            .await
+            .is_err()
+    );
 
-    // Topics are not checked: blue may read red's feed and command the
-    // exercise. This is rumqttd's limit (see src/broker.rs); Mosquitto with
-    // the `broker-acl` files refuses both.
-    assert!(granted(blue.subscribe("/exercise/emb/team/red/feed").await));
+    // The engine's login (MQTT_USERNAME) is not held to the ACL, through
+    // the gate or directly.
+    let mut engine = Client::connect_as(port, "engine-1", Some(("engine", "engine-secret")))
+        .await
+        .unwrap();
+    assert!(granted(engine.subscribe("/exercise/emb/control").await));
+    let mut direct_engine = Client::connect(direct, Some(("engine", "engine-secret")), None)
+        .await
+        .unwrap();
+    assert!(granted(direct_engine.subscribe("/elsewhere/#").await));
+
+    // A team client under the engine's client id gets a session of its own:
+    // the engine's connection stays up and keeps receiving.
+    let mut blue = Client::connect_as(port, "engine-1", Some(("emb-blue", &password("emb-blue"))))
+        .await
+        .unwrap();
+    direct_engine
+        .publish("/exercise/emb/control", json!({"command": "pause", "n": 1}))
+        .await;
     engine
+        .wait_for(|t, m| t == "/exercise/emb/control" && m["n"] == 1)
+        .await;
+
+    // One SUBSCRIBE with a filter the team may read and two it may not is
+    // answered filter by filter.
+    let codes = blue
+        .subscribe_many(&[
+            "/exercise/emb/team/red/feed",
+            "/exercise/emb/team/blue/feed",
+            "/exercise/emb/control",
+        ])
+        .await;
+    assert_eq!(
+        codes.iter().map(|c| granted(*c)).collect::<Vec<_>>(),
+        [false, true, false],
+        "{codes:?}"
+    );
+    // A refused publish is acknowledged (MQTT 3.1.1 cannot refuse one) and
+    // dropped: the engine sees only the second message, sent after it.
+    blue.publish("/exercise/emb/control", json!({"command": "stop", "n": 2}))
+        .await;
+    direct_engine
         .publish("/exercise/emb/team/red/feed", json!({"id": "red-1"}))
         .await;
-    blue.wait_for(|t, m| t == "/exercise/emb/team/red/feed" && m["id"] == "red-1")
+    direct_engine
+        .publish("/exercise/emb/team/blue/feed", json!({"id": "blue-1"}))
         .await;
-    assert!(granted(engine.subscribe("/exercise/emb/control").await));
-    blue.publish("/exercise/emb/control", json!({"command": "pause"}))
+    direct_engine
+        .publish(
+            "/exercise/emb/control",
+            json!({"command": "resume", "n": 3}),
+        )
         .await;
-    engine
-        .wait_for(|t, m| t == "/exercise/emb/control" && m["command"] == "pause")
+    let seen = engine
+        .wait_for(|t, m| t == "/exercise/emb/control" && m["n"] == 3)
         .await;
+    assert!(
+        seen.iter().all(|Seen::Message(_, m)| m["n"] != 2),
+        "the team's command went through: {seen:?}"
+    );
+    let seen = blue.wait_for(|_, m| m["id"] == "blue-1").await;
+    assert_eq!(seen.len(), 1, "the team saw red's feed: {seen:?}");
+
+    // Over WebSocket the same rules hold.
+    let mut ws_blue = Client::connect_ws(
+        broker.settings().ws_port,
+        ("emb-blue", &password("emb-blue")),
+    )
+    .await
+    .unwrap();
+    assert!(!granted(
+        ws_blue.subscribe("/exercise/emb/team/red/feed").await
+    ));
+    assert!(granted(ws_blue.subscribe("/exercise/emb/#").await));
+    direct_engine
+        .publish("/exercise/emb/team/red/feed", json!({"id": "red-2"}))
+        .await;
+    direct_engine
+        .publish("/exercise/emb/timer", json!({"status": "running"}))
+        .await;
+    let seen = ws_blue.wait_for(|t, _| t == "/exercise/emb/timer").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let ws_wrong = Client::connect_ws(broker.settings().ws_port, ("emb-red", "guess"))
+        .await
+        .err()
+        .unwrap();
+    assert!(ws_wrong.contains("BadUserNamePassword"), "{ws_wrong}");
+}
+
+/// `serve` with BROKER_PASSWORD_FILE and BROKER_ACL_FILE: the embedded
+/// broker holds the teams to the `broker-acl` files while the engine (its
+/// own login) runs the exercise; wrong settings are start-up errors.
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_holds_teams_to_the_acl_file() {
+    use scip_orchestrator::testing::free_port;
+
+    let ex = "sec-serve";
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(&dir.path().join("media/room"), ex);
+    let acl_dir = dir.path().join("acl");
+    let users = broker_acl(ex, &scenario, &acl_dir);
+    let file = |suffix: &str| acl_dir.join(format!("{ex}.{suffix}"));
+    let (http, port, ws_port) = (free_port(), free_port(), free_port());
+    let admin = "scip_sec-serve-admin-token";
+    let serve = |env: &[(&str, &Path)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--http-bind", &format!("127.0.0.1:{http}")])
+            .args(["--broker-port", &port.to_string()])
+            .args(["--broker-ws-port", &ws_port.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env(
+                "API_TOKENS",
+                format!("admin:{}", scip_orchestrator::auth::hash(admin)),
+            )
+            .env("MEDIA_STORAGE_PATH", dir.path().join("media"))
+            .env("MQTT_USERNAME", format!("{ex}-engine"))
+            .env("MQTT_PASSWORD_FILE", file("engine-password"))
+            .env_remove("MQTT_BROKER_HOST")
+            .env_remove("MQTT_PASSWORD")
+            .env_remove("BROKER_PASSWORD_FILE")
+            .env_remove("BROKER_ACL_FILE")
+            .env("LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+
+    // An ACL without a password file, and a broken ACL, stop the start.
+    let err = start_up_error(serve(&[("BROKER_ACL_FILE", &file("acl"))])).await;
+    assert!(
+        err.contains("BROKER_ACL_FILE needs BROKER_PASSWORD_FILE"),
+        "{err}"
+    );
+    let broken = dir.path().join("broken.acl");
+    std::fs::write(&broken, "user a\ntopic read /x\nallow everything\n").unwrap();
+    let err = start_up_error(serve(&[
+        ("BROKER_PASSWORD_FILE", &file("passwd")),
+        ("BROKER_ACL_FILE", &broken),
+    ]))
+    .await;
+    assert!(err.contains("line 3 of"), "{err}");
+    assert!(err.contains("unknown keyword \"allow\""), "{err}");
+
+    let _serve = serve(&[
+        ("BROKER_PASSWORD_FILE", &file("passwd")),
+        ("BROKER_ACL_FILE", &file("acl")),
+    ]);
+    let api = format!("http://127.0.0.1:{http}");
+    let deadline = Instant::now() + WAIT;
+    while !reqwest::get(format!("{api}/readyz"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "serve not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let blue_user = format!("{ex}-blue");
+    let mut blue = Client::connect(port, Some((&blue_user, &users[&blue_user])), None)
+        .await
+        .unwrap();
+    assert!(granted(blue.subscribe(&format!("/exercise/{ex}/#")).await));
+    assert!(!granted(
+        blue.subscribe(&format!("/exercise/{ex}/control")).await
+    ));
+    let http_client = reqwest::Client::new();
+    for (path, body) in [
+        ("/api/v1/exercises".to_owned(), json!({"scenario": "room"})),
+        (format!("/api/v1/exercises/{ex}/start"), json!({})),
+    ] {
+        let r = http_client
+            .post(format!("{api}{path}"))
+            .bearer_auth(admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    // The team follows its own feed; red's injects, due at the same
+    // seconds, never reach it.
+    let seen = blue
+        .wait_for(|t, m| t.ends_with("/team/blue/feed") && m["id"] == "blue-2")
+        .await;
+    assert!(
+        seen.iter()
+            .all(|Seen::Message(t, _)| !t.contains("/team/red/") && !t.ends_with("/control")),
+        "{seen:?}"
+    );
 }
