@@ -153,9 +153,23 @@ impl Gate {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut buf = BytesMut::with_capacity(4096);
-        let first = timeout(CONNECT_TIMEOUT, read_frame(&mut client, &mut buf))
-            .await
-            .map_err(|_| GateError::Protocol("no CONNECT in time".into()))??;
+        let first = timeout(CONNECT_TIMEOUT, async {
+            // Anything but a CONNECT is turned away at its first byte,
+            // before waiting for the length it claims.
+            while buf.is_empty() {
+                if client.read_buf(&mut buf).await? == 0 {
+                    return Ok(None);
+                }
+            }
+            if buf[0] != 0x10 {
+                return Err(GateError::Protocol(
+                    "the first packet is not CONNECT".into(),
+                ));
+            }
+            read_frame(&mut client, &mut buf).await
+        })
+        .await
+        .map_err(|_| GateError::Protocol("no CONNECT in time".into()))??;
         let Some((header, frame)) = first else {
             return Ok(());
         };
@@ -192,9 +206,32 @@ impl Gate {
             }
             None => upstream.write_all(&frame).await?,
         }
+        // rumqttd's CONNACK reaches the client before anything else is
+        // passed on either way, so a client that breaks the protocol right
+        // after its CONNECT still learns that it was connected.
+        let mut from_upstream = BytesMut::with_capacity(4096);
+        let connack = timeout(
+            CONNECT_TIMEOUT,
+            read_frame(&mut upstream, &mut from_upstream),
+        )
+        .await
+        .map_err(|_| GateError::Protocol("no CONNACK from rumqttd in time".into()))??;
+        let Some((header, connack)) = connack else {
+            // rumqttd closed the connection (it refuses without a CONNACK).
+            refuse(&mut client, ConnectReturnCode::ServiceUnavailable).await;
+            return Err(GateError::Refused("rumqttd closed the connection"));
+        };
+        if header.packet_type()? != PacketType::ConnAck {
+            return Err(GateError::Protocol(
+                "rumqttd did not answer with CONNACK".into(),
+            ));
+        }
+        client.write_all(&connack).await?;
+        client.flush().await?;
         match principal {
             Principal::Unchecked => {
                 upstream.write_all(&buf).await?;
+                client.write_all(&from_upstream).await?;
                 let (mut client_r, mut client_w) = tokio::io::split(client);
                 let (mut upstream_r, mut upstream_w) = upstream.into_split();
                 // Each way until its reader ends; then the other side's
@@ -220,7 +257,7 @@ impl Gate {
                     deliveries: tokio::sync::Mutex::default(),
                     warned: std::sync::atomic::AtomicBool::new(false),
                 };
-                checker.relay(client, buf, upstream).await
+                checker.relay(client, buf, upstream, from_upstream).await
             }
         }
     }
@@ -301,7 +338,13 @@ struct State {
 }
 
 impl Checker<'_> {
-    async fn relay<S>(&self, client: S, buf: BytesMut, upstream: TcpStream) -> Result<(), GateError>
+    async fn relay<S>(
+        &self,
+        client: S,
+        buf: BytesMut,
+        upstream: TcpStream,
+        from_upstream: BytesMut,
+    ) -> Result<(), GateError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -311,7 +354,7 @@ impl Checker<'_> {
         let (to_upstream, mut upstream_queue) = mpsc::channel::<Bytes>(QUEUE);
         let result = tokio::select! {
             r = self.client_to_broker(&mut client_r, buf, &to_upstream, &to_client) => r,
-            r = self.broker_to_client(&mut upstream_r, &to_upstream, &to_client) => r,
+            r = self.broker_to_client(&mut upstream_r, from_upstream, &to_upstream, &to_client) => r,
             r = write_queue(&mut client_queue, &mut client_w) => r,
             r = write_queue(&mut upstream_queue, &mut upstream_w) => r,
         };
@@ -427,10 +470,10 @@ impl Checker<'_> {
     async fn broker_to_client<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
+        mut buf: BytesMut,
         to_upstream: &mpsc::Sender<Bytes>,
         to_client: &mpsc::Sender<Bytes>,
     ) -> Result<(), GateError> {
-        let mut buf = BytesMut::with_capacity(4096);
         while let Some((header, frame)) = read_frame(reader, &mut buf).await? {
             match header.packet_type()? {
                 PacketType::Publish => {

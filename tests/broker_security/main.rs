@@ -962,3 +962,90 @@ async fn serve_holds_teams_to_the_acl_file() {
         "{seen:?}"
     );
 }
+
+/// Hostile bytes at the embedded broker's gate: each bad connection is
+/// closed (with a CONNACK where MQTT has one for it) and the broker goes on
+/// serving everyone else.
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_closes_malformed_connections_and_serves_on() {
+    use rumqttc::mqttbytes::v4::{Connect, Login, Packet};
+    use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
+    use scip_orchestrator::mqtt::Password;
+    use scip_orchestrator::testing::free_port;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("x.acl");
+    std::fs::write(&acl, "user t\ntopic read /x/#\n").unwrap();
+    let passwd = dir.path().join("x.passwd");
+    let hash = scip_orchestrator::broker_acl::hash_password("t-pw").unwrap();
+    std::fs::write(&passwd, format!("t:{hash}\n")).unwrap();
+    let auth = BrokerAuth::default()
+        .with_user("engine", Password::new("engine-pw"))
+        .with_password_file(&passwd)
+        .unwrap()
+        .with_acl_file(&acl)
+        .unwrap();
+    let settings = BrokerSettings {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: free_port(),
+        ws_port: free_port(),
+    };
+    let broker = EmbeddedBroker::start_with_auth(settings, Some(auth))
+        .await
+        .unwrap();
+    let port = broker.settings().port;
+    let connect = |id: &str| {
+        let mut c = Connect::new(id);
+        c.login = Some(Login::new("t", "t-pw"));
+        let mut out = bytes::BytesMut::new();
+        Packet::Connect(c).write(&mut out, usize::MAX).unwrap();
+        out.to_vec()
+    };
+    // Everything the gate answers before it closes the connection.
+    let answer = |bytes: Vec<u8>| async move {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let mut got = Vec::new();
+        timeout(WAIT, stream.read_to_end(&mut got))
+            .await
+            .expect("the gate closes the connection")
+            .ok();
+        got
+    };
+
+    // Not MQTT at all.
+    assert_eq!(answer(b"GET / HTTP/1.1\r\n\r\n".to_vec()).await, b"");
+    // A remaining length over the 8 MiB limit (about 256 MiB).
+    assert_eq!(answer(vec![0x10, 0xff, 0xff, 0xff, 0x7f]).await, b"");
+    // MQTT 3.1 ("MQIsdp", level 3): CONNACK 1, unacceptable protocol version.
+    let mut v31 = connect("old");
+    let level = v31.windows(4).position(|w| w == b"MQTT").unwrap() + 4;
+    assert_eq!(v31[level], 4);
+    v31[level] = 3;
+    assert_eq!(answer(v31).await, [0x20, 0x02, 0x00, 0x01]);
+    // A second CONNECT: the first is accepted (CONNACK 0), then the
+    // connection is closed.
+    let mut twice = connect("twice");
+    twice.extend(connect("twice"));
+    assert_eq!(answer(twice).await, [0x20, 0x02, 0x00, 0x00]);
+    // A PUBLISH before any CONNECT.
+    assert_eq!(answer(vec![0x30, 0x03, 0x00, 0x01, b'x']).await, b"");
+    // A SUBSCRIBE whose filter claims more bytes than the packet has.
+    let mut short = connect("short");
+    short.extend([0x82, 0x05, 0x00, 0x01, 0x00, 0x09, b'/']);
+    assert_eq!(answer(short).await, [0x20, 0x02, 0x00, 0x00]);
+
+    // And the broker serves on.
+    let mut client = Client::connect(port, Some(("t", "t-pw")), None)
+        .await
+        .unwrap();
+    assert!(granted(client.subscribe("/x/y").await));
+    let mut engine = Client::connect(port, Some(("engine", "engine-pw")), None)
+        .await
+        .unwrap();
+    engine.publish("/x/y", json!({"n": 1})).await;
+    client.wait_for(|t, m| t == "/x/y" && m["n"] == 1).await;
+}
