@@ -84,6 +84,8 @@ pub struct TokenEntry {
 #[derive(Debug, Default)]
 pub struct Tokens {
     by_hash: RwLock<HashMap<String, TokenEntry>>,
+    /// Counts revocations, so open event streams can end when theirs goes.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Tokens {
@@ -96,7 +98,22 @@ impl Tokens {
         let mut tokens = self.by_hash.write().expect("tokens");
         let before = tokens.len();
         tokens.retain(|_, e| e.id != id);
-        tokens.len() != before
+        let removed = tokens.len() != before;
+        drop(tokens);
+        if removed {
+            self.revocations.send_modify(|n| *n += 1);
+        }
+        removed
+    }
+
+    /// Resolves once the token `id` is revoked (at once if it is gone).
+    pub async fn revoked(&self, id: &str) {
+        let mut changes = self.revocations.subscribe();
+        while self.get(id).is_some() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub fn find(&self, token: &str) -> Option<TokenEntry> {
@@ -242,7 +259,7 @@ pub fn check(
 /// has the role the route needs; answers 401 or 403 otherwise.
 pub async fn require(
     State(service): State<crate::service::Service>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let path = request
@@ -252,7 +269,13 @@ pub async fn require(
         .unwrap_or_else(|| request.uri().path().to_owned());
     let access = required(request.method(), &path);
     match check(service.tokens(), access, bearer(&request).as_deref()) {
-        Ok(_) => next.run(request).await,
+        Ok(entry) => {
+            // For handlers that outlive the request, as event streams do.
+            if let Some(entry) = entry {
+                request.extensions_mut().insert(entry);
+            }
+            next.run(request).await
+        }
         Err(denied) => crate::http::denied(denied).into_response(),
     }
 }

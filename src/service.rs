@@ -158,7 +158,34 @@ pub struct TeamWatch {
     pub team: usize,
     /// `{"exercise": {"id", "name"}, "team": {"id", "name"}}`, for the page's header.
     pub names: Value,
+    /// The link the stream was opened with.
+    pub link: LinkWatch,
     _seat: Seat,
+}
+
+/// The dashboard link a team stream was opened with, watched: re-issuing or
+/// revoking it, or its expiry, ends the stream (the page then learns why
+/// when it tries to reconnect).
+pub struct LinkWatch {
+    links: watch::Receiver<Vec<LinkState>>,
+    index: usize,
+    opened: LinkState,
+}
+
+impl LinkWatch {
+    /// Resolves once the link no longer opens the stream.
+    pub async fn ended(&mut self) {
+        let expires =
+            std::time::UNIX_EPOCH + Duration::from_secs(self.opened.expires.max(0) as u64);
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let (index, opened) = (self.index, self.opened);
+        tokio::select! {
+            _ = self.links.wait_for(|links| links.get(index) != Some(&opened)) => {}
+            () = tokio::time::sleep(left) => {}
+        }
+    }
 }
 
 /// The control room's subscription.
@@ -176,8 +203,9 @@ struct Handle {
     scenario: Arc<Scenario>,
     presence: Arc<Presence>,
     created_wall_ms: i64,
-    /// Each team's dashboard link, by team index.
-    links: Arc<std::sync::Mutex<Vec<LinkState>>>,
+    /// Each team's dashboard link, by team index; open dashboard streams
+    /// watch it and end when their link moves on.
+    links: Arc<watch::Sender<Vec<LinkState>>>,
 }
 
 struct Inner {
@@ -310,7 +338,7 @@ impl Service {
             (handle.links.clone(), index)
         };
         let next = {
-            let current = links.lock().expect("links")[index];
+            let current = links.borrow()[index];
             LinkState {
                 generation: current.generation + 1,
                 expires: self.link_expiry(),
@@ -327,7 +355,7 @@ impl Service {
                 revoked,
             })
             .await?;
-        links.lock().expect("links")[index] = next;
+        links.send_modify(|links| links[index] = next);
         info!(
             exercise_id = id,
             team_id = team,
@@ -412,8 +440,8 @@ impl Service {
         team: &str,
         index: usize,
         token: Option<&str>,
-    ) -> Result<(), ServiceError> {
-        let current = handle.links.lock().expect("links")[index];
+    ) -> Result<LinkWatch, ServiceError> {
+        let current = handle.links.borrow()[index];
         let now = OffsetDateTime::now_utc().unix_timestamp();
         self.inner
             .link_key
@@ -421,7 +449,12 @@ impl Service {
             .map_err(|e| match e {
                 LinkError::Missing => ServiceError::Unauthorized(e.to_string()),
                 _ => ServiceError::Forbidden(e.to_string()),
-            })
+            })?;
+        Ok(LinkWatch {
+            links: handle.links.subscribe(),
+            index,
+            opened: current,
+        })
     }
 
     /// The API tokens the service accepts.
@@ -745,7 +778,7 @@ impl Service {
         team: &str,
         token: Option<&str>,
     ) -> Result<TeamWatch, ServiceError> {
-        let (index, presence, names) = {
+        let (index, presence, names, link) = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
             let index = handle
@@ -756,12 +789,12 @@ impl Service {
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
                 })?;
-            self.check_link(handle, id, team, index, token)?;
+            let link = self.check_link(handle, id, team, index, token)?;
             let names = serde_json::json!({
                 "exercise": {"id": id, "name": handle.scenario.name},
                 "team": {"id": team, "name": handle.scenario.teams[index].name},
             });
-            (index, handle.presence.clone(), names)
+            (index, handle.presence.clone(), names, link)
         };
         let seat = presence.join(index);
         let watch = self
@@ -774,6 +807,7 @@ impl Service {
             watch,
             team: index,
             names,
+            link,
             _seat: seat,
         })
     }
@@ -1055,7 +1089,7 @@ impl Service {
 
     fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
         let dashboards = handle.presence.dashboards();
-        let links = handle.links.lock().expect("links").clone();
+        let links = handle.links.borrow().clone();
         ExerciseInfo {
             id: id.to_owned(),
             name: handle.scenario.name.clone(),
@@ -1097,7 +1131,7 @@ impl Service {
                 presence: actor.presence(),
                 scenario,
                 created_wall_ms,
-                links: Arc::new(std::sync::Mutex::new(links)),
+                links: Arc::new(watch::Sender::new(links)),
             },
         );
         let mut stop = self.inner.stop.subscribe();

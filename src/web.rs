@@ -174,9 +174,11 @@ pub async fn team_events(
 pub async fn exercise_events(
     State(service): State<Service>,
     Path(id): Path<String>,
+    token: Option<axum::Extension<crate::auth::TokenEntry>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let watch = service.watch(&id).await?;
-    let stream = ControlStream::new(service, id, watch).await?;
+    let token = token.map(|t| t.0.id);
+    let stream = ControlStream::new(service, id, watch, token).await?;
     Ok(Sse::new(stream.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
@@ -228,6 +230,9 @@ impl TeamStream {
             let event = tokio::select! {
                 event = self.follow.watch.events.recv() => event,
                 () = closed(&mut self.closing) => return None,
+                // Re-issued, revoked or expired: the page's reconnect is
+                // refused with the reason.
+                () = self.follow.link.ended() => return None,
             };
             match event {
                 Ok(Live::Clock(clock)) => {
@@ -264,6 +269,9 @@ struct ControlStream {
     follow: ExerciseWatch,
     queue: VecDeque<Event>,
     exercise: String,
+    /// The API token the stream was opened with: its revocation ends the
+    /// stream.
+    token: Option<String>,
 }
 
 impl ControlStream {
@@ -271,12 +279,14 @@ impl ControlStream {
         service: Service,
         id: String,
         mut follow: ExerciseWatch,
+        token: Option<String>,
     ) -> Result<Self, ApiError> {
         let deliveries = std::mem::take(&mut follow.watch.deliveries);
         let mut stream = Self {
             closing: service.closing(),
             service,
             id,
+            token,
             follow,
             queue: VecDeque::new(),
             exercise: String::new(),
@@ -300,8 +310,16 @@ impl ControlStream {
                 return Some(event);
             }
             let follow = &mut self.follow;
+            let revoked = async {
+                match &self.token {
+                    Some(id) => self.service.tokens().revoked(id).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = closed(&mut self.closing) => return None,
+                // The page's reconnect is then refused (401).
+                () = revoked => return None,
                 event = follow.watch.events.recv() => match event {
                     Ok(Live::Delivery(view)) => {
                         let body = DeliveryResponse::from((*view).clone());

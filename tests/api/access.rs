@@ -154,6 +154,20 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
             .iter()
             .all(|t| t.get("token").is_none())
     );
+    // The control room's stream opened with it ends at the revocation.
+    app.create("acc-rev", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    let mut stream = EventStream::from_response(
+        app.anonymous
+            .get(app.url(&format!(
+                "/api/v1/exercises/acc-rev/events?access_token={}",
+                tokens[&Role::Observer]
+            )))
+            .send()
+            .await
+            .unwrap(),
+    );
+    stream.next(std::time::Duration::from_secs(15)).await;
     let response = app
         .client
         .delete(app.url(&format!("/api/v1/tokens/{observer}")))
@@ -161,6 +175,7 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    stream.ends(std::time::Duration::from_secs(15)).await;
     let status = app
         .anonymous
         .get(app.url("/api/v1/exercises"))

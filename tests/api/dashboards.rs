@@ -460,7 +460,8 @@ async fn team_links_open_their_own_team_only_until_revoked() {
         );
     }
     // The right one opens the stream and takes receipts.
-    EventStream::open(&app, &blue_events).await;
+    let mut open_before = EventStream::open(&app, &blue_events).await;
+    open_before.next(SECS).await;
     let (status, _) = app
         .post(
             &team_path(&app, "ex-l", "blue", "receipts").await,
@@ -485,9 +486,14 @@ async fn team_links_open_their_own_team_only_until_revoked() {
         error["message"].as_str().unwrap().contains("revoked"),
         "{error}"
     );
-    EventStream::open(&app, &team_path(&app, "ex-l", "blue", "events").await).await;
-    // Red's link is untouched.
-    EventStream::open(&app, &red_events).await;
+    // A stream opened with the old link ends at once.
+    open_before.ends(SECS).await;
+    let mut blue_stream =
+        EventStream::open(&app, &team_path(&app, "ex-l", "blue", "events").await).await;
+    blue_stream.next(SECS).await;
+    // Red's link is untouched, and so is its open stream.
+    let mut red_stream = EventStream::open(&app, &red_events).await;
+    red_stream.next(SECS).await;
 
     // Revoked: no token at all in its URL, nothing opens it, until re-issued.
     let current = team_path(&app, "ex-l", "blue", "events").await;
@@ -507,6 +513,14 @@ async fn team_links_open_their_own_team_only_until_revoked() {
             .contains("token")
     );
     assert_error(&app.get(&current).await, StatusCode::FORBIDDEN, "forbidden");
+    // The stream opened with the revoked link ends too; red's runs on (it
+    // shows the start).
+    blue_stream.ends(SECS).await;
+    let (status, _) = app.post("/api/v1/exercises/ex-l/start", None).await;
+    assert_eq!(status, StatusCode::OK);
+    red_stream
+        .until(SECS, "clock", |c| c["status"] == "running")
+        .await;
     app.post(&format!("{base}/blue/link"), None).await;
     EventStream::open(&app, &team_path(&app, "ex-l", "blue", "events").await).await;
     assert_error(

@@ -331,6 +331,15 @@ impl EventStream {
         }
     }
 
+    /// A stream already requested (with some other client or token).
+    pub fn from_response(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), StatusCode::OK);
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
     /// The next event with data; panics after `within`.
     pub async fn next(&mut self, within: Duration) -> Sse {
         tokio::time::timeout(within, self.read())
@@ -364,6 +373,18 @@ impl EventStream {
                 return seen;
             }
         }
+    }
+
+    /// Reads until the server ends the stream; panics if it is still open
+    /// after `within`.
+    pub async fn ends(&mut self, within: Duration) {
+        tokio::time::timeout(within, async {
+            while let Some(chunk) = self.response.chunk().await.expect("stream readable") {
+                self.buffer.extend_from_slice(&chunk);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the stream is still open after {within:?}"));
     }
 
     async fn read(&mut self) -> Sse {
