@@ -69,6 +69,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub max_inject_bytes: u64,
 
+    /// Largest scenario or timeline file read from disk, in bytes; a bigger
+    /// one is a validation error (it is not read).
+    #[arg(long, env = "MAX_SCENARIO_FILE_BYTES", default_value_t = 67_108_864,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_scenario_file_bytes: u64,
+
     /// Most exercises one `serve` holds; creating one more is refused (429).
     #[arg(long, env = "MAX_EXERCISES", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
@@ -180,6 +186,8 @@ pub struct Limits {
     pub max_injects_per_timeline: usize,
     /// Largest inject, as JSON bytes.
     pub max_inject_bytes: usize,
+    /// Largest scenario or timeline file read from disk.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -189,6 +197,7 @@ impl Default for Limits {
             max_teams: 10,
             max_injects_per_timeline: 1000,
             max_inject_bytes: 262_144,
+            max_file_bytes: 67_108_864,
         }
     }
 }
@@ -230,6 +239,7 @@ impl Config {
             max_teams: self.max_teams_per_exercise as usize,
             max_injects_per_timeline: self.max_injects_per_timeline as usize,
             max_inject_bytes: usize::try_from(self.max_inject_bytes).unwrap_or(usize::MAX),
+            max_file_bytes: self.max_scenario_file_bytes,
         }
     }
 

@@ -163,7 +163,7 @@ pub fn load(
     timeline_storage: Option<&Path>,
 ) -> Result<Scenario, Vec<ValidationError>> {
     let mut errors = Vec::new();
-    let Some(root) = read_json_object(path, &mut errors) else {
+    let Some(root) = read_json_object(path, limits.max_file_bytes, &mut errors) else {
         return Err(errors);
     };
     let folder = path.parent().unwrap_or(Path::new(""));
@@ -1179,7 +1179,7 @@ fn load_timeline(
     limits: &Limits,
     errors: &mut Vec<ValidationError>,
 ) -> Option<Timeline> {
-    let root = read_json_object(path, errors)?;
+    let root = read_json_object(path, limits.max_file_bytes, errors)?;
     let stem = path
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned());
@@ -1368,16 +1368,33 @@ fn inject_kind(fields: &Map<String, Value>) -> Result<String, String> {
     Ok(kind.to_owned())
 }
 
-/// Reads a file that must hold a JSON object; every failure is recorded.
-fn read_json_object(path: &Path, errors: &mut Vec<ValidationError>) -> Option<Map<String, Value>> {
+/// Reads a file that must hold a JSON object, of at most `max_bytes`;
+/// every failure is recorded.
+fn read_json_object(
+    path: &Path,
+    max_bytes: u64,
+    errors: &mut Vec<ValidationError>,
+) -> Option<Map<String, Value>> {
+    use std::io::Read as _;
     let mut report = Report { file: path, errors };
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            report.error(None, format!("cannot read file: {err}"));
-            return None;
-        }
-    };
+    // Read through `take`, so a file that grows (or never ends, as a device
+    // would) stops at the limit too.
+    let mut bytes = Vec::new();
+    let read = fs::File::open(path).and_then(|file| {
+        file.take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+    });
+    if let Err(err) = read {
+        report.error(None, format!("cannot read file: {err}"));
+        return None;
+    }
+    if bytes.len() as u64 > max_bytes {
+        report.error(
+            None,
+            format!("the file is over the limit of {max_bytes} bytes (MAX_SCENARIO_FILE_BYTES)"),
+        );
+        return None;
+    }
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Some(map),
         Ok(other) => {
@@ -2337,6 +2354,7 @@ mod tests {
             max_teams: 2,
             max_injects_per_timeline: 2,
             max_inject_bytes: 262_144,
+            max_file_bytes: 67_108_864,
         };
         let inject =
             |n: u32| format!(r#"{{"id": "i-{n}", "time": {n}, "type": "news", "content": {{}}}}"#);
@@ -2812,6 +2830,7 @@ Teams:     3 (7 deliveries)
             max_teams: 2,
             max_injects_per_timeline: 2,
             max_inject_bytes: 262_144,
+            max_file_bytes: 67_108_864,
         };
         let news = |id: &str, time: &str| {
             format!(r#"{{"id": "{id}", "time": {time}, "type": "news", "content": {{}}}}"#)
@@ -2880,12 +2899,52 @@ Teams:     3 (7 deliveries)
     }
 
     #[test]
+    fn a_file_over_the_size_limit_is_not_read() {
+        let long = format!(
+            r#"{{"id": "i-2", "time": 1, "type": "news", "content": {{"body": "{}"}}}}"#,
+            "x".repeat(2000)
+        );
+        let timeline_text = timeline(&[BRIEFING, &long]);
+        let limits = Limits {
+            max_file_bytes: timeline_text.len() as u64 - 1,
+            ..Limits::default()
+        };
+        let scenario_text = scenario("45", &[("blue", "t")]);
+        assert!((scenario_text.len() as u64) <= limits.max_file_bytes);
+        check_with(
+            &limits,
+            &[
+                ("scenario.json", &scenario_text),
+                ("timelines/t.json", &timeline_text),
+            ],
+            &[&format!(
+                "timelines/t.json: the file is over the limit of {} bytes (MAX_SCENARIO_FILE_BYTES)",
+                limits.max_file_bytes
+            )],
+        );
+        // At the limit it loads.
+        let limits = Limits {
+            max_file_bytes: timeline_text.len() as u64,
+            ..limits
+        };
+        let (_dir, loaded) = load_files(
+            &[
+                ("scenario.json", &scenario_text),
+                ("timelines/t.json", &timeline_text),
+            ],
+            &limits,
+        );
+        assert!(loaded.is_ok(), "{loaded:?}");
+    }
+
+    #[test]
     fn limits_apply_to_inline_uploads() {
         let limits = Limits {
             max_duration_secs: 600,
             max_teams: 2,
             max_injects_per_timeline: 2,
             max_inject_bytes: 262_144,
+            max_file_bytes: 67_108_864,
         };
         let inject = |n: u32| serde_json::json!({"id": format!("i-{n}"), "time": n, "type": "news", "content": {}});
         let upload = |minutes: u32, teams: &[(&str, &str)]| {

@@ -1250,6 +1250,7 @@ fn parse_live_inject(
         max_teams: 1,
         max_injects_per_timeline: 1,
         max_inject_bytes,
+        max_file_bytes: 0,
     };
     let scenario = scenario::load_inline(&package, &limits).map_err(|errors| {
         ServiceError::Invalid(errors.iter().map(|e| e.reason.clone()).collect())
