@@ -405,6 +405,9 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
                 );
             }
             let auth = BrokerAuth::from_config(config)?;
+            if let Some(auth) = &auth {
+                reload_on_hangup(auth.clone());
+            }
             let broker =
                 EmbeddedBroker::start_with_auth(BrokerSettings::from_config(config), auth).await?;
             info!(
@@ -424,6 +427,32 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
         mqtt_host,
         mqtt_port,
     })
+}
+
+/// Reads the embedded broker's password and ACL files again on every SIGHUP
+/// (as Mosquitto does); a file that cannot be read or parsed is logged and
+/// the rules stay as they were.
+fn reload_on_hangup(auth: BrokerAuth) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("no SIGHUP handler: the broker's files are read at start only");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match auth.reload() {
+                    Ok(()) => info!("SIGHUP: broker password and ACL files read again"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: broker files not reloaded, the old ones still apply")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = auth;
 }
 
 /// The HTTP listener; a taken port names the flag that changes it.

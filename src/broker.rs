@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::broker_acl;
@@ -76,9 +76,19 @@ impl BrokerSettings {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerAuth {
     plain: Arc<HashMap<String, Password>>,
-    hashed: Arc<HashMap<String, String>>,
-    /// Topic rules of the password file's users (BROKER_ACL_FILE).
+    /// What the files give; shared by every clone, replaced by `reload`.
+    files: Arc<RwLock<Files>>,
+}
+
+/// The users of BROKER_PASSWORD_FILE and the rules of BROKER_ACL_FILE, and
+/// where they were read from.
+#[derive(Debug, Default)]
+struct Files {
+    hashed: HashMap<String, String>,
+    /// Topic rules of the password file's users.
     acl: Option<Arc<Acl>>,
+    password_path: Option<PathBuf>,
+    acl_path: Option<PathBuf>,
 }
 
 impl BrokerAuth {
@@ -113,28 +123,61 @@ impl BrokerAuth {
         self
     }
 
-    /// Adds the users of a Mosquitto password file (`$7$` or `$6$` hashes).
-    pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, BrokerError> {
-        let users =
-            broker_acl::read_password_file(path).map_err(|e| BrokerError::PasswordFile {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-        Arc::make_mut(&mut self.hashed).extend(users);
+    /// Takes the users of a Mosquitto password file (`$7$` or `$6$`
+    /// hashes).
+    pub fn with_password_file(self, path: &std::path::Path) -> Result<Self, BrokerError> {
+        let users = read_passwords(path)?;
+        let mut files = self.files_mut();
+        files.hashed = users;
+        files.password_path = Some(path.to_owned());
+        drop(files);
         Ok(self)
     }
 
-    /// Adds the topic rules of a Mosquitto `acl_file`: every user of the
+    /// Takes the topic rules of a Mosquitto `acl_file`: every user of the
     /// password file is then held to them (the plain users, the engine's,
     /// are not).
-    pub fn with_acl_file(mut self, path: &std::path::Path) -> Result<Self, BrokerError> {
-        self.acl = Some(Arc::new(Acl::read(path)?));
+    pub fn with_acl_file(self, path: &std::path::Path) -> Result<Self, BrokerError> {
+        let acl = Acl::read(path)?;
+        let mut files = self.files_mut();
+        files.acl = Some(Arc::new(acl));
+        files.acl_path = Some(path.to_owned());
+        drop(files);
         Ok(self)
     }
 
-    /// The topic rules, when there are any.
-    pub fn acl(&self) -> Option<&Acl> {
-        self.acl.as_deref()
+    /// Reads the password and ACL files again (on SIGHUP, as Mosquitto
+    /// does). New connections get the new logins and rules; connected
+    /// clients keep the rules they connected under. On any error nothing
+    /// changes.
+    pub fn reload(&self) -> Result<(), BrokerError> {
+        let (password_path, acl_path) = {
+            let files = self.files_read();
+            (files.password_path.clone(), files.acl_path.clone())
+        };
+        let hashed = password_path.as_deref().map(read_passwords).transpose()?;
+        let acl = acl_path.as_deref().map(Acl::read).transpose()?;
+        let mut files = self.files_mut();
+        if let Some(hashed) = hashed {
+            files.hashed = hashed;
+        }
+        if let Some(acl) = acl {
+            files.acl = Some(Arc::new(acl));
+        }
+        Ok(())
+    }
+
+    /// The topic rules now, when there are any.
+    pub fn acl(&self) -> Option<Arc<Acl>> {
+        self.files_read().acl.clone()
+    }
+
+    fn files_read(&self) -> std::sync::RwLockReadGuard<'_, Files> {
+        self.files.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn files_mut(&self) -> std::sync::RwLockWriteGuard<'_, Files> {
+        self.files.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether `username` is a plain user (the engine's login): one the
@@ -155,10 +198,16 @@ impl BrokerAuth {
         if let Some(expected) = self.plain.get(username) {
             return broker_acl::same_secret(expected.expose().as_bytes(), password.as_bytes());
         }
-        self.hashed
-            .get(username)
-            .is_some_and(|hash| broker_acl::verify_password(hash, password))
+        let hash = self.files_read().hashed.get(username).cloned();
+        hash.is_some_and(|hash| broker_acl::verify_password(&hash, password))
     }
+}
+
+fn read_passwords(path: &std::path::Path) -> Result<HashMap<String, String>, BrokerError> {
+    broker_acl::read_password_file(path).map_err(|e| BrokerError::PasswordFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Why the embedded broker could not start.

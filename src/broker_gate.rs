@@ -82,8 +82,12 @@ struct Inner {
 enum Principal {
     /// Every packet passes.
     Unchecked,
-    /// Checked against the ACL.
-    User { name: String, client_id: String },
+    /// Checked against the ACL as it was when the client connected.
+    User {
+        name: String,
+        client_id: String,
+        acl: Arc<Acl>,
+    },
 }
 
 impl Gate {
@@ -242,15 +246,13 @@ impl Gate {
                 );
                 a.and(b)
             }
-            Principal::User { name, client_id } => {
-                let acl = self
-                    .inner
-                    .policy
-                    .as_ref()
-                    .and_then(|p| p.logins.acl())
-                    .expect("checked users have an ACL");
+            Principal::User {
+                name,
+                client_id,
+                acl,
+            } => {
                 let checker = Checker {
-                    acl,
+                    acl: &acl,
                     user: &name,
                     client_id: &client_id,
                     state: Mutex::default(),
@@ -280,16 +282,22 @@ impl Gate {
                 "wrong user name or password",
             ));
         }
-        let acl = policy.logins.acl();
-        let principal = match acl {
-            Some(_) if !policy.logins.is_plain(&login.username) => Principal::User {
+        let principal = match policy.logins.acl() {
+            Some(acl) if !policy.logins.is_plain(&login.username) => Principal::User {
                 name: login.username.clone(),
                 client_id: connect.client_id.clone(),
+                acl,
             },
             _ => Principal::Unchecked,
         };
-        if let (Principal::User { name, client_id }, Some(will), Some(acl)) =
-            (&principal, &connect.last_will, acl)
+        if let (
+            Principal::User {
+                name,
+                client_id,
+                acl,
+            },
+            Some(will),
+        ) = (&principal, &connect.last_will)
             && !acl.may_publish(Some(name), client_id, &will.topic)
         {
             return Err((

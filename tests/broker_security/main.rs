@@ -912,10 +912,22 @@ async fn serve_holds_teams_to_the_acl_file() {
     assert!(err.contains("line 3 of"), "{err}");
     assert!(err.contains("unknown keyword \"allow\""), "{err}");
 
-    let _serve = serve(&[
+    let mut served = serve(&[
         ("BROKER_PASSWORD_FILE", &file("passwd")),
         ("BROKER_ACL_FILE", &file("acl")),
     ]);
+    // Its log lines, to wait on the SIGHUP reloads below.
+    let mut log = {
+        use tokio::io::AsyncBufReadExt;
+        let (tx, rx) = mpsc::unbounded_channel::<String>();
+        let mut lines = tokio::io::BufReader::new(served.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
     let api = format!("http://127.0.0.1:{http}");
     let deadline = Instant::now() + WAIT;
     while !reqwest::get(format!("{api}/readyz"))
@@ -961,6 +973,71 @@ async fn serve_holds_teams_to_the_acl_file() {
             .all(|Seen::Message(t, _)| !t.contains("/team/red/") && !t.ends_with("/control")),
         "{seen:?}"
     );
+
+    // SIGHUP reads the files again. A broken ACL is logged and changes
+    // nothing; a good one applies to new connections.
+    let hangup = |child: &Child| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &child.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let good_acl = std::fs::read_to_string(file("acl")).unwrap();
+    std::fs::write(file("acl"), format!("{good_acl}\nallow all\n")).unwrap();
+    hangup(&served);
+    let line = logged(&mut log, "broker files not reloaded").await;
+    assert!(line.contains("unknown keyword"), "{line}");
+    let mut again = Client::connect(port, Some((&blue_user, &users[&blue_user])), None)
+        .await
+        .unwrap();
+    assert!(granted(
+        again
+            .subscribe(&format!("/exercise/{ex}/team/blue/feed"))
+            .await
+    ));
+    // Blue's rules gone: its next connection may read nothing.
+    let without_blue: String = good_acl
+        .split("\n\n")
+        .filter(|block| !block.contains(&format!("user {blue_user}\n")))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    assert_ne!(without_blue, good_acl);
+    std::fs::write(file("acl"), without_blue).unwrap();
+    hangup(&served);
+    logged(&mut log, "broker password and ACL files read again").await;
+    let mut after = Client::connect(port, Some((&blue_user, &users[&blue_user])), None)
+        .await
+        .unwrap();
+    assert!(!granted(
+        after
+            .subscribe(&format!("/exercise/{ex}/team/blue/feed"))
+            .await
+    ));
+    // The controller's rules still hold.
+    let controller = format!("{ex}-controller");
+    let mut controller = Client::connect(port, Some((&controller, &users[&controller])), None)
+        .await
+        .unwrap();
+    assert!(granted(
+        controller
+            .subscribe(&format!("/exercise/{ex}/team/blue/feed"))
+            .await
+    ));
+}
+
+/// The first line of `log` that contains `needle`; panics after WAIT.
+async fn logged(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+    timeout(WAIT, async {
+        while let Some(line) = log.recv().await {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the log ended before {needle:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} in the log"))
 }
 
 /// Hostile bytes at the embedded broker's gate: each bad connection is
