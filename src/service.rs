@@ -714,8 +714,15 @@ impl Service {
         self.ask(id, |reply| Request::Close { reply }).await?;
         self.inner.exercises.write().expect("registry").remove(id);
         self.inner.store.delete_exercise(id).await?;
+        reap(&mut *self.inner.tasks.lock().await);
         info!(exercise_id = id, "exercise deleted");
         Ok(())
+    }
+
+    /// Exercise actor tasks the service holds: running ones, and ended ones
+    /// not yet reaped (each create and delete reaps those).
+    pub async fn actor_tasks(&self) -> usize {
+        self.inner.tasks.lock().await.len()
     }
 
     pub async fn deliveries(&self, id: &str) -> Result<Vec<DeliveryView>, ServiceError> {
@@ -1138,11 +1145,9 @@ impl Service {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        self.inner
-            .tasks
-            .lock()
-            .await
-            .spawn(actor.run(false, requests_rx, shutdown));
+        let mut tasks = self.inner.tasks.lock().await;
+        reap(&mut tasks);
+        tasks.spawn(actor.run(false, requests_rx, shutdown));
     }
 
     async fn recover(&self) -> Result<(), ServiceError> {
@@ -1382,6 +1387,19 @@ async fn load_tokens(store: &Store, config: &Config) -> Result<crate::auth::Toke
         );
     }
     Ok(tokens)
+}
+
+/// Drops the outcomes of actors that have ended (deleted exercises): a
+/// `JoinSet` keeps each finished task's output until it is joined, which held
+/// about 100 KB per deleted exercise for the life of the process.
+fn reap(tasks: &mut JoinSet<Outcome>) {
+    while let Some(ended) = tasks.try_join_next() {
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            error!(error = %e, "an exercise actor panicked");
+        }
+    }
 }
 
 /// The key team links are signed with: the stored secret, or a new one

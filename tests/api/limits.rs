@@ -139,6 +139,10 @@ async fn the_number_of_exercises_is_limited_and_deleting_one_makes_room() {
     assert_eq!(first.payload["exercise_id"], "two");
     assert!(gone.next(Duration::from_millis(500)).await.is_none());
     app.create("three", 1.0, small()).await;
+    // The deleted exercise's actor, ended seconds ago, is let go of by the
+    // next create (a finished task was kept, with its outcome, for the life
+    // of the process): two remain, two's and three's.
+    assert_eq!(app.service.actor_tasks().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
