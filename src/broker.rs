@@ -195,8 +195,8 @@ impl BrokerAuth {
 
     /// Whether `username` may log in with `password`.
     pub fn check(&self, username: &str, password: &str) -> bool {
-        if let Some(expected) = self.plain.get(username) {
-            return broker_acl::same_secret(expected.expose().as_bytes(), password.as_bytes());
+        if self.is_plain(username) {
+            return self.check_plain(username, password);
         }
         let hash = self.files_read().hashed.get(username).cloned();
         hash.is_some_and(|hash| broker_acl::verify_password(&hash, password))

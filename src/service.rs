@@ -197,6 +197,17 @@ pub struct ExerciseWatch {
     pub presence: watch::Receiver<u64>,
 }
 
+impl Handle {
+    /// The index of `team` in exercise `id`'s scenario.
+    fn team_index(&self, id: &str, team: &str) -> Result<usize, ServiceError> {
+        self.scenario
+            .teams
+            .iter()
+            .position(|t| t.id.as_str() == team)
+            .ok_or_else(|| ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}")))
+    }
+}
+
 struct Handle {
     requests: mpsc::UnboundedSender<Request>,
     snapshot: watch::Receiver<Snapshot>,
@@ -327,14 +338,7 @@ impl Service {
         let (links, index) = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
-            let index = handle
-                .scenario
-                .teams
-                .iter()
-                .position(|t| t.id.as_str() == team)
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
-                })?;
+            let index = handle.team_index(id, team)?;
             (handle.links.clone(), index)
         };
         let next = {
@@ -788,14 +792,7 @@ impl Service {
         let (index, presence, names, link) = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
-            let index = handle
-                .scenario
-                .teams
-                .iter()
-                .position(|t| t.id.as_str() == team)
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
-                })?;
+            let index = handle.team_index(id, team)?;
             let link = self.check_link(handle, id, team, index, token)?;
             let names = serde_json::json!({
                 "exercise": {"id": id, "name": handle.scenario.name},
@@ -849,14 +846,7 @@ impl Service {
         let index = {
             let exercises = self.inner.exercises.read().expect("registry");
             let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
-            let index = handle
-                .scenario
-                .teams
-                .iter()
-                .position(|t| t.id.as_str() == team)
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("no team {team:?} in exercise {id:?}"))
-                })?;
+            let index = handle.team_index(id, team)?;
             self.check_link(handle, id, team, index, token)?;
             index
         };

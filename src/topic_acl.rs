@@ -128,26 +128,30 @@ impl Acl {
     /// Whether `user` (None: anonymous) with `client_id` may publish to
     /// `topic` (a topic name, no wildcards).
     pub fn may_publish(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
-        self.decide(user, client_id, |rule, pattern| {
-            if !topic_matches(pattern, topic) {
-                None
-            } else if rule.access == Access::Deny {
-                Some(false)
-            } else {
-                rule.access.writes().then_some(true)
-            }
-        })
+        self.may(user, client_id, topic, Access::writes)
     }
 
     /// Whether `user` may receive a message published to `topic`.
     pub fn may_receive(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
+        self.may(user, client_id, topic, Access::reads)
+    }
+
+    /// Whether a rule matching `topic` grants what `grants` asks, and none
+    /// matching it denies.
+    fn may(
+        &self,
+        user: Option<&str>,
+        client_id: &str,
+        topic: &str,
+        grants: fn(Access) -> bool,
+    ) -> bool {
         self.decide(user, client_id, |rule, pattern| {
             if !topic_matches(pattern, topic) {
                 None
             } else if rule.access == Access::Deny {
                 Some(false)
             } else {
-                rule.access.reads().then_some(true)
+                grants(rule.access).then_some(true)
             }
         })
     }

@@ -481,23 +481,30 @@ impl Broker {
 /// other login.
 #[cfg(feature = "embedded-broker")]
 async fn secured_embedded(exercise: &str, acl_dir: &Path) -> Broker {
-    use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
-    use scip_orchestrator::testing::free_port;
+    use scip_orchestrator::broker::BrokerAuth;
     let auth = BrokerAuth::default()
         .with_password_file(&acl_dir.join(format!("{exercise}.passwd")))
         .unwrap()
         .with_acl_file(&acl_dir.join(format!("{exercise}.acl")))
         .unwrap();
+    Broker::Embedded(start_embedded(auth).await)
+}
+
+/// The embedded broker on free loopback ports, with `auth`.
+#[cfg(feature = "embedded-broker")]
+async fn start_embedded(
+    auth: scip_orchestrator::broker::BrokerAuth,
+) -> scip_orchestrator::broker::EmbeddedBroker {
+    use scip_orchestrator::broker::{BrokerSettings, EmbeddedBroker};
+    use scip_orchestrator::testing::free_port;
     let settings = BrokerSettings {
         bind: "127.0.0.1".parse().unwrap(),
         port: free_port(),
         ws_port: free_port(),
     };
-    Broker::Embedded(
-        EmbeddedBroker::start_with_auth(settings, Some(auth))
-            .await
-            .unwrap(),
-    )
+    EmbeddedBroker::start_with_auth(settings, Some(auth))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,11 +710,10 @@ async fn closed_room(
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_gate_refuses_clearly_and_checks_every_login() {
-    use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
+    use scip_orchestrator::broker::BrokerAuth;
     use scip_orchestrator::broker_acl;
     use scip_orchestrator::domain::{ExerciseId, TeamId};
     use scip_orchestrator::mqtt::Password;
-    use scip_orchestrator::testing::free_port;
 
     let dir = tempfile::tempdir().unwrap();
     let plan = broker_acl::plan(
@@ -735,14 +741,7 @@ async fn the_embedded_broker_gate_refuses_clearly_and_checks_every_login() {
         .unwrap()
         .with_acl_file(&files.acl)
         .unwrap();
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
-    let broker = EmbeddedBroker::start_with_auth(settings, Some(auth))
-        .await
-        .unwrap();
+    let broker = start_embedded(auth).await;
     let port = broker.settings().port;
 
     // Refusals come with a CONNACK saying why.
@@ -1047,9 +1046,8 @@ async fn logged(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_closes_malformed_connections_and_serves_on() {
     use rumqttc::mqttbytes::v4::{Connect, Login, Packet};
-    use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
+    use scip_orchestrator::broker::BrokerAuth;
     use scip_orchestrator::mqtt::Password;
-    use scip_orchestrator::testing::free_port;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -1065,14 +1063,7 @@ async fn the_gate_closes_malformed_connections_and_serves_on() {
         .unwrap()
         .with_acl_file(&acl)
         .unwrap();
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
-    let broker = EmbeddedBroker::start_with_auth(settings, Some(auth))
-        .await
-        .unwrap();
+    let broker = start_embedded(auth).await;
     let port = broker.settings().port;
     let connect = |id: &str| {
         let mut c = Connect::new(id);
