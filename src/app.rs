@@ -11,12 +11,12 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
+use crate::broker::{BrokerAuth, BrokerOptions, BrokerSettings, EmbeddedBroker, Origins};
 use crate::config::Config;
 use crate::core::{Command, Counts, State};
 use crate::domain::{ExerciseId, ExerciseSeconds};
 use crate::logging::PROGRESS_LINE;
-use crate::mqtt::{Mqtt, MqttSettings};
+use crate::mqtt::{Credentials, Mqtt, MqttSettings};
 use crate::report::{Report, summary};
 use crate::runner::{self, Progress, RunOptions};
 use crate::scenario::{self, Scenario};
@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         config.mqtt_host(),
         config.mqtt_broker_port,
         client_id,
+        config.mqtt_credentials()?,
     )
     .await?;
     info!(
@@ -219,7 +220,7 @@ pub struct ServeArgs {
 /// Without MQTT_BROKER_HOST it starts the embedded broker (when built in).
 pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    let ports = open_ports(&args.http_bind, config, false).await?;
+    let ports = open_ports(&args.http_bind, args.public_url.as_deref(), config, false).await?;
     let database_url = args
         .database_url
         .clone()
@@ -311,7 +312,7 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let package = sample_package()?;
     // Ports first: a taken one fails before anything is written.
-    let ports = open_ports(&args.http_bind, config, true).await?;
+    let ports = open_ports(&args.http_bind, None, config, true).await?;
     let mut config = config.clone();
     if config.media_storage_path.is_none() {
         // The control room offers the sample for more exercises, and media
@@ -387,10 +388,26 @@ struct Ports {
     mqtt_port: u16,
 }
 
+impl Ports {
+    /// The engine's login: MQTT_USERNAME when set, else the embedded
+    /// broker's own login for the engine (rumqttd takes none without one).
+    fn mqtt_credentials(&self, config: &Config) -> anyhow::Result<Option<Credentials>> {
+        Ok(match config.mqtt_credentials()? {
+            Some(credentials) => Some(credentials),
+            None => self.broker.as_ref().map(|b| b.engine_login().clone()),
+        })
+    }
+}
+
 /// Binds the HTTP listener and picks the broker: MQTT_BROKER_HOST when set,
 /// else the embedded one, started here. A build without it uses localhost
 /// for `serve`, and fails when `need_broker` (`demo`).
-async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyhow::Result<Ports> {
+async fn open_ports(
+    http_bind: &str,
+    public_url: Option<&str>,
+    config: &Config,
+    need_broker: bool,
+) -> anyhow::Result<Ports> {
     let listener = bind_http(http_bind).await?;
     let local = listener.local_addr()?;
     let (broker, mqtt_host, mqtt_port) = match &config.mqtt_broker_host {
@@ -408,11 +425,17 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
             if let Some(auth) = &auth {
                 reload_on_hangup(auth.clone());
             }
+            let options = BrokerOptions {
+                origins: ws_origins(config, public_url, local)?,
+                ..BrokerOptions::default()
+            };
             let broker =
-                EmbeddedBroker::start_with_auth(BrokerSettings::from_config(config), auth).await?;
+                EmbeddedBroker::start_with(BrokerSettings::from_config(config), auth, options)
+                    .await?;
             info!(
                 mqtt = %broker.mqtt_url(),
                 websocket = %broker.ws_url(),
+                internal = %broker.engine_addr(),
                 "embedded MQTT broker listening"
             );
             let engine = broker.engine_addr();
@@ -427,6 +450,34 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
         mqtt_host,
         mqtt_port,
     })
+}
+
+/// The web origins whose pages may use the embedded broker's WebSocket
+/// listener: BROKER_WS_ORIGINS, else the service's own (PUBLIC_URL, or the
+/// HTTP address with both its loopback names).
+fn ws_origins(
+    config: &Config,
+    public_url: Option<&str>,
+    local: SocketAddr,
+) -> anyhow::Result<Origins> {
+    if let Some(list) = &config.broker_ws_origins {
+        return Origins::parse(list.split(','))
+            .map_err(|e| anyhow::anyhow!("BROKER_WS_ORIGINS / --broker-ws-origins: {e}"));
+    }
+    let mut own = Vec::new();
+    if let Some(url) = public_url {
+        own.push(url.to_owned());
+    }
+    let port = local.port();
+    if local.ip().is_loopback() || local.ip().is_unspecified() {
+        own.push(format!("http://127.0.0.1:{port}"));
+        own.push(format!("http://localhost:{port}"));
+        own.push(format!("http://[::1]:{port}"));
+    } else {
+        own.push(format!("http://{local}"));
+    }
+    Origins::parse(own.iter().map(String::as_str))
+        .map_err(|e| anyhow::anyhow!("PUBLIC_URL / --public-url: {e}"))
 }
 
 /// Reads the embedded broker's password and ACL files again on every SIGHUP
@@ -488,12 +539,23 @@ async fn start_service(
     let store = Store::connect(database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
-    let mqtt = connect_mqtt(&config, &ports.mqtt_host, ports.mqtt_port, client_id).await?;
+    let credentials = ports.mqtt_credentials(&config)?;
+    let mqtt = connect_mqtt(
+        &config,
+        &ports.mqtt_host,
+        ports.mqtt_port,
+        client_id,
+        credentials,
+    )
+    .await?;
     // Before the restored exercises start counting deliveries.
     crate::http::install_metrics();
     let service = Service::start(store.clone(), mqtt, config, public_url)
         .await
         .context("cannot restore the stored exercises")?;
+    if let Some(broker) = &ports.broker {
+        service.watch_broker(broker.health());
+    }
     Ok(Hosted {
         ports,
         store,
@@ -653,10 +715,11 @@ async fn connect_mqtt(
     host: &str,
     port: u16,
     client_id: String,
+    credentials: Option<Credentials>,
 ) -> anyhow::Result<Mqtt> {
     let mut settings = MqttSettings::new(host, port, client_id);
     settings.delivery_timeout = config.delivery_policy().timeout;
-    settings.credentials = config.mqtt_credentials()?;
+    settings.credentials = credentials;
     settings.tls = config.mqtt_tls_config()?;
     Ok(Mqtt::connect(settings).await?)
 }

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use crate::broker_acl;
 use crate::config::Config;
-use crate::mqtt::{Password, SettingsError};
+use crate::mqtt::{Credentials, Password, SettingsError};
 use crate::topic_acl::Acl;
 
 /// How long start-up waits for the listeners to accept connections.
@@ -68,6 +68,93 @@ impl BrokerSettings {
             ws_port: config.broker_ws_port,
         }
     }
+}
+
+/// How the embedded broker treats clients beyond logins: timing and
+/// browser checks.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// How long a new connection has to send its CONNECT (and a WebSocket
+    /// its handshake).
+    pub connect_timeout: Duration,
+    /// The keep-alive the gate gives rumqttd for every client, whatever the
+    /// client's own; the gate pings rumqttd when half of it passed quietly.
+    pub upstream_keep_alive: Duration,
+    /// Which web pages may open a WebSocket to the broker.
+    pub origins: Origins,
+    /// How often the broker checks that rumqttd still accepts connections
+    /// (`EmbeddedBroker::health`).
+    pub probe_every: Duration,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            upstream_keep_alive: Duration::from_secs(60),
+            origins: Origins::Any,
+            probe_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The web origins (`scheme://host[:port]`) whose pages may open a
+/// WebSocket to the broker. A browser always sends its page's `Origin`, so
+/// without this check any site a controller visits could drive the
+/// exercise through the controller's browser; clients that are not
+/// browsers send none and are not concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    Any,
+    Only(Vec<String>),
+}
+
+impl Origins {
+    /// From a list of origins (or URLs, whose path is ignored); `*` is any.
+    pub fn parse<'a>(list: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut only = Vec::new();
+        for item in list {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if item == "*" {
+                return Ok(Self::Any);
+            }
+            only.push(
+                normalize_origin(item)
+                    .ok_or_else(|| format!("{item:?} is not an origin (scheme://host[:port])"))?,
+            );
+        }
+        Ok(Self::Only(only))
+    }
+
+    /// Whether a WebSocket handshake with this `Origin` header (None:
+    /// no header, a client that is not a browser) is let in.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (Self::Any, _) | (_, None) => true,
+            (Self::Only(list), Some(origin)) => {
+                normalize_origin(origin).is_some_and(|o| list.contains(&o))
+            }
+        }
+    }
+}
+
+/// `scheme://host[:port]` in lower case, without a default port or a path.
+fn normalize_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let default_port = if scheme == "http" { ":80" } else { ":443" };
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// Who may connect to the embedded broker: the engine's own login
@@ -260,6 +347,10 @@ pub struct EmbeddedBroker {
     settings: BrokerSettings,
     /// rumqttd itself, behind the gate: where the engine connects.
     internal: SocketAddr,
+    /// The login rumqttd takes from the engine (besides MQTT_USERNAME):
+    /// drawn at random at every start.
+    engine_login: Credentials,
+    health: tokio::sync::watch::Receiver<Result<(), String>>,
 }
 
 impl EmbeddedBroker {
@@ -277,6 +368,15 @@ impl EmbeddedBroker {
         settings: BrokerSettings,
         auth: Option<BrokerAuth>,
     ) -> Result<Self, BrokerError> {
+        Self::start_with(settings, auth, BrokerOptions::default()).await
+    }
+
+    /// Starts the broker with `auth` (None: open to anyone) and `options`.
+    pub async fn start_with(
+        settings: BrokerSettings,
+        auth: Option<BrokerAuth>,
+        options: BrokerOptions,
+    ) -> Result<Self, BrokerError> {
         if !Self::AVAILABLE {
             return Err(BrokerError::Unavailable);
         }
@@ -291,8 +391,26 @@ impl EmbeddedBroker {
             "BROKER_WS_PORT",
         )
         .await?;
-        let internal = imp::start(settings, auth, tcp, ws).await?;
-        Ok(Self { settings, internal })
+        let started = imp::start(settings, auth, options, tcp, ws).await?;
+        Ok(Self {
+            settings,
+            internal: started.internal,
+            engine_login: started.engine_login,
+            health: started.health,
+        })
+    }
+
+    /// The login for a connection to [`Self::engine_addr`]: rumqttd takes
+    /// no connection without one (a process on this machine could otherwise
+    /// reach it past the gate).
+    pub fn engine_login(&self) -> &Credentials {
+        &self.engine_login
+    }
+
+    /// Whether rumqttd accepts connections, as its last probe found (every
+    /// `BrokerOptions::probe_every`): Err with the reason when not.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<Result<(), String>> {
+        self.health.clone()
     }
 
     pub fn settings(&self) -> BrokerSettings {
@@ -372,6 +490,13 @@ fn connect_ip(bind: IpAddr) -> IpAddr {
     }
 }
 
+/// What `imp::start` hands back.
+struct Started {
+    internal: SocketAddr,
+    engine_login: Credentials,
+    health: tokio::sync::watch::Receiver<Result<(), String>>,
+}
+
 #[cfg(feature = "embedded-broker")]
 mod imp {
     use std::collections::HashMap;
@@ -380,14 +505,16 @@ mod imp {
 
     use base64::Engine as _;
     use ring::rand::{SecureRandom, SystemRandom};
-    use rumqttc::mqttbytes::v4::Login;
+    use rumqttc::mqttbytes::v4::{Connect, Login, Packet};
     use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-    use tokio::time::{Instant, sleep};
-    use tracing::debug;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::watch;
+    use tokio::time::{Instant, sleep, timeout};
+    use tracing::{debug, info, warn};
 
-    use super::{BrokerAuth, BrokerError, BrokerSettings, START_TIMEOUT};
-    use crate::broker_gate::{Gate, Policy};
-    use crate::mqtt::{INFLIGHT, MAX_PACKET_SIZE};
+    use super::{BrokerAuth, BrokerError, BrokerOptions, BrokerSettings, START_TIMEOUT, Started};
+    use crate::broker_gate::Gate;
+    use crate::mqtt::{Credentials, INFLIGHT, MAX_PACKET_SIZE, Password};
 
     /// Bytes of messages one topic (or subscription filter) keeps per
     /// segment; a segment may overflow by its last message.
@@ -396,24 +523,30 @@ mod imp {
     const SEGMENT_COUNT: usize = 4;
     /// The user name the gate logs in to rumqttd with.
     const GATE_USER: &str = "scip-gate";
+    /// The user name of the engine's own login to rumqttd.
+    const ENGINE_USER: &str = "scip-engine";
+    /// The probe's client id: no client of the gate gets one without a `:`
+    /// (see `broker_gate::upstream_client_id`), so it takes no one's
+    /// session.
+    const PROBE_CLIENT_ID: &str = "scip-broker-probe";
 
     /// Starts rumqttd on a loopback port and the gate on the public ones;
-    /// returns rumqttd's address, for the engine.
+    /// returns rumqttd's address and the engine's login, for the engine.
     pub(super) async fn start(
         settings: BrokerSettings,
         auth: Option<BrokerAuth>,
+        options: BrokerOptions,
         tcp: tokio::net::TcpListener,
         ws: tokio::net::TcpListener,
-    ) -> Result<SocketAddr, BrokerError> {
+    ) -> Result<Started, BrokerError> {
         let internal = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_loopback_port()?);
-        let policy = match auth {
-            Some(logins) => Some(Policy {
-                logins,
-                upstream_login: Login::new(GATE_USER, gate_password()?),
-            }),
-            None => None,
+        let gate_login = Login::new(GATE_USER, random_password()?);
+        let engine_login = Credentials {
+            username: ENGINE_USER.to_owned(),
+            password: Password::new(random_password()?),
         };
-        let mut broker = rumqttd::Broker::new(config(internal, policy.as_ref()));
+        let mut broker =
+            rumqttd::Broker::new(config(internal, &gate_login, &engine_login, auth.clone()));
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || broker.start().map_err(|e| e.to_string()))
@@ -445,7 +578,14 @@ mod imp {
                 "could not turn on TCP_NODELAY for rumqttd's connections: its acknowledgements may wait up to 40 ms"
             );
         }
-        let gate = Gate::new(internal, policy);
+        let (health_tx, health) = watch::channel(Ok(()));
+        tokio::spawn(watch_health(
+            internal,
+            gate_login.clone(),
+            options.probe_every,
+            health_tx,
+        ));
+        let gate = Gate::new(internal, gate_login, auth, options);
         tokio::spawn(gate.clone().serve_tcp(tcp));
         tokio::spawn(gate.serve_ws(ws));
         debug!(
@@ -454,7 +594,79 @@ mod imp {
             %internal,
             "embedded broker up"
         );
-        Ok(internal)
+        Ok(Started {
+            internal,
+            engine_login,
+            health,
+        })
+    }
+
+    /// Connects to rumqttd every `every` and publishes whether it accepted
+    /// (a CONNACK 0 within a few seconds) until nobody listens. rumqttd can
+    /// fail in ways it does not report (a panic in one of its tasks leaves
+    /// it listening but refusing every CONNECT); this is how readiness
+    /// learns of it.
+    async fn watch_health(
+        internal: SocketAddr,
+        login: Login,
+        every: Duration,
+        health: watch::Sender<Result<(), String>>,
+    ) {
+        let gauge = metrics::gauge!("scip_broker_ready");
+        loop {
+            let now = probe(internal, &login).await;
+            gauge.set(if now.is_ok() { 1.0 } else { 0.0 });
+            let was = health.borrow().clone();
+            match (&was, &now) {
+                (Ok(()), Err(e)) => {
+                    warn!(error = %e, "the embedded broker no longer accepts connections")
+                }
+                (Err(_), Ok(())) => info!("the embedded broker accepts connections again"),
+                _ => {}
+            }
+            if was != now && health.send(now).is_err() {
+                return;
+            }
+            if health.is_closed() {
+                return;
+            }
+            sleep(every).await;
+        }
+    }
+
+    /// One CONNECT to rumqttd, answered with CONNACK 0 in time.
+    async fn probe(internal: SocketAddr, login: &Login) -> Result<(), String> {
+        const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+        let attempt = async {
+            let mut stream = tokio::net::TcpStream::connect(internal)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            let mut connect = Connect::new(PROBE_CLIENT_ID);
+            connect.keep_alive = 10;
+            connect.login = Some(login.clone());
+            let mut out = bytes::BytesMut::new();
+            Packet::Connect(connect)
+                .write(&mut out, usize::MAX)
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("cannot send CONNECT: {e}"))?;
+            let mut answer = [0u8; 4];
+            stream
+                .read_exact(&mut answer)
+                .await
+                .map_err(|_| "closed the connection without a CONNACK".to_owned())?;
+            // CONNACK, length 2, session flags, return code 0.
+            if answer[0] != 0x20 || answer[1] != 0x02 || answer[3] != 0 {
+                return Err(format!("answered {answer:02x?} instead of CONNACK 0"));
+            }
+            let _ = stream.write_all(&[0xe0, 0x00]).await;
+            Ok(())
+        };
+        timeout(PROBE_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(format!("no CONNACK within {} s", PROBE_TIMEOUT.as_secs())))
     }
 
     /// Turns on TCP_NODELAY for every connection rumqttd accepts; true when
@@ -509,8 +721,8 @@ mod imp {
             .map_err(|e| BrokerError::Stopped(format!("no loopback port for rumqttd: {e}")))
     }
 
-    /// A fresh random password for the gate's login to rumqttd.
-    fn gate_password() -> Result<String, BrokerError> {
+    /// A fresh random password for a login to rumqttd.
+    fn random_password() -> Result<String, BrokerError> {
         let mut bytes = [0u8; 24];
         SystemRandom::new()
             .fill(&mut bytes)
@@ -519,8 +731,14 @@ mod imp {
     }
 
     /// rumqttd's configuration, as its `rumqttd.toml` would give it: one
-    /// TCP listener on loopback, which only the gate and the engine use.
-    fn config(internal: SocketAddr, policy: Option<&Policy>) -> Config {
+    /// TCP listener on loopback, which only the gate and the engine use,
+    /// each with its login (and the plain users of `auth`, MQTT_USERNAME).
+    fn config(
+        internal: SocketAddr,
+        gate: &Login,
+        engine: &Credentials,
+        auth: Option<BrokerAuth>,
+    ) -> Config {
         let mut connections = ConnectionSettings {
             // Time a new connection has to send CONNECT.
             connection_timeout_ms: 10_000,
@@ -533,21 +751,22 @@ mod imp {
             // (otherwise rumqttd drops the connection).
             dynamic_filters: true,
         };
-        if let Some(policy) = policy {
-            // Checked once per CONNECT: the gate's login, or the engine's
-            // (which connects directly); a client without a login is
-            // refused before this is called.
-            let logins = policy.logins.clone();
-            let gate = policy.upstream_login.clone();
-            connections.set_auth_handler(move |_client_id, username: String, password: String| {
-                let gate_login = username == gate.username
-                    && crate::broker_acl::same_secret(
-                        gate.password.as_bytes(),
-                        password.as_bytes(),
-                    );
-                std::future::ready(gate_login || logins.check_plain(&username, &password))
-            });
-        }
+        // Checked once per CONNECT, before rumqttd looks at anything else
+        // (a connection without a login is refused before this is called).
+        let gate = gate.clone();
+        let engine = engine.clone();
+        connections.set_auth_handler(move |_client_id, username: String, password: String| {
+            let same = |user: &str, secret: &str| {
+                username == user
+                    && crate::broker_acl::same_secret(secret.as_bytes(), password.as_bytes())
+            };
+            let allowed = same(&gate.username, &gate.password)
+                || same(&engine.username, engine.password.expose())
+                || auth
+                    .as_ref()
+                    .is_some_and(|auth| auth.check_plain(&username, &password));
+            std::future::ready(allowed)
+        });
         Config {
             id: 0,
             router: RouterConfig {
@@ -574,14 +793,15 @@ mod imp {
 
 #[cfg(not(feature = "embedded-broker"))]
 mod imp {
-    use super::{BrokerAuth, BrokerError, BrokerSettings};
+    use super::{BrokerAuth, BrokerError, BrokerOptions, BrokerSettings, Started};
 
     pub(super) async fn start(
         _: BrokerSettings,
         _: Option<BrokerAuth>,
+        _: BrokerOptions,
         _: tokio::net::TcpListener,
         _: tokio::net::TcpListener,
-    ) -> Result<std::net::SocketAddr, BrokerError> {
+    ) -> Result<Started, BrokerError> {
         Err(BrokerError::Unavailable)
     }
 }

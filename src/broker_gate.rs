@@ -1,34 +1,53 @@
 //! The embedded broker's gate: the listeners MQTT clients reach (TCP and
-//! WebSocket), in front of rumqttd, which listens on loopback only. rumqttd
-//! 0.20 checks logins but not topics (see `broker`), so the gate does both,
-//! with the same files Mosquitto takes: the password file and the `acl_file`
-//! `broker-acl` writes (see `topic_acl` for the rules).
+//! WebSocket), in front of rumqttd, which listens on loopback only and
+//! takes no connection without a login. rumqttd 0.20 checks logins but not
+//! topics (see `broker`), and it does not survive every client (below), so
+//! the gate is the broker's edge: it checks logins and the topic rules of
+//! the files Mosquitto takes (the password file and the `acl_file`
+//! `broker-acl` writes; see `topic_acl`), and passes rumqttd only what it
+//! is known to survive.
 //!
 //! Per connection the gate reads the client's CONNECT and answers a refusal
 //! itself, with a CONNACK saying why: an MQTT version other than 3.1.1, no
-//! or a wrong login, a will the client may not publish. Otherwise it opens a
-//! connection to rumqttd with the gate's own login and the client id
-//! prefixed by the user name (`blue:dashboard-1`), so no client can take
-//! over the session of another user, the engine's included. Then:
-//! - an open broker (no logins configured) and the engine's own login pass
-//!   bytes through as they are;
-//! - any other user has each packet checked: a PUBLISH to a topic the user
-//!   may not write is acknowledged and dropped (as Mosquitto does), a
-//!   SUBSCRIBE filter no readable topic matches gets a failure code in the
-//!   SUBACK (the other filters of the same SUBSCRIBE are subscribed), and a
-//!   message the user may not read is never delivered (the gate
-//!   acknowledges it to rumqttd in the client's place).
+//! or a wrong login, a will the client may not publish, an empty client id
+//! with a persistent session. Otherwise it opens a connection to rumqttd
+//! with the gate's own login, a client id made safe for rumqttd (escaped,
+//! and prefixed by the user name, so no client can take over the session of
+//! another user) and a keep-alive of its own. Then every packet is framed
+//! and checked both ways:
+//! - a packet that breaks MQTT 3.1.1 (a reserved type or flag, a topic with
+//!   wildcards or no characters, an invalid filter, a packet id of 0, a
+//!   second CONNECT, a packet only servers send) closes the connection, as
+//!   the standard asks;
+//! - a PUBLISH to a topic the user may not write is acknowledged and
+//!   dropped (as Mosquitto does), a SUBSCRIBE filter no readable topic
+//!   matches gets a failure code in the SUBACK (the other filters of the
+//!   same SUBSCRIBE are subscribed), and a message the user may not read is
+//!   never delivered (the gate acknowledges it to rumqttd in the client's
+//!   place); an open broker and the engine's own login skip these rules;
+//! - the client's keep-alive is the gate's to enforce (no packet within one
+//!   and a half times it closes the connection; 0 turns it off, as MQTT
+//!   allows), and the gate keeps its own connection to rumqttd alive with
+//!   PINGREQs whose answers it keeps to itself.
+//!
+//! What rumqttd does not survive, and why the gate stands in front: a
+//! client id with `/`, `+`, `#` or `$` is refused by rumqttd's router
+//! without an answer, and a second CONNECT under the same id then panics
+//! rumqttd with a lock held, after which it refuses every connection, the
+//! engine's included; a keep-alive of 0 is refused. The gate never passes
+//! either on.
 //!
 //! The engine connects to rumqttd directly, so its own publishes take no
 //! extra hop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, PubComp, PubRec, PubRel, Publish,
     SubAck, Subscribe, SubscribeReasonCode,
@@ -40,28 +59,17 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use crate::broker::BrokerAuth;
+use crate::broker::{BrokerAuth, BrokerOptions, Origins};
 use crate::mqtt::MAX_PACKET_SIZE;
 use crate::topic_acl::Acl;
 
-/// How long a new connection has to send its CONNECT (and a WebSocket its
-/// handshake).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Packets queued towards one side of a connection.
 const QUEUE: usize = 256;
 /// How long a closing connection may take to pass on what it has queued.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Who may do what through the gate.
-#[derive(Debug)]
-pub struct Policy {
-    /// Logins and topic rules: its plain users (the engine's MQTT_USERNAME)
-    /// pass unchecked, and without an ACL a logged-in client may use every
-    /// topic (Mosquitto without `acl_file`).
-    pub logins: BrokerAuth,
-    /// The login the gate gives rumqttd for every client.
-    pub upstream_login: Login,
-}
+/// Longest client id passed to rumqttd as it is (escaped); a longer one is
+/// replaced by its SHA-256.
+const MAX_UPSTREAM_ID: usize = 256;
 
 /// The gate of one embedded broker. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -72,7 +80,13 @@ pub struct Gate {
 #[derive(Debug)]
 struct Inner {
     upstream: SocketAddr,
-    policy: Option<Policy>,
+    /// The login the gate gives rumqttd for every client.
+    upstream_login: Login,
+    /// Logins and topic rules: its plain users (the engine's MQTT_USERNAME)
+    /// pass unchecked, and without an ACL a logged-in client may use every
+    /// topic (Mosquitto without `acl_file`). None: an open broker.
+    logins: Option<BrokerAuth>,
+    options: BrokerOptions,
     /// Numbers client ids the clients left empty.
     anonymous_ids: AtomicU64,
 }
@@ -80,7 +94,7 @@ struct Inner {
 /// What a connected client is.
 #[derive(Debug, Clone)]
 enum Principal {
-    /// Every packet passes.
+    /// Every well-formed packet passes.
     Unchecked,
     /// Checked against the ACL as it was when the client connected.
     User {
@@ -91,13 +105,20 @@ enum Principal {
 }
 
 impl Gate {
-    /// A gate in front of rumqttd at `upstream`; `policy` None is an open
-    /// broker.
-    pub fn new(upstream: SocketAddr, policy: Option<Policy>) -> Self {
+    /// A gate in front of rumqttd at `upstream`, which takes
+    /// `upstream_login`; `logins` None is an open broker.
+    pub fn new(
+        upstream: SocketAddr,
+        upstream_login: Login,
+        logins: Option<BrokerAuth>,
+        options: BrokerOptions,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
-                policy,
+                upstream_login,
+                logins,
+                options,
                 anonymous_ids: AtomicU64::new(0),
             }),
         }
@@ -118,7 +139,8 @@ impl Gate {
     }
 
     /// Serves MQTT over WebSocket on `listener` (any path, subprotocol
-    /// `mqtt`) until the runtime ends.
+    /// `mqtt`) until the runtime ends. A browser page from an origin the
+    /// options do not allow is refused at the handshake (403).
     pub async fn serve_ws(self, listener: TcpListener) {
         loop {
             match listener.accept().await {
@@ -126,9 +148,12 @@ impl Gate {
                     let _ = stream.set_nodelay(true);
                     let gate = self.clone();
                     tokio::spawn(async move {
+                        let callback = Handshake {
+                            origins: &gate.inner.options.origins,
+                        };
                         let handshake =
-                            async_tungstenite::tokio::accept_hdr_async(stream, MqttSubprotocol);
-                        match timeout(CONNECT_TIMEOUT, handshake).await {
+                            async_tungstenite::tokio::accept_hdr_async(stream, callback);
+                        match timeout(gate.inner.options.connect_timeout, handshake).await {
                             Ok(Ok(ws)) => {
                                 let stream = ws_stream_tungstenite::WsStream::new(ws);
                                 gate.connection(stream, peer).await;
@@ -148,6 +173,9 @@ impl Gate {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         if let Err(e) = self.relay(client).await {
+            if matches!(e, GateError::Malformed(_) | GateError::KeepAlive) {
+                metrics::counter!("scip_broker_refused_total", "action" => "protocol").increment(1);
+            }
             debug!(%peer, error = %e, "MQTT connection closed");
         }
     }
@@ -156,8 +184,9 @@ impl Gate {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let connect_timeout = self.inner.options.connect_timeout;
         let mut buf = BytesMut::with_capacity(4096);
-        let first = timeout(CONNECT_TIMEOUT, async {
+        let first = timeout(connect_timeout, async {
             // Anything but a CONNECT is turned away at its first byte,
             // before waiting for the length it claims.
             while buf.is_empty() {
@@ -166,9 +195,7 @@ impl Gate {
                 }
             }
             if buf[0] != 0x10 {
-                return Err(GateError::Protocol(
-                    "the first packet is not CONNECT".into(),
-                ));
+                return Err(GateError::Malformed("the first packet is not CONNECT"));
             }
             read_frame(&mut client, &mut buf).await
         })
@@ -178,44 +205,39 @@ impl Gate {
             return Ok(());
         };
         if header.packet_type()? != PacketType::Connect {
-            return Err(GateError::Protocol(
-                "the first packet is not CONNECT".into(),
-            ));
+            return Err(GateError::Malformed("the first packet is not CONNECT"));
         }
-        let connect = match Connect::read(header, frame.clone()) {
+        let connect = match Connect::read(header, frame) {
             Ok(connect) if connect.protocol == Protocol::V4 => connect,
-            Ok(_) | Err(mqttbytes::Error::InvalidProtocolLevel(_)) => {
+            Ok(_)
+            | Err(mqttbytes::Error::InvalidProtocolLevel(_) | mqttbytes::Error::InvalidProtocol) => {
                 refuse(&mut client, ConnectReturnCode::RefusedProtocolVersion).await;
                 return Err(GateError::Refused("only MQTT 3.1.1 is served"));
             }
             Err(e) => return Err(e.into()),
         };
+        let client_keep_alive = connect.keep_alive;
         let (principal, upstream_connect) = match self.admit(connect) {
             Ok(admitted) => admitted,
             Err((code, why)) => {
                 refuse(&mut client, code).await;
                 metrics::counter!("scip_broker_refused_total", "action" => "connect").increment(1);
-                info!(reason = why, "MQTT login refused");
+                info!(reason = why, "MQTT connection refused");
                 return Err(GateError::Refused(why));
             }
         };
 
         let mut upstream = TcpStream::connect(self.inner.upstream).await?;
         upstream.set_nodelay(true)?;
-        match upstream_connect {
-            Some(connect) => {
-                let mut out = BytesMut::new();
-                Packet::Connect(connect).write(&mut out, usize::MAX)?;
-                upstream.write_all(&out).await?;
-            }
-            None => upstream.write_all(&frame).await?,
-        }
+        upstream
+            .write_all(&encode(Packet::Connect(upstream_connect))?)
+            .await?;
         // rumqttd's CONNACK reaches the client before anything else is
         // passed on either way, so a client that breaks the protocol right
         // after its CONNECT still learns that it was connected.
         let mut from_upstream = BytesMut::with_capacity(4096);
         let connack = timeout(
-            CONNECT_TIMEOUT,
+            connect_timeout,
             read_frame(&mut upstream, &mut from_upstream),
         )
         .await
@@ -232,63 +254,60 @@ impl Gate {
         }
         client.write_all(&connack).await?;
         client.flush().await?;
-        match principal {
-            Principal::Unchecked => {
-                upstream.write_all(&buf).await?;
-                client.write_all(&from_upstream).await?;
-                let (mut client_r, mut client_w) = tokio::io::split(client);
-                let (mut upstream_r, mut upstream_w) = upstream.into_split();
-                // Each way until its reader ends; then the other side's
-                // writing half is shut down, and the other way runs on.
-                let (a, b) = tokio::join!(
-                    pump(&mut client_r, &mut upstream_w),
-                    pump(&mut upstream_r, &mut client_w)
-                );
-                a.and(b)
-            }
-            Principal::User {
-                name,
-                client_id,
-                acl,
-            } => {
-                let checker = Checker {
-                    acl: &acl,
-                    user: &name,
-                    client_id: &client_id,
-                    state: Mutex::default(),
-                    deliveries: tokio::sync::Mutex::default(),
-                    warned: std::sync::atomic::AtomicBool::new(false),
-                };
-                checker.relay(client, buf, upstream, from_upstream).await
-            }
-        }
+        let conn = Conn {
+            principal,
+            client_idle: (client_keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(client_keep_alive) * 1500)),
+            upstream_keep_alive: self.inner.options.upstream_keep_alive,
+            state: Mutex::default(),
+            deliveries: tokio::sync::Mutex::default(),
+            warned: AtomicBool::new(false),
+            sent_upstream: AtomicBool::new(false),
+            gate_pings: AtomicU32::new(0),
+        };
+        conn.relay(client, buf, upstream, from_upstream).await
     }
 
-    /// The client's principal and the CONNECT rumqttd gets (None: the same
-    /// bytes), or the refusal.
+    /// The client's principal and the CONNECT rumqttd gets, or the refusal.
     fn admit(
         &self,
         mut connect: Connect,
-    ) -> Result<(Principal, Option<Connect>), (ConnectReturnCode, &'static str)> {
-        let Some(policy) = &self.inner.policy else {
-            return Ok((Principal::Unchecked, None));
-        };
-        let Some(login) = connect.login.take() else {
-            return Err((ConnectReturnCode::NotAuthorized, "no user name"));
-        };
-        if !policy.logins.check(&login.username, &login.password) {
+    ) -> Result<(Principal, Connect), (ConnectReturnCode, &'static str)> {
+        if connect.client_id.is_empty() && !connect.clean_session {
+            // MQTT 3.1.1 section 3.1.3.1: a persistent session needs an id.
             return Err((
-                ConnectReturnCode::BadUserNamePassword,
-                "wrong user name or password",
+                ConnectReturnCode::BadClientId,
+                "an empty client id with a persistent session",
             ));
         }
-        let principal = match policy.logins.acl() {
-            Some(acl) if !policy.logins.is_plain(&login.username) => Principal::User {
-                name: login.username.clone(),
-                client_id: connect.client_id.clone(),
-                acl,
-            },
-            _ => Principal::Unchecked,
+        if let Some(will) = &connect.last_will
+            && !valid_topic(&will.topic)
+        {
+            return Err((ConnectReturnCode::NotAuthorized, "an invalid will topic"));
+        }
+        let login = connect.login.take();
+        let (principal, user) = match &self.inner.logins {
+            None => (Principal::Unchecked, None),
+            Some(logins) => {
+                let Some(login) = login else {
+                    return Err((ConnectReturnCode::NotAuthorized, "no user name"));
+                };
+                if !logins.check(&login.username, &login.password) {
+                    return Err((
+                        ConnectReturnCode::BadUserNamePassword,
+                        "wrong user name or password",
+                    ));
+                }
+                let principal = match logins.acl() {
+                    Some(acl) if !logins.is_plain(&login.username) => Principal::User {
+                        name: login.username.clone(),
+                        client_id: connect.client_id.clone(),
+                        acl,
+                    },
+                    _ => Principal::Unchecked,
+                };
+                (principal, Some(login.username))
+            }
         };
         if let (
             Principal::User {
@@ -305,31 +324,92 @@ impl Gate {
                 "the will's topic is not the user's to publish",
             ));
         }
-        connect.client_id = if connect.client_id.is_empty() {
-            let n = self.inner.anonymous_ids.fetch_add(1, Ordering::Relaxed);
-            format!("{}::{n}", login.username)
-        } else {
-            format!("{}:{}", login.username, connect.client_id)
-        };
-        connect.login = Some(policy.upstream_login.clone());
-        Ok((principal, Some(connect)))
+        connect.client_id = upstream_client_id(user.as_deref(), &connect.client_id, || {
+            self.inner.anonymous_ids.fetch_add(1, Ordering::Relaxed)
+        });
+        connect.keep_alive = u16::try_from(self.inner.options.upstream_keep_alive.as_secs())
+            .unwrap_or(u16::MAX)
+            .max(1);
+        connect.login = Some(self.inner.upstream_login.clone());
+        Ok((principal, connect))
     }
 }
 
-/// The per-packet checks of one client's connection.
-struct Checker<'a> {
-    acl: &'a Acl,
-    user: &'a str,
-    client_id: &'a str,
+/// Characters of a client id escaped on the way to rumqttd: those it
+/// refuses (`/`, `+`, `#`, `$`), the escape itself, the separator of the
+/// user prefix, and the marker of a hashed id. Every byte outside ASCII is
+/// escaped as well.
+const ID_ESCAPED: &AsciiSet = &CONTROLS
+    .add(b'/')
+    .add(b'+')
+    .add(b'#')
+    .add(b'$')
+    .add(b'%')
+    .add(b':')
+    .add(b'~')
+    .add(b' ');
+
+/// The client id rumqttd gets: the user name and the client's id, each
+/// escaped (so no two logins or ids meet, and rumqttd gets only characters
+/// it takes), joined by `:`; an empty id is numbered by `anonymous`.
+pub fn upstream_client_id(
+    user: Option<&str>,
+    client_id: &str,
+    anonymous: impl FnOnce() -> u64,
+) -> String {
+    let id = if client_id.is_empty() {
+        format!(":{}", anonymous())
+    } else {
+        escape_id(client_id)
+    };
+    match user {
+        Some(user) => format!("{}:{id}", escape_id(user)),
+        None => id,
+    }
+}
+
+fn escape_id(text: &str) -> String {
+    let escaped = utf8_percent_encode(text, ID_ESCAPED).to_string();
+    if escaped.len() <= MAX_UPSTREAM_ID {
+        return escaped;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("~{hex}")
+}
+
+/// A topic a client may publish to (MQTT 3.1.1 section 4.7): at least one
+/// character, no wildcard, no NUL.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// A topic filter a client may subscribe to (section 4.7.1).
+fn valid_filter(filter: &str) -> bool {
+    !filter.contains('\0') && mqttbytes::valid_filter(filter)
+}
+
+/// One client connection past its CONNECT.
+struct Conn {
+    principal: Principal,
+    /// How long the client may stay silent (1.5 times its keep-alive);
+    /// None: keep-alive off.
+    client_idle: Option<Duration>,
+    upstream_keep_alive: Duration,
     state: Mutex<State>,
-    /// QoS 1 deliveries of rumqttd to this client not yet acknowledged, in
-    /// order, and whether each was withheld. rumqttd takes acknowledgements
-    /// only in the order it sent (an out-of-order PUBACK ends the
-    /// connection), so the gate acknowledges a withheld message only once
-    /// the client has acknowledged every delivery before it.
+    /// QoS 1 deliveries of rumqttd to a checked client not yet
+    /// acknowledged, in order, and whether each was withheld. rumqttd takes
+    /// acknowledgements only in the order it sent (an out-of-order PUBACK
+    /// ends the connection), so the gate acknowledges a withheld message
+    /// only once the client has acknowledged every delivery before it.
     deliveries: tokio::sync::Mutex<VecDeque<(u16, bool)>>,
     /// Whether a refusal was logged at warn level yet (the rest go to debug).
-    warned: std::sync::atomic::AtomicBool,
+    warned: AtomicBool,
+    /// Whether anything went to rumqttd since the pinger last looked.
+    sent_upstream: AtomicBool,
+    /// PINGREQs of the gate's own whose PINGRESP is still to come (and is
+    /// not passed on).
+    gate_pings: AtomicU32,
 }
 
 /// What one connection's two directions share.
@@ -345,7 +425,18 @@ struct State {
     dropped_to_client: HashSet<u16>,
 }
 
-impl Checker<'_> {
+/// A client's packet, checked against MQTT 3.1.1.
+enum FromClient {
+    Publish(Publish),
+    PubAck(u16),
+    PubRel(u16),
+    Subscribe(Subscribe),
+    Disconnect,
+    /// PUBREC, PUBCOMP, UNSUBSCRIBE, PINGREQ: passed on as they are.
+    Other,
+}
+
+impl Conn {
     async fn relay<S>(
         &self,
         client: S,
@@ -365,6 +456,7 @@ impl Checker<'_> {
             r = self.broker_to_client(&mut upstream_r, from_upstream, &to_upstream, &to_client) => r,
             r = write_queue(&mut client_queue, &mut client_w) => r,
             r = write_queue(&mut upstream_queue, &mut upstream_w) => r,
+            r = self.keep_upstream_alive(&to_upstream) => r,
         };
         // Whatever was read is passed on before both sides close (a client's
         // last PUBLISH before it hangs up, say).
@@ -377,7 +469,8 @@ impl Checker<'_> {
         result
     }
 
-    /// Client to rumqttd: PUBLISH and SUBSCRIBE checked.
+    /// Client to rumqttd: every packet checked against MQTT, PUBLISH and
+    /// SUBSCRIBE against the ACL.
     async fn client_to_broker<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
@@ -385,15 +478,29 @@ impl Checker<'_> {
         to_upstream: &mpsc::Sender<Bytes>,
         to_client: &mpsc::Sender<Bytes>,
     ) -> Result<(), GateError> {
-        while let Some((header, frame)) = read_frame(reader, &mut buf).await? {
-            match header.packet_type()? {
-                PacketType::Publish => {
-                    let publish = Publish::read(header, frame.clone())?;
-                    if self
-                        .acl
-                        .may_publish(Some(self.user), self.client_id, &publish.topic)
-                    {
-                        forward(to_upstream, frame).await?;
+        loop {
+            let next = match self.client_idle {
+                Some(idle) => timeout(idle, read_frame(reader, &mut buf))
+                    .await
+                    .map_err(|_| GateError::KeepAlive)??,
+                None => read_frame(reader, &mut buf).await?,
+            };
+            let Some((header, frame)) = next else {
+                return Ok(());
+            };
+            match from_client(header, frame.clone())? {
+                FromClient::Publish(publish) => {
+                    let Principal::User {
+                        name,
+                        client_id,
+                        acl,
+                    } = &self.principal
+                    else {
+                        self.up(to_upstream, frame).await?;
+                        continue;
+                    };
+                    if acl.may_publish(Some(name), client_id, &publish.topic) {
+                        self.up(to_upstream, frame).await?;
                         continue;
                     }
                     self.refused("publish", &publish.topic);
@@ -408,73 +515,94 @@ impl Checker<'_> {
                         }
                     }
                 }
-                PacketType::PubAck => {
-                    let puback = PubAck::read(header, frame.clone())?;
+                FromClient::PubAck(pkid) => {
+                    if matches!(self.principal, Principal::Unchecked) {
+                        self.up(to_upstream, frame).await?;
+                        continue;
+                    }
                     let mut deliveries = self.deliveries.lock().await;
-                    forward(to_upstream, frame).await?;
-                    if let Some(at) = deliveries.iter().position(|(pkid, _)| *pkid == puback.pkid) {
+                    self.up(to_upstream, frame).await?;
+                    if let Some(at) = deliveries.iter().position(|(p, _)| *p == pkid) {
                         deliveries.remove(at);
                     }
-                    ack_withheld(&mut deliveries, to_upstream).await?;
+                    self.ack_withheld(&mut deliveries, to_upstream).await?;
                 }
-                PacketType::PubRel => {
-                    let pubrel = PubRel::read(header, frame.clone())?;
-                    if self.state().dropped_from_client.remove(&pubrel.pkid) {
-                        reply(to_client, Packet::PubComp(PubComp::new(pubrel.pkid)))?;
+                FromClient::PubRel(pkid) => {
+                    if self.state().dropped_from_client.remove(&pkid) {
+                        reply(to_client, Packet::PubComp(PubComp::new(pkid)))?;
                     } else {
-                        forward(to_upstream, frame).await?;
+                        self.up(to_upstream, frame).await?;
                     }
                 }
-                PacketType::Subscribe => {
-                    let mut subscribe = Subscribe::read(header, frame.clone())?;
-                    // QoS 2 deliveries would need their own ordering of
-                    // withheld messages; at most QoS 1 is granted (MQTT
-                    // lets the server grant less than asked).
-                    let capped = subscribe.filters.iter().any(|f| f.qos == QoS::ExactlyOnce);
-                    for filter in &mut subscribe.filters {
-                        if filter.qos == QoS::ExactlyOnce {
-                            filter.qos = QoS::AtLeastOnce;
-                        }
-                    }
-                    let granted: Vec<bool> = subscribe
-                        .filters
-                        .iter()
-                        .map(|f| {
-                            self.acl
-                                .may_subscribe(Some(self.user), self.client_id, &f.path)
-                        })
-                        .collect();
-                    for (filter, _) in subscribe.filters.iter().zip(&granted).filter(|(_, g)| !**g)
-                    {
-                        self.refused("subscribe", &filter.path);
-                    }
-                    if granted.iter().all(|g| *g) && !capped {
-                        forward(to_upstream, frame).await?;
-                    } else if !granted.iter().any(|g| *g) {
-                        let codes = vec![SubscribeReasonCode::Failure; granted.len()];
-                        reply(
-                            to_client,
-                            Packet::SubAck(SubAck::new(subscribe.pkid, codes)),
-                        )?;
-                    } else if granted.iter().all(|g| *g) {
-                        forward(to_upstream, encode(Packet::Subscribe(subscribe))?).await?;
-                    } else {
-                        let mut keep = granted.iter();
-                        subscribe.filters.retain(|_| *keep.next().unwrap_or(&false));
-                        self.state().partial.insert(subscribe.pkid, granted);
-                        forward(to_upstream, encode(Packet::Subscribe(subscribe))?).await?;
-                    }
+                FromClient::Subscribe(subscribe) => {
+                    self.subscribe(subscribe, frame, to_upstream, to_client)
+                        .await?
                 }
-                PacketType::Connect => {
-                    return Err(GateError::Protocol("a second CONNECT".into()));
+                FromClient::Disconnect => {
+                    // The client closes now; anything after is not read.
+                    self.up(to_upstream, frame).await?;
+                    return Ok(());
                 }
-                _ => forward(to_upstream, frame).await?,
+                FromClient::Other => self.up(to_upstream, frame).await?,
             }
         }
-        Ok(())
     }
 
-    /// rumqttd to the client: deliveries checked, partial SUBACKs rebuilt.
+    /// A SUBSCRIBE, filter by filter under the ACL.
+    async fn subscribe(
+        &self,
+        mut subscribe: Subscribe,
+        frame: Bytes,
+        to_upstream: &mpsc::Sender<Bytes>,
+        to_client: &mpsc::Sender<Bytes>,
+    ) -> Result<(), GateError> {
+        let Principal::User {
+            name,
+            client_id,
+            acl,
+        } = &self.principal
+        else {
+            return self.up(to_upstream, frame).await;
+        };
+        // QoS 2 deliveries would need their own ordering of withheld
+        // messages; at most QoS 1 is granted (MQTT lets the server grant
+        // less than asked).
+        let capped = subscribe.filters.iter().any(|f| f.qos == QoS::ExactlyOnce);
+        for filter in &mut subscribe.filters {
+            if filter.qos == QoS::ExactlyOnce {
+                filter.qos = QoS::AtLeastOnce;
+            }
+        }
+        let granted: Vec<bool> = subscribe
+            .filters
+            .iter()
+            .map(|f| acl.may_subscribe(Some(name), client_id, &f.path))
+            .collect();
+        for (filter, _) in subscribe.filters.iter().zip(&granted).filter(|(_, g)| !**g) {
+            self.refused("subscribe", &filter.path);
+        }
+        if granted.iter().all(|g| *g) && !capped {
+            self.up(to_upstream, frame).await
+        } else if !granted.iter().any(|g| *g) {
+            let codes = vec![SubscribeReasonCode::Failure; granted.len()];
+            reply(
+                to_client,
+                Packet::SubAck(SubAck::new(subscribe.pkid, codes)),
+            )
+        } else if granted.iter().all(|g| *g) {
+            self.up(to_upstream, encode(Packet::Subscribe(subscribe))?)
+                .await
+        } else {
+            let mut keep = granted.iter();
+            subscribe.filters.retain(|_| *keep.next().unwrap_or(&false));
+            self.state().partial.insert(subscribe.pkid, granted);
+            self.up(to_upstream, encode(Packet::Subscribe(subscribe))?)
+                .await
+        }
+    }
+
+    /// rumqttd to the client: deliveries checked, partial SUBACKs rebuilt,
+    /// answers to the gate's own pings kept back.
     async fn broker_to_client<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
@@ -484,11 +612,27 @@ impl Checker<'_> {
     ) -> Result<(), GateError> {
         while let Some((header, frame)) = read_frame(reader, &mut buf).await? {
             match header.packet_type()? {
+                PacketType::PingResp => {
+                    let ours = self
+                        .gate_pings
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                        .is_ok();
+                    if !ours {
+                        forward(to_client, frame).await?;
+                    }
+                }
                 PacketType::Publish => {
+                    let Principal::User {
+                        name,
+                        client_id,
+                        acl,
+                    } = &self.principal
+                    else {
+                        forward(to_client, frame).await?;
+                        continue;
+                    };
                     let publish = Publish::read(header, frame.clone())?;
-                    let allowed =
-                        self.acl
-                            .may_receive(Some(self.user), self.client_id, &publish.topic);
+                    let allowed = acl.may_receive(Some(name), client_id, &publish.topic);
                     if !allowed {
                         metrics::counter!("scip_broker_refused_total", "action" => "deliver")
                             .increment(1);
@@ -503,7 +647,7 @@ impl Checker<'_> {
                                 drop(deliveries);
                                 forward(to_client, frame).await?;
                             } else {
-                                ack_withheld(&mut deliveries, to_upstream).await?;
+                                self.ack_withheld(&mut deliveries, to_upstream).await?;
                             }
                         }
                         // Not granted by the gate; passed on should rumqttd
@@ -511,14 +655,14 @@ impl Checker<'_> {
                         (QoS::ExactlyOnce, true) => forward(to_client, frame).await?,
                         (QoS::ExactlyOnce, false) => {
                             self.state().dropped_to_client.insert(publish.pkid);
-                            reply(to_upstream, Packet::PubRec(PubRec::new(publish.pkid)))?;
+                            self.reply_up(to_upstream, Packet::PubRec(PubRec::new(publish.pkid)))?;
                         }
                     }
                 }
                 PacketType::PubRel => {
                     let pubrel = PubRel::read(header, frame.clone())?;
                     if self.state().dropped_to_client.remove(&pubrel.pkid) {
-                        reply(to_upstream, Packet::PubComp(PubComp::new(pubrel.pkid)))?;
+                        self.reply_up(to_upstream, Packet::PubComp(PubComp::new(pubrel.pkid)))?;
                     } else {
                         forward(to_client, frame).await?;
                     }
@@ -549,6 +693,58 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// Pings rumqttd whenever half its keep-alive passed with nothing sent,
+    /// so a quiet client (keep-alive 0, or long) keeps its connection.
+    async fn keep_upstream_alive(
+        &self,
+        to_upstream: &mpsc::Sender<Bytes>,
+    ) -> Result<(), GateError> {
+        let every = self.upstream_keep_alive / 2;
+        let ping = encode(Packet::PingReq)?;
+        loop {
+            tokio::time::sleep(every).await;
+            if self.sent_upstream.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            self.gate_pings.fetch_add(1, Ordering::AcqRel);
+            match to_upstream.try_send(ping.clone()) {
+                Ok(()) => {}
+                // A full queue is on its way to rumqttd anyway.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.gate_pings.fetch_sub(1, Ordering::AcqRel);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(GateError::Closed),
+            }
+        }
+    }
+
+    /// Queues `frame` for rumqttd.
+    async fn up(&self, to_upstream: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), GateError> {
+        self.sent_upstream.store(true, Ordering::Release);
+        forward(to_upstream, frame).await
+    }
+
+    /// An answer of the gate's own to rumqttd, queued without waiting.
+    fn reply_up(&self, to_upstream: &mpsc::Sender<Bytes>, packet: Packet) -> Result<(), GateError> {
+        self.sent_upstream.store(true, Ordering::Release);
+        reply(to_upstream, packet)
+    }
+
+    /// Acknowledges to rumqttd the withheld deliveries at the front of
+    /// `deliveries`: those whose predecessors are all acknowledged.
+    async fn ack_withheld(
+        &self,
+        deliveries: &mut VecDeque<(u16, bool)>,
+        to_upstream: &mpsc::Sender<Bytes>,
+    ) -> Result<(), GateError> {
+        while let Some(&(pkid, true)) = deliveries.front() {
+            deliveries.pop_front();
+            self.up(to_upstream, encode(Packet::PubAck(PubAck::new(pkid)))?)
+                .await?;
+        }
+        Ok(())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -557,24 +753,146 @@ impl Checker<'_> {
     /// logged as a warning, the rest at debug level.
     fn refused(&self, action: &'static str, topic: &str) {
         metrics::counter!("scip_broker_refused_total", "action" => action).increment(1);
+        let Principal::User {
+            name, client_id, ..
+        } = &self.principal
+        else {
+            return;
+        };
         if !self.warned.swap(true, Ordering::Relaxed) {
             warn!(
-                user = self.user,
-                client_id = self.client_id,
-                action,
-                topic,
-                "MQTT access refused by the ACL"
+                user = name,
+                client_id, action, topic, "MQTT access refused by the ACL"
             );
         } else {
             debug!(
-                user = self.user,
-                client_id = self.client_id,
-                action,
-                topic,
-                "MQTT access refused by the ACL"
+                user = name,
+                client_id, action, topic, "MQTT access refused by the ACL"
             );
         }
     }
+}
+
+/// Checks a client's packet against MQTT 3.1.1: its type and fixed-header
+/// flags, and what rumqttd would otherwise take in (topics, filters, packet
+/// ids). Anything else is a reason to close the connection.
+fn from_client(header: FixedHeader, frame: Bytes) -> Result<FromClient, GateError> {
+    let flags = frame[0] & 0x0f;
+    let body_len = frame.len() - body_start(&frame);
+    let kind = header
+        .packet_type()
+        .map_err(|_| GateError::Malformed("a reserved packet type"))?;
+    let expect = |wanted_flags: u8, wanted_len: Option<usize>| {
+        if flags != wanted_flags {
+            return Err(GateError::Malformed("reserved flags set"));
+        }
+        if wanted_len.is_some_and(|len| len != body_len) {
+            return Err(GateError::Malformed("a packet of the wrong length"));
+        }
+        Ok(())
+    };
+    match kind {
+        PacketType::Publish => {
+            let publish = Publish::read(header, frame)?;
+            if !valid_topic(&publish.topic) {
+                return Err(GateError::Malformed(
+                    "a PUBLISH topic that is empty or has wildcards",
+                ));
+            }
+            if publish.qos == QoS::AtMostOnce && publish.dup {
+                return Err(GateError::Malformed("DUP on a QoS 0 PUBLISH"));
+            }
+            Ok(FromClient::Publish(publish))
+        }
+        PacketType::PubAck => {
+            expect(0, Some(2))?;
+            Ok(FromClient::PubAck(packet_id(&frame)?))
+        }
+        PacketType::PubRec | PacketType::PubComp => {
+            expect(0, Some(2))?;
+            packet_id(&frame)?;
+            Ok(FromClient::Other)
+        }
+        PacketType::PubRel => {
+            expect(2, Some(2))?;
+            Ok(FromClient::PubRel(packet_id(&frame)?))
+        }
+        PacketType::Subscribe => {
+            expect(2, None)?;
+            let subscribe = Subscribe::read(header, frame)?;
+            if subscribe.pkid == 0 {
+                return Err(GateError::Malformed("packet id 0"));
+            }
+            if !subscribe.filters.iter().all(|f| valid_filter(&f.path)) {
+                return Err(GateError::Malformed("an invalid topic filter"));
+            }
+            Ok(FromClient::Subscribe(subscribe))
+        }
+        PacketType::Unsubscribe => {
+            expect(2, None)?;
+            check_unsubscribe(&frame)?;
+            Ok(FromClient::Other)
+        }
+        PacketType::PingReq => {
+            expect(0, Some(0))?;
+            Ok(FromClient::Other)
+        }
+        PacketType::Disconnect => {
+            expect(0, Some(0))?;
+            Ok(FromClient::Disconnect)
+        }
+        PacketType::Connect => Err(GateError::Malformed("a second CONNECT")),
+        PacketType::ConnAck | PacketType::SubAck | PacketType::UnsubAck | PacketType::PingResp => {
+            Err(GateError::Malformed("a packet only a server sends"))
+        }
+    }
+}
+
+/// Where the variable header starts: after the first byte and the
+/// remaining length (one to four bytes, each but the last with its top bit
+/// set; `read_frame` checked them).
+fn body_start(frame: &[u8]) -> usize {
+    1 + frame[1..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(frame.len() - 1, |i| i + 1)
+}
+
+/// The packet id of a PUBACK, PUBREC, PUBREL or PUBCOMP: never 0.
+fn packet_id(frame: &[u8]) -> Result<u16, GateError> {
+    let body = &frame[body_start(frame)..];
+    match body {
+        [hi, lo] if (*hi, *lo) != (0, 0) => Ok(u16::from_be_bytes([*hi, *lo])),
+        _ => Err(GateError::Malformed("packet id 0")),
+    }
+}
+
+/// An UNSUBSCRIBE: a packet id other than 0 and at least one valid filter,
+/// each within the packet (read here rather than by `mqttbytes`, whose
+/// reader trusts the lengths it is given).
+fn check_unsubscribe(frame: &Bytes) -> Result<(), GateError> {
+    let mut body = frame.slice(body_start(frame)..);
+    if body.len() < 2 || body.get_u16() == 0 {
+        return Err(GateError::Malformed("packet id 0"));
+    }
+    if body.is_empty() {
+        return Err(GateError::Malformed("an UNSUBSCRIBE without filters"));
+    }
+    while !body.is_empty() {
+        if body.len() < 2 {
+            return Err(GateError::Malformed("a truncated UNSUBSCRIBE"));
+        }
+        let len = usize::from(body.get_u16());
+        if len > body.len() {
+            return Err(GateError::Malformed("a truncated UNSUBSCRIBE"));
+        }
+        let filter = body.split_to(len);
+        match std::str::from_utf8(&filter) {
+            Ok(filter) if valid_filter(filter) => {}
+            _ => return Err(GateError::Malformed("an invalid topic filter")),
+        }
+    }
+    Ok(())
 }
 
 /// Why a connection ended early.
@@ -586,6 +904,11 @@ enum GateError {
     Mqtt(#[from] mqttbytes::Error),
     #[error("{0}")]
     Protocol(String),
+    /// The client broke MQTT 3.1.1.
+    #[error("malformed MQTT: {0}")]
+    Malformed(&'static str),
+    #[error("no packet from the client within one and a half times its keep-alive")]
+    KeepAlive,
     #[error("refused: {0}")]
     Refused(&'static str),
     #[error("the other side is gone")]
@@ -614,38 +937,6 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Copies `reader` to `writer` as it comes (each read written at once; no
-/// buffering beyond one read), then shuts `writer` down.
-async fn pump<R, W>(reader: &mut R, writer: &mut W) -> Result<(), GateError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            let _ = writer.shutdown().await;
-            return Ok(());
-        }
-        writer.write_all(&buf[..n]).await?;
-        writer.flush().await?;
-    }
-}
-
-/// Acknowledges to rumqttd the withheld deliveries at the front of
-/// `deliveries`: those whose predecessors are all acknowledged.
-async fn ack_withheld(
-    deliveries: &mut VecDeque<(u16, bool)>,
-    to_upstream: &mpsc::Sender<Bytes>,
-) -> Result<(), GateError> {
-    while let Some(&(pkid, true)) = deliveries.front() {
-        deliveries.pop_front();
-        forward(to_upstream, encode(Packet::PubAck(PubAck::new(pkid)))?).await?;
-    }
-    Ok(())
 }
 
 async fn forward(queue: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), GateError> {
@@ -696,11 +987,14 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Answers the WebSocket handshake with the `mqtt` subprotocol when the
+/// Answers the WebSocket handshake: refuses a page from an origin the
+/// options do not allow (403), and picks the `mqtt` subprotocol when the
 /// client asks for it (browser MQTT clients do).
-struct MqttSubprotocol;
+struct Handshake<'a> {
+    origins: &'a Origins,
+}
 
-impl async_tungstenite::tungstenite::handshake::server::Callback for MqttSubprotocol {
+impl async_tungstenite::tungstenite::handshake::server::Callback for Handshake<'_> {
     fn on_request(
         self,
         request: &async_tungstenite::tungstenite::handshake::server::Request,
@@ -709,6 +1003,25 @@ impl async_tungstenite::tungstenite::handshake::server::Callback for MqttSubprot
         async_tungstenite::tungstenite::handshake::server::Response,
         async_tungstenite::tungstenite::handshake::server::ErrorResponse,
     > {
+        let origin = request.headers().get("origin");
+        let allowed = match origin {
+            None => self.origins.allows(None),
+            Some(value) => value
+                .to_str()
+                .is_ok_and(|origin| self.origins.allows(Some(origin))),
+        };
+        if !allowed {
+            metrics::counter!("scip_broker_refused_total", "action" => "origin").increment(1);
+            info!(
+                origin = ?origin,
+                "MQTT WebSocket refused: a page from an origin not in BROKER_WS_ORIGINS"
+            );
+            let mut refusal = async_tungstenite::tungstenite::handshake::server::ErrorResponse::new(
+                Some("this page's origin may not connect to the broker".to_owned()),
+            );
+            *refusal.status_mut() = async_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+            return Err(refusal);
+        }
         let asked = request
             .headers()
             .get_all("sec-websocket-protocol")

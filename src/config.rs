@@ -137,6 +137,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub broker_ws_port: u16,
 
+    /// Web origins (`scheme://host[:port]`, comma separated, or `*` for
+    /// any) whose pages may use the embedded broker's WebSocket listener;
+    /// default: the service's own (PUBLIC_URL, and its loopback names).
+    /// Clients that are not browsers send no origin and are not concerned.
+    #[arg(long, env = "BROKER_WS_ORIGINS", global = true)]
+    pub broker_ws_origins: Option<String>,
+
     /// User name of the engine's MQTT login (none: anonymous). With the
     /// embedded broker it also makes the broker refuse anonymous clients.
     #[arg(long, env = "MQTT_USERNAME", global = true)]

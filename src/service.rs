@@ -234,6 +234,8 @@ struct Inner {
     tokens: crate::auth::Tokens,
     /// Set when the HTTP server shuts down: event streams end.
     closing: watch::Sender<bool>,
+    /// The embedded broker's health, when the service uses it.
+    broker_health: std::sync::OnceLock<watch::Receiver<Result<(), String>>>,
 }
 
 /// The service. Cheap to clone.
@@ -271,6 +273,7 @@ impl Service {
                 link_key,
                 tokens,
                 closing: watch::channel(false).0,
+                broker_health: std::sync::OnceLock::new(),
             }),
         };
         service.recover().await?;
@@ -984,7 +987,18 @@ impl Service {
     }
 
     /// The database answers and the broker is connected.
+    /// Makes readiness follow the embedded broker's health (see
+    /// `EmbeddedBroker::health`): unready while it refuses connections.
+    pub fn watch_broker(&self, health: watch::Receiver<Result<(), String>>) {
+        let _ = self.inner.broker_health.set(health);
+    }
+
     pub async fn ready(&self) -> Result<(), String> {
+        if let Some(health) = self.inner.broker_health.get()
+            && let Err(e) = &*health.borrow()
+        {
+            return Err(format!("embedded MQTT broker: {e}"));
+        }
         self.inner
             .store
             .ping()

@@ -1,0 +1,714 @@
+//! The hostile-client suite: what a careless or malicious MQTT client can
+//! send, run against a private Mosquitto and against the embedded broker
+//! alike. After every case the broker must still serve: a long-lived client
+//! (as the engine is) keeps getting its publishes acknowledged, and a fresh
+//! client connects, subscribes and receives. Where MQTT 3.1.1 says what the
+//! broker answers, both brokers are held to it.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::QoS as WireQoS;
+use rumqttc::mqttbytes::v4::{Connect, LastWill, Packet, Publish, Subscribe};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+
+/// Long enough for anything that should happen; only reached on failure.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A broker under test and a long-lived client of it.
+struct Target {
+    name: &'static str,
+    port: u16,
+    /// Embedded only: the keep-alive the gate gives rumqttd.
+    upstream_keep_alive: Option<Duration>,
+    engine: LongLived,
+    checks: u32,
+    _broker: Broker,
+}
+
+enum Broker {
+    Mosquitto(#[allow(dead_code)] Mosquitto),
+    #[cfg(feature = "embedded-broker")]
+    Embedded(scip_orchestrator::broker::EmbeddedBroker),
+}
+
+impl Target {
+    async fn mosquitto() -> Self {
+        let mosquitto = Mosquitto::start();
+        let port = mosquitto.port;
+        Self {
+            name: "mosquitto",
+            port,
+            upstream_keep_alive: None,
+            engine: LongLived::connect(port, None).await,
+            checks: 0,
+            _broker: Broker::Mosquitto(mosquitto),
+        }
+    }
+
+    #[cfg(feature = "embedded-broker")]
+    async fn embedded() -> Self {
+        use scip_orchestrator::broker::{BrokerOptions, BrokerSettings, EmbeddedBroker};
+        let upstream_keep_alive = Duration::from_secs(2);
+        let settings = BrokerSettings {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: free_port(),
+            ws_port: free_port(),
+        };
+        let options = BrokerOptions {
+            connect_timeout: Duration::from_secs(2),
+            upstream_keep_alive,
+            probe_every: Duration::from_millis(200),
+            ..BrokerOptions::default()
+        };
+        let broker = EmbeddedBroker::start_with(settings, None, options)
+            .await
+            .unwrap();
+        // Where the engine connects: rumqttd itself, with its login.
+        let login = broker.engine_login().clone();
+        let engine = LongLived::connect(
+            broker.engine_addr().port(),
+            Some((login.username.clone(), login.password.expose().to_owned())),
+        )
+        .await;
+        Self {
+            name: "embedded",
+            port: settings.port,
+            upstream_keep_alive: Some(upstream_keep_alive),
+            engine,
+            checks: 0,
+            _broker: Broker::Embedded(broker),
+        }
+    }
+
+    /// The broker still serves after `case`: the long-lived client's publish
+    /// is acknowledged, and a fresh client connects, subscribes and gets a
+    /// message.
+    async fn serves_after(&mut self, case: &str) {
+        self.checks += 1;
+        let topic = format!("/check/{}", self.checks);
+        self.engine.publish_acked(&topic).await.unwrap_or_else(|e| {
+            panic!(
+                "{}: after {case}, the long-lived client's publish failed: {e}",
+                self.name
+            )
+        });
+        let mut fresh = timeout(WAIT, Subscriber::connect(self.port, &topic))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}: after {case}, a fresh client cannot subscribe",
+                    self.name
+                )
+            });
+        fresh
+            .client
+            .publish(&topic, QoS::AtLeastOnce, false, b"{\"ok\":true}".to_vec())
+            .await
+            .unwrap();
+        let seen = fresh.next(WAIT).await;
+        assert!(
+            seen.is_some_and(|m| m.topic == topic),
+            "{}: after {case}, a fresh client gets no message",
+            self.name
+        );
+        #[cfg(feature = "embedded-broker")]
+        if let Broker::Embedded(broker) = &self._broker {
+            assert_eq!(
+                *broker.health().borrow(),
+                Ok(()),
+                "{}: after {case}, the broker reports itself unhealthy",
+                self.name
+            );
+        }
+    }
+}
+
+/// A client that stays connected through the whole suite, as the engine
+/// does, publishing QoS 1 and waiting for each PUBACK.
+struct LongLived {
+    client: AsyncClient,
+    acks: mpsc::UnboundedReceiver<u16>,
+    errors: mpsc::UnboundedReceiver<String>,
+}
+
+impl LongLived {
+    async fn connect(port: u16, login: Option<(String, String)>) -> Self {
+        let mut opts = MqttOptions::new(format!("long-lived-{port}"), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(8 << 20, 8 << 20);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (error_tx, errors) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut connected_tx = Some(connected_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                        let _ = ack_tx.send(ack.pkid);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = error_tx.send(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        timeout(WAIT, connected)
+            .await
+            .expect("the long-lived client connects")
+            .unwrap();
+        Self {
+            client,
+            acks,
+            errors,
+        }
+    }
+
+    /// Publishes QoS 1 and waits for its PUBACK; any connection error seen
+    /// since the last call fails it.
+    async fn publish_acked(&mut self, topic: &str) -> Result<(), String> {
+        if let Ok(e) = self.errors.try_recv() {
+            return Err(format!("its connection broke: {e}"));
+        }
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, b"{}".to_vec())
+            .await
+            .map_err(|e| e.to_string())?;
+        match timeout(WAIT, self.acks.recv()).await {
+            Ok(Some(_)) => {}
+            _ => return Err("no PUBACK".into()),
+        }
+        match self.errors.try_recv() {
+            Ok(e) => Err(format!("its connection broke: {e}")),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn encode(packet: Packet) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    packet.write(&mut out, usize::MAX).unwrap();
+    out.to_vec()
+}
+
+/// A SUBSCRIBE of `filter` at QoS 1, packet id 1.
+fn subscribe(filter: &str) -> Vec<u8> {
+    let mut packet = Subscribe::new(filter, WireQoS::AtLeastOnce);
+    packet.pkid = 1;
+    encode(Packet::Subscribe(packet))
+}
+
+fn connect_packet(id: &str, keep_alive: u16, clean: bool) -> Connect {
+    let mut connect = Connect::new(id);
+    connect.keep_alive = keep_alive;
+    connect.clean_session = clean;
+    connect
+}
+
+/// A raw connection: CONNECT sent, CONNACK read (its 4 bytes).
+async fn raw(port: u16, connect: Connect) -> (TcpStream, [u8; 4]) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(&encode(Packet::Connect(connect)))
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    timeout(WAIT, stream.read_exact(&mut connack))
+        .await
+        .expect("a CONNACK in time")
+        .expect("a CONNACK, not a closed connection");
+    (stream, connack)
+}
+
+/// Whether the broker closes `stream` within WAIT (reading and dropping
+/// whatever it still sends).
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut sink = Vec::new();
+    matches!(
+        timeout(WAIT, stream.read_to_end(&mut sink)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+const ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+
+/// Client ids rumqttd cannot take, and odd but valid ones: each connects
+/// twice (the second takes the first's place), and nothing breaks.
+async fn hostile_client_ids(target: &mut Target) {
+    let long = "x".repeat(65_535);
+    let ids = [
+        "a/b",
+        "a+b",
+        "a#b",
+        "$ab",
+        "/",
+        "#",
+        "+",
+        "a:b",
+        "%2F",
+        "a\u{202e}b",
+        " a ",
+        "ü",
+        long.as_str(),
+    ];
+    for id in ids {
+        let (mut first, connack) = raw(target.port, connect_packet(id, 30, true)).await;
+        assert_eq!(connack, ACCEPTED, "{}: client id {id:.20?}", target.name);
+        let (_second, connack) = raw(target.port, connect_packet(id, 30, true)).await;
+        assert_eq!(
+            connack, ACCEPTED,
+            "{}: client id {id:.20?} again",
+            target.name
+        );
+        assert!(
+            closed(&mut first).await,
+            "{}: the second connection under {id:.20?} takes over the first",
+            target.name
+        );
+        target
+            .serves_after(&format!("client id {id:.20?} twice"))
+            .await;
+    }
+    // An empty id is fine with a clean session, refused without (CONNACK 2).
+    let (_anon, connack) = raw(target.port, connect_packet("", 30, true)).await;
+    assert_eq!(connack, ACCEPTED, "{}: empty client id", target.name);
+    let (_, connack) = raw(target.port, connect_packet("", 30, false)).await;
+    assert_eq!(
+        connack,
+        [0x20, 0x02, 0x00, 0x02],
+        "{}: empty client id, persistent session",
+        target.name
+    );
+    target.serves_after("empty client ids").await;
+}
+
+/// A persistent session taken over by a second connection: the first is
+/// closed, the second finds the session.
+async fn session_takeover(target: &mut Target) {
+    let (first, connack) = raw(target.port, connect_packet("takeover", 30, true)).await;
+    assert_eq!(connack, ACCEPTED);
+    drop(first);
+    let (mut first, connack) = raw(target.port, connect_packet("takeover", 30, false)).await;
+    assert_eq!(
+        connack, ACCEPTED,
+        "{}: a new persistent session",
+        target.name
+    );
+    let (_second, connack) = raw(target.port, connect_packet("takeover", 30, false)).await;
+    assert_eq!(
+        connack,
+        [0x20, 0x02, 0x01, 0x00],
+        "{}: the session is present for the second connection",
+        target.name
+    );
+    assert!(
+        closed(&mut first).await,
+        "{}: the first is closed",
+        target.name
+    );
+    target.serves_after("session takeover").await;
+}
+
+/// Keep-alive 0 turns keep-alive off (MQTT 3.1.1 section 3.1.2.10): the
+/// client connects and, silent for longer than the gate's own keep-alive
+/// with rumqttd allows, still gets its messages.
+async fn keep_alive_zero(target: &mut Target) {
+    let mut opts = MqttOptions::new("keep-alive-zero", "127.0.0.1", target.port);
+    opts.set_keep_alive(Duration::ZERO);
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(packet)) => {
+                    let _ = tx.send(Ok(packet));
+                }
+                Ok(Event::Outgoing(Outgoing::PingReq)) => {
+                    let _ = tx.send(Err("the client pinged".to_owned()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    let connack = next_event(&mut seen).await;
+    assert!(
+        matches!(&connack, Ok(Incoming::ConnAck(c)) if c.code == rumqttc::ConnectReturnCode::Success),
+        "{}: keep-alive 0 is refused: {connack:?}",
+        target.name
+    );
+    client
+        .subscribe("/quiet/topic", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut seen).await,
+        Ok(Incoming::SubAck(_))
+    ));
+    // Silent for twice what rumqttd would allow a client with the gate's
+    // keep-alive (one and a half times it), then a message arrives.
+    if let Some(upstream) = target.upstream_keep_alive {
+        let quiet_until = Instant::now() + upstream * 3;
+        if let Ok(event) = timeout(quiet_until - Instant::now(), seen.recv()).await {
+            panic!("{}: the quiet client saw {event:?}", target.name);
+        }
+    }
+    target.engine.publish_acked("/quiet/topic").await.unwrap();
+    let got = next_event(&mut seen).await;
+    assert!(
+        matches!(&got, Ok(Incoming::Publish(p)) if p.topic == "/quiet/topic"),
+        "{}: the quiet client with keep-alive 0 lost its connection: {got:?}",
+        target.name
+    );
+    task.abort();
+    target.serves_after("keep-alive 0").await;
+}
+
+async fn next_event(
+    seen: &mut mpsc::UnboundedReceiver<Result<Incoming, String>>,
+) -> Result<Incoming, String> {
+    timeout(WAIT, seen.recv())
+        .await
+        .expect("an event in time")
+        .expect("the client task runs")
+}
+
+/// A client that stops talking is closed after one and a half times its
+/// keep-alive, and its will goes out.
+async fn keep_alive_enforced(target: &mut Target) {
+    let mut wills = Subscriber::connect(target.port, "/will/silent").await;
+    let mut connect = connect_packet("silent", 1, true);
+    connect.last_will = Some(LastWill::new(
+        "/will/silent",
+        b"{\"gone\":true}".to_vec(),
+        WireQoS::AtLeastOnce,
+        false,
+    ));
+    let (mut silent, connack) = raw(target.port, connect).await;
+    assert_eq!(connack, ACCEPTED);
+    // Half a PUBLISH, then nothing: a packet never completed is not a
+    // sign of life.
+    silent.write_all(&[0x30, 0x40, 0x00]).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed(&mut silent).await,
+        "{}: a silent client is kept",
+        target.name
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{}: closed before its keep-alive ran out",
+        target.name
+    );
+    let will = wills.next(WAIT).await;
+    assert!(
+        will.is_some_and(|m| m.topic == "/will/silent"),
+        "{}: the silent client's will did not go out",
+        target.name
+    );
+    target.serves_after("a silent client").await;
+}
+
+/// Packets that break MQTT 3.1.1, each on a fresh connection after an
+/// accepted CONNECT: the broker closes that connection and serves on.
+async fn malformed_packets(target: &mut Target) {
+    let publish = |topic: &str, qos: WireQoS, pkid: u16| {
+        let mut p = Publish::new(topic, qos, b"x".to_vec());
+        p.pkid = pkid;
+        encode(Packet::Publish(p))
+    };
+    let mut bad_utf8_topic = publish("/ab", WireQoS::AtMostOnce, 0);
+    let at = bad_utf8_topic.iter().position(|b| *b == b'a').unwrap();
+    bad_utf8_topic[at] = 0xff;
+    let mut qos3 = publish("/q", WireQoS::AtMostOnce, 0);
+    qos3[0] |= 0b0110;
+    let mut subscribe_flags = subscribe("/s");
+    subscribe_flags[0] = 0x80;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("reserved packet type 0", vec![0x00, 0x00]),
+        ("reserved packet type 15", vec![0xf0, 0x00]),
+        ("SUBSCRIBE with reserved flags 0", subscribe_flags),
+        (
+            "a remaining length of five bytes",
+            vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+        (
+            "PUBLISH with an empty topic",
+            publish("", WireQoS::AtMostOnce, 0),
+        ),
+        (
+            "PUBLISH to a wildcard topic",
+            publish("/a/+/b", WireQoS::AtMostOnce, 0),
+        ),
+        ("PUBLISH to a topic of invalid UTF-8", bad_utf8_topic),
+        ("PUBLISH with QoS 3", qos3),
+        (
+            "QoS 1 PUBLISH with packet id 0",
+            vec![0x32, 0x07, 0x00, 0x02, b'/', b'p', 0x00, 0x00, b'x'],
+        ),
+        ("SUBSCRIBE without filters", vec![0x82, 0x02, 0x00, 0x01]),
+        ("SUBSCRIBE to an invalid filter", subscribe("/a/#/b")),
+        ("UNSUBSCRIBE without filters", vec![0xa2, 0x02, 0x00, 0x01]),
+        (
+            "UNSUBSCRIBE shorter than its packet id",
+            vec![0xa2, 0x01, 0x00],
+        ),
+        ("PUBACK with packet id 0", vec![0x40, 0x02, 0x00, 0x00]),
+        (
+            "a second CONNECT",
+            encode(Packet::Connect(connect_packet("again", 30, true))),
+        ),
+        ("CONNACK from a client", vec![0x20, 0x02, 0x00, 0x00]),
+    ];
+    for (name, bytes) in cases {
+        let (mut stream, connack) = raw(target.port, connect_packet("malformed", 30, true)).await;
+        assert_eq!(connack, ACCEPTED);
+        stream.write_all(&bytes).await.unwrap();
+        assert!(
+            closed(&mut stream).await,
+            "{}: {name}: connection kept",
+            target.name
+        );
+        target.serves_after(name).await;
+    }
+}
+
+/// Packets bigger than anything sensible: a length that claims 256 MiB is
+/// closed at once; a 7 MiB publish goes through.
+async fn huge_packets(target: &mut Target) {
+    let (mut stream, connack) = raw(target.port, connect_packet("huge", 30, true)).await;
+    assert_eq!(connack, ACCEPTED);
+    stream
+        .write_all(&[0x30, 0xff, 0xff, 0xff, 0x7f])
+        .await
+        .unwrap();
+    stream.write_all(&[0u8; 64 * 1024]).await.ok();
+    target.serves_after("a packet claiming 256 MiB").await;
+
+    let mut big = Subscriber::connect(target.port, "/big").await;
+    let payload = vec![b'x'; 7 * 1024 * 1024];
+    big.client
+        .publish("/big", QoS::AtLeastOnce, false, payload.clone())
+        .await
+        .unwrap();
+    let seen = big.next(WAIT).await.expect("the 7 MiB message arrives");
+    assert_eq!(seen.raw.len(), payload.len());
+    target.serves_after("a 7 MiB publish").await;
+}
+
+/// A subscriber that never reads while much is published to it: everyone
+/// else is served as before.
+async fn slow_reader(target: &mut Target) {
+    let (mut slow, connack) = raw(target.port, connect_packet("never-reads", 0, true)).await;
+    assert_eq!(connack, ACCEPTED);
+    slow.write_all(&subscribe("/flood")).await.unwrap();
+    let mut reader = Subscriber::connect(target.port, "/flood").await;
+    let payload = vec![b'f'; 16 * 1024];
+    let count = 1500;
+    for _ in 0..count {
+        target
+            .engine
+            .client
+            .publish("/flood", QoS::AtMostOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    let mut got = 0;
+    while got < count {
+        let m = reader.next(WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "{}: a reader got {got} of {count} beside a stuck one",
+                target.name
+            )
+        });
+        if m.topic == "/flood" {
+            got += 1;
+        }
+    }
+    target.serves_after("a subscriber that never reads").await;
+    drop(slow);
+}
+
+/// Connections that never send a CONNECT, and connected clients that
+/// stay idle, a few hundred of each.
+async fn idle_connections(target: &mut Target) {
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(
+            TcpStream::connect(("127.0.0.1", target.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut idle = Vec::new();
+    for n in 0..300 {
+        let (stream, connack) =
+            raw(target.port, connect_packet(&format!("idle-{n}"), 60, true)).await;
+        assert_eq!(connack, ACCEPTED, "{}: idle client {n}", target.name);
+        idle.push(stream);
+    }
+    target.serves_after("600 idle connections").await;
+    drop(idle);
+    drop(silent);
+    target.serves_after("600 idle connections closing").await;
+}
+
+async fn suite(mut target: Target) {
+    hostile_client_ids(&mut target).await;
+    session_takeover(&mut target).await;
+    keep_alive_zero(&mut target).await;
+    keep_alive_enforced(&mut target).await;
+    malformed_packets(&mut target).await;
+    huge_packets(&mut target).await;
+    slow_reader(&mut target).await;
+    idle_connections(&mut target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_survives_hostile_clients() {
+    suite(Target::mosquitto().await).await;
+}
+
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_survives_hostile_clients() {
+    suite(Target::embedded().await).await;
+}
+
+/// `serve` on the embedded broker: the client ids that used to stop
+/// rumqttd go through the gate harmlessly, a client with keep-alive 0
+/// connects, and should rumqttd stop accepting connections all the same
+/// (here: the same ids sent to rumqttd directly, past the gate, with the
+/// engine's login), `/readyz` says so.
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_turns_unready_when_the_broker_stops_accepting() {
+    use rumqttc::mqttbytes::v4::Login;
+    use tokio::io::AsyncBufReadExt;
+
+    const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
+    let dir = tempfile::tempdir().unwrap();
+    let (http, port, ws_port) = (free_port(), free_port(), free_port());
+    let mut serve = tokio::process::Command::new(BIN)
+        .arg("serve")
+        .args(["--http-bind", &format!("127.0.0.1:{http}")])
+        .args(["--broker-port", &port.to_string()])
+        .args(["--broker-ws-port", &ws_port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("MQTT_USERNAME", "engine")
+        .env("MQTT_PASSWORD", "engine-secret")
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .env_remove("MQTT_BROKER_HOST")
+        .env_remove("MQTT_PASSWORD_FILE")
+        .env_remove("BROKER_PASSWORD_FILE")
+        .env_remove("BROKER_ACL_FILE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+    let internal: u16 = timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("internal=127.0.0.1:") {
+                let rest = &line[at + "internal=127.0.0.1:".len()..];
+                return rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+            }
+        }
+        panic!("serve ended without naming the broker's internal port");
+    })
+    .await
+    .expect("serve logs where rumqttd listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let readyz = format!("http://127.0.0.1:{http}/readyz");
+    let status = || async {
+        reqwest::get(&readyz)
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    let deadline = Instant::now() + WAIT;
+    while status().await != Some(200) {
+        assert!(Instant::now() < deadline, "serve not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Through the gate, as any client would: each id twice, then business
+    // as usual.
+    let login = |id: &str| {
+        let mut c = connect_packet(id, 30, true);
+        c.login = Some(Login::new("engine", "engine-secret"));
+        c
+    };
+    for id in ["a/b", "a+b", "$x"] {
+        for _ in 0..2 {
+            let (_stream, connack) = raw(port, login(id)).await;
+            assert_eq!(connack, ACCEPTED, "client id {id:?}");
+        }
+    }
+    let mut opts = MqttOptions::new("keep-alive-zero", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::ZERO)
+        .set_credentials("engine", "engine-secret");
+    let (_client, mut eventloop) = AsyncClient::new(opts, 10);
+    let connack = timeout(WAIT, eventloop.poll()).await.expect("an answer");
+    assert!(
+        matches!(&connack, Ok(Event::Incoming(Incoming::ConnAck(c))) if c.code == rumqttc::ConnectReturnCode::Success),
+        "keep-alive 0: {connack:?}"
+    );
+    assert_eq!(status().await, Some(200), "ready after the hostile ids");
+
+    // Past the gate: rumqttd itself takes the id once without an answer,
+    // then panics on the second and refuses every connection after.
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(("127.0.0.1", internal)).await.unwrap();
+        stream
+            .write_all(&encode(Packet::Connect(login("a/b"))))
+            .await
+            .unwrap();
+        let mut sink = [0u8; 4];
+        let _ = timeout(Duration::from_millis(500), stream.read(&mut sink)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = reqwest::get(&readyz).await.unwrap();
+        if response.status() == 503 {
+            let body = response.text().await.unwrap();
+            assert!(body.contains("embedded MQTT broker"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still says ready while the broker refuses every connection"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serve.start_kill().unwrap();
+}
