@@ -805,3 +805,34 @@ mod imp {
         Err(BrokerError::Unavailable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Origins;
+
+    #[test]
+    fn origins_match_scheme_host_and_port_only() {
+        let own = Origins::parse(["http://127.0.0.1:8080/", "https://Exercise.Example"]).unwrap();
+        let check = |origin: Option<&str>, expected: bool| {
+            assert_eq!(own.allows(origin), expected, "{origin:?}");
+        };
+        check(None, true);
+        check(Some("http://127.0.0.1:8080"), true);
+        check(Some("https://exercise.example"), true);
+        check(Some("https://exercise.example:443"), true);
+        check(Some("http://exercise.example"), false);
+        check(Some("http://127.0.0.1:8081"), false);
+        check(Some("http://127.0.0.1:8080.evil.example"), false);
+        check(Some("null"), false);
+        check(Some(""), false);
+        assert_eq!(Origins::parse(["*"]).unwrap(), Origins::Any);
+        assert!(
+            Origins::parse(["http://a", " * "])
+                .unwrap()
+                .allows(Some("null"))
+        );
+        for bad in ["ftp://x", "127.0.0.1:8080", "http://", "http://user@host"] {
+            assert!(Origins::parse([bad]).is_err(), "{bad}");
+        }
+    }
+}

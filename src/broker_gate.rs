@@ -349,9 +349,12 @@ const ID_ESCAPED: &AsciiSet = &CONTROLS
     .add(b'~')
     .add(b' ');
 
-/// The client id rumqttd gets: the user name and the client's id, each
-/// escaped (so no two logins or ids meet, and rumqttd gets only characters
-/// it takes), joined by `:`; an empty id is numbered by `anonymous`.
+/// The client id rumqttd gets: the user name (none on an open broker) and
+/// the client's id, each escaped (so no two logins or ids meet, and
+/// rumqttd gets only characters it takes), joined by `:`; an empty id is
+/// numbered by `anonymous`. Every such id holds a `:`, which the engine's
+/// own client id and the broker's probe do not, so no client takes over
+/// their sessions.
 pub fn upstream_client_id(
     user: Option<&str>,
     client_id: &str,
@@ -362,10 +365,7 @@ pub fn upstream_client_id(
     } else {
         escape_id(client_id)
     };
-    match user {
-        Some(user) => format!("{}:{id}", escape_id(user)),
-        None => id,
-    }
+    format!("{}:{id}", user.map(escape_id).unwrap_or_default())
 }
 
 fn escape_id(text: &str) -> String {
@@ -1039,5 +1039,41 @@ impl async_tungstenite::tungstenite::handshake::server::Callback for Handshake<'
                 .insert("sec-websocket-protocol", value);
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_client_id;
+
+    #[test]
+    fn upstream_client_ids_are_safe_for_rumqttd_and_never_meet() {
+        let id = |user: Option<&str>, client: &str| upstream_client_id(user, client, || 7);
+        let ids = [
+            id(None, "dashboard"),
+            id(None, "a/b"),
+            id(None, "a%2Fb"),
+            id(None, ""),
+            id(None, ":7"),
+            id(Some("blue"), "dashboard"),
+            id(Some("blue"), ""),
+            id(Some("blue:x"), "y"),
+            id(Some("blue"), "x:y"),
+            id(Some("blue"), "\u{202e}"),
+            id(None, &"x".repeat(65_535)),
+            id(None, &"y".repeat(65_535)),
+        ];
+        for id in &ids {
+            assert!(!id.contains(['/', '+', '#', '$']), "{id}");
+            assert!(id.len() <= 512, "{}", id.len());
+            assert!(id.contains(':'), "{id}");
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        assert_eq!(id(None, "dashboard"), ":dashboard");
+        assert_eq!(id(None, "a/b"), ":a%2Fb");
+        assert_eq!(id(None, ""), "::7");
+        assert_eq!(id(Some("blue"), "dashboard"), "blue:dashboard");
+        assert_eq!(id(Some("blue"), ""), "blue::7");
     }
 }

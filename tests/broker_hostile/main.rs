@@ -133,6 +133,7 @@ impl Target {
 /// A client that stays connected through the whole suite, as the engine
 /// does, publishing QoS 1 and waiting for each PUBACK.
 struct LongLived {
+    id: String,
     client: AsyncClient,
     acks: mpsc::UnboundedReceiver<u16>,
     errors: mpsc::UnboundedReceiver<String>,
@@ -140,7 +141,8 @@ struct LongLived {
 
 impl LongLived {
     async fn connect(port: u16, login: Option<(String, String)>) -> Self {
-        let mut opts = MqttOptions::new(format!("long-lived-{port}"), "127.0.0.1", port);
+        let id = format!("long-lived-{port}");
+        let mut opts = MqttOptions::new(&id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(8 << 20, 8 << 20);
         if let Some((user, password)) = login {
@@ -175,6 +177,7 @@ impl LongLived {
             .expect("the long-lived client connects")
             .unwrap();
         Self {
+            id,
             client,
             acks,
             errors,
@@ -573,7 +576,23 @@ async fn idle_connections(target: &mut Target) {
     target.serves_after("600 idle connections closing").await;
 }
 
+/// Embedded only: a client through the gate under the engine's own client
+/// id gets a session of its own; the engine's connection stays.
+async fn engine_client_id(target: &mut Target) {
+    let id = target.engine.id.clone();
+    for _ in 0..2 {
+        let (_stream, connack) = raw(target.port, connect_packet(&id, 30, false)).await;
+        assert_eq!(connack[3], 0, "{}: the engine's client id", target.name);
+    }
+    target
+        .serves_after("a client with the engine's client id")
+        .await;
+}
+
 async fn suite(mut target: Target) {
+    if target.upstream_keep_alive.is_some() {
+        engine_client_id(&mut target).await;
+    }
     hostile_client_ids(&mut target).await;
     session_takeover(&mut target).await;
     keep_alive_zero(&mut target).await;
@@ -685,6 +704,22 @@ async fn serve_turns_unready_when_the_broker_stops_accepting() {
     );
     assert_eq!(status().await, Some(200), "ready after the hostile ids");
 
+    // The WebSocket listener lets in pages of the service's own origin and
+    // clients that are not browsers (no Origin), not a page of another site.
+    for (origin, allowed) in [
+        (Some("http://evil.example"), false),
+        (Some("null"), false),
+        (Some(format!("http://127.0.0.1:{http}")).as_deref(), true),
+        (Some(format!("http://localhost:{http}")).as_deref(), true),
+        (None, true),
+    ] {
+        let answer = websocket_connect(ws_port, origin, login("browser")).await;
+        match allowed {
+            true => assert_eq!(answer, Ok(ACCEPTED.to_vec()), "origin {origin:?}"),
+            false => assert_eq!(answer, Err(403), "origin {origin:?}"),
+        }
+    }
+
     // Past the gate: rumqttd itself takes the id once without an answer,
     // then panics on the second and refuses every connection after.
     for _ in 0..2 {
@@ -711,4 +746,43 @@ async fn serve_turns_unready_when_the_broker_stops_accepting() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     serve.start_kill().unwrap();
+}
+
+/// A CONNECT over the WebSocket listener with `origin`: the CONNACK's
+/// bytes, or the handshake's HTTP status when refused.
+#[cfg(feature = "embedded-broker")]
+async fn websocket_connect(
+    port: u16,
+    origin: Option<&str>,
+    connect: Connect,
+) -> Result<Vec<u8>, u16> {
+    use async_tungstenite::tungstenite::Message;
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    use futures_util::{SinkExt, StreamExt};
+
+    let mut request = format!("ws://127.0.0.1:{port}/mqtt")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    let (mut ws, _) = match async_tungstenite::tokio::connect_async(request).await {
+        Ok(connected) => connected,
+        Err(async_tungstenite::tungstenite::Error::Http(response)) => {
+            return Err(response.status().as_u16());
+        }
+        Err(e) => panic!("WebSocket handshake: {e}"),
+    };
+    ws.send(Message::Binary(encode(Packet::Connect(connect))))
+        .await
+        .unwrap();
+    match timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Binary(bytes)))) => Ok(bytes.to_vec()),
+        other => panic!("no CONNACK over WebSocket: {other:?}"),
+    }
 }
