@@ -1091,6 +1091,7 @@ async fn scenarios(State(service): State<Service>) -> Json<Vec<ScenarioResponse>
     Json(
         service
             .scenarios()
+            .await
             .into_iter()
             .map(|s| ScenarioResponse {
                 name: s.name,

@@ -16,7 +16,6 @@ use std::path::{Component, Path, PathBuf};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use serde_json::Value;
 
 use crate::config::Limits;
 use crate::scenario::{self, Scenario, ValidationError};
@@ -78,8 +77,9 @@ pub fn is_plain_name(name: &str) -> bool {
 }
 
 /// The scenario file of the package in `dir`: `scenario.json`, else the one
-/// top-level `.json` file whose object has `teams`.
-pub fn find_scenario(dir: &Path) -> Result<PathBuf, PackageError> {
+/// top-level `.json` file whose object has `teams`. Files are looked into
+/// only up to `max_bytes` (MAX_SCENARIO_FILE_BYTES), without building them.
+pub fn find_scenario(dir: &Path, max_bytes: u64) -> Result<PathBuf, PackageError> {
     let named = dir.join(SCENARIO_FILE);
     if named.is_file() {
         return Ok(named);
@@ -88,10 +88,7 @@ pub fn find_scenario(dir: &Path) -> Result<PathBuf, PackageError> {
     for entry in fs::read_dir(dir).map_err(io(format!("cannot read {}", dir.display())))? {
         let path = entry.map_err(io("cannot read a folder entry"))?.path();
         if path.extension().is_some_and(|e| e == "json") && path.is_file() {
-            let has_teams = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .is_some_and(|v| v.get("teams").is_some());
+            let has_teams = probe(&path, max_bytes).is_some_and(|p| p.teams.is_some());
             if has_teams {
                 found.push(path);
             }
@@ -103,6 +100,82 @@ pub fn find_scenario(dir: &Path) -> Result<PathBuf, PackageError> {
     }
 }
 
+/// What import needs to know of a scenario file before it is validated;
+/// everything else in it is skipped over, not built.
+#[derive(Debug, serde::Deserialize)]
+struct Probe {
+    teams: Option<serde::de::IgnoredAny>,
+    scenario_id: Option<TextOrOther>,
+}
+
+/// A JSON string, or anything else (skipped).
+#[derive(Debug)]
+struct TextOrOther(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for TextOrOther {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TextOrOther;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TextOrOther, E> {
+                Ok(TextOrOther(Some(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TextOrOther, E> {
+                Ok(TextOrOther(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TextOrOther, E> {
+                Ok(TextOrOther(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TextOrOther, E> {
+                Ok(TextOrOther(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TextOrOther, E> {
+                Ok(TextOrOther(None))
+            }
+            fn visit_unit<E>(self) -> Result<TextOrOther, E> {
+                Ok(TextOrOther(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TextOrOther, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(TextOrOther(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TextOrOther, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(TextOrOther(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// The probe of a JSON file of at most `max_bytes`; None when it is bigger,
+/// unreadable, or not a JSON object.
+fn probe(path: &Path, max_bytes: u64) -> Option<Probe> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|file| {
+            file.take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .ok()?;
+    if bytes.len() as u64 > max_bytes {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Imports the package folder `src` into `root` as `name` (default: its
 /// `scenario_id` when that is a usable name, else the folder's name).
 pub fn import_dir(
@@ -112,12 +185,12 @@ pub fn import_dir(
     replace: bool,
     limits: &Limits,
 ) -> Result<Imported, PackageError> {
-    let scenario_file = find_scenario(src)?;
+    let scenario_file = find_scenario(src, limits.max_file_bytes)?;
     let fallback = src
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let name = package_name(name, &scenario_file, fallback)?;
+    let name = package_name(name, &scenario_file, fallback, limits.max_file_bytes)?;
     let dest = root.join(&name);
     if dest.exists() && !replace {
         return Err(PackageError::Exists(name));
@@ -149,13 +222,13 @@ pub fn import_archive(
 ) -> Result<Imported, PackageError> {
     fs::create_dir_all(root).map_err(io(format!("cannot create {}", root.display())))?;
     let unpacked = Staging::new(root, "upload")?;
-    let totals = unpack(archive, &unpacked.path)?;
-    let top = package_root(&unpacked.path)?;
-    let scenario_file = find_scenario(&top)?;
+    let totals = unpack(archive, &unpacked.path, limits.max_file_bytes)?;
+    let top = package_root(&unpacked.path, limits.max_file_bytes)?;
+    let scenario_file = find_scenario(&top, limits.max_file_bytes)?;
     let fallback = (top != unpacked.path)
         .then(|| top.file_name().map(|n| n.to_string_lossy().into_owned()))
         .flatten();
-    let name = package_name(name, &scenario_file, fallback)?;
+    let name = package_name(name, &scenario_file, fallback, limits.max_file_bytes)?;
     let dest = root.join(&name);
     if dest.exists() && !replace {
         return Err(PackageError::Exists(name));
@@ -276,8 +349,8 @@ fn finish_import(
         fs::rename(&staged_scenario, staging.path.join(SCENARIO_FILE))
             .map_err(io("cannot store the scenario file"))?;
     }
-    let scenario =
-        scenario::load(&staging.path.join(SCENARIO_FILE), limits, None).map_err(|errors| {
+    let scenario = scenario::load_package(&staging.path.join(SCENARIO_FILE), limits, None)
+        .map_err(|errors| {
             PackageError::Invalid(
                 errors
                     .into_iter()
@@ -320,6 +393,7 @@ fn package_name(
     given: Option<&str>,
     scenario_file: &Path,
     fallback: Option<String>,
+    max_bytes: u64,
 ) -> Result<String, PackageError> {
     if let Some(name) = given {
         if !is_plain_name(name) {
@@ -329,14 +403,9 @@ fn package_name(
         }
         return Ok(name.to_owned());
     }
-    let scenario_id = fs::read(scenario_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| {
-            v.get("scenario_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+    let scenario_id = probe(scenario_file, max_bytes)
+        .and_then(|p| p.scenario_id)
+        .and_then(|id| id.0);
     scenario_id
         .into_iter()
         .chain(fallback)
@@ -376,21 +445,72 @@ fn copy_tree(src: &Path, dest: &Path, totals: &mut Totals) -> Result<(), Package
     Ok(())
 }
 
+/// Longest GNU long name, or PAX header block, an archive may carry: they
+/// are read into memory, so their size is checked before they are.
+const MAX_ARCHIVE_HEADER_BYTES: u64 = 64 * 1024;
+
 /// Unpacks a `.tar.gz` into `dest`: plain files and folders only, every path
-/// inside `dest`, at most [`MAX_UNPACKED_BYTES`].
-fn unpack(archive: &[u8], dest: &Path) -> Result<Totals, PackageError> {
+/// inside `dest`, at most [`MAX_UNPACKED_BYTES`], a `.json` file at most
+/// `max_json_bytes` (MAX_SCENARIO_FILE_BYTES). Entries are streamed to disk,
+/// never held in memory, and no buffer is sized from what a header
+/// declares: the archive is read raw, so long names and PAX headers are
+/// read here, bounded, rather than whole by the tar reader.
+fn unpack(archive: &[u8], dest: &Path, max_json_bytes: u64) -> Result<Totals, PackageError> {
     let mut tar = tar::Archive::new(GzDecoder::new(archive));
     let mut totals = Totals::default();
     let entries = tar
         .entries()
-        .map_err(|e| PackageError::Refused(format!("not a .tar.gz archive: {e}")))?;
+        .map_err(|e| PackageError::Refused(format!("not a .tar.gz archive: {e}")))?
+        .raw(true);
+    // The path a GNU long name or PAX header gives the next entry.
+    let mut long_path: Option<PathBuf> = None;
     for entry in entries {
         let mut entry =
             entry.map_err(|e| PackageError::Refused(format!("unreadable archive: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| PackageError::Refused(format!("unreadable archive path: {e}")))?
-            .into_owned();
+        let kind = entry.header().entry_type();
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| PackageError::Refused(format!("unreadable archive entry size: {e}")))?;
+        if kind.is_gnu_longname()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions()
+        {
+            if size > MAX_ARCHIVE_HEADER_BYTES {
+                return Err(PackageError::Refused(format!(
+                    "an archive header of {size} bytes: at most {MAX_ARCHIVE_HEADER_BYTES} are read"
+                )));
+            }
+            let mut bytes = Vec::new();
+            (&mut entry)
+                .take(MAX_ARCHIVE_HEADER_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| PackageError::Refused(format!("unreadable archive header: {e}")))?;
+            if kind.is_gnu_longname() {
+                let name = bytes.split(|b| *b == 0).next().unwrap_or_default();
+                long_path = Some(archive_path(name)?);
+            } else if kind.is_pax_local_extensions() {
+                for extension in tar::PaxExtensions::new(&bytes) {
+                    let extension = extension.map_err(|e| {
+                        PackageError::Refused(format!("unreadable PAX header: {e}"))
+                    })?;
+                    match extension.key() {
+                        Ok("path") => long_path = Some(archive_path(extension.value_bytes())?),
+                        Ok("size") => {
+                            return Err(PackageError::Refused(
+                                "PAX sizes are not supported: files over 8 GiB have no place in a package".into(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            continue;
+        }
+        let path = match long_path.take() {
+            Some(path) => path,
+            None => archive_path(&entry.path_bytes())?,
+        };
         let safe = path
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
@@ -400,15 +520,8 @@ fn unpack(archive: &[u8], dest: &Path) -> Result<Totals, PackageError> {
                 path.display()
             )));
         }
-        let kind = entry.header().entry_type();
         if kind.is_dir() {
             fs::create_dir_all(dest.join(&path)).map_err(io("cannot unpack a folder"))?;
-            continue;
-        }
-        if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-        {
             continue;
         }
         if !kind.is_file() {
@@ -417,8 +530,16 @@ fn unpack(archive: &[u8], dest: &Path) -> Result<Totals, PackageError> {
                 path.display()
             )));
         }
-        totals.bytes += entry.size();
-        if totals.bytes > MAX_UNPACKED_BYTES {
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if is_json && size > max_json_bytes {
+            return Err(PackageError::Refused(format!(
+                "{} is over the limit of {max_json_bytes} bytes (MAX_SCENARIO_FILE_BYTES)",
+                path.display()
+            )));
+        }
+        if totals.bytes.saturating_add(size) > MAX_UNPACKED_BYTES {
             return Err(PackageError::Refused(format!(
                 "the archive unpacks to more than {} MiB",
                 MAX_UNPACKED_BYTES / (1024 * 1024)
@@ -428,19 +549,37 @@ fn unpack(archive: &[u8], dest: &Path) -> Result<Totals, PackageError> {
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).map_err(io("cannot unpack a folder"))?;
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| PackageError::Refused(format!("unreadable archive entry: {e}")))?;
-        fs::write(&to, bytes).map_err(io(format!("cannot write {}", to.display())))?;
+        let mut file =
+            fs::File::create(&to).map_err(io(format!("cannot write {}", to.display())))?;
+        // At most what the header declares, whatever the stream holds.
+        let written = std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(|e| {
+            PackageError::Refused(format!("unreadable archive entry {}: {e}", path.display()))
+        })?;
+        if written != size {
+            return Err(PackageError::Refused(format!(
+                "archive entry {} is cut short",
+                path.display()
+            )));
+        }
+        totals.bytes += written;
         totals.files += 1;
     }
     Ok(totals)
 }
 
+/// A path as an archive spells it: UTF-8, without NUL.
+fn archive_path(bytes: &[u8]) -> Result<PathBuf, PackageError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.is_empty() && !text.contains('\0') => Ok(PathBuf::from(text)),
+        _ => Err(PackageError::Refused(
+            "an archive path that is empty or not UTF-8".into(),
+        )),
+    }
+}
+
 /// Where the package is in an unpacked archive: its top, or its only folder.
-fn package_root(unpacked: &Path) -> Result<PathBuf, PackageError> {
-    if find_scenario(unpacked).is_ok() {
+fn package_root(unpacked: &Path, max_bytes: u64) -> Result<PathBuf, PackageError> {
+    if find_scenario(unpacked, max_bytes).is_ok() {
         return Ok(unpacked.to_owned());
     }
     let entries: Vec<PathBuf> = fs::read_dir(unpacked)

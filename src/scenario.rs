@@ -162,6 +162,39 @@ pub fn load(
     limits: &Limits,
     timeline_storage: Option<&Path>,
 ) -> Result<Scenario, Vec<ValidationError>> {
+    load_from(path, limits, timeline_storage, Reach::Anywhere)
+}
+
+/// Like [`load`], for a scenario package (an upload, or a folder under
+/// MEDIA_STORAGE_PATH): every `timeline_file` must lie inside the scenario's
+/// folder, links followed. A path that leaves it (absolute, with `..`, or
+/// through a link) is refused with one message whatever is there, and
+/// nothing outside the package is read, so an upload learns nothing of the
+/// server's files. `timeline_id`s also resolve in `timeline_storage`, the
+/// operator's own folder.
+pub fn load_package(
+    path: &Path,
+    limits: &Limits,
+    timeline_storage: Option<&Path>,
+) -> Result<Scenario, Vec<ValidationError>> {
+    load_from(path, limits, timeline_storage, Reach::Package)
+}
+
+/// Where a scenario's timeline files may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// A file of the operator's: anywhere its paths lead.
+    Anywhere,
+    /// A package: inside the scenario's folder.
+    Package,
+}
+
+fn load_from(
+    path: &Path,
+    limits: &Limits,
+    timeline_storage: Option<&Path>,
+    reach: Reach,
+) -> Result<Scenario, Vec<ValidationError>> {
     let mut errors = Vec::new();
     let Some(root) = read_json_object(path, limits.max_file_bytes, &mut errors) else {
         return Err(errors);
@@ -175,9 +208,9 @@ pub fn load(
             file: path,
             errors: &mut errors,
         },
-        |reference| match timeline_path(reference, folder, timeline_storage) {
+        |reference| match timeline_path(reference, folder, timeline_storage, reach) {
             Ok(found) => Resolved::Found(sources.add(found)),
-            Err(tried) => Resolved::NotFound(format!("timeline file not found: {tried}")),
+            Err(why) => Resolved::NotFound(why),
         },
     );
     let timelines: Vec<Option<Arc<Timeline>>> = sources
@@ -864,35 +897,80 @@ fn timeline_ref(team: &Map<String, Value>) -> Result<TimelineRef<'_>, String> {
     }
 }
 
-/// The timeline file a team names, or the paths tried when it does not exist.
+/// The timeline file a team names, or why there is none (the paths tried
+/// when it does not exist).
 fn timeline_path(
     reference: TimelineRef<'_>,
     folder: &Path,
     timeline_storage: Option<&Path>,
+    reach: Reach,
 ) -> Result<PathBuf, String> {
-    match reference {
-        TimelineRef::File(file) => {
+    match (reference, reach) {
+        (TimelineRef::File(file), Reach::Anywhere) => {
             let path = folder.join(file);
             if path.exists() {
                 Ok(path)
             } else {
-                Err(path.display().to_string())
+                Err(format!("timeline file not found: {}", path.display()))
             }
         }
-        TimelineRef::Id(id) => {
-            let file = format!("{id}.json");
-            let mut candidates = vec![folder.join("timelines").join(&file)];
-            candidates.extend(timeline_storage.map(|storage| storage.join(&file)));
-            if let Some(found) = candidates.iter().find(|path| path.exists()) {
-                return Ok(found.clone());
+        (TimelineRef::File(file), Reach::Package) => {
+            let relative = Path::new(file);
+            let lexically_inside = relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !lexically_inside {
+                return Err(outside_the_package(file));
             }
-            let tried: Vec<String> = candidates
-                .iter()
-                .map(|path| path.display().to_string())
-                .collect();
-            Err(tried.join(" or "))
+            let path = folder.join(relative);
+            match within(folder, &path) {
+                Some(true) => Ok(path),
+                Some(false) => Err(outside_the_package(file)),
+                None => Err(format!("timeline file not found: {file}")),
+            }
+        }
+        (TimelineRef::Id(id), reach) => {
+            let file = format!("{id}.json");
+            let own = folder.join("timelines").join(&file);
+            match (reach, within(folder, &own)) {
+                (_, Some(true)) => return Ok(own),
+                (Reach::Package, Some(false)) => {
+                    return Err(outside_the_package(&format!("timelines/{file}")));
+                }
+                (Reach::Anywhere, Some(false)) => return Ok(own),
+                (_, None) => {}
+            }
+            let stored = timeline_storage.map(|storage| storage.join(&file));
+            if let Some(stored) = stored.filter(|path| path.exists()) {
+                return Ok(stored);
+            }
+            let tried = match (reach, timeline_storage) {
+                (Reach::Anywhere, Some(storage)) => {
+                    format!("{} or {}", own.display(), storage.join(&file).display())
+                }
+                (Reach::Anywhere, None) => own.display().to_string(),
+                (Reach::Package, Some(_)) => {
+                    format!("timelines/{file} or TIMELINE_STORAGE_PATH/{file}")
+                }
+                (Reach::Package, None) => format!("timelines/{file}"),
+            };
+            Err(format!("timeline file not found: {tried}"))
         }
     }
+}
+
+/// Whether `path`, once links are followed, lies inside `folder`; None when
+/// there is nothing at `path`.
+fn within(folder: &Path, path: &Path) -> Option<bool> {
+    let target = fs::canonicalize(path).ok()?;
+    let folder = fs::canonicalize(folder).ok()?;
+    Some(target.starts_with(folder))
+}
+
+fn outside_the_package(file: &str) -> String {
+    format!(
+        "timeline file {file:?} is outside the package: a package's paths stay inside its folder"
+    )
 }
 
 /// The `"timelines"` of an inline upload, indexed for the teams' references.
@@ -1395,6 +1473,15 @@ fn read_json_object(
         );
         return None;
     }
+    if !within_value_limit(&bytes) {
+        report.error(
+            None,
+            format!(
+                "the file holds more than {MAX_JSON_VALUES} JSON values (numbers, strings, keys, arrays, objects): no scenario needs so many"
+            ),
+        );
+        return None;
+    }
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Some(map),
         Ok(other) => {
@@ -1412,6 +1499,88 @@ fn read_json_object(
             );
             None
         }
+    }
+}
+
+/// Most JSON values (each number, string, key, array and object counts) a
+/// scenario or timeline file may hold. A parsed value takes tens of bytes
+/// whatever its text took, so a file of nothing but `0,` would take sixteen
+/// times its size in memory; counting first, without building anything,
+/// keeps what a file can cost bounded. A thousand injects of fifty values
+/// each are 50,000.
+pub const MAX_JSON_VALUES: u64 = 1_000_000;
+
+/// Whether `bytes` holds at most [`MAX_JSON_VALUES`] JSON values; true too
+/// when it is not JSON at all (the parse that follows says where).
+fn within_value_limit(bytes: &[u8]) -> bool {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use std::cell::Cell;
+
+    const TOO_MANY: &str = "too many JSON values";
+
+    #[derive(Clone, Copy)]
+    struct Count<'a>(&'a Cell<u64>);
+
+    impl Count<'_> {
+        fn tick<E: Error>(self) -> Result<(), E> {
+            let n = self.0.get() + 1;
+            self.0.set(n);
+            if n > MAX_JSON_VALUES {
+                return Err(E::custom(TOO_MANY));
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: Error>(self, _: bool) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_unit<E: Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while seq.next_element_seed(self)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while map.next_key_seed(self)?.is_some() {
+                map.next_value_seed(self)?;
+            }
+            Ok(())
+        }
+    }
+
+    let seen = Cell::new(0);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match Count(&seen).deserialize(&mut deserializer) {
+        Ok(()) => true,
+        Err(e) => !e.to_string().starts_with(TOO_MANY),
     }
 }
 

@@ -3,7 +3,7 @@
 //! store. Every exercise is stored before it runs and rebuilt from the store
 //! when the process starts again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -234,6 +234,11 @@ struct Inner {
     tokens: crate::auth::Tokens,
     /// Set when the HTTP server shuts down: event streams end.
     closing: watch::Sender<bool>,
+    /// File work (reading and validating scenarios) goes one job at a time.
+    file_work: tokio::sync::Semaphore,
+    /// What the last listing found per scenario folder, and the fingerprint
+    /// of the folder's files then.
+    scenario_cache: std::sync::Mutex<HashMap<String, (u64, ScenarioEntry)>>,
     /// The embedded broker's health, when the service uses it.
     broker_health: std::sync::OnceLock<watch::Receiver<Result<(), String>>>,
 }
@@ -274,6 +279,8 @@ impl Service {
                 tokens,
                 closing: watch::channel(false).0,
                 broker_health: std::sync::OnceLock::new(),
+                file_work: tokio::sync::Semaphore::new(1),
+                scenario_cache: std::sync::Mutex::default(),
             }),
         };
         service.recover().await?;
@@ -584,7 +591,7 @@ impl Service {
 
     /// Creates an exercise from a scenario; stored before it exists.
     pub async fn create(&self, request: CreateExercise) -> Result<ExerciseInfo, ServiceError> {
-        let scenario = self.load(&request.source)?;
+        let scenario = self.load_off_workers(request.source).await?;
         let speed = request.speed.unwrap_or(1.0);
         if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
             return Err(ServiceError::Invalid(vec![format!(
@@ -864,7 +871,22 @@ impl Service {
 
     /// The scenario folders under MEDIA_STORAGE_PATH, by name; an invalid
     /// one is listed with its first problems.
-    pub fn scenarios(&self) -> Vec<ScenarioEntry> {
+    /// Every scenario folder under MEDIA_STORAGE_PATH, validated. The files
+    /// are read on a blocking thread, one such job at a time, and a folder
+    /// is validated again only when one of its files changed, so listing
+    /// does not hold up the workers that wake the exercises.
+    pub async fn scenarios(&self) -> Vec<ScenarioEntry> {
+        let _turn = self.inner.file_work.acquire().await;
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.scenarios_now())
+            .await
+            .unwrap_or_else(|e| {
+                error!(error = %e, "listing the scenario folders failed");
+                Vec::new()
+            })
+    }
+
+    fn scenarios_now(&self) -> Vec<ScenarioEntry> {
         let Some(root) = &self.inner.config.media_storage_path else {
             return Vec::new();
         };
@@ -878,29 +900,64 @@ impl Service {
             .filter(|name| is_plain_name(name))
             .collect();
         names.sort();
+        let storage = self
+            .inner
+            .config
+            .timeline_storage_path
+            .as_deref()
+            .map(|path| fingerprint(path, false))
+            .unwrap_or_default();
+        let mut cache = self
+            .inner
+            .scenario_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cache.retain(|name, _| names.contains(name));
         names
             .into_iter()
-            .map(
-                |name| match self.load(&ScenarioSource::Folder(name.clone())) {
-                    Ok(s) => ScenarioEntry {
-                        title: s.name.clone(),
-                        teams: s.teams.len(),
-                        injects: s.teams.iter().map(|t| t.timeline.injects.len()).sum(),
-                        duration_secs: s.duration.get(),
-                        error: None,
-                        name,
-                    },
-                    Err(e) => ScenarioEntry {
-                        name,
-                        title: None,
-                        teams: 0,
-                        injects: 0,
-                        duration_secs: 0,
-                        error: Some(e.to_string()),
-                    },
-                },
-            )
+            .map(|name| {
+                let print = fingerprint(&root.join(&name), true) ^ storage;
+                if let Some((seen, entry)) = cache.get(&name)
+                    && *seen == print
+                {
+                    return entry.clone();
+                }
+                let entry = self.scenario_entry(name.clone());
+                cache.insert(name, (print, entry.clone()));
+                entry
+            })
             .collect()
+    }
+
+    fn scenario_entry(&self, name: String) -> ScenarioEntry {
+        match self.load(&ScenarioSource::Folder(name.clone())) {
+            Ok(s) => ScenarioEntry {
+                title: s.name.clone(),
+                teams: s.teams.len(),
+                injects: s.teams.iter().map(|t| t.timeline.injects.len()).sum(),
+                duration_secs: s.duration.get(),
+                error: None,
+                name,
+            },
+            Err(e) => ScenarioEntry {
+                name,
+                title: None,
+                teams: 0,
+                injects: 0,
+                duration_secs: 0,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Loads a scenario on a blocking thread (files, parsing, validation),
+    /// one such job at a time.
+    async fn load_off_workers(&self, source: ScenarioSource) -> Result<Scenario, ServiceError> {
+        let _turn = self.inner.file_work.acquire().await;
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.load(&source))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("loading the scenario failed: {e}")))?
     }
 
     pub async fn control_log(&self, id: &str) -> Result<Vec<ControlRow>, ServiceError> {
@@ -1059,7 +1116,7 @@ impl Service {
                         "no scenario folder {name:?}"
                     )));
                 }
-                scenario::load(
+                scenario::load_package(
                     &path,
                     &limits,
                     self.inner.config.timeline_storage_path.as_deref(),
@@ -1428,6 +1485,36 @@ fn path_segment(id: &str) -> String {
         .remove(b'.')
         .remove(b'~');
     percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
+}
+
+/// A hash of the names, sizes and modification times of the files in
+/// `folder` (and, with `deep`, in its folders): changes when a file does.
+fn fingerprint(folder: &Path, deep: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if deep {
+                    pending.push(entry.path());
+                }
+                continue;
+            }
+            entry.path().hash(&mut hasher);
+            meta.len().hash(&mut hasher);
+            meta.modified().ok().hash(&mut hasher);
+        }
+    }
+    hasher.finish()
 }
 
 #[cfg(test)]

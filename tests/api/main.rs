@@ -6,6 +6,7 @@ mod access;
 mod dashboards;
 mod hostile;
 mod limits;
+mod package_paths;
 mod packages;
 mod support;
 mod turns;
