@@ -42,7 +42,11 @@ async fn latencies(
     count: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let topic = format!("/bench/{port}-{subscriber_port}");
-    let (sub, mut sub_loop) = client(&format!("bench-sub-{port}"), subscriber_port, subscriber_login);
+    let (sub, mut sub_loop) = client(
+        &format!("bench-sub-{port}"),
+        subscriber_port,
+        subscriber_login,
+    );
     sub.subscribe(&topic, QoS::AtMostOnce).await.unwrap();
     loop {
         if let Event::Incoming(Incoming::SubAck(_)) = sub_loop.poll().await.expect("subscribed") {
@@ -122,7 +126,11 @@ fn print(rows: &[Row]) {
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for row in rows {
         let cell = |ms: &[f64], base: &[f64], q: f64| {
-            format!("{:.3} ms ({:.2}x)", at(ms, q), ratio(at(ms, q), at(base, q)))
+            format!(
+                "{:.3} ms ({:.2}x)",
+                at(ms, q),
+                ratio(at(ms, q), at(base, q))
+            )
         };
         println!(
             "| {} | {} | {} | {:.2} ms | {} | {} | {:.2} ms |",
