@@ -28,9 +28,19 @@ use scip_orchestrator::testing::Mosquitto;
 use scip_orchestrator::wire::FeedTemplate;
 
 const TEAMS: usize = 10;
-const PER_TEAM: usize = 1000;
-const TOTAL: usize = TEAMS * PER_TEAM;
-const TRIALS: usize = 3;
+/// Injects per team (BENCH_PER_TEAM, default 1,000).
+fn per_team() -> usize {
+    common::env_usize("BENCH_PER_TEAM", 1000)
+}
+
+fn total() -> usize {
+    TEAMS * per_team()
+}
+
+/// Trials each (BENCH_TRIALS, default 3).
+fn trials() -> usize {
+    common::env_usize("BENCH_TRIALS", 3)
+}
 /// The engine's burst rate must be at least this share of the bare client's.
 const TARGET_SHARE: f64 = 0.8;
 
@@ -50,7 +60,7 @@ impl Trial {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let broker = Mosquitto::start();
-    let files = common::write_scenario(TEAMS, &[0; PER_TEAM], 0.05, 600);
+    let files = common::write_scenario(TEAMS, &vec![0; per_team()], 0.05, 600);
     let scenario = common::load(&files);
     let payload_bytes = FeedTemplate::new(&scenario.teams[0].timeline.injects[0])
         .render(
@@ -60,9 +70,12 @@ async fn main() {
         )
         .len();
     println!(
-        "burst: {TEAMS} teams x {PER_TEAM} injects due at T+0 = {TOTAL} QoS 1 publishes of ~{payload_bytes} B, \
-         Mosquitto 127.0.0.1:{}, {TRIALS} trials each, alternating engine / bare rumqttc",
-        broker.port
+        "burst: {TEAMS} teams x {} injects due at T+0 = {} QoS 1 publishes of ~{payload_bytes} B, \
+         Mosquitto 127.0.0.1:{}, {} trials each, alternating engine / bare rumqttc",
+        per_team(),
+        total(),
+        broker.port,
+        trials()
     );
 
     let mut engine = Vec::new();
@@ -71,7 +84,7 @@ async fn main() {
         "\n{:<8} {:>5} {:>8} {:>14} {:>16} {:>12}",
         "who", "trial", "acked", "first ack ms", "all acked ms", "msgs/s"
     );
-    for i in 0..TRIALS {
+    for i in 0..trials() {
         let e = engine_trial(broker.port, i, scenario.clone()).await;
         show("engine", i, &e);
         engine.push(e);
@@ -92,16 +105,17 @@ async fn main() {
     );
     driver_overhead(&scenario);
 
-    let complete = engine.iter().chain(&bare).all(|t| t.acked == TOTAL);
+    let complete = engine.iter().chain(&bare).all(|t| t.acked == total());
     let share = e_median / b_median;
     println!(
         "RESULT burst: engine {:.0} msgs/s vs bare {:.0} msgs/s (medians; best {:.0} vs {:.0}) = {:.1}%, \
-         all {TOTAL} acknowledged in every trial: {} (target >= {:.0}% of bare): {}",
+         all {} acknowledged in every trial: {} (target >= {:.0}% of bare): {}",
         e_median,
         b_median,
         e_best,
         b_best,
         share * 100.0,
+        total(),
         complete,
         TARGET_SHARE * 100.0,
         pass(complete && share >= TARGET_SHARE)
@@ -188,7 +202,7 @@ async fn bare_trial(port: u16, i: usize, scenario: &Scenario) -> Trial {
     let mut acked = 0;
     let mut first_ack = None;
     let all_acked = tokio::time::timeout(Duration::from_secs(30), async {
-        while acked < TOTAL {
+        while acked < total() {
             if let Event::Incoming(Incoming::PubAck(_)) = eventloop.poll().await.expect("poll") {
                 acked += 1;
                 first_ack.get_or_insert_with(Instant::now);
@@ -221,7 +235,7 @@ fn driver_overhead(scenario: &Scenario) {
     use scip_orchestrator::core::DeliveryRecord;
     use scip_orchestrator::domain::ExerciseSeconds;
     let records: Vec<DeliveryRecord> = (0..scenario.delivery_count())
-        .map(|i| DeliveryRecord::new(i / PER_TEAM, i % PER_TEAM, ExerciseSeconds::ZERO))
+        .map(|i| DeliveryRecord::new(i / per_team(), i % per_team(), ExerciseSeconds::ZERO))
         .collect();
     let rounds = 2000;
     let t = std::time::Instant::now();
@@ -230,9 +244,10 @@ fn driver_overhead(scenario: &Scenario) {
     }
     let each = t.elapsed() / rounds;
     println!(
-        "driver cost: Counts::of over {} records takes {:.1} us; once per acknowledgement that is ~{:.0} ms per {TOTAL}-inject burst",
+        "driver cost: Counts::of over {} records takes {:.1} us; once per acknowledgement that is ~{:.0} ms per {}-inject burst",
         records.len(),
         each.as_secs_f64() * 1e6,
-        each.as_secs_f64() * 1000.0 * TOTAL as f64
+        each.as_secs_f64() * 1000.0 * total() as f64,
+        total()
     );
 }

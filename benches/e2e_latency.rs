@@ -13,14 +13,18 @@ use scip_orchestrator::core::DeliveryStatus;
 use scip_orchestrator::testing::Mosquitto;
 
 const TEAMS: usize = 10;
-const DURATION_S: u32 = 60;
 const TARGET_P99_MS: f64 = 5.0;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let broker = Mosquitto::start();
-    let times: Vec<u32> = (0..=DURATION_S).collect();
-    let files = common::write_scenario(TEAMS, &times, f64::from(DURATION_S) / 60.0, 600);
+    let times: Vec<u32> = (0..=common::bench_seconds()).collect();
+    let files = common::write_scenario(
+        TEAMS,
+        &times,
+        f64::from(common::bench_seconds()) / 60.0,
+        600,
+    );
     let scenario = common::load(&files);
     let exercise = "e2e-latency";
     let feeds: Vec<String> = files
@@ -30,9 +34,10 @@ async fn main() {
         .collect();
 
     println!(
-        "e2e_latency: {TEAMS} teams x {} injects (one per second, T+0..=T+{DURATION_S}), speed 1, QoS 1, \
+        "e2e_latency: {TEAMS} teams x {} injects (one per second, T+0..=T+{}), speed 1, QoS 1, \
          Mosquitto on 127.0.0.1:{}, no extra load",
         times.len(),
+        common::bench_seconds(),
         broker.port
     );
     let subscriber = Subscriber::start(broker.port, "e2e-subscriber", &feeds).await;

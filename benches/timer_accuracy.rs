@@ -42,7 +42,6 @@ use scip_orchestrator::runner::Outcome;
 use scip_orchestrator::testing::Mosquitto;
 
 const TEAMS: usize = 10;
-const DURATION_S: u32 = 60;
 const TARGET_P99_MS: f64 = 2.0;
 /// "No growth": mean error of the last 10 s within this of the first 10 s.
 const MAX_GROWTH_MS: f64 = 1.0;
@@ -58,8 +57,13 @@ async fn main() {
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("install the metrics recorder");
     let broker = Mosquitto::start();
-    let times: Vec<u32> = (0..=DURATION_S).collect();
-    let files = common::write_scenario(TEAMS, &times, f64::from(DURATION_S) / 60.0, 600);
+    let times: Vec<u32> = (0..=common::bench_seconds()).collect();
+    let files = common::write_scenario(
+        TEAMS,
+        &times,
+        f64::from(common::bench_seconds()) / 60.0,
+        600,
+    );
     let scenario = common::load(&files);
     let (ours, naive) = ("timer-ours", "timer-naive");
     let (busy, idle) = (
@@ -74,9 +78,11 @@ async fn main() {
     };
 
     println!(
-        "timer_accuracy: {TEAMS} teams x {} injects (T+0..=T+{DURATION_S}, one per second), speed 1, \
-         60 s; ours and the naive loop run concurrently on Mosquitto 127.0.0.1:{}",
+        "timer_accuracy: {TEAMS} teams x {} injects (T+0..=T+{}, one per second), speed 1, \
+         {} s; ours and the naive loop run concurrently on Mosquitto 127.0.0.1:{}",
         times.len(),
+        common::bench_seconds(),
+        common::bench_seconds(),
         broker.port
     );
     println!(
@@ -91,9 +97,9 @@ async fn main() {
     let ours_sub = Subscriber::start(broker.port, "timer-sub-ours", &topics(ours)).await;
     let naive_sub = Subscriber::start(broker.port, "timer-sub-naive", &topics(naive)).await;
     let load = (!busy.is_zero()).then(|| CpuLoad::start(busy, idle));
-    let probe = tokio::spawn(common::sleep_lateness(DURATION_S));
+    let probe = tokio::spawn(common::sleep_lateness(common::bench_seconds()));
     let early_probe = tokio::spawn(common::early_wake_lateness(
-        DURATION_S - 1,
+        common::bench_seconds() - 1,
         Duration::from_millis(3),
     ));
     let mqtt = common::connect_engine(broker.port, "timer-engine").await;
@@ -202,12 +208,12 @@ async fn main() {
         outcome.state.as_str()
     );
 
-    let naive_trend = Trend::of(&naive_timer, DURATION_S);
+    let naive_trend = Trend::of(&naive_timer, common::bench_seconds());
     println!(
         "\nnaive drift: mean tick error {:.1} ms in the first 10 s, {:.1} ms in the last 10 s ({:+.1} ms/min)",
         naive_trend.first10, naive_trend.last10, naive_trend.slope_per_min
     );
-    let expected_ticks = DURATION_S as usize + 1;
+    let expected_ticks = common::bench_seconds() as usize + 1;
     let expected_injects = TEAMS * times.len();
     result(
         "timer_accuracy.timer_publish",
@@ -242,7 +248,7 @@ fn tick_publish_errors(snapshotter: &metrics_util::debugging::Snapshotter) -> Ve
             && let DebugValue::Histogram(samples) = value
         {
             out.extend(samples.iter().enumerate().map(|(i, v)| {
-                let second = (i.saturating_sub(1) as u32).min(DURATION_S);
+                let second = (i.saturating_sub(1) as u32).min(common::bench_seconds());
                 (second, v.into_inner() * 1000.0)
             }));
         }
@@ -317,7 +323,7 @@ fn breakdown(
 
 fn row(name: &str, points: &[(u32, f64)]) {
     let s = Spread::of(points.iter().map(|p| p.1.abs()));
-    let t = Trend::of(points, DURATION_S);
+    let t = Trend::of(points, common::bench_seconds());
     println!(
         "{:<40} {:>5} {:>8.3} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>+11.3}",
         name, s.n, s.p50, s.p99, s.max, t.first10, t.last10, t.slope_per_min
@@ -326,7 +332,7 @@ fn row(name: &str, points: &[(u32, f64)]) {
 
 fn result(name: &str, points: &[(u32, f64)], complete: bool) {
     let s = Spread::of(points.iter().map(|p| p.1.abs()));
-    let t = Trend::of(points, DURATION_S);
+    let t = Trend::of(points, common::bench_seconds());
     let ok = complete && s.p99 <= TARGET_P99_MS && t.growth().abs() <= MAX_GROWTH_MS;
     println!(
         "RESULT {name}: p99 |error| {:.3} ms, max {:.3} ms, growth {:+.3} ms (mean last 10 s - first 10 s), \
@@ -381,11 +387,11 @@ fn naive_loop(
         let start = Instant::now();
         let mut work = Vec::new();
         let mut n = 0u32;
-        while n < DURATION_S {
+        while n < common::bench_seconds() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let woke = Instant::now();
             n += 1;
-            let t = timer_json(n, DURATION_S);
+            let t = timer_json(n, common::bench_seconds());
             client
                 .publish(&timer, QoS::AtMostOnce, true, t)
                 .await

@@ -361,6 +361,19 @@ pub async fn early_wake_lateness(count: u32, early: Duration) -> Vec<(u32, f64)>
 }
 
 /// `name` from the environment as milliseconds, else `default`.
+/// A whole number from the environment (a bench's size), else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).map_or(default, |v| v.parse().expect("a whole number"))
+}
+
+/// The exercise length of the timed benches: BENCH_SECONDS (default 60; CI
+/// runs them for a few seconds to see that they still run).
+#[allow(dead_code)]
+pub fn bench_seconds() -> u32 {
+    static SECONDS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SECONDS.get_or_init(|| env_usize("BENCH_SECONDS", 60).clamp(2, 7200) as u32)
+}
+
 pub fn env_ms(name: &str, default: Duration) -> Duration {
     match std::env::var(name) {
         Ok(v) => Duration::from_secs_f64(v.parse::<f64>().expect("a number of ms") / 1000.0),
