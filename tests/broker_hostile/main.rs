@@ -496,6 +496,54 @@ async fn malformed_packets(target: &mut Target) {
     }
 }
 
+/// Valid MQTT 3.1.1 that brokers may treat specially: `$` topics and
+/// shared subscriptions (`$share/<group>/<filter>`, which rumqttd and
+/// Mosquitto both know), well formed and not. The broker may refuse them
+/// (a SUBACK failure code, or closing the connection) but serves on.
+async fn dollar_topics(target: &mut Target) {
+    let publish = |topic: &str| {
+        let p = Publish::new(topic, WireQoS::AtMostOnce, b"x".to_vec());
+        encode(Packet::Publish(p))
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("PUBLISH to $SYS/x", publish("$SYS/x")),
+        ("PUBLISH to $share/g/t", publish("$share/g/t")),
+        ("SUBSCRIBE to $SYS/#", subscribe("$SYS/#")),
+        ("SUBSCRIBE to $share/g/t", subscribe("$share/g/t")),
+        ("SUBSCRIBE to $share/g/#", subscribe("$share/g/#")),
+        ("SUBSCRIBE to $share/g", subscribe("$share/g")),
+        ("SUBSCRIBE to $share//t", subscribe("$share//t")),
+        ("SUBSCRIBE to $share/+/t", subscribe("$share/+/t")),
+        ("SUBSCRIBE to $", subscribe("$")),
+        ("SUBSCRIBE to #", subscribe("#")),
+    ];
+    for (name, bytes) in cases {
+        let (mut stream, connack) = raw(target.port, connect_packet("dollar", 30, true)).await;
+        assert_eq!(connack, ACCEPTED);
+        stream.write_all(&bytes).await.unwrap();
+        // Whatever the answer: a PINGREQ after it is answered, or the
+        // connection was closed.
+        let _ = stream.write_all(&[0xc0, 0x00]).await;
+        let mut answer = [0u8; 64];
+        let _ = timeout(WAIT, stream.read(&mut answer)).await;
+        target.serves_after(name).await;
+    }
+    // Two clients sharing a subscription: each message reaches one of them.
+    let mut first = Subscriber::connect(target.port, "$share/workers/jobs").await;
+    let mut second = Subscriber::connect(target.port, "$share/workers/jobs").await;
+    target.engine.publish_acked("jobs").await.unwrap();
+    let got = tokio::select! {
+        m = first.next(WAIT) => m,
+        m = second.next(WAIT) => m,
+    };
+    assert!(
+        got.is_some_and(|m| m.topic == "jobs"),
+        "{}: a shared subscription got nothing",
+        target.name
+    );
+    target.serves_after("a shared subscription").await;
+}
+
 /// Packets bigger than anything sensible: a length that claims 256 MiB is
 /// closed at once; a 7 MiB publish goes through.
 async fn huge_packets(target: &mut Target) {
@@ -598,6 +646,7 @@ async fn suite(mut target: Target) {
     keep_alive_zero(&mut target).await;
     keep_alive_enforced(&mut target).await;
     malformed_packets(&mut target).await;
+    dollar_topics(&mut target).await;
     huge_packets(&mut target).await;
     slow_reader(&mut target).await;
     idle_connections(&mut target).await;
