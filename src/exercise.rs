@@ -22,7 +22,7 @@ use crate::core::engine::{ArchivedRun, EditError, SeekMode};
 use crate::core::{
     Command, Counts, DeliveryRecord, DeliveryTag, Engine, Now, Output, Refusal, State, Transition,
 };
-use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
+use crate::domain::{ExerciseId, ExerciseSeconds, InjectId, Speed};
 use crate::journal::{Journal, JournalEntry};
 use crate::limits::RateLimit;
 use crate::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
@@ -40,7 +40,7 @@ use crate::wire::{
 pub struct Options {
     pub exercise_id: ExerciseId,
     /// Exercise seconds per wall second.
-    pub speed: f64,
+    pub speed: Speed,
     pub policy: DeliveryPolicy,
     pub feed_qos: QoS,
     pub monitoring_every: Duration,
@@ -59,7 +59,7 @@ pub struct Snapshot {
     pub total: ExerciseSeconds,
     pub state: State,
     pub run: u16,
-    pub speed: f64,
+    pub speed: Speed,
     pub counts: Counts,
     pub connected: bool,
     /// Turn-based exercises: the turn under way (or just over) and how many.
@@ -73,7 +73,7 @@ pub struct Outcome {
     pub scenario: Arc<Scenario>,
     pub state: State,
     pub run: u16,
-    pub speed: f64,
+    pub speed: Speed,
     pub started_wall: Option<OffsetDateTime>,
     /// The monotonic instant of the (last) start: exercise second n was due
     /// at `started_at + n / speed` plus any time paused.
@@ -885,7 +885,7 @@ impl Actor {
         LiveClock {
             timer,
             run: self.engine.run(),
-            speed: self.options.speed,
+            speed: self.options.speed.get(),
             turn: self.engine.turn().map(|(turn, _)| turn),
             total_turns: self.engine.turn().map(|(_, total)| total),
             reason: if stopped {
@@ -1346,14 +1346,18 @@ pub fn clock_row(engine: &Engine, now: Now) -> ClockRow {
     }
 }
 
-/// Exercise time from stored clock values at wall time `now_ms`.
-pub fn stored_elapsed(row: &ClockRow, speed: f64, now_ms: i64) -> Duration {
+/// Exercise time from stored clock values at wall time `now_ms`. Any stored
+/// values give a time (at worst zero or the longest `Duration`), never a panic.
+pub fn stored_elapsed(row: &ClockRow, speed: Speed, now_ms: i64) -> Duration {
     let Some(start) = row.started_wall_ms else {
         return Duration::ZERO;
     };
     let until = row.paused_since_wall_ms.unwrap_or(now_ms);
-    let run_ms = (until - start - row.paused_total_ms).max(0) as f64;
-    Duration::from_secs_f64(run_ms * speed / 1000.0)
+    let run_ms = until
+        .saturating_sub(start)
+        .saturating_sub(row.paused_total_ms)
+        .max(0) as f64;
+    Duration::try_from_secs_f64(run_ms * speed.get() / 1000.0).unwrap_or(Duration::MAX)
 }
 
 pub fn wall_ms(t: OffsetDateTime) -> i64 {

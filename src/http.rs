@@ -36,8 +36,11 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::core::engine::SeekMode;
 use crate::core::{Command, Counts, DeliveryStatus, State as ExerciseState, Transition};
+use crate::domain::{ExerciseSeconds, Speed};
 use crate::exercise::{DeliveryKey, DeliveryView, from_wall_ms};
-use crate::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service, ServiceError};
+use crate::service::{
+    CreateExercise, ExerciseInfo, ScenarioSource, Service, ServiceError, Standing,
+};
 use crate::store::ControlRow;
 use crate::wire::timestamp;
 
@@ -407,6 +410,10 @@ pub struct ExerciseResponse {
     pub teams: Vec<TeamResponse>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// State `unrestorable`: why the stored exercise could not be brought
+    /// back at start (it is listed, refuses commands, and can be deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_error: Option<String>,
 }
 
 /// Delivery records of the current run by status.
@@ -568,6 +575,8 @@ pub enum StateName {
     Paused,
     Stopped,
     Completed,
+    /// Stored, but it could not be restored at start: see `restore_error`.
+    Unrestorable,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -630,7 +639,11 @@ async fn create_exercise(
         .create(CreateExercise {
             source,
             exercise_id: body.exercise_id,
-            speed: body.speed,
+            speed: body
+                .speed
+                .map(Speed::new)
+                .transpose()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
         })
         .await?;
     let location = format!("/api/v1/exercises/{}", info.id);
@@ -1434,18 +1447,26 @@ async fn metrics(State(service): State<Service>) -> impl IntoResponse {
     for state in ExerciseState::ALL {
         let n = exercises
             .iter()
-            .filter(|e| e.snapshot.state == state)
+            .filter(|e| e.snapshot().is_some_and(|s| s.state == state))
             .count();
         let _ = writeln!(body, "scip_exercises{{state=\"{}\"}} {n}", state.as_str());
     }
+    let unrestorable = exercises.iter().filter(|e| e.snapshot().is_none()).count();
+    let _ = writeln!(
+        body,
+        "scip_exercises{{state=\"unrestorable\"}} {unrestorable}"
+    );
     let _ = writeln!(
         body,
         "# HELP scip_deliveries Delivery records of the current runs by status"
     );
     let _ = writeln!(body, "# TYPE scip_deliveries gauge");
     let mut by_status = [0usize; 6];
-    for e in &exercises {
-        let c = &e.snapshot.counts;
+    for c in exercises
+        .iter()
+        .filter_map(|e| e.snapshot())
+        .map(|s| &s.counts)
+    {
         for (slot, n) in by_status.iter_mut().zip([
             c.pending,
             c.delivered,
@@ -1877,7 +1898,30 @@ fn opt_timestamp(at: Option<OffsetDateTime>) -> Option<String> {
 
 impl From<ExerciseInfo> for ExerciseResponse {
     fn from(e: ExerciseInfo) -> Self {
-        let s = e.snapshot;
+        let (s, restore_error) = match e.standing {
+            Standing::Hosted(s) => (s, None),
+            Standing::Unrestorable(u) => {
+                return Self {
+                    id: e.id,
+                    name: e.name,
+                    state: StateName::Unrestorable,
+                    exercise_time: 0,
+                    formatted: ExerciseSeconds::ZERO.to_string(),
+                    total: u32::try_from(u.duration_secs).unwrap_or(0),
+                    // As stored: NaN and infinities are written as null.
+                    speed: u.speed,
+                    run: u16::try_from(u.run).unwrap_or(0),
+                    connected: false,
+                    teams_connected: 0,
+                    turn: None,
+                    total_turns: None,
+                    counts: Counts::default().into(),
+                    teams: Vec::new(),
+                    created_at: wall(e.created_wall_ms),
+                    restore_error: Some(u.reason),
+                };
+            }
+        };
         Self {
             id: e.id,
             name: e.name,
@@ -1885,13 +1929,14 @@ impl From<ExerciseInfo> for ExerciseResponse {
             exercise_time: s.time.get(),
             formatted: s.time.to_string(),
             total: s.total.get(),
-            speed: s.speed,
+            speed: s.speed.get(),
             run: s.run,
             connected: s.connected,
             teams_connected: e.teams_connected,
             turn: s.turn.map(|(turn, _)| turn),
             total_turns: s.turn.map(|(_, total)| total),
             counts: s.counts.into(),
+            restore_error,
             teams: e
                 .teams
                 .into_iter()
