@@ -450,9 +450,15 @@ impl Actor {
             {
                 break;
             }
-            if shutting_down.is_some() && !self.options.exit_when_over {
+            // `serve` stops without touching the exercise, but only once every
+            // attempt in flight is confirmed and recorded: otherwise the next
+            // start would send again what the broker already has.
+            if shutting_down.is_some() && !self.options.exit_when_over && !self.engine.in_flight() {
                 break;
             }
+            // While `serve` drains, nothing new goes out: what comes due waits
+            // for the next start.
+            let clock_runs = shutting_down.is_none() || self.options.exit_when_over;
             let wake = self.engine.poll_timeout();
             if sleep.as_ref().map(|(at, _)| *at) != wake {
                 sleep = wake.map(|at| (at, Box::pin(timer::global().sleep_until(at)) as Wake));
@@ -467,12 +473,16 @@ impl Actor {
                     }
                 }
                 () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
-                    self.engine.abandon("stopped before the broker acknowledged");
-                    self.mark_all_dirty();
-                    self.flush();
+                    if self.options.exit_when_over {
+                        self.engine.abandon("stopped before the broker acknowledged");
+                        self.mark_all_dirty();
+                        self.flush();
+                    } else {
+                        warn!(exercise_id = %self.id(), "stopping with acknowledgements outstanding: those injects go out again at the next start");
+                    }
                     break;
                 }
-                () = async { sleep.as_mut().expect("guarded").1.as_mut().await }, if sleep.is_some() => {
+                () = async { sleep.as_mut().expect("guarded").1.as_mut().await }, if sleep.is_some() && clock_runs => {
                     sleep = None;
                     self.engine.handle_timeout(now());
                 }
@@ -487,7 +497,7 @@ impl Actor {
                     let up = *connected.borrow_and_update();
                     self.engine.set_connected(up, now());
                 }
-                Some(message) = control.recv() => {
+                Some(message) = control.recv(), if clock_runs => {
                     self.on_control(message);
                     self.counts = None;
                     self.publish_snapshot(*connected.borrow());

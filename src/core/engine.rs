@@ -359,6 +359,14 @@ impl Engine {
             && !self.records.iter().any(|r| r.is_outstanding())
     }
 
+    /// Some attempt is with the broker, its acknowledgement not yet in: what
+    /// a graceful stop waits for, so that it records every confirmation.
+    pub fn in_flight(&self) -> bool {
+        self.records
+            .iter()
+            .any(|r| matches!(r.phase, Phase::InFlight(_)))
+    }
+
     /// Applies a controller's command, or refuses it and changes nothing.
     pub fn handle_command(
         &mut self,

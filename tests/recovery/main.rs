@@ -7,6 +7,7 @@
 //! (`restore`), and floods and stalls that unbounded queues would not survive
 //! (`queues`).
 
+mod graceful;
 mod restore;
 
 use std::collections::HashMap;
