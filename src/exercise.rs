@@ -23,7 +23,7 @@ use crate::core::{
     Command, Counts, DeliveryRecord, DeliveryTag, Engine, Now, Output, Refusal, State, Transition,
 };
 use crate::domain::{ExerciseId, ExerciseSeconds, InjectId, Speed};
-use crate::journal::{Journal, JournalEntry};
+use crate::journal::{Journal, JournalEntry, JournalError};
 use crate::limits::RateLimit;
 use crate::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
 use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
@@ -109,6 +109,9 @@ pub enum RequestError {
     Invalid(String),
     #[error("the exercise is shutting down")]
     Gone,
+    /// Done, but not stored (yet): held and written again.
+    #[error(transparent)]
+    Unstored(#[from] JournalError),
 }
 
 /// Which delivery a request is about.
@@ -161,10 +164,19 @@ pub enum Request {
         team: Option<usize>,
         reply: Reply<Watch>,
     },
-    /// End the actor so its exercise can be deleted: refused while the
-    /// exercise is running or paused. Answered once its writes are stored;
-    /// its retained topics are cleared.
+    /// Make ready to delete the exercise: refused while it is running or
+    /// paused; answered once its writes are stored. From then on it takes no
+    /// command or edit, until `End` or `Reopen`.
     Close {
+        reply: Reply<()>,
+    },
+    /// The exercise was not deleted after all: take commands again.
+    Reopen {
+        reply: Reply<()>,
+    },
+    /// The exercise is deleted: clear its retained topics and end the actor,
+    /// writing nothing more.
+    End {
         reply: Reply<()>,
     },
     /// A team dashboard showed these injects of `run`; answers how many
@@ -303,7 +315,9 @@ pub struct Actor {
     last_reason: Option<String>,
     /// Commands on the control topic (whoever sends them).
     control_rate: RateLimit,
-    /// Closed for deletion: the loop ends, nothing more is written.
+    /// Being deleted: no command or edit is taken.
+    closing: bool,
+    /// Deleted: the loop ends, nothing more is written.
     closed: bool,
 }
 
@@ -369,6 +383,7 @@ impl Actor {
             presence,
             last_reason: None,
             control_rate,
+            closing: false,
             closed: false,
         }
     }
@@ -646,16 +661,41 @@ impl Actor {
             }
         }
         if let Some(reply) = reply {
-            // Answered once what it did is stored.
+            // Answered once what it did is stored: a command that is not is
+            // not confirmed (it stands, and is stored once the store takes it).
             self.sync_journal();
-            self.journal.reply(move || {
-                let _ = reply.send(result.map_err(RequestError::from));
+            self.journal.reply(move |stored| {
+                let _ = reply.send(
+                    stored
+                        .map_err(RequestError::from)
+                        .and(result.map_err(RequestError::from)),
+                );
             });
         }
     }
 
     fn on_request(&mut self, request: Request) {
         let now = now();
+        let request = match request {
+            Request::Control { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            Request::Cancel { reply, .. } | Request::Reschedule { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            Request::Retry { reply, .. }
+            | Request::Send { reply, .. }
+            | Request::Seek { reply, .. }
+            | Request::Receipts { reply, .. }
+                if self.closing =>
+            {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            other => other,
+        };
         match request {
             Request::Control {
                 command,
@@ -710,12 +750,23 @@ impl Actor {
                     return;
                 }
                 self.flush();
+                self.closing = true;
+                self.journal.reply(move |stored| {
+                    let _ = reply.send(stored.map_err(RequestError::from));
+                });
+            }
+            Request::Reopen { reply } => {
+                self.closing = false;
+                let _ = reply.send(Ok(()));
+            }
+            Request::End { reply } => {
                 for topic in [
                     &self.topics.timer,
                     &self.topics.status,
                     &self.topics.monitoring,
                 ] {
-                    // An empty retained message clears the topic.
+                    // An empty retained message clears the topic; after
+                    // everything the exercise announced, held or not.
                     self.journal.publish(Message {
                         topic: topic.clone(),
                         payload: Vec::new(),
@@ -725,9 +776,7 @@ impl Actor {
                     });
                 }
                 self.closed = true;
-                self.journal.reply(move || {
-                    let _ = reply.send(Ok(()));
-                });
+                let _ = reply.send(Ok(()));
             }
             Request::Watch { team, reply } => {
                 let _ = reply.send(Ok(self.watch(team)));
@@ -741,8 +790,8 @@ impl Actor {
                 let result = self.receipts(team, run, &inject_ids, now);
                 // Answered once stored, without rewriting every record.
                 self.flush();
-                self.journal.reply(move || {
-                    let _ = reply.send(result);
+                self.journal.reply(move |stored| {
+                    let _ = reply.send(stored.map_err(RequestError::from).and(result));
                 });
             }
             Request::Seek { to, mode, reply } => {
@@ -762,9 +811,13 @@ impl Actor {
             self.mark_all_dirty();
         }
         self.flush();
-        self.journal.reply(move || {
-            let _ = reply.send(result);
+        self.journal.reply(move |stored| {
+            let _ = reply.send(stored.map_err(RequestError::from).and(result));
         });
+    }
+
+    fn being_deleted(&self) -> RequestError {
+        RequestError::Conflict(format!("exercise {} is being deleted", self.id()))
     }
 
     fn send(
@@ -1320,16 +1373,23 @@ impl Actor {
         self.publish_json(&self.topics.monitoring, &m, QoS::AtLeastOnce, true);
     }
 
-    /// Announcements go through the journal: after what they announce is stored.
+    /// Announcements go through the journal: after what they announce is
+    /// stored. The timer and monitoring messages are snapshots: while held,
+    /// only the newest of each matters.
     fn publish_json(&self, topic: &str, body: &impl serde::Serialize, qos: QoS, retain: bool) {
         let payload = serde_json::to_vec(body).expect("wire types serialize");
-        self.journal.publish(Message {
+        let message = Message {
             topic: topic.to_owned(),
             payload,
             qos,
             retain,
             ack: None,
-        });
+        };
+        if topic == self.topics.timer || topic == self.topics.monitoring {
+            self.journal.publish_latest(message);
+        } else {
+            self.journal.publish(message);
+        }
     }
 }
 

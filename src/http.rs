@@ -1406,7 +1406,7 @@ async fn healthz() -> Json<StatusResponse> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The database answers and the broker is connected", body = StatusResponse),
+        (status = 200, description = "The database answers and takes writes (the last one succeeded, none is stuck), and the broker is connected", body = StatusResponse),
         (status = 503, description = "Not ready, and why", body = ErrorResponse),
     )
 )]
@@ -1426,7 +1426,7 @@ async fn readyz(State(service): State<Service>) -> Result<Json<StatusResponse>, 
     tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected",
+        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected, scip_store_write_failures_total, scip_store_entries_dropped_total, scip_announcements_dropped_total",
         body = String,
         content_type = "text/plain; version=0.0.4"
     ))
@@ -1644,6 +1644,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             ServiceError::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            ServiceError::Store(e) if e.is_transient() => {
+                error!(error = %e, "database error while serving a request");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database failed or refused the write; nothing was changed, try again (see the server log)",
+                )
             }
             ServiceError::Store(e) => {
                 error!(error = %e, "database error while serving a request");
@@ -2079,6 +2087,18 @@ fn describe_metrics() {
         "scip_receipt_latency_seconds",
         metrics::Unit::Seconds,
         "Shown on a team dashboard minus due time"
+    );
+    metrics::describe_counter!(
+        "scip_store_write_failures_total",
+        "Journal batches the database did not store; each is held and written again"
+    );
+    metrics::describe_counter!(
+        "scip_store_entries_dropped_total",
+        "Journal entries the database refused for their content (a constraint), dropped"
+    );
+    metrics::describe_counter!(
+        "scip_announcements_dropped_total",
+        "Held announcements dropped, oldest first, over the 10,000 kept while writes fail"
     );
 }
 

@@ -88,7 +88,9 @@ impl From<RequestError> for ServiceError {
         match e {
             RequestError::NotFound(m) => ServiceError::NotFound(m),
             RequestError::Invalid(m) => ServiceError::Invalid(vec![m]),
-            RequestError::Gone => ServiceError::Unavailable(e.to_string()),
+            RequestError::Gone | RequestError::Unstored(_) => {
+                ServiceError::Unavailable(e.to_string())
+            }
             RequestError::Refused(_) | RequestError::Edit(_) | RequestError::Conflict(_) => {
                 ServiceError::Conflict(e.to_string())
             }
@@ -793,9 +795,23 @@ impl Service {
             );
             return Ok(());
         }
-        self.ask(id, |reply| Request::Close { reply }).await?;
+        // Stored and taking no more commands, deleted, then ended: a failure
+        // on the way leaves the exercise as it was.
+        let deleted = match self.ask(id, |reply| Request::Close { reply }).await {
+            Ok(()) => self
+                .inner
+                .store
+                .delete_exercise(id)
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            let _ = self.ask(id, |reply| Request::Reopen { reply }).await;
+            return Err(e);
+        }
+        let _ = self.ask(id, |reply| Request::End { reply }).await;
         self.inner.exercises.write().expect("registry").remove(id);
-        self.inner.store.delete_exercise(id).await?;
         reap(&mut *self.inner.tasks.lock().await);
         info!(exercise_id = id, "exercise deleted");
         Ok(())
@@ -1061,8 +1077,9 @@ impl Service {
         }))
     }
 
-    /// The database answers and the broker is connected.
+    /// The database answers and takes writes, and the broker is connected.
     pub async fn ready(&self) -> Result<(), String> {
+        self.inner.journal.health()?;
         self.inner
             .store
             .ping()
@@ -1081,12 +1098,22 @@ impl Service {
         let mut tasks = self.inner.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
         // Everything the actors journaled is written before the journal's
-        // last reply runs.
-        let (tx, rx) = oneshot::channel();
-        self.inner.journal.reply(move || {
-            let _ = tx.send(());
-        });
-        let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        // last reply runs; while the database refuses it, a little longer.
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.inner.journal.reply(move |stored| {
+                let _ = tx.send(stored);
+            });
+            match rx.await {
+                Ok(Ok(())) | Err(_) => break,
+                Ok(Err(e)) if tokio::time::Instant::now() >= give_up => {
+                    error!(error = %e, "stopping with changes the database did not take: they are lost");
+                    break;
+                }
+                Ok(Err(_)) => {}
+            }
+        }
         self.inner.mqtt.close(Duration::from_secs(2)).await;
     }
 

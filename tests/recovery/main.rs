@@ -9,6 +9,7 @@
 
 mod graceful;
 mod restore;
+mod store_failure;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
