@@ -35,6 +35,12 @@ use crate::wire::{
     StatusMessage, TimerMessage, Topics, parse_control, timestamp,
 };
 
+/// Control-topic messages waiting for the actor; more are dropped (counted in
+/// `scip_mqtt_received_dropped_total`): a flood is refused before it queues.
+pub const CONTROL_QUEUE: usize = 64;
+/// Controllers' requests waiting for the actor; a caller waits for room.
+pub const REQUEST_QUEUE: usize = 256;
+
 /// How to run one exercise.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -315,6 +321,10 @@ pub struct Actor {
     last_reason: Option<String>,
     /// Commands on the control topic (whoever sends them).
     control_rate: RateLimit,
+    /// Reports of refused and invalid control messages.
+    report_rate: RateLimit,
+    /// Refused or invalid control messages not reported since the last report.
+    unreported: u64,
     /// Being deleted: no command or edit is taken.
     closing: bool,
     /// Deleted: the loop ends, nothing more is written.
@@ -350,6 +360,7 @@ impl Actor {
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let presence = Presence::new(scenario.teams.len());
         let control_rate = RateLimit::per_minute(options.max_commands_per_minute);
+        let report_rate = RateLimit::per_minute(options.max_commands_per_minute);
         let snapshot = watch::channel(Snapshot {
             id: id.clone(),
             time: engine.exercise_time(Instant::now()),
@@ -383,6 +394,8 @@ impl Actor {
             presence,
             last_reason: None,
             control_rate,
+            report_rate,
+            unreported: 0,
             closing: false,
             closed: false,
         }
@@ -421,11 +434,11 @@ impl Actor {
     pub async fn run(
         mut self,
         start: bool,
-        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut requests: mpsc::Receiver<Request>,
         shutdown: impl Future<Output = ()>,
     ) -> Outcome {
         let mut acks = self.acks_rx.take().expect("run once");
-        let (control_tx, mut control) = mpsc::unbounded_channel();
+        let (control_tx, mut control) = mpsc::channel(CONTROL_QUEUE);
         self.mqtt.subscribe(self.topics.control.clone(), control_tx);
         let mut connected = self.mqtt.connected();
         let up = *connected.borrow_and_update();
@@ -1023,10 +1036,16 @@ impl Actor {
             return;
         }
         if message.retain {
-            warn!(exercise_id = %self.id(), "ignoring a retained message on the control topic: commands must be live");
+            if let Some(unreported) = self.may_report() {
+                warn!(exercise_id = %self.id(), unreported, "ignoring a retained message on the control topic: commands must be live");
+            }
             return;
         }
         match parse_control(&message.payload) {
+            ControlInput::Command { command, reason } if self.closing => {
+                let why = format!("exercise {} is being deleted", self.id());
+                self.refuse_control(command, reason, why);
+            }
             ControlInput::Command { command, reason } => {
                 if let Err(wait) = self.control_rate.check("mqtt", Instant::now()) {
                     let why = format!(
@@ -1034,21 +1053,7 @@ impl Actor {
                         self.options.max_commands_per_minute,
                         wait.as_secs_f64().ceil()
                     );
-                    warn!(exercise_id = %self.id(), %command, %why, "control command refused");
-                    self.journal.write(JournalEntry::Control(ControlRow {
-                        id: 0,
-                        exercise_id: self.id().to_string(),
-                        at_wall_ms: wall_ms(OffsetDateTime::now_utc()),
-                        command: command.to_string(),
-                        reason,
-                        source: "mqtt".into(),
-                        accepted: false,
-                        message: Some(why.clone()),
-                    }));
-                    let mut status = self.status_now("command_refused");
-                    status.command = Some(command.to_string());
-                    status.message = Some(why);
-                    self.publish_status(&status);
+                    self.refuse_control(command, reason, why);
                     return;
                 }
                 info!(exercise_id = %self.id(), %command, reason = reason.as_deref().unwrap_or(""), "control command");
@@ -1056,11 +1061,53 @@ impl Actor {
             }
             ControlInput::Announcement => {}
             ControlInput::Invalid(why) => {
-                warn!(exercise_id = %self.id(), %why, "invalid control message");
+                let Some(unreported) = self.may_report() else {
+                    return;
+                };
+                warn!(exercise_id = %self.id(), %why, unreported, "invalid control message");
                 let mut status = self.status_now("invalid_command");
-                status.message = Some(why);
+                status.message = Some(with_unreported(why, unreported));
                 self.publish_status(&status);
             }
+        }
+    }
+
+    /// A control-topic command not taken: logged, audited and reported on
+    /// the status topic, within the report rate.
+    fn refuse_control(&mut self, command: Command, reason: Option<String>, why: String) {
+        let Some(unreported) = self.may_report() else {
+            return;
+        };
+        warn!(exercise_id = %self.id(), %command, %why, unreported, "control command refused");
+        let why = with_unreported(why, unreported);
+        self.journal.write(JournalEntry::Control(ControlRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            at_wall_ms: wall_ms(OffsetDateTime::now_utc()),
+            command: command.to_string(),
+            reason,
+            source: "mqtt".into(),
+            accepted: false,
+            message: Some(why.clone()),
+        }));
+        let mut status = self.status_now("command_refused");
+        status.command = Some(command.to_string());
+        status.message = Some(why);
+        self.publish_status(&status);
+    }
+
+    /// Whether a refused or invalid control message may be reported one by
+    /// one (log line, status message, audit row): no more often than
+    /// commands are accepted, so a flood costs neither memory nor disk.
+    /// Beyond that it is counted (`scip_control_reports_suppressed_total`),
+    /// and the next report says how many went unreported: Some(that many).
+    fn may_report(&mut self) -> Option<u64> {
+        if self.report_rate.check("reports", Instant::now()).is_ok() {
+            Some(std::mem::take(&mut self.unreported))
+        } else {
+            self.unreported += 1;
+            metrics::counter!("scip_control_reports_suppressed_total").increment(1);
+            None
         }
     }
 
@@ -1437,6 +1484,18 @@ pub fn wall_ms(t: OffsetDateTime) -> i64 {
 pub fn from_wall_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `why`, and how many refused or invalid control messages before it went
+/// unreported.
+fn with_unreported(why: String, unreported: u64) -> String {
+    if unreported == 0 {
+        why
+    } else {
+        format!(
+            "{why} ({unreported} more refused or invalid control messages before this one were not reported)"
+        )
+    }
 }
 
 /// A pending precise wake-up.

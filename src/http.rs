@@ -1426,7 +1426,7 @@ async fn readyz(State(service): State<Service>) -> Result<Json<StatusResponse>, 
     tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected, scip_store_write_failures_total, scip_store_entries_dropped_total, scip_announcements_dropped_total",
+        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected, scip_store_write_failures_total, scip_store_entries_dropped_total, scip_announcements_dropped_total, scip_mqtt_received_dropped_total, scip_control_reports_suppressed_total",
         body = String,
         content_type = "text/plain; version=0.0.4"
     ))
@@ -2100,6 +2100,24 @@ fn describe_metrics() {
         "scip_announcements_dropped_total",
         "Held announcements dropped, oldest first, over the 10,000 kept while writes fail"
     );
+    metrics::describe_counter!(
+        "scip_mqtt_received_dropped_total",
+        "Messages on a subscribed (control) topic dropped because its queue was full"
+    );
+    metrics::describe_counter!(
+        "scip_control_reports_suppressed_total",
+        "Refused or invalid control-topic messages counted instead of reported one by one (over the report rate)"
+    );
+    // Counters of what should not happen are shown from the start, at 0.
+    for name in [
+        "scip_store_write_failures_total",
+        "scip_store_entries_dropped_total",
+        "scip_announcements_dropped_total",
+        "scip_mqtt_received_dropped_total",
+        "scip_control_reports_suppressed_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ pub async fn run(
     );
     let mut snapshots = actor.snapshots();
     // No requests under `run`: controllers use the control topic.
-    let (_requests, requests_rx) = mpsc::unbounded_channel();
+    let (_requests, requests_rx) = mpsc::channel(1);
     let forward = async {
         while snapshots.changed().await.is_ok() {
             let _ = progress.send(Progress::from(&*snapshots.borrow_and_update()));

@@ -242,7 +242,8 @@ impl Handle {
 }
 
 struct Handle {
-    requests: mpsc::UnboundedSender<Request>,
+    /// Bounded (REQUEST_QUEUE): a caller waits for room.
+    requests: mpsc::Sender<Request>,
     snapshot: watch::Receiver<Snapshot>,
     scenario: Arc<Scenario>,
     presence: Arc<Presence>,
@@ -1182,6 +1183,7 @@ impl Service {
         let (tx, rx) = oneshot::channel();
         sender
             .send(request(tx))
+            .await
             .map_err(|_| ServiceError::Unavailable(format!("exercise {id} is shutting down")))?;
         let result = rx
             .await
@@ -1223,7 +1225,7 @@ impl Service {
         links: Vec<LinkState>,
     ) {
         let id = actor.id().to_string();
-        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = mpsc::channel(exercise::REQUEST_QUEUE);
         let snapshot = actor.snapshots();
         self.inner.exercises.write().expect("registry").insert(
             id,

@@ -455,7 +455,10 @@ async fn a_batch_is_written_whole_or_not_at_all(db: &TestDb) {
     let err = s.write(&bad).await.unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
     assert!(s.control_log("ex-1").await.unwrap().is_empty());
-    assert_eq!(s.deliveries("ex-1", 1).await.unwrap(), std::slice::from_ref(&first));
+    assert_eq!(
+        s.deliveries("ex-1", 1).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
     assert_eq!(
         s.get_exercise("ex-1").await.unwrap().unwrap().state,
         "running"
