@@ -357,6 +357,7 @@ impl Actor {
             live.into_iter()
                 .map(|(team, inject)| Entry::own(team, inject, true)),
         );
+        // Bounded by what this actor publishes (see `mqtt::AckTo`).
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let presence = Presence::new(scenario.teams.len());
         let control_rate = RateLimit::per_minute(options.max_commands_per_minute);

@@ -317,9 +317,13 @@ impl Mqtt {
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(5);
         eventloop.set_network_options(net);
+        // Events answer our own requests; what others send has its own,
+        // bounded queue (see the module's "Queues").
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (received_tx, received_rx) = mpsc::channel(RECEIVED_QUEUE);
         let poller = tokio::spawn(poll(eventloop, events_tx, received_tx));
+        // Unbounded so that no exercise ever waits to publish; filled only by
+        // our own schedules, clocks and rate-limited reports.
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
         let manager = Manager {
