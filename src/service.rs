@@ -692,12 +692,26 @@ impl Service {
                 }
                 other => other.into(),
             })?;
-        self.inner
-            .store
-            .insert_deliveries(&actor.delivery_rows())
-            .await?;
+        // The rest of what it is stored with; a failure takes the exercise
+        // back out, so that a refused create leaves nothing behind.
+        let links = async {
+            self.inner
+                .store
+                .insert_deliveries(&actor.delivery_rows())
+                .await?;
+            self.issue_links(id.as_str(), &scenario, None).await
+        }
+        .await;
+        let links = match links {
+            Ok(links) => links,
+            Err(e) => {
+                if let Err(cleanup) = self.inner.store.delete_exercise(id.as_str()).await {
+                    error!(exercise_id = %id, error = %cleanup, "cannot remove a half-created exercise; it is restored at the next start");
+                }
+                return Err(e);
+            }
+        };
         info!(exercise_id = %id, teams = scenario.teams.len(), speed = speed.get(), "exercise created");
-        let links = self.issue_links(id.as_str(), &scenario, None).await?;
         self.spawn(actor, scenario, row.created_wall_ms, links)
             .await;
         self.get(id.as_str())
@@ -1261,16 +1275,22 @@ impl Service {
                     duration_secs: row.duration_secs,
                 },
             };
-            if let Err(e) = self.restore(row).await {
-                // One bad row costs its own exercise only: it is listed with
-                // the reason, and every other exercise starts.
-                error!(exercise_id = %id, error = %e, "cannot restore exercise; it stays stored, listed as unrestorable");
-                listed.detail.reason = e.to_string();
-                self.inner
-                    .unrestorable
-                    .write()
-                    .expect("registry")
-                    .insert(id, listed);
+            match self.restore(row).await {
+                Ok(()) => {}
+                // The database failing says nothing about the exercise:
+                // serve does not start.
+                Err(ServiceError::Store(e)) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    // One bad row costs its own exercise only: it is listed
+                    // with the reason, and every other exercise starts.
+                    error!(exercise_id = %id, error = %e, "cannot restore exercise; it stays stored, listed as unrestorable");
+                    listed.detail.reason = e.to_string();
+                    self.inner
+                        .unrestorable
+                        .write()
+                        .expect("registry")
+                        .insert(id, listed);
+                }
             }
         }
         Ok(())

@@ -119,6 +119,16 @@ async fn refused_writes(database_url: &str, exercise: &str) {
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
     let (status, body) = http(port, "POST", &format!("{base}/resume"), None);
     assert_eq!(status, 503, "{body}");
+    // A create that cannot be stored whole leaves nothing behind.
+    let other = json!({"package": {
+        "id": "other", "duration": 1,
+        "teams": [{"id": "blue", "timeline_id": "t"}],
+        "timelines": [{"id": "t", "injects": [{"id": "a", "time": 5, "type": "news", "content": {}}]}],
+    }});
+    let (status, body) = http(port, "POST", "/api/v1/exercises", Some(other.clone()));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(http(port, "GET", "/api/v1/exercises/other", None).0, 404);
     // The clock goes on: feed messages still go out.
     seen.extend(
         sub.collect_until(Duration::from_secs(10), |m| {
@@ -152,6 +162,8 @@ async fn refused_writes(database_url: &str, exercise: &str) {
         (http(port, "GET", "/readyz", None).0 == 200).then_some(())
     })
     .await;
+    let (status, body) = http(port, "POST", "/api/v1/exercises", Some(other));
+    assert_eq!(status, 201, "the refused create left no trace: {body}");
     // The held announcements, in order, only now.
     let changes: Vec<(&Value, Instant)> = after
         .iter()
