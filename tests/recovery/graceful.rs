@@ -1,9 +1,11 @@
 //! SIGTERM timed onto due instants: the injects in flight when the signal
 //! lands are confirmed and recorded before the process exits, so the next
-//! start sends none of them again. Many teams get an inject every second, and
-//! the signal is sent a little before, on and a little after a due instant,
-//! several times; an independent subscriber counts what the feeds carried
-//! across every lifetime of the process.
+//! start sends none of them again. Many teams get an inject every second;
+//! `serve` reaches the broker through a proxy that hands it acknowledgements
+//! 50 ms late (a long link), so that injects are in flight for a while after
+//! each due instant; the signal lands on the instant and up to 20 ms after
+//! it, over several restarts; an independent subscriber (straight on the
+//! broker) counts what the feeds carried across every lifetime of the process.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,16 +13,19 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Proxy, Subscriber, free_port};
 
 use super::{PgDatabase, Serve, http};
 
 const TEAMS: usize = 40;
-/// Injects at T+0 ..= T+LAST, one a second, for every team.
-const LAST: u32 = 19;
+/// Injects at T+0 ..= T+LAST, one a second, for every team; the rounds use
+/// the first seconds, a seek sends the rest.
+const LAST: u32 = 59;
 /// Where each SIGTERM lands, from the instant its inject second was due
 /// (microseconds; the first arrival of T+0 marks T+0).
-const OFFSETS_US: [i64; 5] = [-300, 0, 400, 1_000, 2_000];
+const OFFSETS_US: [u64; 5] = [0, 1_000, 3_000, 8_000, 20_000];
+/// How late the proxy hands `serve` what the broker sends.
+const ACK_DELAY: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_due_instants_sends_nothing_twice_on_sqlite() {
@@ -43,7 +48,9 @@ async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
     let teams = TEAMS.to_string();
     let env = [("MAX_TEAMS_PER_EXERCISE", teams.as_str())];
     let mut sub = Subscriber::connect(broker.port, &format!("/exercise/{exercise}/#")).await;
-    let mut serve = Serve::start_with(port, broker.port, database_url, media.path(), &env);
+    let link = Proxy::start(broker.port).await;
+    link.set_delay(ACK_DELAY);
+    let mut serve = Serve::start_with(port, link.port, database_url, media.path(), &env);
 
     let injects: Vec<Value> = (0..=LAST)
         .map(|t| json!({"id": format!("i-{t:02}"), "time": t, "type": "news", "content": {}}))
@@ -76,15 +83,11 @@ async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
         let ahead = origin.elapsed().as_secs_f64() + 0.3;
         let second = ahead.ceil() as u64;
         assert!(
-            second < u64::from(LAST),
+            second < u64::from(LAST) - 5,
             "the rounds outran the scenario (T+{second})"
         );
         let due = origin + Duration::from_secs(second);
-        let at = if offset < 0 {
-            due - Duration::from_micros(offset.unsigned_abs())
-        } else {
-            due + Duration::from_micros(offset as u64)
-        };
+        let at = due + Duration::from_micros(offset);
         // Sleep to just before it, then spin: a timer alone misses by a
         // millisecond or more.
         tokio::time::sleep_until(at - Duration::from_millis(3)).await;
@@ -100,9 +103,21 @@ async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
             Some(0),
             "serve exits 0 on SIGTERM (offset {offset} µs)"
         );
-        serve = Serve::start_with(port, broker.port, database_url, media.path(), &env);
+        serve = Serve::start_with(port, link.port, database_url, media.path(), &env);
     }
-    // The last start runs the exercise to its end.
+    // The last start runs the exercise to its end: what is left goes out at
+    // once (seek, delivering what it passes over).
+    let (status, body) = http(port, "POST", &format!("{base}/pause"), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("{base}/seek"),
+        Some(json!({"to": LAST, "mode": "deliver"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(port, "POST", &format!("{base}/resume"), None);
+    assert_eq!(status, 200, "{body}");
     seen.extend(
         sub.collect_until(Duration::from_secs(40), |m| {
             m.topic.ends_with("/status") && m.payload["status"] == "completed"
