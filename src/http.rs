@@ -1650,7 +1650,7 @@ impl From<ServiceError> for ApiError {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "the database failed or refused the write; nothing was changed, try again (see the server log)",
+                    "the database failed or refused the request; try again (see the server log)",
                 )
             }
             ServiceError::Store(e) => {
