@@ -177,6 +177,7 @@ async fn refused_writes(database_url: &str, exercise: &str) {
     assert_eq!(order, ["paused", "running"], "{changes:?}");
     assert!(changes.iter().all(|(_, at)| *at >= allowed));
     assert_eq!(changes[0].0["reason"], "while refused");
+    seen.extend(after);
 
     // Everything is stored: the commands, and every record delivered so far.
     let (_, log) = http(port, "GET", &format!("{base}/control-log"), None);
@@ -197,8 +198,13 @@ async fn refused_writes(database_url: &str, exercise: &str) {
         })
         .await,
     );
-    let feeds = seen.iter().filter(|m| m.topic.ends_with("/feed")).count();
-    assert_eq!(feeds, 26, "every inject once");
+    let mut feeds: Vec<String> = seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/feed"))
+        .map(|m| format!("{}/{}", m.payload["team_id"], m.payload["id"]))
+        .collect();
+    feeds.sort();
+    assert_eq!(feeds.len(), 26, "every inject once: {feeds:?}");
     assert_eq!(serve.terminate(), Some(0));
     let store = Store::connect(database_url).await.unwrap();
     let row = store.get_exercise(exercise).await.unwrap().unwrap();
