@@ -64,6 +64,7 @@ use tokio::time::Instant;
 use common::{Spread, pass};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::core::{Command, State};
+use scip_orchestrator::domain::Speed;
 use scip_orchestrator::logging::{self, LogFormat};
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
 use scip_orchestrator::service::{CreateExercise, ScenarioSource, Service};
@@ -268,7 +269,7 @@ async fn measure(n: usize, snapshotter: &Snapshotter) {
                 .create(CreateExercise {
                     source: ScenarioSource::Inline(package),
                     exercise_id: Some(id),
-                    speed: Some(1.0),
+                    speed: Some(Speed::ONE),
                 })
                 .await
                 .expect("exercise created");
@@ -483,12 +484,16 @@ async fn measure(n: usize, snapshotter: &Snapshotter) {
     );
     let running = listed
         .iter()
-        .filter(|e| e.snapshot.state == State::Running)
+        .filter(|e| e.snapshot().is_some_and(|s| s.state == State::Running))
         .count();
-    let (delivered, failed, scheduled) = listed.iter().fold((0, 0, 0), |acc, e| {
-        let c = &e.snapshot.counts;
-        (acc.0 + c.delivered, acc.1 + c.failed, acc.2 + c.scheduled)
-    });
+    let (delivered, failed, scheduled) =
+        listed
+            .iter()
+            .filter_map(|e| e.snapshot())
+            .fold((0, 0, 0), |acc, s| {
+                let c = &s.counts;
+                (acc.0 + c.delivered, acc.1 + c.failed, acc.2 + c.scheduled)
+            });
     println!(
         "exercises running at the end: {running}/{n}; their records: {delivered} delivered, {failed} failed, \
          {scheduled} scheduled"

@@ -14,7 +14,7 @@ use tracing::info;
 use crate::broker::{BrokerAuth, BrokerOptions, BrokerSettings, EmbeddedBroker, Origins};
 use crate::config::Config;
 use crate::core::{Command, Counts, State};
-use crate::domain::{ExerciseId, ExerciseSeconds};
+use crate::domain::{ExerciseId, ExerciseSeconds, Speed};
 use crate::logging::PROGRESS_LINE;
 use crate::mqtt::{Credentials, Mqtt, MqttSettings};
 use crate::report::{Report, summary};
@@ -62,7 +62,7 @@ fn load(path: &Path, config: &Config) -> Result<Scenario, String> {
 pub struct RunArgs {
     pub scenario: PathBuf,
     pub exercise_id: Option<String>,
-    pub speed: f64,
+    pub speed: Speed,
     pub wait_for_start: bool,
     pub report: Option<PathBuf>,
     pub client_id: Option<String>,
@@ -70,9 +70,6 @@ pub struct RunArgs {
 
 /// `run FILE`: one exercise in the foreground.
 pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
-    if !(args.speed.is_finite() && args.speed > 0.0) {
-        bail!("--speed must be a positive number, got {}", args.speed);
-    }
     let scenario = load(&args.scenario, config).map_err(anyhow::Error::msg)?;
     let exercise_id = match (&args.exercise_id, &scenario.exercise_id) {
         (Some(raw), _) => {
@@ -107,7 +104,7 @@ pub async fn run(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         broker = %format!("{}:{}", config.mqtt_host(), config.mqtt_broker_port),
         teams = scenario.teams.len(),
         deliveries = scenario.teams.iter().map(|t| t.timeline.injects.len()).sum::<usize>(),
-        speed = args.speed,
+        speed = args.speed.get(),
         "exercise loaded"
     );
     let scenario = Arc::new(scenario);
@@ -267,7 +264,7 @@ pub struct DemoArgs {
     /// Holds the demo's database (`demo.db`, new at every run) and, unless
     /// MEDIA_STORAGE_PATH is set, the sample's folder under `media/`.
     pub data_dir: PathBuf,
-    pub speed: f64,
+    pub speed: Speed,
 }
 
 /// The folder name of the sample scenario, under MEDIA_STORAGE_PATH.
@@ -303,12 +300,6 @@ pub const SAMPLE_FILES: [(&str, &str); 5] = [
 /// server and its pages. Prints where to look, starts the exercise at
 /// `speed`, logs its progress and serves until SIGTERM or Ctrl-C.
 pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
-    if !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 1000.0) {
-        bail!(
-            "--speed must be a number above 0 and at most 1000, got {}",
-            args.speed
-        );
-    }
     let shutdown = shutdown_signal();
     let package = sample_package()?;
     // Ports first: a taken one fails before anything is written.
@@ -357,13 +348,13 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
         )
         .await
         .context("cannot start the sample exercise")?;
-    let total = exercise.snapshot.total.get();
+    let total = exercise.snapshot().map_or(0, |s| s.total.get());
     println!(
         "exercise {} running at speed {}: {} exercise minutes in {:.0} s; Ctrl-C stops",
         exercise.id,
         args.speed,
         total / 60,
-        f64::from(total) / args.speed
+        f64::from(total) / args.speed.get()
     );
     let progress = tokio::spawn(log_progress(service.clone(), exercise.id.clone()));
     let result = hosted

@@ -1,4 +1,4 @@
-//! Validated identifiers and exercise times.
+//! Validated identifiers, exercise times and speeds.
 //!
 //! Every id that ends up in an MQTT topic is parsed once, here, and is valid
 //! from then on: non-empty, no `/`, `+`, `#` and no control characters, and
@@ -121,9 +121,84 @@ impl fmt::Display for ExerciseSeconds {
     }
 }
 
+/// Exercise seconds per wall second: a finite number above 0 and at most
+/// [`Speed::MAX`]. The command line, the API and the store all parse into it,
+/// so a clock is never built from 0, a negative number, NaN or infinity.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Speed(f64);
+
+/// Why a speed was refused; names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("speed must be a number above 0 and at most 1000, got {0}")]
+pub struct SpeedError(String);
+
+impl Speed {
+    /// The fastest an exercise runs: 1000 exercise seconds per wall second.
+    pub const MAX: f64 = 1000.0;
+    /// Real time.
+    pub const ONE: Self = Self(1.0);
+
+    pub fn new(value: f64) -> Result<Self, SpeedError> {
+        if value.is_finite() && value > 0.0 && value <= Self::MAX {
+            Ok(Self(value))
+        } else {
+            Err(SpeedError(value.to_string()))
+        }
+    }
+
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for Speed {
+    type Err = SpeedError;
+
+    /// For the command line: `--speed 10`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let value: f64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| SpeedError(format!("{raw:?}")))?;
+        Self::new(value)
+    }
+}
+
+impl fmt::Display for Speed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speeds_are_finite_positive_and_at_most_the_maximum() {
+        let check = |value: f64, ok: bool| assert_eq!(Speed::new(value).is_ok(), ok, "{value}");
+        check(1.0, true);
+        check(0.25, true);
+        check(1000.0, true);
+        check(f64::MIN_POSITIVE, true);
+        check(0.0, false);
+        check(-0.0, false);
+        check(-2.0, false);
+        check(1000.5, false);
+        check(f64::NAN, false);
+        check(f64::INFINITY, false);
+        check(f64::NEG_INFINITY, false);
+        assert_eq!("10".parse::<Speed>().unwrap().get(), 10.0);
+        assert_eq!(
+            "fast".parse::<Speed>().unwrap_err().to_string(),
+            "speed must be a number above 0 and at most 1000, got \"fast\""
+        );
+        assert_eq!(
+            Speed::new(0.0).unwrap_err().to_string(),
+            "speed must be a number above 0 and at most 1000, got 0"
+        );
+    }
 
     #[test]
     fn ids_refuse_topic_wildcards_and_control_characters() {

@@ -22,8 +22,8 @@ use crate::core::engine::{ArchivedRun, EditError, SeekMode};
 use crate::core::{
     Command, Counts, DeliveryRecord, DeliveryTag, Engine, Now, Output, Refusal, State, Transition,
 };
-use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
-use crate::journal::{Journal, JournalEntry};
+use crate::domain::{ExerciseId, ExerciseSeconds, InjectId, Speed};
+use crate::journal::{Journal, JournalEntry, JournalError};
 use crate::limits::RateLimit;
 use crate::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
 use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
@@ -35,12 +35,18 @@ use crate::wire::{
     StatusMessage, TimerMessage, Topics, parse_control, timestamp,
 };
 
+/// Control-topic messages waiting for the actor; more are dropped (counted in
+/// `scip_mqtt_received_dropped_total`): a flood is refused before it queues.
+pub const CONTROL_QUEUE: usize = 64;
+/// Controllers' requests waiting for the actor; a caller waits for room.
+pub const REQUEST_QUEUE: usize = 256;
+
 /// How to run one exercise.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub exercise_id: ExerciseId,
     /// Exercise seconds per wall second.
-    pub speed: f64,
+    pub speed: Speed,
     pub policy: DeliveryPolicy,
     pub feed_qos: QoS,
     pub monitoring_every: Duration,
@@ -59,7 +65,7 @@ pub struct Snapshot {
     pub total: ExerciseSeconds,
     pub state: State,
     pub run: u16,
-    pub speed: f64,
+    pub speed: Speed,
     pub counts: Counts,
     pub connected: bool,
     /// Turn-based exercises: the turn under way (or just over) and how many.
@@ -73,7 +79,7 @@ pub struct Outcome {
     pub scenario: Arc<Scenario>,
     pub state: State,
     pub run: u16,
-    pub speed: f64,
+    pub speed: Speed,
     pub started_wall: Option<OffsetDateTime>,
     /// The monotonic instant of the (last) start: exercise second n was due
     /// at `started_at + n / speed` plus any time paused.
@@ -109,6 +115,9 @@ pub enum RequestError {
     Invalid(String),
     #[error("the exercise is shutting down")]
     Gone,
+    /// Done, but not stored (yet): held and written again.
+    #[error(transparent)]
+    Unstored(#[from] JournalError),
 }
 
 /// Which delivery a request is about.
@@ -161,10 +170,19 @@ pub enum Request {
         team: Option<usize>,
         reply: Reply<Watch>,
     },
-    /// End the actor so its exercise can be deleted: refused while the
-    /// exercise is running or paused. Answered once its writes are stored;
-    /// its retained topics are cleared.
+    /// Make ready to delete the exercise: refused while it is running or
+    /// paused; answered once its writes are stored. From then on it takes no
+    /// command or edit, until `End` or `Reopen`.
     Close {
+        reply: Reply<()>,
+    },
+    /// The exercise was not deleted after all: take commands again.
+    Reopen {
+        reply: Reply<()>,
+    },
+    /// The exercise is deleted: clear its retained topics and end the actor,
+    /// writing nothing more.
+    End {
         reply: Reply<()>,
     },
     /// A team dashboard showed these injects of `run`; answers how many
@@ -303,7 +321,13 @@ pub struct Actor {
     last_reason: Option<String>,
     /// Commands on the control topic (whoever sends them).
     control_rate: RateLimit,
-    /// Closed for deletion: the loop ends, nothing more is written.
+    /// Reports of refused and invalid control messages.
+    report_rate: RateLimit,
+    /// Refused or invalid control messages not reported since the last report.
+    unreported: u64,
+    /// Being deleted: no command or edit is taken.
+    closing: bool,
+    /// Deleted: the loop ends, nothing more is written.
     closed: bool,
 }
 
@@ -333,9 +357,11 @@ impl Actor {
             live.into_iter()
                 .map(|(team, inject)| Entry::own(team, inject, true)),
         );
+        // Bounded by what this actor publishes (see `mqtt::AckTo`).
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let presence = Presence::new(scenario.teams.len());
         let control_rate = RateLimit::per_minute(options.max_commands_per_minute);
+        let report_rate = RateLimit::per_minute(options.max_commands_per_minute);
         let snapshot = watch::channel(Snapshot {
             id: id.clone(),
             time: engine.exercise_time(Instant::now()),
@@ -369,6 +395,9 @@ impl Actor {
             presence,
             last_reason: None,
             control_rate,
+            report_rate,
+            unreported: 0,
+            closing: false,
             closed: false,
         }
     }
@@ -406,11 +435,11 @@ impl Actor {
     pub async fn run(
         mut self,
         start: bool,
-        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut requests: mpsc::Receiver<Request>,
         shutdown: impl Future<Output = ()>,
     ) -> Outcome {
         let mut acks = self.acks_rx.take().expect("run once");
-        let (control_tx, mut control) = mpsc::unbounded_channel();
+        let (control_tx, mut control) = mpsc::channel(CONTROL_QUEUE);
         self.mqtt.subscribe(self.topics.control.clone(), control_tx);
         let mut connected = self.mqtt.connected();
         let up = *connected.borrow_and_update();
@@ -450,9 +479,15 @@ impl Actor {
             {
                 break;
             }
-            if shutting_down.is_some() && !self.options.exit_when_over {
+            // `serve` stops without touching the exercise, but only once every
+            // attempt in flight is confirmed and recorded: otherwise the next
+            // start would send again what the broker already has.
+            if shutting_down.is_some() && !self.options.exit_when_over && !self.engine.in_flight() {
                 break;
             }
+            // While `serve` drains, nothing new goes out: what comes due waits
+            // for the next start.
+            let clock_runs = shutting_down.is_none() || self.options.exit_when_over;
             let wake = self.engine.poll_timeout();
             if sleep.as_ref().map(|(at, _)| *at) != wake {
                 sleep = wake.map(|at| (at, Box::pin(timer::global().sleep_until(at)) as Wake));
@@ -467,12 +502,16 @@ impl Actor {
                     }
                 }
                 () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
-                    self.engine.abandon("stopped before the broker acknowledged");
-                    self.mark_all_dirty();
-                    self.flush();
+                    if self.options.exit_when_over {
+                        self.engine.abandon("stopped before the broker acknowledged");
+                        self.mark_all_dirty();
+                        self.flush();
+                    } else {
+                        warn!(exercise_id = %self.id(), "stopping with acknowledgements outstanding: those injects go out again at the next start");
+                    }
                     break;
                 }
-                () = async { sleep.as_mut().expect("guarded").1.as_mut().await }, if sleep.is_some() => {
+                () = async { sleep.as_mut().expect("guarded").1.as_mut().await }, if sleep.is_some() && clock_runs => {
                     sleep = None;
                     self.engine.handle_timeout(now());
                 }
@@ -487,7 +526,7 @@ impl Actor {
                     let up = *connected.borrow_and_update();
                     self.engine.set_connected(up, now());
                 }
-                Some(message) = control.recv() => {
+                Some(message) = control.recv(), if clock_runs => {
                     self.on_control(message);
                     self.counts = None;
                     self.publish_snapshot(*connected.borrow());
@@ -636,16 +675,41 @@ impl Actor {
             }
         }
         if let Some(reply) = reply {
-            // Answered once what it did is stored.
+            // Answered once what it did is stored: a command that is not is
+            // not confirmed (it stands, and is stored once the store takes it).
             self.sync_journal();
-            self.journal.reply(move || {
-                let _ = reply.send(result.map_err(RequestError::from));
+            self.journal.reply(move |stored| {
+                let _ = reply.send(
+                    stored
+                        .map_err(RequestError::from)
+                        .and(result.map_err(RequestError::from)),
+                );
             });
         }
     }
 
     fn on_request(&mut self, request: Request) {
         let now = now();
+        let request = match request {
+            Request::Control { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            Request::Cancel { reply, .. } | Request::Reschedule { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            Request::Retry { reply, .. }
+            | Request::Send { reply, .. }
+            | Request::Seek { reply, .. }
+            | Request::Receipts { reply, .. }
+                if self.closing =>
+            {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            other => other,
+        };
         match request {
             Request::Control {
                 command,
@@ -700,12 +764,23 @@ impl Actor {
                     return;
                 }
                 self.flush();
+                self.closing = true;
+                self.journal.reply(move |stored| {
+                    let _ = reply.send(stored.map_err(RequestError::from));
+                });
+            }
+            Request::Reopen { reply } => {
+                self.closing = false;
+                let _ = reply.send(Ok(()));
+            }
+            Request::End { reply } => {
                 for topic in [
                     &self.topics.timer,
                     &self.topics.status,
                     &self.topics.monitoring,
                 ] {
-                    // An empty retained message clears the topic.
+                    // An empty retained message clears the topic; after
+                    // everything the exercise announced, held or not.
                     self.journal.publish(Message {
                         topic: topic.clone(),
                         payload: Vec::new(),
@@ -715,9 +790,7 @@ impl Actor {
                     });
                 }
                 self.closed = true;
-                self.journal.reply(move || {
-                    let _ = reply.send(Ok(()));
-                });
+                let _ = reply.send(Ok(()));
             }
             Request::Watch { team, reply } => {
                 let _ = reply.send(Ok(self.watch(team)));
@@ -731,8 +804,8 @@ impl Actor {
                 let result = self.receipts(team, run, &inject_ids, now);
                 // Answered once stored, without rewriting every record.
                 self.flush();
-                self.journal.reply(move || {
-                    let _ = reply.send(result);
+                self.journal.reply(move |stored| {
+                    let _ = reply.send(stored.map_err(RequestError::from).and(result));
                 });
             }
             Request::Seek { to, mode, reply } => {
@@ -752,9 +825,13 @@ impl Actor {
             self.mark_all_dirty();
         }
         self.flush();
-        self.journal.reply(move || {
-            let _ = reply.send(result);
+        self.journal.reply(move |stored| {
+            let _ = reply.send(stored.map_err(RequestError::from).and(result));
         });
+    }
+
+    fn being_deleted(&self) -> RequestError {
+        RequestError::Conflict(format!("exercise {} is being deleted", self.id()))
     }
 
     fn send(
@@ -885,7 +962,7 @@ impl Actor {
         LiveClock {
             timer,
             run: self.engine.run(),
-            speed: self.options.speed,
+            speed: self.options.speed.get(),
             turn: self.engine.turn().map(|(turn, _)| turn),
             total_turns: self.engine.turn().map(|(_, total)| total),
             reason: if stopped {
@@ -960,10 +1037,16 @@ impl Actor {
             return;
         }
         if message.retain {
-            warn!(exercise_id = %self.id(), "ignoring a retained message on the control topic: commands must be live");
+            if let Some(unreported) = self.may_report() {
+                warn!(exercise_id = %self.id(), unreported, "ignoring a retained message on the control topic: commands must be live");
+            }
             return;
         }
         match parse_control(&message.payload) {
+            ControlInput::Command { command, reason } if self.closing => {
+                let why = format!("exercise {} is being deleted", self.id());
+                self.refuse_control(command, reason, why);
+            }
             ControlInput::Command { command, reason } => {
                 if let Err(wait) = self.control_rate.check("mqtt", Instant::now()) {
                     let why = format!(
@@ -971,21 +1054,7 @@ impl Actor {
                         self.options.max_commands_per_minute,
                         wait.as_secs_f64().ceil()
                     );
-                    warn!(exercise_id = %self.id(), %command, %why, "control command refused");
-                    self.journal.write(JournalEntry::Control(ControlRow {
-                        id: 0,
-                        exercise_id: self.id().to_string(),
-                        at_wall_ms: wall_ms(OffsetDateTime::now_utc()),
-                        command: command.to_string(),
-                        reason,
-                        source: "mqtt".into(),
-                        accepted: false,
-                        message: Some(why.clone()),
-                    }));
-                    let mut status = self.status_now("command_refused");
-                    status.command = Some(command.to_string());
-                    status.message = Some(why);
-                    self.publish_status(&status);
+                    self.refuse_control(command, reason, why);
                     return;
                 }
                 info!(exercise_id = %self.id(), %command, reason = reason.as_deref().unwrap_or(""), "control command");
@@ -993,11 +1062,53 @@ impl Actor {
             }
             ControlInput::Announcement => {}
             ControlInput::Invalid(why) => {
-                warn!(exercise_id = %self.id(), %why, "invalid control message");
+                let Some(unreported) = self.may_report() else {
+                    return;
+                };
+                warn!(exercise_id = %self.id(), %why, unreported, "invalid control message");
                 let mut status = self.status_now("invalid_command");
-                status.message = Some(why);
+                status.message = Some(with_unreported(why, unreported));
                 self.publish_status(&status);
             }
+        }
+    }
+
+    /// A control-topic command not taken: logged, audited and reported on
+    /// the status topic, within the report rate.
+    fn refuse_control(&mut self, command: Command, reason: Option<String>, why: String) {
+        let Some(unreported) = self.may_report() else {
+            return;
+        };
+        warn!(exercise_id = %self.id(), %command, %why, unreported, "control command refused");
+        let why = with_unreported(why, unreported);
+        self.journal.write(JournalEntry::Control(ControlRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            at_wall_ms: wall_ms(OffsetDateTime::now_utc()),
+            command: command.to_string(),
+            reason,
+            source: "mqtt".into(),
+            accepted: false,
+            message: Some(why.clone()),
+        }));
+        let mut status = self.status_now("command_refused");
+        status.command = Some(command.to_string());
+        status.message = Some(why);
+        self.publish_status(&status);
+    }
+
+    /// Whether a refused or invalid control message may be reported one by
+    /// one (log line, status message, audit row): no more often than
+    /// commands are accepted, so a flood costs neither memory nor disk.
+    /// Beyond that it is counted (`scip_control_reports_suppressed_total`),
+    /// and the next report says how many went unreported: Some(that many).
+    fn may_report(&mut self) -> Option<u64> {
+        if self.report_rate.check("reports", Instant::now()).is_ok() {
+            Some(std::mem::take(&mut self.unreported))
+        } else {
+            self.unreported += 1;
+            metrics::counter!("scip_control_reports_suppressed_total").increment(1);
+            None
         }
     }
 
@@ -1310,16 +1421,23 @@ impl Actor {
         self.publish_json(&self.topics.monitoring, &m, QoS::AtLeastOnce, true);
     }
 
-    /// Announcements go through the journal: after what they announce is stored.
+    /// Announcements go through the journal: after what they announce is
+    /// stored. The timer and monitoring messages are snapshots: while held,
+    /// only the newest of each matters.
     fn publish_json(&self, topic: &str, body: &impl serde::Serialize, qos: QoS, retain: bool) {
         let payload = serde_json::to_vec(body).expect("wire types serialize");
-        self.journal.publish(Message {
+        let message = Message {
             topic: topic.to_owned(),
             payload,
             qos,
             retain,
             ack: None,
-        });
+        };
+        if topic == self.topics.timer || topic == self.topics.monitoring {
+            self.journal.publish_latest(message);
+        } else {
+            self.journal.publish(message);
+        }
     }
 }
 
@@ -1346,14 +1464,18 @@ pub fn clock_row(engine: &Engine, now: Now) -> ClockRow {
     }
 }
 
-/// Exercise time from stored clock values at wall time `now_ms`.
-pub fn stored_elapsed(row: &ClockRow, speed: f64, now_ms: i64) -> Duration {
+/// Exercise time from stored clock values at wall time `now_ms`. Any stored
+/// values give a time (at worst zero or the longest `Duration`), never a panic.
+pub fn stored_elapsed(row: &ClockRow, speed: Speed, now_ms: i64) -> Duration {
     let Some(start) = row.started_wall_ms else {
         return Duration::ZERO;
     };
     let until = row.paused_since_wall_ms.unwrap_or(now_ms);
-    let run_ms = (until - start - row.paused_total_ms).max(0) as f64;
-    Duration::from_secs_f64(run_ms * speed / 1000.0)
+    let run_ms = until
+        .saturating_sub(start)
+        .saturating_sub(row.paused_total_ms)
+        .max(0) as f64;
+    Duration::try_from_secs_f64(run_ms * speed.get() / 1000.0).unwrap_or(Duration::MAX)
 }
 
 pub fn wall_ms(t: OffsetDateTime) -> i64 {
@@ -1363,6 +1485,18 @@ pub fn wall_ms(t: OffsetDateTime) -> i64 {
 pub fn from_wall_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `why`, and how many refused or invalid control messages before it went
+/// unreported.
+fn with_unreported(why: String, unreported: u64) -> String {
+    if unreported == 0 {
+        why
+    } else {
+        format!(
+            "{why} ({unreported} more refused or invalid control messages before this one were not reported)"
+        )
+    }
 }
 
 /// A pending precise wake-up.

@@ -36,8 +36,11 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::core::engine::SeekMode;
 use crate::core::{Command, Counts, DeliveryStatus, State as ExerciseState, Transition};
+use crate::domain::{ExerciseSeconds, Speed};
 use crate::exercise::{DeliveryKey, DeliveryView, from_wall_ms};
-use crate::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service, ServiceError};
+use crate::service::{
+    CreateExercise, ExerciseInfo, ScenarioSource, Service, ServiceError, Standing,
+};
 use crate::store::ControlRow;
 use crate::wire::timestamp;
 
@@ -407,6 +410,10 @@ pub struct ExerciseResponse {
     pub teams: Vec<TeamResponse>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// State `unrestorable`: why the stored exercise could not be brought
+    /// back at start (it is listed, refuses commands, and can be deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_error: Option<String>,
 }
 
 /// Delivery records of the current run by status.
@@ -568,6 +575,8 @@ pub enum StateName {
     Paused,
     Stopped,
     Completed,
+    /// Stored, but it could not be restored at start: see `restore_error`.
+    Unrestorable,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -630,7 +639,11 @@ async fn create_exercise(
         .create(CreateExercise {
             source,
             exercise_id: body.exercise_id,
-            speed: body.speed,
+            speed: body
+                .speed
+                .map(Speed::new)
+                .transpose()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
         })
         .await?;
     let location = format!("/api/v1/exercises/{}", info.id);
@@ -1394,7 +1407,7 @@ async fn healthz() -> Json<StatusResponse> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The database answers and the broker is connected", body = StatusResponse),
+        (status = 200, description = "The database answers and takes writes (the last one succeeded, none is stuck), and the broker is connected", body = StatusResponse),
         (status = 503, description = "Not ready, and why", body = ErrorResponse),
     )
 )]
@@ -1414,7 +1427,7 @@ async fn readyz(State(service): State<Service>) -> Result<Json<StatusResponse>, 
     tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected",
+        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected, scip_store_write_failures_total, scip_store_entries_dropped_total, scip_announcements_dropped_total, scip_mqtt_received_dropped_total, scip_control_reports_suppressed_total",
         body = String,
         content_type = "text/plain; version=0.0.4"
     ))
@@ -1435,18 +1448,26 @@ async fn metrics(State(service): State<Service>) -> impl IntoResponse {
     for state in ExerciseState::ALL {
         let n = exercises
             .iter()
-            .filter(|e| e.snapshot.state == state)
+            .filter(|e| e.snapshot().is_some_and(|s| s.state == state))
             .count();
         let _ = writeln!(body, "scip_exercises{{state=\"{}\"}} {n}", state.as_str());
     }
+    let unrestorable = exercises.iter().filter(|e| e.snapshot().is_none()).count();
+    let _ = writeln!(
+        body,
+        "scip_exercises{{state=\"unrestorable\"}} {unrestorable}"
+    );
     let _ = writeln!(
         body,
         "# HELP scip_deliveries Delivery records of the current runs by status"
     );
     let _ = writeln!(body, "# TYPE scip_deliveries gauge");
     let mut by_status = [0usize; 6];
-    for e in &exercises {
-        let c = &e.snapshot.counts;
+    for c in exercises
+        .iter()
+        .filter_map(|e| e.snapshot())
+        .map(|s| &s.counts)
+    {
         for (slot, n) in by_status.iter_mut().zip([
             c.pending,
             c.delivered,
@@ -1624,6 +1645,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             ServiceError::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            ServiceError::Store(e) if e.is_transient() => {
+                error!(error = %e, "database error while serving a request");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database failed or refused the request; try again (see the server log)",
+                )
             }
             ServiceError::Store(e) => {
                 error!(error = %e, "database error while serving a request");
@@ -1878,7 +1907,30 @@ fn opt_timestamp(at: Option<OffsetDateTime>) -> Option<String> {
 
 impl From<ExerciseInfo> for ExerciseResponse {
     fn from(e: ExerciseInfo) -> Self {
-        let s = e.snapshot;
+        let (s, restore_error) = match e.standing {
+            Standing::Hosted(s) => (s, None),
+            Standing::Unrestorable(u) => {
+                return Self {
+                    id: e.id,
+                    name: e.name,
+                    state: StateName::Unrestorable,
+                    exercise_time: 0,
+                    formatted: ExerciseSeconds::ZERO.to_string(),
+                    total: u32::try_from(u.duration_secs).unwrap_or(0),
+                    // As stored: NaN and infinities are written as null.
+                    speed: u.speed,
+                    run: u16::try_from(u.run).unwrap_or(0),
+                    connected: false,
+                    teams_connected: 0,
+                    turn: None,
+                    total_turns: None,
+                    counts: Counts::default().into(),
+                    teams: Vec::new(),
+                    created_at: wall(e.created_wall_ms),
+                    restore_error: Some(u.reason),
+                };
+            }
+        };
         Self {
             id: e.id,
             name: e.name,
@@ -1886,13 +1938,14 @@ impl From<ExerciseInfo> for ExerciseResponse {
             exercise_time: s.time.get(),
             formatted: s.time.to_string(),
             total: s.total.get(),
-            speed: s.speed,
+            speed: s.speed.get(),
             run: s.run,
             connected: s.connected,
             teams_connected: e.teams_connected,
             turn: s.turn.map(|(turn, _)| turn),
             total_turns: s.turn.map(|(_, total)| total),
             counts: s.counts.into(),
+            restore_error,
             teams: e
                 .teams
                 .into_iter()
@@ -2036,6 +2089,36 @@ fn describe_metrics() {
         metrics::Unit::Seconds,
         "Shown on a team dashboard minus due time"
     );
+    metrics::describe_counter!(
+        "scip_store_write_failures_total",
+        "Journal batches the database did not store; each is held and written again"
+    );
+    metrics::describe_counter!(
+        "scip_store_entries_dropped_total",
+        "Journal entries the database refused for their content (a constraint), dropped"
+    );
+    metrics::describe_counter!(
+        "scip_announcements_dropped_total",
+        "Held announcements dropped, oldest first, over the 10,000 kept while writes fail"
+    );
+    metrics::describe_counter!(
+        "scip_mqtt_received_dropped_total",
+        "Messages on a subscribed (control) topic dropped because its queue was full"
+    );
+    metrics::describe_counter!(
+        "scip_control_reports_suppressed_total",
+        "Refused or invalid control-topic messages counted instead of reported one by one (over the report rate)"
+    );
+    // Counters of what should not happen are shown from the start, at 0.
+    for name in [
+        "scip_store_write_failures_total",
+        "scip_store_entries_dropped_total",
+        "scip_announcements_dropped_total",
+        "scip_mqtt_received_dropped_total",
+        "scip_control_reports_suppressed_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 #[cfg(test)]

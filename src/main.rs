@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use scip_orchestrator::app::{self, BrokerAclArgs, DemoArgs, RunArgs, ServeArgs};
 use scip_orchestrator::config::Config;
+use scip_orchestrator::domain::Speed;
 use scip_orchestrator::logging::{self, LogFormat};
 
 /// Runs crisis exercises: delivers every team's injects to its MQTT feed at the
@@ -33,9 +34,10 @@ enum Cmd {
         /// Exercise id (default: the scenario's `id`, else a generated one).
         #[arg(long)]
         exercise_id: Option<String>,
-        /// Exercise seconds per wall second (10 or 60 for a rehearsal).
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
+        /// Exercise seconds per wall second (10 or 60 for a rehearsal),
+        /// above 0 and at most 1000.
+        #[arg(long, default_value_t = Speed::ONE)]
+        speed: Speed,
         /// Wait for a start command on the control topic.
         #[arg(long)]
         wait_for_start: bool,
@@ -76,9 +78,9 @@ enum Cmd {
         #[arg(long, default_value = "demo-data")]
         data_dir: PathBuf,
         /// Exercise seconds per wall second: 5 shows the 12-minute sample in
-        /// under 3 minutes.
-        #[arg(long, default_value_t = 5.0)]
-        speed: f64,
+        /// under 3 minutes (above 0, at most 1000).
+        #[arg(long, default_value = "5")]
+        speed: Speed,
     },
     /// Import a scenario package folder (scenario file, timelines, media)
     /// into MEDIA_STORAGE_PATH, validated first.

@@ -19,6 +19,16 @@
 //! The connection may log in (MQTT_USERNAME) and run over TLS (MQTT_TLS),
 //! with rustls on the `ring` provider, given explicitly rather than
 //! installed process-wide.
+//!
+//! Queues. What others send us (messages on subscribed topics, a control
+//! topic under a flood) can outrun us, so it travels on bounded queues: from
+//! the poller to the manager ([`RECEIVED_QUEUE`]) and from the manager to
+//! each subscriber (its own bound); a message that finds its queue full is
+//! dropped, counted in `scip_mqtt_received_dropped_total` and logged (at most
+//! once every ten seconds). Everything else is bounded by what we send: the
+//! poller's other events answer our own requests, acknowledgements answer our
+//! own publishes (at most two events per attempt), and publishes come from
+//! the exercises' schedules, their clocks and their rate-limited reports.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -192,6 +202,10 @@ pub const MAX_PACKET_SIZE: usize = 8 * 1024 * 1024;
 pub const INFLIGHT: u16 = 1000;
 /// Requests rumqttc may hold before `publish` waits.
 const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Messages on subscribed topics between the poller and the manager.
+pub const RECEIVED_QUEUE: usize = 1024;
+/// Least time between two log lines about dropped messages.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -249,7 +263,10 @@ pub enum AckEvent {
     },
 }
 
-/// Where to report a publish's outcome.
+/// Where to report a publish's outcome. Unbounded, and bounded by what the
+/// owner publishes: at most an acknowledgement and a failure per attempt,
+/// taken by the owner at every turn of its loop. (A bounded queue would make
+/// one slow exercise stall every other's publishes, or lose an outcome.)
 #[derive(Debug, Clone)]
 pub struct AckTo {
     pub tag: u64,
@@ -278,7 +295,7 @@ pub struct Received {
 
 enum Command {
     Publish(Message),
-    Subscribe(String, mpsc::UnboundedSender<Received>),
+    Subscribe(String, mpsc::Sender<Received>),
     Close(Duration, oneshot::Sender<()>),
 }
 
@@ -300,8 +317,13 @@ impl Mqtt {
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(5);
         eventloop.set_network_options(net);
+        // Events answer our own requests; what others send has its own,
+        // bounded queue (see the module's "Queues").
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let poller = tokio::spawn(poll(eventloop, events_tx));
+        let (received_tx, received_rx) = mpsc::channel(RECEIVED_QUEUE);
+        let poller = tokio::spawn(poll(eventloop, events_tx, received_tx));
+        // Unbounded so that no exercise ever waits to publish; filled only by
+        // our own schedules, clocks and rate-limited reports.
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
         let manager = Manager {
@@ -319,8 +341,9 @@ impl Mqtt {
             deadlines: BTreeSet::new(),
             subscriptions: Vec::new(),
             closing: None,
+            dropped: Dropped::default(),
         };
-        tokio::spawn(manager.run(events_rx, commands_rx, poller));
+        tokio::spawn(manager.run(events_rx, received_rx, commands_rx, poller));
         let mut up = connected.clone();
         let host = settings_host;
         match timeout(Duration::from_secs(10), up.wait_for(|&c| c)).await {
@@ -350,8 +373,9 @@ impl Mqtt {
     }
 
     /// Forwards every message on `topic` (an exact topic, no wildcards) to `to`,
-    /// resubscribing after every reconnect.
-    pub fn subscribe(&self, topic: impl Into<String>, to: mpsc::UnboundedSender<Received>) {
+    /// resubscribing after every reconnect. A message that finds `to` full is
+    /// dropped and counted.
+    pub fn subscribe(&self, topic: impl Into<String>, to: mpsc::Sender<Received>) {
         let _ = self.commands.send(Command::Subscribe(topic.into(), to));
     }
 
@@ -428,11 +452,31 @@ enum Polled {
     },
 }
 
-/// The one task that polls the event loop. It never publishes.
-async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Polled>) {
+/// The one task that polls the event loop. It never publishes, and never
+/// waits on the manager: messages on subscribed topics that find their queue
+/// full are dropped (and counted) rather than stall acknowledgements.
+async fn poll(
+    mut eventloop: EventLoop,
+    events: mpsc::UnboundedSender<Polled>,
+    received: mpsc::Sender<Received>,
+) {
+    let mut dropped = Dropped::default();
     let mut backoff = BACKOFF_MIN;
     loop {
         let polled = match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let message = Received {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    retain: p.retain,
+                };
+                match received.try_send(message) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(m)) => dropped.count(&m.topic),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+                continue;
+            }
             Ok(event) => {
                 if matches!(event, Event::Incoming(Incoming::ConnAck(_))) {
                     backoff = BACKOFF_MIN;
@@ -494,14 +538,40 @@ struct Manager {
     /// A publish rumqttc holds back until `pkid` is acknowledged.
     collided: Option<(u16, TicketId)>,
     deadlines: BTreeSet<(Instant, TicketId)>,
-    subscriptions: Vec<(String, mpsc::UnboundedSender<Received>)>,
+    subscriptions: Vec<(String, mpsc::Sender<Received>)>,
     closing: Option<(Instant, oneshot::Sender<()>)>,
+    dropped: Dropped,
+}
+
+/// Messages dropped on full queues: counted at once, logged now and then.
+#[derive(Default)]
+struct Dropped {
+    since_log: u64,
+    logged: Option<Instant>,
+}
+
+impl Dropped {
+    fn count(&mut self, topic: &str) {
+        metrics::counter!("scip_mqtt_received_dropped_total").increment(1);
+        self.since_log += 1;
+        let now = Instant::now();
+        if self.logged.is_none_or(|at| now >= at + DROP_LOG_EVERY) {
+            warn!(
+                topic,
+                dropped = self.since_log,
+                "messages on a subscribed topic arrive faster than they are handled: dropped"
+            );
+            self.since_log = 0;
+            self.logged = Some(now);
+        }
+    }
 }
 
 impl Manager {
     async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<Polled>,
+        mut received: mpsc::Receiver<Received>,
         mut commands: mpsc::UnboundedReceiver<Command>,
         poller: JoinHandle<()>,
     ) {
@@ -511,6 +581,7 @@ impl Manager {
             tokio::select! {
                 biased;
                 Some(polled) = events.recv() => self.on_polled(polled).await,
+                Some(message) = received.recv() => self.deliver(message),
                 Some(command) = commands.recv(), if self.closing.is_none() => match command {
                     Command::Publish(m) => self.publish(m).await,
                     Command::Subscribe(topic, to) => {
@@ -552,6 +623,24 @@ impl Manager {
         if let Some((_, done)) = self.closing.take() {
             let _ = done.send(());
         }
+    }
+
+    /// Hands a message to the subscribers of its topic; a full one misses it.
+    fn deliver(&mut self, message: Received) {
+        let dropped = &mut self.dropped;
+        self.subscriptions.retain(|(topic, to)| {
+            if *topic != message.topic {
+                return true;
+            }
+            match to.try_send(message.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped.count(topic);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
     }
 
     fn is_drained(&self) -> bool {
@@ -640,16 +729,6 @@ impl Manager {
                 if let Some(id) = self.by_pkid.remove(&ack.pkid) {
                     self.acknowledge(id);
                 }
-            }
-            Polled::Event(Event::Incoming(Incoming::Publish(p))) => {
-                let received = Received {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                    retain: p.retain,
-                };
-                self.subscriptions.retain(|(topic, to)| {
-                    *topic != received.topic || to.send(received.clone()).is_ok()
-                });
             }
             Polled::Event(_) => {}
         }

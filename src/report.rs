@@ -80,7 +80,7 @@ impl<'a> Report<'a> {
             exercise_id: outcome.exercise_id.as_str(),
             scenario: outcome.scenario.name.as_deref(),
             state: outcome.state.as_str(),
-            speed: outcome.speed,
+            speed: outcome.speed.get(),
             duration: outcome.scenario.duration.get(),
             started_at: outcome.started_wall.map(timestamp),
             run: outcome.run,

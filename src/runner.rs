@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::DeliveryPolicy;
 use crate::core::{Counts, State};
-use crate::domain::{ExerciseId, ExerciseSeconds};
+use crate::domain::{ExerciseId, ExerciseSeconds, Speed};
 use crate::exercise::{Actor, Options, Snapshot};
 use crate::journal::Journal;
 use crate::mqtt::Mqtt;
@@ -23,7 +23,7 @@ pub use crate::exercise::Outcome;
 pub struct RunOptions {
     pub exercise_id: ExerciseId,
     /// Exercise seconds per wall second.
-    pub speed: f64,
+    pub speed: Speed,
     /// Wait for a start command on the control topic instead of starting at once.
     pub wait_for_start: bool,
     pub policy: DeliveryPolicy,
@@ -80,7 +80,7 @@ pub async fn run(
     );
     let mut snapshots = actor.snapshots();
     // No requests under `run`: controllers use the control topic.
-    let (_requests, requests_rx) = mpsc::unbounded_channel();
+    let (_requests, requests_rx) = mpsc::channel(1);
     let forward = async {
         while snapshots.changed().await.is_ok() {
             let _ = progress.send(Progress::from(&*snapshots.borrow_and_update()));

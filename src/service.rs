@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::core::engine::{Persisted, SeekMode};
 use crate::core::{Command, DeliveryRecord, DeliveryStatus, Engine, State, Transition};
-use crate::domain::{ExerciseId, ExerciseSeconds, InjectId};
+use crate::domain::{ExerciseId, ExerciseSeconds, InjectId, Speed};
 use crate::exercise::{
     self, Actor, DeliveryKey, DeliveryView, Options, Outcome, Request, RequestError, Snapshot,
     from_wall_ms, stored_elapsed, wall_ms,
@@ -88,7 +88,9 @@ impl From<RequestError> for ServiceError {
         match e {
             RequestError::NotFound(m) => ServiceError::NotFound(m),
             RequestError::Invalid(m) => ServiceError::Invalid(vec![m]),
-            RequestError::Gone => ServiceError::Unavailable(e.to_string()),
+            RequestError::Gone | RequestError::Unstored(_) => {
+                ServiceError::Unavailable(e.to_string())
+            }
             RequestError::Refused(_) | RequestError::Edit(_) | RequestError::Conflict(_) => {
                 ServiceError::Conflict(e.to_string())
             }
@@ -110,7 +112,8 @@ pub enum ScenarioSource {
 pub struct CreateExercise {
     pub source: ScenarioSource,
     pub exercise_id: Option<String>,
-    pub speed: Option<f64>,
+    /// Real time when None.
+    pub speed: Option<Speed>,
 }
 
 /// An exercise as listed.
@@ -118,11 +121,41 @@ pub struct CreateExercise {
 pub struct ExerciseInfo {
     pub id: String,
     pub name: Option<String>,
-    pub snapshot: Snapshot,
+    pub standing: Standing,
     pub teams: Vec<TeamLink>,
     /// Teams with at least one dashboard open.
     pub teams_connected: usize,
     pub created_wall_ms: i64,
+}
+
+impl ExerciseInfo {
+    /// Where a hosted exercise stands; None for one that could not be restored.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        match &self.standing {
+            Standing::Hosted(snapshot) => Some(snapshot),
+            Standing::Unrestorable(_) => None,
+        }
+    }
+}
+
+/// Whether an exercise runs in this process.
+#[derive(Debug, Clone)]
+pub enum Standing {
+    /// Its actor runs it; where it stands.
+    Hosted(Snapshot),
+    /// Stored, but its row could not be brought back at start: listed with
+    /// the reason, refused every command, and deletable.
+    Unrestorable(Unrestorable),
+}
+
+/// A stored exercise that could not be restored, and why.
+#[derive(Debug, Clone)]
+pub struct Unrestorable {
+    pub reason: String,
+    /// The stored values, as they are.
+    pub run: i64,
+    pub speed: f64,
+    pub duration_secs: i64,
 }
 
 /// A team with the URL of its dashboard.
@@ -209,7 +242,8 @@ impl Handle {
 }
 
 struct Handle {
-    requests: mpsc::UnboundedSender<Request>,
+    /// Bounded (REQUEST_QUEUE): a caller waits for room.
+    requests: mpsc::Sender<Request>,
     snapshot: watch::Receiver<Snapshot>,
     scenario: Arc<Scenario>,
     presence: Arc<Presence>,
@@ -217,6 +251,13 @@ struct Handle {
     /// Each team's dashboard link, by team index; open dashboard streams
     /// watch it and end when their link moves on.
     links: Arc<watch::Sender<Vec<LinkState>>>,
+}
+
+/// A stored exercise left out at start, as it is listed.
+struct NotRestored {
+    name: Option<String>,
+    created_wall_ms: i64,
+    detail: Unrestorable,
 }
 
 struct Inner {
@@ -227,6 +268,8 @@ struct Inner {
     public_url: String,
     monitoring_every: Duration,
     exercises: RwLock<BTreeMap<String, Handle>>,
+    /// Stored exercises that could not be restored at start.
+    unrestorable: RwLock<BTreeMap<String, NotRestored>>,
     tasks: tokio::sync::Mutex<JoinSet<Outcome>>,
     stop: watch::Sender<bool>,
     command_rate: crate::limits::RateLimit,
@@ -272,6 +315,7 @@ impl Service {
                 public_url: public_url.trim_end_matches('/').to_owned(),
                 monitoring_every: Duration::from_secs(5),
                 exercises: RwLock::new(BTreeMap::new()),
+                unrestorable: RwLock::new(BTreeMap::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 stop: watch::channel(false).0,
                 command_rate,
@@ -347,7 +391,7 @@ impl Service {
     async fn move_link(&self, id: &str, team: &str, revoked: bool) -> Result<(), ServiceError> {
         let (links, index) = {
             let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
             let index = handle.team_index(id, team)?;
             (handle.links.clone(), index)
         };
@@ -592,12 +636,7 @@ impl Service {
     /// Creates an exercise from a scenario; stored before it exists.
     pub async fn create(&self, request: CreateExercise) -> Result<ExerciseInfo, ServiceError> {
         let scenario = self.load_off_workers(request.source).await?;
-        let speed = request.speed.unwrap_or(1.0);
-        if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
-            return Err(ServiceError::Invalid(vec![format!(
-                "speed must be a number above 0 and at most 1000, got {speed}"
-            )]));
-        }
+        let speed = request.speed.unwrap_or(Speed::ONE);
         let id = match (&request.exercise_id, &scenario.exercise_id) {
             (Some(raw), _) => ExerciseId::parse(raw)
                 .map_err(|e| ServiceError::Invalid(vec![format!("exercise_id: {e}")]))?,
@@ -642,7 +681,7 @@ impl Service {
             scenario_json: scenario::to_inline(&scenario).to_string(),
             state: clock.state.clone(),
             run: clock.run,
-            speed,
+            speed: speed.get(),
             duration_secs: i64::from(scenario.duration.get()),
             started_wall_ms: None,
             paused_total_ms: 0,
@@ -663,29 +702,66 @@ impl Service {
                 }
                 other => other.into(),
             })?;
-        self.inner
-            .store
-            .insert_deliveries(&actor.delivery_rows())
-            .await?;
-        info!(exercise_id = %id, teams = scenario.teams.len(), speed, "exercise created");
-        let links = self.issue_links(id.as_str(), &scenario, None).await?;
+        // The rest of what it is stored with; a failure takes the exercise
+        // back out, so that a refused create leaves nothing behind.
+        let links = async {
+            self.inner
+                .store
+                .insert_deliveries(&actor.delivery_rows())
+                .await?;
+            self.issue_links(id.as_str(), &scenario, None).await
+        }
+        .await;
+        let links = match links {
+            Ok(links) => links,
+            Err(e) => {
+                if let Err(cleanup) = self.inner.store.delete_exercise(id.as_str()).await {
+                    error!(exercise_id = %id, error = %cleanup, "cannot remove a half-created exercise; it is restored at the next start");
+                }
+                return Err(e);
+            }
+        };
+        info!(exercise_id = %id, teams = scenario.teams.len(), speed = speed.get(), "exercise created");
         self.spawn(actor, scenario, row.created_wall_ms, links)
             .await;
         self.get(id.as_str())
     }
 
-    /// Every exercise, oldest first.
+    /// Every exercise, oldest first, those that could not be restored too.
     pub fn list(&self) -> Vec<ExerciseInfo> {
         let exercises = self.inner.exercises.read().expect("registry");
         let mut out: Vec<ExerciseInfo> = exercises.iter().map(|(id, h)| self.info(id, h)).collect();
+        let unrestorable = self.inner.unrestorable.read().expect("registry");
+        out.extend(unrestorable.iter().map(unrestorable_info));
         out.sort_by_key(|e| e.created_wall_ms);
         out
     }
 
     pub fn get(&self, id: &str) -> Result<ExerciseInfo, ServiceError> {
         let exercises = self.inner.exercises.read().expect("registry");
-        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
-        Ok(self.info(id, handle))
+        match exercises.get(id) {
+            Some(handle) => Ok(self.info(id, handle)),
+            None => self
+                .inner
+                .unrestorable
+                .read()
+                .expect("registry")
+                .get_key_value(id)
+                .map(unrestorable_info)
+                .ok_or_else(|| not_found(id)),
+        }
+    }
+
+    /// Why exercise `id` has no actor: not found, or not restored (a
+    /// conflict that says why).
+    fn absent(&self, id: &str) -> ServiceError {
+        match self.inner.unrestorable.read().expect("registry").get(id) {
+            Some(not) => ServiceError::Conflict(format!(
+                "exercise {id} could not be restored at start: {}; delete it, or repair its stored row and restart",
+                not.detail.reason
+            )),
+            None => not_found(id),
+        }
     }
 
     /// Start, pause, resume, stop or reset, with the same semantics as the
@@ -725,9 +801,42 @@ impl Service {
     /// Deletes an exercise that is not running or paused, with its delivery
     /// records and control log; its retained MQTT topics are cleared.
     pub async fn delete(&self, id: &str) -> Result<(), ServiceError> {
-        self.ask(id, |reply| Request::Close { reply }).await?;
+        if self
+            .inner
+            .unrestorable
+            .read()
+            .expect("registry")
+            .contains_key(id)
+        {
+            self.inner.store.delete_exercise(id).await?;
+            self.inner
+                .unrestorable
+                .write()
+                .expect("registry")
+                .remove(id);
+            info!(
+                exercise_id = id,
+                "exercise that could not be restored deleted"
+            );
+            return Ok(());
+        }
+        // Stored and taking no more commands, deleted, then ended: a failure
+        // on the way leaves the exercise as it was.
+        let deleted = match self.ask(id, |reply| Request::Close { reply }).await {
+            Ok(()) => self
+                .inner
+                .store
+                .delete_exercise(id)
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            let _ = self.ask(id, |reply| Request::Reopen { reply }).await;
+            return Err(e);
+        }
+        let _ = self.ask(id, |reply| Request::End { reply }).await;
         self.inner.exercises.write().expect("registry").remove(id);
-        self.inner.store.delete_exercise(id).await?;
         reap(&mut *self.inner.tasks.lock().await);
         info!(exercise_id = id, "exercise deleted");
         Ok(())
@@ -801,7 +910,7 @@ impl Service {
     ) -> Result<TeamWatch, ServiceError> {
         let (index, presence, names, link) = {
             let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
             let index = handle.team_index(id, team)?;
             let link = self.check_link(handle, id, team, index, token)?;
             let names = serde_json::json!({
@@ -830,7 +939,7 @@ impl Service {
     pub async fn watch(&self, id: &str) -> Result<ExerciseWatch, ServiceError> {
         let (snapshot, presence) = {
             let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
             (handle.snapshot.clone(), handle.presence.subscribe())
         };
         let watch = self
@@ -855,7 +964,7 @@ impl Service {
     ) -> Result<usize, ServiceError> {
         let index = {
             let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
             let index = handle.team_index(id, team)?;
             self.check_link(handle, id, team, index, token)?;
             index
@@ -1043,19 +1152,21 @@ impl Service {
         }))
     }
 
-    /// The database answers and the broker is connected.
     /// Makes readiness follow the embedded broker's health (see
     /// `EmbeddedBroker::health`): unready while it refuses connections.
     pub fn watch_broker(&self, health: watch::Receiver<Result<(), String>>) {
         let _ = self.inner.broker_health.set(health);
     }
 
+    /// The database answers and takes writes, the broker is connected, and
+    /// the embedded broker (when used) accepts connections.
     pub async fn ready(&self) -> Result<(), String> {
         if let Some(health) = self.inner.broker_health.get()
             && let Err(e) = &*health.borrow()
         {
             return Err(format!("embedded MQTT broker: {e}"));
         }
+        self.inner.journal.health()?;
         self.inner
             .store
             .ping()
@@ -1074,16 +1185,26 @@ impl Service {
         let mut tasks = self.inner.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
         // Everything the actors journaled is written before the journal's
-        // last reply runs.
-        let (tx, rx) = oneshot::channel();
-        self.inner.journal.reply(move || {
-            let _ = tx.send(());
-        });
-        let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        // last reply runs; while the database refuses it, a little longer.
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.inner.journal.reply(move |stored| {
+                let _ = tx.send(stored);
+            });
+            match rx.await {
+                Ok(Ok(())) | Err(_) => break,
+                Ok(Err(e)) if tokio::time::Instant::now() >= give_up => {
+                    error!(error = %e, "stopping with changes the database did not take: they are lost");
+                    break;
+                }
+                Ok(Err(_)) => {}
+            }
+        }
         self.inner.mqtt.close(Duration::from_secs(2)).await;
     }
 
-    fn options(&self, id: &ExerciseId, speed: f64) -> Options {
+    fn options(&self, id: &ExerciseId, speed: Speed) -> Options {
         Options {
             exercise_id: id.clone(),
             speed,
@@ -1141,13 +1262,14 @@ impl Service {
             let exercises = self.inner.exercises.read().expect("registry");
             exercises
                 .get(id)
-                .ok_or_else(|| not_found(id))?
+                .ok_or_else(|| self.absent(id))?
                 .requests
                 .clone()
         };
         let (tx, rx) = oneshot::channel();
         sender
             .send(request(tx))
+            .await
             .map_err(|_| ServiceError::Unavailable(format!("exercise {id} is shutting down")))?;
         let result = rx
             .await
@@ -1161,7 +1283,7 @@ impl Service {
         ExerciseInfo {
             id: id.to_owned(),
             name: handle.scenario.name.clone(),
-            snapshot: handle.snapshot.borrow().clone(),
+            standing: Standing::Hosted(handle.snapshot.borrow().clone()),
             teams: handle
                 .scenario
                 .teams
@@ -1189,7 +1311,7 @@ impl Service {
         links: Vec<LinkState>,
     ) {
         let id = actor.id().to_string();
-        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = mpsc::channel(exercise::REQUEST_QUEUE);
         let snapshot = actor.snapshots();
         self.inner.exercises.write().expect("registry").insert(
             id,
@@ -1215,10 +1337,31 @@ impl Service {
         let rows = self.inner.store.list_exercises().await?;
         for row in rows {
             let id = row.id.clone();
+            let mut listed = NotRestored {
+                name: row.name.clone(),
+                created_wall_ms: row.created_wall_ms,
+                detail: Unrestorable {
+                    reason: String::new(),
+                    run: row.run,
+                    speed: row.speed,
+                    duration_secs: row.duration_secs,
+                },
+            };
             match self.restore(row).await {
                 Ok(()) => {}
+                // The database failing says nothing about the exercise:
+                // serve does not start.
+                Err(ServiceError::Store(e)) if e.is_transient() => return Err(e.into()),
                 Err(e) => {
-                    error!(exercise_id = %id, error = %e, "cannot restore exercise; it stays stored")
+                    // One bad row costs its own exercise only: it is listed
+                    // with the reason, and every other exercise starts.
+                    error!(exercise_id = %id, error = %e, "cannot restore exercise; it stays stored, listed as unrestorable");
+                    listed.detail.reason = e.to_string();
+                    self.inner
+                        .unrestorable
+                        .write()
+                        .expect("registry")
+                        .insert(id, listed);
                 }
             }
         }
@@ -1226,6 +1369,8 @@ impl Service {
     }
 
     async fn restore(&self, row: ExerciseRow) -> Result<(), ServiceError> {
+        let speed = Speed::new(row.speed)
+            .map_err(|e| ServiceError::Invalid(vec![format!("stored {e}")]))?;
         let package: Value = serde_json::from_str(&row.scenario_json)
             .map_err(|e| ServiceError::Invalid(vec![format!("stored scenario: {e}")]))?;
         let scenario =
@@ -1247,10 +1392,10 @@ impl Service {
             updated_wall_ms: row.updated_wall_ms,
             turn: row.turn,
         };
-        let elapsed = stored_elapsed(&clock, row.speed, wall_ms(now.wall));
+        let elapsed = stored_elapsed(&clock, speed, wall_ms(now.wall));
         let engine = Engine::restore(
             &scenario,
-            row.speed,
+            speed,
             self.inner.config.delivery_policy(),
             Persisted {
                 state,
@@ -1271,7 +1416,7 @@ impl Service {
         let scenario = Arc::new(scenario);
         let actor = Actor::restored(
             scenario.clone(),
-            self.options(&id, row.speed),
+            self.options(&id, speed),
             self.inner.mqtt.clone(),
             self.inner.journal.clone(),
             engine,
@@ -1284,6 +1429,18 @@ impl Service {
         self.spawn(actor, scenario, row.created_wall_ms, links)
             .await;
         Ok(())
+    }
+}
+
+/// How an exercise that could not be restored is listed.
+fn unrestorable_info((id, not): (&String, &NotRestored)) -> ExerciseInfo {
+    ExerciseInfo {
+        id: id.clone(),
+        name: not.name.clone(),
+        standing: Standing::Unrestorable(not.detail.clone()),
+        teams: Vec::new(),
+        teams_connected: 0,
+        created_wall_ms: not.created_wall_ms,
     }
 }
 
@@ -1391,9 +1548,10 @@ fn records_from_rows(
         record.due_wall = row.due_wall_ms.map(from_wall_ms);
         record.published_wall = row.published_wall_ms.map(from_wall_ms);
         record.acked_wall = row.acked_wall_ms.map(from_wall_ms);
+        // A latency that is not a number of milliseconds is dropped, not fatal.
         record.latency = row
             .latency_ms
-            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+            .and_then(|ms| Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).ok());
         record.late = row.late;
         record.received_wall = row.received_wall_ms.map(from_wall_ms);
         record.receipt_latency = record

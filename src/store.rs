@@ -194,6 +194,174 @@ macro_rules! with_pool {
     };
 }
 
+/// Runs the statements that write `$rows` (new delivery records) on the
+/// connection or transaction `$conn`; a `Result<(), sqlx::Error>`.
+macro_rules! insert_deliveries_on {
+    ($conn:expr, $style:expr, $rows:expr) => {
+        async {
+            for chunk in power_of_two_chunks($rows) {
+                let sql = format!(
+                    "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES {}",
+                    placeholders($style, chunk.len(), DELIVERY_COLUMN_COUNT)
+                );
+                let mut query = sqlx::query(&sql);
+                for r in chunk {
+                    query = query
+                        .bind(&r.exercise_id)
+                        .bind(r.run)
+                        .bind(&r.team_id)
+                        .bind(&r.inject_id)
+                        .bind(r.due_secs)
+                        .bind(&r.status)
+                        .bind(r.attempts)
+                        .bind(r.due_wall_ms)
+                        .bind(r.published_wall_ms)
+                        .bind(r.acked_wall_ms)
+                        .bind(r.received_wall_ms)
+                        .bind(r.latency_ms)
+                        .bind(r.late)
+                        .bind(&r.last_error)
+                        .bind(r.position)
+                        .bind(&r.inject_json);
+                }
+                query.execute(&mut *$conn).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    };
+}
+
+/// Saves the progress of `$rows` on `$conn` (see [`Store::save_deliveries`]);
+/// a `Result<u64, sqlx::Error>`: how many matched a stored record.
+macro_rules! save_deliveries_on {
+    ($conn:expr, $style:expr, $rows:expr) => {
+        async {
+            let mut matched = 0;
+            for segment in without_repeated_keys($rows) {
+                for chunk in power_of_two_chunks(segment) {
+                    let sql = save_deliveries_sql($style, chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    for r in chunk {
+                        query = query
+                            .bind(&r.exercise_id)
+                            .bind(r.run)
+                            .bind(&r.team_id)
+                            .bind(&r.inject_id)
+                            .bind(&r.status)
+                            .bind(r.attempts)
+                            .bind(r.due_wall_ms)
+                            .bind(r.published_wall_ms)
+                            .bind(r.acked_wall_ms)
+                            .bind(r.received_wall_ms)
+                            .bind(r.latency_ms)
+                            .bind(r.late)
+                            .bind(&r.last_error);
+                    }
+                    matched += query.execute(&mut *$conn).await?.rows_affected();
+                }
+            }
+            Ok::<u64, sqlx::Error>(matched)
+        }
+    };
+}
+
+/// Appends control row `$row` on the transaction `$tx`; a
+/// `Result<i64, sqlx::Error>`: its id.
+macro_rules! insert_control_on {
+    ($tx:expr, $row:expr) => {
+        async {
+            // The counter row stays locked until commit, so concurrent
+            // writers (other nodes too) take ids one after another.
+            let id: i64 = sqlx::query_scalar(
+                "UPDATE id_counters SET last_id = last_id + 1 \
+                 WHERE name = 'control_log' RETURNING last_id",
+            )
+            .fetch_one(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO control_log \
+                 (id, exercise_id, at_wall_ms, command, reason, source, accepted, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(&$row.exercise_id)
+            .bind($row.at_wall_ms)
+            .bind(&$row.command)
+            .bind(&$row.reason)
+            .bind(&$row.source)
+            .bind($row.accepted)
+            .bind(&$row.message)
+            .execute(&mut *$tx)
+            .await?;
+            Ok::<i64, sqlx::Error>(id)
+        }
+    };
+}
+
+/// Writes clock `$clock` of exercise `$id` on `$conn`; a
+/// `Result<u64, sqlx::Error>`: rows changed (0 when it is not stored).
+macro_rules! update_clock_on {
+    ($conn:expr, $id:expr, $clock:expr) => {
+        sqlx::query(
+            "UPDATE exercises SET state = $2, run = $3, started_wall_ms = $4, \
+             paused_total_ms = $5, paused_since_wall_ms = $6, updated_wall_ms = $7, \
+             turn = $8 WHERE id = $1",
+        )
+        .bind($id)
+        .bind(&$clock.state)
+        .bind($clock.run)
+        .bind($clock.started_wall_ms)
+        .bind($clock.paused_total_ms)
+        .bind($clock.paused_since_wall_ms)
+        .bind($clock.updated_wall_ms)
+        .bind($clock.turn)
+        .execute(&mut *$conn)
+        .await
+        .map(|r| r.rows_affected())
+    };
+}
+
+/// What the journal writes in one transaction: all of it, or none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Appended to the control log in this order.
+    pub controls: Vec<ControlRow>,
+    /// New delivery records.
+    pub inserts: Vec<DeliveryRow>,
+    /// Exercise clocks; one of an exercise no longer stored is skipped.
+    pub clocks: Vec<(String, ClockRow)>,
+    /// Progress of stored records, as [`Store::save_deliveries`] writes it.
+    pub saves: Vec<DeliveryRow>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.controls.is_empty()
+            && self.inserts.is_empty()
+            && self.clocks.is_empty()
+            && self.saves.is_empty()
+    }
+}
+
+impl StoreError {
+    /// Whether writing the same again may succeed: the database failed, was
+    /// unreachable or refused for now. A unique, foreign key, not-null or
+    /// check violation is permanent: the rows themselves are wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => !matches!(
+                db.kind(),
+                ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation
+            ),
+            StoreError::Database(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     /// Opens `url` and brings its schema up to date.
     ///
@@ -291,22 +459,12 @@ impl Store {
         id: &str,
         clock: &ClockRow,
     ) -> Result<(), StoreError> {
-        let sql = "UPDATE exercises SET state = $2, run = $3, started_wall_ms = $4, \
-                   paused_total_ms = $5, paused_since_wall_ms = $6, updated_wall_ms = $7, \
-                   turn = $8 WHERE id = $1";
         let done = with_pool!(self, pool => {
-            sqlx::query(sql)
-                .bind(id)
-                .bind(&clock.state)
-                .bind(clock.run)
-                .bind(clock.started_wall_ms)
-                .bind(clock.paused_total_ms)
-                .bind(clock.paused_since_wall_ms)
-                .bind(clock.updated_wall_ms)
-                .bind(clock.turn)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+            async {
+                let mut conn = pool.acquire().await?;
+                update_clock_on!(conn, id, clock)
+            }
+            .await
         })?;
         if done == 0 {
             return Err(StoreError::NotFound {
@@ -340,33 +498,7 @@ impl Store {
         with_pool!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
-                for chunk in power_of_two_chunks(rows) {
-                    let sql = format!(
-                        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES {}",
-                        placeholders(style, chunk.len(), DELIVERY_COLUMN_COUNT)
-                    );
-                    let mut query = sqlx::query(&sql);
-                    for r in chunk {
-                        query = query
-                            .bind(&r.exercise_id)
-                            .bind(r.run)
-                            .bind(&r.team_id)
-                            .bind(&r.inject_id)
-                            .bind(r.due_secs)
-                            .bind(&r.status)
-                            .bind(r.attempts)
-                            .bind(r.due_wall_ms)
-                            .bind(r.published_wall_ms)
-                            .bind(r.acked_wall_ms)
-                            .bind(r.received_wall_ms)
-                            .bind(r.latency_ms)
-                            .bind(r.late)
-                            .bind(&r.last_error)
-                            .bind(r.position)
-                            .bind(&r.inject_json);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                insert_deliveries_on!(tx, style, rows).await?;
                 tx.commit().await
             }
             .await
@@ -421,31 +553,8 @@ impl Store {
         let style = self.placeholder_style();
         let matched = with_pool!(self, pool => {
             async {
-                let mut matched = 0;
                 let mut tx = pool.begin().await?;
-                for segment in without_repeated_keys(rows) {
-                    for chunk in power_of_two_chunks(segment) {
-                        let sql = save_deliveries_sql(style, chunk.len());
-                        let mut query = sqlx::query(&sql);
-                        for r in chunk {
-                            query = query
-                                .bind(&r.exercise_id)
-                                .bind(r.run)
-                                .bind(&r.team_id)
-                                .bind(&r.inject_id)
-                                .bind(&r.status)
-                                .bind(r.attempts)
-                                .bind(r.due_wall_ms)
-                                .bind(r.published_wall_ms)
-                                .bind(r.acked_wall_ms)
-                                .bind(r.received_wall_ms)
-                                .bind(r.latency_ms)
-                                .bind(r.late)
-                                .bind(&r.last_error);
-                        }
-                        matched += query.execute(&mut *tx).await?.rows_affected();
-                    }
-                }
+                let matched = save_deliveries_on!(tx, style, rows).await?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(matched)
             }
@@ -454,35 +563,46 @@ impl Store {
         Ok(matched)
     }
 
+    /// Writes `batch` in one transaction: control rows, new records, clocks,
+    /// then progress, as if one after another. Nothing is written when any
+    /// part fails; [`StoreError::is_transient`] says whether to try again.
+    pub async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let style = self.placeholder_style();
+        with_pool!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                for row in &batch.controls {
+                    insert_control_on!(tx, row).await?;
+                }
+                insert_deliveries_on!(tx, style, &batch.inserts).await?;
+                for (id, clock) in &batch.clocks {
+                    update_clock_on!(tx, id, clock)?;
+                }
+                save_deliveries_on!(tx, style, &batch.saves).await?;
+                tx.commit().await
+            }
+            .await
+        })
+        .map_err(|e| {
+            classify(
+                e,
+                || "a row of the batch".to_owned(),
+                || "the exercise of a row of the batch".to_owned(),
+            )
+        })?;
+        Ok(())
+    }
+
     /// Appends a control command to the audit log and returns its id. Ids grow
     /// in insertion order across all exercises.
     pub async fn insert_control(&self, row: &ControlRow) -> Result<i64, StoreError> {
         let id = with_pool!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
-                // The counter row stays locked until commit, so concurrent
-                // writers (other nodes too) take ids one after another.
-                let id: i64 = sqlx::query_scalar(
-                    "UPDATE id_counters SET last_id = last_id + 1 \
-                     WHERE name = 'control_log' RETURNING last_id",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO control_log \
-                     (id, exercise_id, at_wall_ms, command, reason, source, accepted, message) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(id)
-                .bind(&row.exercise_id)
-                .bind(row.at_wall_ms)
-                .bind(&row.command)
-                .bind(&row.reason)
-                .bind(&row.source)
-                .bind(row.accepted)
-                .bind(&row.message)
-                .execute(&mut *tx)
-                .await?;
+                let id = insert_control_on!(tx, row).await?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(id)
             }

@@ -262,14 +262,17 @@ impl Drop for Subscriber {
     }
 }
 
-/// A TCP proxy in front of a broker whose link can be cut or stalled. Cut:
-/// every connection dropped and new ones refused, so the broker keeps the
-/// client's session as in a real network outage. Stalled: connections stay
-/// open but nothing moves in either direction, as with a hung broker.
+/// A TCP proxy in front of a broker whose link can be cut, stalled or slowed.
+/// Cut: every connection dropped and new ones refused, so the broker keeps
+/// the client's session as in a real network outage. Stalled: connections
+/// stay open but nothing moves in either direction, as with a hung broker.
+/// Slowed: what the broker sends (acknowledgements, deliveries) arrives that
+/// much later, as over a long link.
 pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     stalled: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    delay: std::sync::Arc<tokio::sync::watch::Sender<Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -281,7 +284,8 @@ impl Proxy {
         let port = listener.local_addr().expect("proxy address").port();
         let up = std::sync::Arc::new(tokio::sync::watch::channel(true).0);
         let stalled = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
-        let (state, stall) = (up.clone(), stalled.clone());
+        let delay = std::sync::Arc::new(tokio::sync::watch::channel(Duration::ZERO).0);
+        let (state, stall, slow) = (up.clone(), stalled.clone(), delay.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -294,6 +298,8 @@ impl Proxy {
                 }
                 let mut down = state.subscribe();
                 let (s1, s2) = (stall.subscribe(), stall.subscribe());
+                // Slowed links only: another hop would make the rest late.
+                let late = (!slow.borrow().is_zero()).then(|| slow.subscribe());
                 tokio::spawn(async move {
                     let Ok(outbound) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -304,8 +310,8 @@ impl Proxy {
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
                     tokio::select! {
-                        _ = pump(ri, wo, s1) => {}
-                        _ = pump(ro, wi, s2) => {}
+                        _ = pump(ri, wo, s1, None) => {}
+                        _ = pump(ro, wi, s2, late) => {}
                         _ = down.wait_for(|up| !*up) => {}
                     }
                 });
@@ -315,8 +321,15 @@ impl Proxy {
             port,
             up,
             stalled,
+            delay,
             task,
         }
+    }
+
+    /// Holds everything the broker sends for `delay` before passing it on,
+    /// on connections made from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay.send_replace(delay);
     }
 
     /// Cuts (false) or restores (true) the link.
@@ -330,26 +343,57 @@ impl Proxy {
     }
 }
 
-/// Copies bytes one way, holding them while `stalled`.
+/// Copies bytes one way, holding them while `stalled`; with `delay` given,
+/// each chunk also waits that long after it was read.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut stalled: tokio::sync::watch::Receiver<bool>,
+    delay: Option<tokio::sync::watch::Receiver<Duration>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if stalled.wait_for(|s| !*s).await.is_err() {
-            return;
+    let Some(delay) = delay else {
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if stalled.wait_for(|s| !*s).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+    };
+    // Reading goes on while chunks wait out the delay: the link is slowed,
+    // not narrowed.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+    let read = async move {
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let due = tokio::time::Instant::now() + *delay.borrow();
+            if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                return;
+            }
         }
-    }
+    };
+    let write = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if stalled.wait_for(|s| !*s).await.is_err() {
+                return;
+            }
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(read, write);
 }
 
 impl Drop for Proxy {

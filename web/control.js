@@ -97,7 +97,9 @@
           el("span", { text: `${ex.teams_connected ?? 0} of ${teams.length} teams connected` }),
           el("span", { text: `${c.delivered ?? 0} delivered · ${c.received ?? 0} received` }),
           c.failed ? el("span", { class: "bad", text: `${c.failed} failed` }) : null),
-        el("div", { class: "ex-teams muted", text: teams.map((t) => t.name || t.id).join(" · ") }));
+        el("div", { class: "ex-teams muted", text: teams.map((t) => t.name || t.id).join(" · ") }),
+        // Stored but not restored at start: say why instead of a clock.
+        ex.restore_error ? el("div", { class: "bad", text: `Not restored: ${ex.restore_error}` }) : null);
     }
 
     refresh();

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use scip_orchestrator::config::{DeliveryPolicy, Limits};
 use scip_orchestrator::core::{Counts, State};
-use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds};
+use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds, Speed};
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
 use scip_orchestrator::runner::{self, Outcome, Progress, RunOptions};
 use scip_orchestrator::scenario::{self, Scenario};
@@ -129,7 +129,7 @@ pub async fn connect_engine(port: u16, client_id: &str) -> Mqtt {
 pub async fn run_connected(mqtt: &Mqtt, exercise_id: &str, scenario: Arc<Scenario>) -> Outcome {
     let options = RunOptions {
         exercise_id: ExerciseId::parse(exercise_id).expect("exercise id"),
-        speed: 1.0,
+        speed: Speed::ONE,
         wait_for_start: false,
         policy: DeliveryPolicy::default(),
         feed_qos: QoS::AtLeastOnce,

@@ -44,6 +44,7 @@ use tower::ServiceExt as _;
 
 use scip_orchestrator::broker::{BrokerSettings, EmbeddedBroker};
 use scip_orchestrator::config::Config;
+use scip_orchestrator::domain::Speed;
 use scip_orchestrator::http;
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
 use scip_orchestrator::service::{CreateExercise, ScenarioSource, Service};
@@ -362,7 +363,7 @@ async fn ensure_fixed(service: &Service, links: &mut Vec<(String, String, String
             .create(CreateExercise {
                 source,
                 exercise_id: Some(id.into()),
-                speed: Some(1.0),
+                speed: Some(Speed::ONE),
             })
             .await
             .unwrap_or_else(|e| panic!("exercise {id} cannot be created: {e}"));

@@ -11,17 +11,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::domain::Speed;
+
 #[derive(Debug, Clone)]
 pub struct ExerciseClock {
-    speed: f64,
+    speed: Speed,
     base: Duration,
     since: Option<Instant>,
 }
 
 impl ExerciseClock {
-    /// `speed` exercise seconds pass per wall second; it must be finite and > 0.
-    pub fn new(speed: f64) -> Self {
-        assert!(speed.is_finite() && speed > 0.0, "speed must be positive");
+    /// `speed` exercise seconds pass per wall second.
+    pub fn new(speed: Speed) -> Self {
         Self {
             speed,
             base: Duration::ZERO,
@@ -31,7 +32,7 @@ impl ExerciseClock {
 
     /// A clock showing `elapsed` at `now`, running or not: how a clock is
     /// rebuilt from stored values after a restart.
-    pub fn restore(speed: f64, elapsed: Duration, running: bool, now: Instant) -> Self {
+    pub fn restore(speed: Speed, elapsed: Duration, running: bool, now: Instant) -> Self {
         let mut clock = Self::new(speed);
         clock.base = elapsed;
         clock.since = running.then_some(now);
@@ -39,7 +40,7 @@ impl ExerciseClock {
     }
 
     pub fn speed(&self) -> f64 {
-        self.speed
+        self.speed.get()
     }
 
     pub fn is_running(&self) -> bool {
@@ -90,7 +91,12 @@ impl ExerciseClock {
     /// Exercise time at `now` (frozen while paused).
     pub fn elapsed(&self, now: Instant) -> Duration {
         match self.since {
-            Some(since) => self.base + now.saturating_duration_since(since).mul_f64(self.speed),
+            Some(since) => {
+                self.base
+                    + now
+                        .saturating_duration_since(since)
+                        .mul_f64(self.speed.get())
+            }
             None => self.base,
         }
     }
@@ -122,7 +128,7 @@ impl ExerciseClock {
     /// Wall time from `since` until exercise second `secs`.
     fn offset(&self, secs: u32) -> Duration {
         let ahead = Duration::from_secs(secs.into()).saturating_sub(self.base);
-        Duration::from_nanos((ahead.as_nanos() as f64 / self.speed).round() as u64)
+        Duration::from_nanos((ahead.as_nanos() as f64 / self.speed.get()).round() as u64)
     }
 }
 
@@ -130,11 +136,15 @@ impl ExerciseClock {
 mod tests {
     use super::*;
 
+    fn speed(value: f64) -> Speed {
+        Speed::new(value).unwrap()
+    }
+
     #[test]
     fn pauses_do_not_count_and_speed_scales() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut clock = ExerciseClock::new(10.0);
+        let mut clock = ExerciseClock::new(speed(10.0));
         assert_eq!(clock.elapsed(t0), Duration::ZERO);
         assert_eq!(clock.deadline(1), None);
         clock.start(t0);
@@ -154,7 +164,7 @@ mod tests {
     fn seek_and_restore_continue_from_the_given_time() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut clock = ExerciseClock::new(2.0);
+        let mut clock = ExerciseClock::new(speed(2.0));
         clock.start(t0);
         clock.pause(t0 + s(5));
         clock.seek(s(100), t0 + s(6));
@@ -167,10 +177,10 @@ mod tests {
             "passed seconds are due at once"
         );
 
-        let restored = ExerciseClock::restore(2.0, s(300), true, t0);
+        let restored = ExerciseClock::restore(speed(2.0), s(300), true, t0);
         assert_eq!(restored.whole_seconds(t0 + s(10)), 320);
         assert_eq!(
-            ExerciseClock::restore(2.0, s(300), false, t0).whole_seconds(t0 + s(10)),
+            ExerciseClock::restore(speed(2.0), s(300), false, t0).whole_seconds(t0 + s(10)),
             300
         );
     }
@@ -178,12 +188,12 @@ mod tests {
     #[test]
     fn whole_seconds_agree_with_deadlines_at_odd_speeds() {
         let t0 = Instant::now();
-        for speed in [0.3, 1.0, 3.0, 7.0, 60.0] {
-            let mut clock = ExerciseClock::new(speed);
+        for value in [0.3, 1.0, 3.0, 7.0, 60.0] {
+            let mut clock = ExerciseClock::new(speed(value));
             clock.start(t0);
             for n in 0..500 {
                 let d = clock.deadline(n).unwrap();
-                assert_eq!(clock.whole_seconds(d), n, "speed {speed} second {n}");
+                assert_eq!(clock.whole_seconds(d), n, "speed {value} second {n}");
                 if d > t0 {
                     assert_eq!(clock.whole_seconds(d - Duration::from_nanos(1)), n - 1);
                 }

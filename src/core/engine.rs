@@ -15,7 +15,7 @@ use crate::config::DeliveryPolicy;
 use crate::core::clock::ExerciseClock;
 use crate::core::delivery::{Counts, DeliveryRecord, DeliveryStatus, Phase};
 use crate::core::lifecycle::{Command, Refusal, State};
-use crate::domain::ExerciseSeconds;
+use crate::domain::{ExerciseSeconds, Speed};
 use crate::scenario::Scenario;
 
 /// The current time, monotonic and wall, as the driver read it.
@@ -179,7 +179,7 @@ pub struct Persisted {
 
 impl Engine {
     /// An initialized exercise for `scenario`, running at `speed`.
-    pub fn new(scenario: &Scenario, speed: f64, policy: DeliveryPolicy) -> Self {
+    pub fn new(scenario: &Scenario, speed: Speed, policy: DeliveryPolicy) -> Self {
         let mut plan = Vec::new();
         let turn_based = scenario.turns.is_some();
         for (team, t) in scenario.teams.iter().enumerate() {
@@ -223,7 +223,7 @@ impl Engine {
     /// was confirmed stays confirmed.
     pub fn restore(
         scenario: &Scenario,
-        speed: f64,
+        speed: Speed,
         policy: DeliveryPolicy,
         stored: Persisted,
         now: Now,
@@ -280,7 +280,7 @@ impl Engine {
             if record.phase == Phase::Scheduled && came_due && !stored.state.is_over() {
                 // Due while the process was down, or in flight when it died.
                 let behind = Duration::from_secs_f64(
-                    (elapsed.as_secs_f64() - f64::from(record.due.get())).max(0.0) / speed,
+                    (elapsed.as_secs_f64() - f64::from(record.due.get())).max(0.0) / speed.get(),
                 );
                 let due_at = record
                     .due_at
@@ -357,6 +357,14 @@ impl Engine {
         self.waiting.is_empty()
             && self.retries.is_empty()
             && !self.records.iter().any(|r| r.is_outstanding())
+    }
+
+    /// Some attempt is with the broker, its acknowledgement not yet in: what
+    /// a graceful stop waits for, so that it records every confirmation.
+    pub fn in_flight(&self) -> bool {
+        self.records
+            .iter()
+            .any(|r| matches!(r.phase, Phase::InFlight(_)))
     }
 
     /// Applies a controller's command, or refuses it and changes nothing.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::config::DeliveryPolicy;
 use crate::core::engine::{EditError, Persisted, SeekMode};
-use crate::domain::{ExerciseSeconds, InjectId, TeamId};
+use crate::domain::{ExerciseSeconds, InjectId, Speed, TeamId};
 use crate::scenario::{Inject, Scenario, Team, Timeline};
 
 /// A scenario of `teams` teams that all share one timeline with injects at
@@ -115,7 +115,7 @@ async fn ten_teams_of_a_thousand_injects_each_fire_once_on_time_in_order() {
     // Timeline order differs from time order, and several injects share a second.
     let times: Vec<u32> = (0..1000u32).map(|i| (i * 7919) % 3600).collect();
     let sc = scenario(10, &times, 3600);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -173,7 +173,7 @@ async fn ten_teams_of_a_thousand_injects_each_fire_once_on_time_in_order() {
 #[tokio::test(start_paused = true)]
 async fn pause_holds_everything_and_resume_continues_at_the_same_time() {
     let sc = scenario(2, &[0, 10, 20, 30], 40);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -231,7 +231,7 @@ async fn refused_commands_change_nothing_in_every_state() {
         State::Stopped,
         State::Completed,
     ] {
-        let mut engine = Engine::new(&sc, 1.0, policy());
+        let mut engine = Engine::new(&sc, Speed::ONE, policy());
         let mut seen = Seen::default();
         engine.set_connected(true, now());
         let path: &[Command] = match state {
@@ -280,7 +280,7 @@ async fn refused_commands_change_nothing_in_every_state() {
 #[tokio::test(start_paused = true)]
 async fn stop_cancels_the_unsent_and_reset_archives_the_run() {
     let sc = scenario(3, &[0, 5, 9], 10);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -330,7 +330,7 @@ async fn stop_cancels_the_unsent_and_reset_archives_the_run() {
 #[tokio::test(start_paused = true)]
 async fn failed_attempts_retry_then_fail_and_late_acks_still_count() {
     let sc = scenario(1, &[1, 2], 100);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -387,7 +387,7 @@ async fn failed_attempts_retry_then_fail_and_late_acks_still_count() {
 #[tokio::test(start_paused = true)]
 async fn while_the_broker_is_away_due_injects_wait_and_go_out_late() {
     let sc = scenario(2, &[0, 3, 4, 8], 10);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -418,7 +418,7 @@ async fn while_the_broker_is_away_due_injects_wait_and_go_out_late() {
 #[tokio::test(start_paused = true)]
 async fn controllers_can_cancel_reschedule_add_and_retry() {
     let sc = scenario(2, &[10, 20], 60);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -488,7 +488,7 @@ async fn controllers_can_cancel_reschedule_add_and_retry() {
 #[tokio::test(start_paused = true)]
 async fn a_manual_retry_starts_the_count_again() {
     let sc = scenario(1, &[1], 100);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     engine.set_connected(true, now());
     engine.handle_command(Command::Start, None, now()).unwrap();
     let until = Instant::now() + Duration::from_secs(30);
@@ -524,7 +524,7 @@ async fn a_manual_retry_starts_the_count_again() {
 async fn seek_delivers_or_skips_what_it_passes_over() {
     for mode in [SeekMode::Deliver, SeekMode::Skip] {
         let sc = scenario(1, &[5, 10, 20, 30, 40], 60);
-        let mut engine = Engine::new(&sc, 1.0, policy());
+        let mut engine = Engine::new(&sc, Speed::ONE, policy());
         let mut seen = Seen::default();
         engine.set_connected(true, now());
         let t0 = Instant::now();
@@ -569,7 +569,7 @@ async fn seek_delivers_or_skips_what_it_passes_over() {
 #[tokio::test(start_paused = true)]
 async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
     let sc = scenario(2, &[0, 10, 20, 30], 60);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     let t0 = Instant::now();
@@ -598,7 +598,7 @@ async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
     let back = Instant::now();
     let mut restored = Engine::restore(
         &sc,
-        1.0,
+        Speed::ONE,
         policy(),
         Persisted {
             elapsed: Duration::from_secs(27),
@@ -640,7 +640,7 @@ async fn a_restored_exercise_catches_up_without_repeating_the_confirmed() {
 #[tokio::test(start_paused = true)]
 async fn a_reset_forgets_what_controllers_added_and_moved() {
     let sc = scenario(1, &[10, 20], 60);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     let mut seen = Seen::default();
     engine.set_connected(true, now());
     engine.handle_command(Command::Start, None, now()).unwrap();
@@ -670,7 +670,7 @@ async fn a_reset_forgets_what_controllers_added_and_moved() {
 #[tokio::test(start_paused = true)]
 async fn a_receipt_is_recorded_once_and_only_for_what_went_out() {
     let sc = scenario(1, &[1, 50], 100);
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     engine.set_connected(true, now());
     engine.handle_command(Command::Start, None, now()).unwrap();
     let mut seen = Seen::default();
@@ -757,7 +757,7 @@ async fn turns_are_timed_from_their_start_and_pause_at_their_end() {
         "a minute after the last inject, on a whole minute"
     );
     // Slots: blue a..e (0..5), red a..e (5..10).
-    let mut engine = Engine::new(&sc, 1.0, policy());
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
     engine.set_connected(true, now());
     let mut transitions = Vec::new();
     engine.handle_command(Command::Start, None, now()).unwrap();
@@ -858,7 +858,7 @@ async fn turns_are_timed_from_their_start_and_pause_at_their_end() {
 #[tokio::test(start_paused = true)]
 async fn next_turn_needs_a_turn_based_exercise_and_a_restored_one_waits_for_it() {
     let plain = scenario(1, &[5], 60);
-    let mut engine = Engine::new(&plain, 1.0, policy());
+    let mut engine = Engine::new(&plain, Speed::ONE, policy());
     let refused = engine
         .handle_command(Command::NextTurn, None, now())
         .unwrap_err();
@@ -868,13 +868,14 @@ async fn next_turn_needs_a_turn_based_exercise_and_a_restored_one_waits_for_it()
     // Stored between turns 1 and 2, with the millisecond rounding of a
     // stored clock.
     let sc = turn_based();
-    let mut records: Vec<DeliveryRecord> = Engine::new(&sc, 1.0, policy()).records().to_vec();
+    let mut records: Vec<DeliveryRecord> =
+        Engine::new(&sc, Speed::ONE, policy()).records().to_vec();
     for slot in [0, 1, 5, 6] {
         records[slot].status = DeliveryStatus::Delivered;
     }
     let mut engine = Engine::restore(
         &sc,
-        3.0,
+        Speed::new(3.0).unwrap(),
         policy(),
         Persisted {
             state: State::Paused,

@@ -38,6 +38,34 @@ fn validate_prints_a_summary_of_the_sample() {
 }
 
 #[test]
+fn run_and_demo_refuse_a_speed_the_clock_cannot_keep() {
+    for speed in ["0", "-1", "nan", "inf", "1000.5", "fast"] {
+        for command in ["run", "demo"] {
+            let mut args = vec![command];
+            let path = sample().to_string_lossy().into_owned();
+            if command == "run" {
+                args.push(&path);
+            }
+            let out = Command::new(BIN)
+                .args(&args)
+                .arg(format!("--speed={speed}"))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} --speed {speed}: {stderr}"
+            );
+            assert!(
+                stderr.contains("speed must be a number above 0 and at most 1000"),
+                "{command} --speed {speed}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn validate_shows_a_shared_timeline() {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use scip_orchestrator::config::{DeliveryPolicy, Limits};
 use scip_orchestrator::core::{Counts, State};
-use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds};
+use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds, Speed};
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
 use scip_orchestrator::runner::{self, Outcome, Progress, RunOptions};
 use scip_orchestrator::scenario;
@@ -104,7 +104,7 @@ pub async fn start_with(
     let mqtt = Mqtt::connect(settings).await.expect("broker reachable");
     let options = RunOptions {
         exercise_id: ExerciseId::parse(id).unwrap(),
-        speed,
+        speed: Speed::new(speed).expect("a valid speed"),
         wait_for_start,
         policy,
         feed_qos,

@@ -1,7 +1,16 @@
 //! `serve` killed with SIGKILL in the middle of an exercise and started again,
 //! on SQLite and on PostgreSQL: the exercise resumes where it would have
 //! been, what came due meanwhile goes out late, and nothing confirmed before
-//! the kill is sent again.
+//! the kill is sent again. The other modules take the real process through
+//! other failures: SIGTERM on due instants (`graceful`), a database that
+//! refuses writes (`store_failure`), stored rows that cannot be restored
+//! (`restore`), and floods and stalls that unbounded queues would not survive
+//! (`queues`).
+
+mod graceful;
+mod queues;
+mod restore;
+mod store_failure;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -248,6 +257,17 @@ struct Serve {
 
 impl Serve {
     fn start(port: u16, mqtt_port: u16, database_url: &str, media: &std::path::Path) -> Self {
+        Self::start_with(port, mqtt_port, database_url, media, &[])
+    }
+
+    /// `serve` with these environment variables added.
+    fn start_with(
+        port: u16,
+        mqtt_port: u16,
+        database_url: &str,
+        media: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(BIN)
             .args([
                 "serve",
@@ -265,6 +285,7 @@ impl Serve {
                 format!("admin:{}", scip_orchestrator::auth::hash(ADMIN)),
             )
             .env("RETRY_DELAY_SECONDS", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -295,9 +316,24 @@ impl Serve {
 
     /// SIGTERM, then the exit code.
     fn terminate(mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal_term();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Sends SIGTERM at once (no `kill` process to start: the instant matters).
+    fn signal_term(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid; no memory is shared.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to serve");
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    fn wait(mut self) -> Option<i32> {
         self.child.wait().ok().and_then(|s| s.code())
     }
 }
@@ -376,5 +412,17 @@ impl PgDatabase {
             .execute(&mut admin)
             .await;
         }
+    }
+}
+
+/// Polls `check` until it gives a value; panics after `within`.
+async fn wait_for<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

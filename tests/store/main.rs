@@ -13,7 +13,7 @@ use sqlx::Connection;
 use tempfile::TempDir;
 
 use scip_orchestrator::store::{
-    ClockRow, ControlRow, DELIVERED, DeliveryRow, ExerciseRow, Store, StoreError,
+    Batch, ClockRow, ControlRow, DELIVERED, DeliveryRow, ExerciseRow, Store, StoreError,
     default_sqlite_url,
 };
 
@@ -48,6 +48,7 @@ on_both_backends!(
     control_log_round_trip,
     concurrent_control_inserts_get_distinct_ids,
     delete_cascades,
+    a_batch_is_written_whole_or_not_at_all,
     a_new_store_finds_everything,
     ten_thousand_deliveries,
 );
@@ -413,6 +414,70 @@ async fn delete_cascades(db: &TestDb) {
     assert_eq!(s.control_log("ex-2").await.unwrap().len(), 1);
     s.insert_exercise(&exercise("ex-1", 5)).await.unwrap();
     assert!(s.deliveries("ex-1", 1).await.unwrap().is_empty());
+}
+
+/// The journal's batch: control rows, new records, clocks and progress in
+/// one transaction; a refused row stores nothing of it, and says it is not
+/// worth trying again.
+async fn a_batch_is_written_whole_or_not_at_all(db: &TestDb) {
+    let s = &db.store;
+    s.insert_exercise(&exercise("ex-1", 1)).await.unwrap();
+    let first = delivery("ex-1", 1, "blue", "i-1", 0);
+    s.insert_deliveries(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    let clock = ClockRow {
+        state: "paused".into(),
+        run: 1,
+        started_wall_ms: Some(1_700_000_000_000),
+        paused_total_ms: 0,
+        paused_since_wall_ms: None,
+        updated_wall_ms: 1_700_000_000_500,
+        turn: 0,
+    };
+    let mut delivered = first.clone();
+    delivered.status = DELIVERED.into();
+    delivered.acked_wall_ms = Some(1_700_000_000_400);
+    let good = Batch {
+        controls: vec![control("ex-1", "start", "api:127.0.0.1", true)],
+        inserts: vec![delivery("ex-1", 1, "red", "i-1", 1)],
+        // The clock of an exercise no longer stored is skipped.
+        clocks: vec![
+            ("ex-1".into(), clock.clone()),
+            ("gone".into(), clock.clone()),
+        ],
+        saves: vec![delivered.clone()],
+    };
+
+    // A row that repeats a stored key: nothing of the batch is written.
+    let mut bad = good.clone();
+    bad.inserts.push(first.clone());
+    let err = s.write(&bad).await.unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(s.control_log("ex-1").await.unwrap().is_empty());
+    assert_eq!(
+        s.deliveries("ex-1", 1).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        s.get_exercise("ex-1").await.unwrap().unwrap().state,
+        "running"
+    );
+
+    s.write(&good).await.unwrap();
+    let log = s.control_log("ex-1").await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].command, "start");
+    let rows = s.deliveries("ex-1", 1).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].status, DELIVERED);
+    assert_eq!(rows[1].team_id, "red");
+    let row = s.get_exercise("ex-1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.updated_wall_ms),
+        ("paused", 1_700_000_000_500)
+    );
+    s.write(&Batch::default()).await.unwrap();
 }
 
 async fn a_new_store_finds_everything(db: &TestDb) {
