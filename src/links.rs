@@ -1,5 +1,7 @@
 //! Team dashboard links: each carries a token, signed by the service
-//! (HMAC-SHA256), that names one team of one exercise, the link's generation
+//! (HMAC-SHA256), that names one team of one exercise, that exercise's
+//! incarnation (a random value drawn at its creation, so a link of a deleted
+//! exercise opens nothing in a new one of the same id), the link's generation
 //! and when it expires. A dashboard's event stream and receipts need it;
 //! re-issuing or revoking a link moves its team to a new generation, which
 //! every earlier token fails.
@@ -20,6 +22,8 @@ pub struct LinkKey(hmac::Key);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkClaims {
     pub exercise: String,
+    /// Which life of the exercise id: see [`new_incarnation`].
+    pub incarnation: String,
     pub team: String,
     pub generation: i64,
     /// Unix seconds.
@@ -35,6 +39,10 @@ pub enum LinkError {
     Forged,
     #[error("this link is for another exercise or team")]
     OtherTeam,
+    #[error(
+        "this link is for an exercise that was deleted since: ask the exercise control for a new one"
+    )]
+    Replaced,
     #[error("this link was revoked: ask the exercise control for a new one")]
     Revoked,
     #[error("this link expired: ask the exercise control for a new one")]
@@ -57,8 +65,8 @@ impl LinkKey {
 
     pub fn sign(&self, claims: &LinkClaims) -> String {
         let payload = format!(
-            "v1\n{}\n{}\n{}\n{}",
-            claims.exercise, claims.team, claims.generation, claims.expires
+            "v2\n{}\n{}\n{}\n{}\n{}",
+            claims.exercise, claims.incarnation, claims.team, claims.generation, claims.expires
         );
         let tag = hmac::sign(&self.0, payload.as_bytes());
         format!(
@@ -79,8 +87,9 @@ impl LinkKey {
         let text = String::from_utf8(payload).map_err(|_| LinkError::Forged)?;
         let parts: Vec<&str> = text.split('\n').collect();
         match parts.as_slice() {
-            ["v1", exercise, team, generation, expires] => Ok(LinkClaims {
+            ["v2", exercise, incarnation, team, generation, expires] => Ok(LinkClaims {
                 exercise: (*exercise).to_owned(),
+                incarnation: (*incarnation).to_owned(),
                 team: (*team).to_owned(),
                 generation: generation.parse().map_err(|_| LinkError::Forged)?,
                 expires: expires.parse().map_err(|_| LinkError::Forged)?,
@@ -89,12 +98,13 @@ impl LinkKey {
         }
     }
 
-    /// Checks `token` for `team` of `exercise` against the link's current
-    /// generation, at unix second `now`.
+    /// Checks `token` for `team` of incarnation `incarnation` of `exercise`
+    /// against the link's current generation, at unix second `now`.
     pub fn check(
         &self,
         token: Option<&str>,
         exercise: &str,
+        incarnation: &str,
         team: &str,
         current: &LinkState,
         now: i64,
@@ -102,6 +112,9 @@ impl LinkKey {
         let claims = self.read(token.ok_or(LinkError::Missing)?)?;
         if claims.exercise != exercise || claims.team != team {
             return Err(LinkError::OtherTeam);
+        }
+        if claims.incarnation != incarnation {
+            return Err(LinkError::Replaced);
         }
         if current.revoked || claims.generation != current.generation {
             return Err(LinkError::Revoked);
@@ -111,6 +124,15 @@ impl LinkKey {
         }
         Ok(())
     }
+}
+
+/// A fresh incarnation for a new exercise: 16 random bytes, base64url.
+pub fn new_incarnation() -> String {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A team's link as the service keeps it.
@@ -129,6 +151,7 @@ mod tests {
     fn claims() -> LinkClaims {
         LinkClaims {
             exercise: "ex-1".into(),
+            incarnation: "life-1".into(),
             team: "blue".into(),
             generation: 2,
             expires: 1_000,
@@ -146,7 +169,7 @@ mod tests {
             revoked: false,
         };
         let check = |token: Option<&str>, exercise, team, state: &LinkState, now| {
-            key.check(token, exercise, team, state, now)
+            key.check(token, exercise, "life-1", team, state, now)
         };
         assert_eq!(check(Some(&token), "ex-1", "blue", &live, 999), Ok(()));
         assert_eq!(
@@ -165,6 +188,18 @@ mod tests {
             check(Some(&token), "ex-1", "blue", &live, 1_000),
             Err(LinkError::Expired)
         );
+        // The exercise was deleted and created again with the same id: a
+        // new incarnation, whose links start again at generation 1.
+        let fresh = LinkState {
+            generation: 2,
+            ..live
+        };
+        assert_eq!(
+            key.check(Some(&token), "ex-1", "life-2", "blue", &fresh, 999),
+            Err(LinkError::Replaced)
+        );
+        assert_ne!(new_incarnation(), new_incarnation());
+        assert_eq!(new_incarnation().len(), 22);
         let reissued = LinkState {
             generation: 3,
             ..live
@@ -191,7 +226,10 @@ mod tests {
         assert_eq!(other.read(&token), Err(LinkError::Forged));
         // The payload changed (another team), the tag kept.
         let (_, tag) = token.split_once('.').unwrap();
-        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode("v1\nex-1\nred\n2\n1000"));
+        let forged = format!(
+            "{}.{tag}",
+            URL_SAFE_NO_PAD.encode("v2\nex-1\nlife-1\nred\n2\n1000")
+        );
         assert_eq!(key.read(&forged), Err(LinkError::Forged));
         for junk in [
             "",
@@ -204,16 +242,16 @@ mod tests {
         ] {
             assert_eq!(key.read(junk), Err(LinkError::Forged), "{junk:?}");
         }
-        // A valid signature over a payload that is not ours.
-        let odd = {
-            let payload = "v2\nex-1\nblue\n2\n1000";
+        // A valid signature over a payload that is not ours, or over a
+        // link of the first format, which named no incarnation.
+        for payload in ["v3\nex-1\nlife-1\nblue\n2\n1000", "v1\nex-1\nblue\n2\n1000"] {
             let tag = hmac::sign(&key.0, payload.as_bytes());
-            format!(
+            let odd = format!(
                 "{}.{}",
                 URL_SAFE_NO_PAD.encode(payload),
                 URL_SAFE_NO_PAD.encode(tag.as_ref())
-            )
-        };
-        assert_eq!(key.read(&odd), Err(LinkError::Forged));
+            );
+            assert_eq!(key.read(&odd), Err(LinkError::Forged), "{payload:?}");
+        }
     }
 }

@@ -210,6 +210,8 @@ impl Handle {
 
 struct Handle {
     requests: mpsc::UnboundedSender<Request>,
+    /// Which life of the id this is; team links name it.
+    incarnation: String,
     snapshot: watch::Receiver<Snapshot>,
     scenario: Arc<Scenario>,
     presence: Arc<Presence>,
@@ -418,7 +420,7 @@ impl Service {
         OffsetDateTime::now_utc().unix_timestamp() + ttl
     }
 
-    fn dashboard_url(&self, id: &str, team: &str, link: LinkState) -> String {
+    fn dashboard_url(&self, id: &str, incarnation: &str, team: &str, link: LinkState) -> String {
         let base = format!(
             "{}/exercises/{}/teams/{}",
             self.inner.public_url,
@@ -430,6 +432,7 @@ impl Service {
         }
         let token = self.inner.link_key.sign(&LinkClaims {
             exercise: id.to_owned(),
+            incarnation: incarnation.to_owned(),
             team: team.to_owned(),
             generation: link.generation,
             expires: link.expires,
@@ -449,7 +452,7 @@ impl Service {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         self.inner
             .link_key
-            .check(token, id, team, &current, now)
+            .check(token, id, &handle.incarnation, team, &current, now)
             .map_err(|e| match e {
                 LinkError::Missing => ServiceError::Unauthorized(e.to_string()),
                 _ => ServiceError::Forbidden(e.to_string()),
@@ -642,6 +645,7 @@ impl Service {
             owner: None,
             epoch: 0,
             turn: 0,
+            incarnation: crate::links::new_incarnation(),
         };
         self.inner
             .store
@@ -659,7 +663,7 @@ impl Service {
             .await?;
         info!(exercise_id = %id, teams = scenario.teams.len(), speed, "exercise created");
         let links = self.issue_links(id.as_str(), &scenario, None).await?;
-        self.spawn(actor, scenario, row.created_wall_ms, links)
+        self.spawn(actor, scenario, row.created_wall_ms, row.incarnation, links)
             .await;
         self.get(id.as_str())
     }
@@ -1099,7 +1103,12 @@ impl Service {
                 .map(|(i, t)| TeamLink {
                     id: t.id.to_string(),
                     name: t.name.clone(),
-                    dashboard_url: self.dashboard_url(id, t.id.as_str(), links[i]),
+                    dashboard_url: self.dashboard_url(
+                        id,
+                        &handle.incarnation,
+                        t.id.as_str(),
+                        links[i],
+                    ),
                     dashboards: dashboards.get(i).copied().unwrap_or(0),
                     link_expires: links[i].expires,
                     link_revoked: links[i].revoked,
@@ -1115,6 +1124,7 @@ impl Service {
         actor: Actor,
         scenario: Arc<Scenario>,
         created_wall_ms: i64,
+        incarnation: String,
         links: Vec<LinkState>,
     ) {
         let id = actor.id().to_string();
@@ -1124,6 +1134,7 @@ impl Service {
             id,
             Handle {
                 requests,
+                incarnation,
                 snapshot,
                 presence: actor.presence(),
                 scenario,
@@ -1210,7 +1221,19 @@ impl Service {
         let links = self
             .issue_links(id.as_str(), &scenario, Some(&stored))
             .await?;
-        self.spawn(actor, scenario, row.created_wall_ms, links)
+        let incarnation = if row.incarnation.is_empty() {
+            // Stored before incarnations existed: its links, which named
+            // none, stop working; the new ones name this.
+            let drawn = crate::links::new_incarnation();
+            self.inner
+                .store
+                .set_incarnation(id.as_str(), &drawn)
+                .await?;
+            drawn
+        } else {
+            row.incarnation
+        };
+        self.spawn(actor, scenario, row.created_wall_ms, incarnation, links)
             .await;
         Ok(())
     }

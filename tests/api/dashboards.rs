@@ -529,3 +529,60 @@ async fn team_links_open_their_own_team_only_until_revoked() {
         "not_found",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_links_die_with_their_exercise() {
+    let app = spawn_app().await;
+    let teams = package(60, &[("blue", &[("a", 30)]), ("red", &[("r", 30)])]);
+    app.create("ex-again", 1.0, teams.clone()).await;
+    let base = "/api/v1/exercises/ex-again/teams";
+    // Blue's first link, then its re-issued one, revoked; red's current one.
+    let blue_first = team_path(&app, "ex-again", "blue", "events").await;
+    let (status, _) = app.post(&format!("{base}/blue/link"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let blue_revoked = team_path(&app, "ex-again", "blue", "events").await;
+    let response = app
+        .client
+        .delete(app.url(&format!("{base}/blue/link")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let red_live = team_path(&app, "ex-again", "red", "events").await;
+    let old = [blue_first, blue_revoked, red_live];
+    EventStream::open(&app, &old[2]).await.next(SECS).await;
+
+    // Deleted and created again under the same id: its links start over at
+    // generation 1, as the first blue link and red's did.
+    let response = app
+        .client
+        .delete(app.url("/api/v1/exercises/ex-again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    app.create("ex-again", 1.0, teams).await;
+    for path in &old {
+        let receipts = path.replace("/events?", "/receipts?");
+        let error = assert_error(
+            &app.post(&receipts, Some(json!({"run": 1, "inject_ids": []})))
+                .await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+        assert!(
+            error["message"].as_str().unwrap().contains("deleted"),
+            "{path}: {error}"
+        );
+        // The stream is refused too (its status, without reading a body
+        // that would never end were it opened).
+        let response = app.anonymous.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    // The new exercise's own links work.
+    for team in ["blue", "red"] {
+        let path = team_path(&app, "ex-again", team, "events").await;
+        assert!(!old.contains(&path), "{team}'s link is new");
+        EventStream::open(&app, &path).await.next(SECS).await;
+    }
+}
