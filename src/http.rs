@@ -433,7 +433,10 @@ pub struct CountsResponse {
 pub struct TeamResponse {
     pub id: String,
     pub name: Option<String>,
-    pub dashboard_url: String,
+    /// The team dashboard's address with its link's token (without one
+    /// while the link is revoked). Null for observers: a working link is
+    /// for controllers to hand out.
+    pub dashboard_url: Option<String>,
     /// Dashboards of this team open now.
     pub dashboards: usize,
     /// When the dashboard link expires.
@@ -649,12 +652,16 @@ async fn create_exercise(
     tag = "exercises",
     responses((status = 200, description = "Every exercise, oldest first", body = [ExerciseResponse]))
 )]
-async fn list_exercises(State(service): State<Service>) -> Json<Vec<ExerciseResponse>> {
+async fn list_exercises(
+    State(service): State<Service>,
+    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
+) -> Json<Vec<ExerciseResponse>> {
+    let caller = caller.map(|c| c.0.role);
     Json(
         service
             .list()
             .into_iter()
-            .map(ExerciseResponse::from)
+            .map(|e| ExerciseResponse::for_caller(e, caller))
             .collect(),
     )
 }
@@ -691,8 +698,13 @@ async fn delete_exercise(
 async fn get_exercise(
     State(service): State<Service>,
     Path(id): Path<String>,
+    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
 ) -> Result<Json<ExerciseResponse>, ApiError> {
-    Ok(Json(service.get(&id)?.into()))
+    let caller = caller.map(|c| c.0.role);
+    Ok(Json(ExerciseResponse::for_caller(
+        service.get(&id)?,
+        caller,
+    )))
 }
 
 #[utoipa::path(
@@ -1125,7 +1137,7 @@ async fn reissue_link(
     Ok(Json(TeamResponse {
         id: t.id,
         name: t.name,
-        dashboard_url: t.dashboard_url,
+        dashboard_url: Some(t.dashboard_url),
         dashboards: t.dashboards,
         link_expires_at: timestamp(
             OffsetDateTime::from_unix_timestamp(t.link_expires)
@@ -1898,7 +1910,7 @@ impl From<ExerciseInfo> for ExerciseResponse {
                 .map(|t| TeamResponse {
                     id: t.id,
                     name: t.name,
-                    dashboard_url: t.dashboard_url,
+                    dashboard_url: Some(t.dashboard_url),
                     dashboards: t.dashboards,
                     link_expires_at: timestamp(
                         OffsetDateTime::from_unix_timestamp(t.link_expires)
@@ -1909,6 +1921,21 @@ impl From<ExerciseInfo> for ExerciseResponse {
                 .collect(),
             created_at: wall(e.created_wall_ms),
         }
+    }
+}
+
+impl ExerciseResponse {
+    /// The exercise as a caller with `role` may see it: the teams' signed
+    /// dashboard links only for controllers and admins (who may also
+    /// re-issue them), never for observers.
+    pub fn for_caller(info: ExerciseInfo, role: Option<crate::auth::Role>) -> Self {
+        let mut response = Self::from(info);
+        if !role.is_some_and(|r| r >= crate::auth::Role::Controller) {
+            for team in &mut response.teams {
+                team.dashboard_url = None;
+            }
+        }
+        response
     }
 }
 

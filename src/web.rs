@@ -177,8 +177,7 @@ pub async fn exercise_events(
     token: Option<axum::Extension<crate::auth::TokenEntry>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let watch = service.watch(&id).await?;
-    let token = token.map(|t| t.0.id);
-    let stream = ControlStream::new(service, id, watch, token).await?;
+    let stream = ControlStream::new(service, id, watch, token.map(|t| t.0)).await?;
     Ok(Sse::new(stream.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
@@ -270,8 +269,8 @@ struct ControlStream {
     queue: VecDeque<Event>,
     exercise: String,
     /// The API token the stream was opened with: its revocation ends the
-    /// stream.
-    token: Option<String>,
+    /// stream, and its role decides whether team links are shown.
+    token: Option<crate::auth::TokenEntry>,
 }
 
 impl ControlStream {
@@ -279,7 +278,7 @@ impl ControlStream {
         service: Service,
         id: String,
         mut follow: ExerciseWatch,
-        token: Option<String>,
+        token: Option<crate::auth::TokenEntry>,
     ) -> Result<Self, ApiError> {
         let deliveries = std::mem::take(&mut follow.watch.deliveries);
         let mut stream = Self {
@@ -312,7 +311,7 @@ impl ControlStream {
             let follow = &mut self.follow;
             let revoked = async {
                 match &self.token {
-                    Some(id) => self.service.tokens().revoked(id).await,
+                    Some(token) => self.service.tokens().revoked(&token.id).await,
                     None => std::future::pending().await,
                 }
             };
@@ -346,7 +345,8 @@ impl ControlStream {
 
     /// Queues the exercise when it differs from what was sent last.
     fn queue_exercise(&mut self) -> Result<(), ApiError> {
-        let body = ExerciseResponse::from(self.service.get(&self.id)?);
+        let role = self.token.as_ref().map(|t| t.role);
+        let body = ExerciseResponse::for_caller(self.service.get(&self.id)?, role);
         let json = serde_json::to_string(&body).expect("wire types serialize");
         if json != self.exercise {
             self.queue

@@ -246,21 +246,26 @@
       if (key === teamsKey) return;
       teamsKey = key;
       $("teams").replaceChildren(...teams.map((t) => {
-        const url = t.dashboard_url || `/exercises/${enc(exId)}/teams/${enc(t.id)}`;
+        // null for observers: team links are handed out by controllers.
+        const url = t.dashboard_url;
+        const controller = typeof url === "string";
         const open = t.dashboards > 0;
         return el("li", { "data-team": t.id, "data-open": String(open) },
           el("span", { class: "dot", title: open ? "dashboard open" : "no dashboard open" }),
           el("div", { class: "team-info" },
             el("div", { class: "team-name", text: t.name && t.name !== t.id ? t.name : t.id }),
             el("div", { class: "muted", text: `${t.id} · ${open ? `${t.dashboards} dashboard${t.dashboards > 1 ? "s" : ""} open` : "no dashboard open"}` })),
-          t.link_revoked
-            ? el("span", { class: "muted", text: "link revoked" })
-            : el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
-          t.link_revoked ? null
+          !controller
+            ? el("span", { class: "muted link-hidden", text: "link: for controllers" })
+            : t.link_revoked
+              ? el("span", { class: "muted", text: "link revoked" })
+              : el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
+          !controller || t.link_revoked ? null
             : el("button", { type: "button", class: "small", onclick: () => copy(new URL(url, location.href).href), text: "Copy link" }),
           // A new link stops every earlier one (a leaked or forwarded link); revoke stops all.
-          el("button", { type: "button", class: "small link-new", "data-team": t.id, onclick: () => moveLink(t.id, "POST"), text: "New link" }),
-          t.link_revoked ? null
+          !controller ? null
+            : el("button", { type: "button", class: "small link-new", "data-team": t.id, onclick: () => moveLink(t.id, "POST"), text: "New link" }),
+          !controller || t.link_revoked ? null
             : el("button", { type: "button", class: "small link-revoke", "data-team": t.id, onclick: () => moveLink(t.id, "DELETE"), text: "Revoke" }));
       }));
       const ids = teams.map((t) => t.id).join("\n");

@@ -216,3 +216,66 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
         .status();
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_controllers_get_the_teams_signed_links() {
+    let app = spawn_app().await;
+    app.create("links", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    let mut clients = Vec::new();
+    for role in Role::ALL {
+        let (status, issued) = app
+            .post(
+                "/api/v1/tokens",
+                Some(json!({"role": role.as_str(), "name": "links"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{issued}");
+        let token = issued["token"].as_str().unwrap().to_owned();
+        clients.push((role, token));
+    }
+    for (role, token) in &clients {
+        let client = authorized(token);
+        let get = |path: &'static str| {
+            let request = client.get(app.url(path));
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                response.json::<serde_json::Value>().await.unwrap()
+            }
+        };
+        let one = get("/api/v1/exercises/links").await;
+        let all = get("/api/v1/exercises").await;
+        let mut stream = EventStream::from_response(
+            app.anonymous
+                .get(app.url(&format!(
+                    "/api/v1/exercises/links/events?access_token={token}"
+                )))
+                .send()
+                .await
+                .unwrap(),
+        );
+        let streamed = stream
+            .until(std::time::Duration::from_secs(15), "exercise", |_| true)
+            .await
+            .pop()
+            .unwrap()
+            .data;
+        for (what, exercise) in [
+            ("GET one", &one),
+            ("GET all", &all[0]),
+            ("stream", &streamed),
+        ] {
+            let url = &exercise["teams"][0]["dashboard_url"];
+            if *role >= Role::Controller {
+                assert!(
+                    url.as_str().is_some_and(|u| u.contains("?token=")),
+                    "{role} {what}: {exercise}"
+                );
+            } else {
+                assert!(url.is_null(), "{role} {what}: {exercise}");
+                assert!(!exercise.to_string().contains("token="), "{role} {what}");
+            }
+        }
+    }
+}
