@@ -45,6 +45,9 @@ use crate::wire::timestamp;
 /// timeline fits well within it.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest receipt body: the dashboard sends at most 100 inject ids at once.
+pub const MAX_RECEIPT_BYTES: usize = 1024 * 1024;
+
 /// Buckets of `scip_delivery_latency_seconds`: millisecond precision is the
 /// interesting range, seconds mean a broker outage.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -1181,17 +1184,37 @@ async fn revoke_link(
     responses(
         (status = 200, description = "The dashboard showed these injects: the first receipt of each is recorded with the time it arrived", body = RecordedResponse),
         (status = 400, description = "Malformed body or inject id", body = ErrorResponse),
-        (status = 401, description = "No link token", body = ErrorResponse),
-        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
+        (status = 401, description = "No link token (checked before the body is read)", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired (checked before the body is read)", body = ErrorResponse),
         (status = 404, description = "No such exercise, team, or inject of this team in this run", body = ErrorResponse),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorResponse),
     )
 )]
 async fn receipts(
     State(service): State<Service>,
     Path((id, team)): Path<(String, String)>,
     Query(link): Query<crate::web::LinkToken>,
-    ApiJson(body): ApiJson<ReceiptsRequest>,
+    request: Request,
 ) -> Result<Json<RecordedResponse>, ApiError> {
+    // The link first: without it the body is never read, however large.
+    service.check_team_link(&id, &team, link.token.as_deref())?;
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "a receipt is at most {MAX_RECEIPT_BYTES} bytes: send fewer inject ids at once"
+                ),
+            )
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request needs a JSON body"));
+    }
+    check_json_type(&parts.headers)?;
+    let body: ReceiptsRequest = parse_json(&bytes)?;
     let recorded = service
         .receipts(&id, &team, link.token.as_deref(), body.run, body.inject_ids)
         .await?;

@@ -837,6 +837,20 @@ impl Service {
         })
     }
 
+    /// Checks a team link token for `team` of exercise `id`, as its stream
+    /// and receipts do; 401 without one, 403 for one that does not open it.
+    pub fn check_team_link(
+        &self,
+        id: &str,
+        team: &str,
+        token: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+        let index = handle.team_index(id, team)?;
+        self.check_link(handle, id, team, index, token).map(drop)
+    }
+
     /// Records that a dashboard of `team` showed these injects of `run`;
     /// answers how many receipts were new.
     pub async fn receipts(

@@ -339,7 +339,7 @@
     if (inFlight || !pending.size) return;
     clearTimeout(retryTimer);
     retryTimer = null;
-    const ids = [...pending];
+    const ids = [...pending].slice(0, 100); // the server takes receipts of up to 1 MiB
     const forRun = run;
     inFlight = true;
     try {

@@ -586,3 +586,81 @@ async fn team_links_die_with_their_exercise() {
         EventStream::open(&app, &path).await.next(SECS).await;
     }
 }
+
+/// Sends a request's head and the first `sent` bytes of a body announced as
+/// `length` bytes, never the rest; the status of the answer the server gives
+/// meanwhile (None when it waits for the body instead).
+async fn status_before_the_body(
+    app: &TestApp,
+    head: &str,
+    length: usize,
+    sent: usize,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "{head} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&vec![b'['; sent]).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .ok()?
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]).into_owned();
+    text.split(' ').nth(1).and_then(|code| code.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_check_the_link_before_reading_a_bounded_body() {
+    let app = spawn_app().await;
+    app.create("ex-rb", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    let base = "/api/v1/exercises/ex-rb/teams/blue/receipts";
+    // No token and a bad body: the missing credentials are what is wrong.
+    let reply = app
+        .post_raw(base, Some("application/json"), "{nonsense")
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    let reply = app
+        .post_raw(
+            &format!("{base}?token=bogus"),
+            Some("text/plain"),
+            "{nonsense",
+        )
+        .await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "forbidden");
+    // A 12 MB body that never arrives in full: the refusal comes first.
+    const BIG: usize = 12 * 1024 * 1024;
+    assert_eq!(
+        status_before_the_body(&app, &format!("POST {base}"), BIG, 64 * 1024).await,
+        Some(401)
+    );
+    assert_eq!(
+        status_before_the_body(
+            &app,
+            &format!("POST {base}?token=bogus.token"),
+            BIG,
+            64 * 1024
+        )
+        .await,
+        Some(403)
+    );
+    // With its link, a receipt is read, up to 1 MiB.
+    let receipts = team_path(&app, "ex-rb", "blue", "receipts").await;
+    let (status, body) = app
+        .post(&receipts, Some(json!({"run": 1, "inject_ids": []})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<String> = (0..60_000).map(|n| format!("inject-{n:08}")).collect();
+    let reply = app
+        .post(&receipts, Some(json!({"run": 1, "inject_ids": ids})))
+        .await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let reply = app
+        .post_raw(&receipts, Some("application/json"), "{nonsense")
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_input");
+}
