@@ -313,12 +313,14 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     // Ports first: a taken one fails before anything is written.
     let ports = open_ports(&args.http_bind, config, true).await?;
     let mut config = config.clone();
+    let mut source = ScenarioSource::Inline(package);
     if config.media_storage_path.is_none() {
         // The control room offers the sample for more exercises, and media
-        // files put beside it are served.
+        // files put beside it are served: the exercise is the package's.
         let media = args.data_dir.join("media");
         write_sample(&media.join(SAMPLE_FOLDER))?;
         config.media_storage_path = Some(media);
+        source = ScenarioSource::Folder(SAMPLE_FOLDER.to_owned());
     }
     // A fresh exercise at every run: nothing resumes from the last one.
     let database = args.data_dir.join("demo.db");
@@ -336,7 +338,7 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     let service = &hosted.service;
     let exercise = service
         .create(CreateExercise {
-            source: ScenarioSource::Inline(package),
+            source,
             exercise_id: None,
             speed: Some(args.speed),
         })

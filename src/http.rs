@@ -108,7 +108,7 @@ pub fn router(service: Service) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::pages(&service))
+        .merge(crate::web::pages())
         // Every route checks the caller's role (or is open, or checks a
         // team link itself); see `auth::required`.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -1583,6 +1583,10 @@ impl ApiError {
         }
     }
 
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -1953,7 +1957,7 @@ impl ExerciseResponse {
     /// re-issue them), never for observers.
     pub fn for_caller(info: ExerciseInfo, role: Option<crate::auth::Role>) -> Self {
         let mut response = Self::from(info);
-        if !role.is_some_and(|r| r >= crate::auth::Role::Controller) {
+        if role.is_none_or(|r| r < crate::auth::Role::Controller) {
             for team in &mut response.teams {
                 team.dashboard_url = None;
             }

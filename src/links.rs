@@ -126,6 +126,80 @@ impl LinkKey {
     }
 }
 
+/// What a media token says beyond what its URL says (exercise, path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaClaims {
+    pub team: String,
+    pub generation: i64,
+    /// Unix seconds: the link's expiry.
+    pub expires: i64,
+}
+
+impl LinkKey {
+    /// A media token: opens the one file `path` (as the media route names
+    /// it) of the exercise and incarnation `claims` name, for as long as the
+    /// team link `claims` describes opens its dashboard (same generation,
+    /// not revoked, not expired). The team stream hands one out for each
+    /// media file an inject sent to the team names, so a dashboard fetches
+    /// the media of what it was shown, and nothing else.
+    pub fn sign_media(&self, claims: &LinkClaims, path: &str) -> String {
+        let visible = format!(
+            "m1\n{}\n{}\n{}",
+            claims.team, claims.generation, claims.expires
+        );
+        let tag = hmac::sign(&self.0, media_message(claims, path).as_bytes());
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(visible),
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    }
+
+    /// The claims of a media token this key signed for `path` of
+    /// `incarnation` of `exercise`; [`LinkError::Forged`] for any other
+    /// file, exercise or incarnation.
+    pub fn read_media(
+        &self,
+        token: &str,
+        exercise: &str,
+        incarnation: &str,
+        path: &str,
+    ) -> Result<MediaClaims, LinkError> {
+        let (visible, tag) = token.split_once('.').ok_or(LinkError::Forged)?;
+        let visible = URL_SAFE_NO_PAD
+            .decode(visible)
+            .map_err(|_| LinkError::Forged)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Forged)?;
+        let text = String::from_utf8(visible).map_err(|_| LinkError::Forged)?;
+        let ["m1", team, generation, expires] = text.split('\n').collect::<Vec<_>>()[..] else {
+            return Err(LinkError::Forged);
+        };
+        let claims = LinkClaims {
+            exercise: exercise.to_owned(),
+            incarnation: incarnation.to_owned(),
+            team: team.to_owned(),
+            generation: generation.parse().map_err(|_| LinkError::Forged)?,
+            expires: expires.parse().map_err(|_| LinkError::Forged)?,
+        };
+        hmac::verify(&self.0, media_message(&claims, path).as_bytes(), &tag)
+            .map_err(|_| LinkError::Forged)?;
+        Ok(MediaClaims {
+            team: claims.team,
+            generation: claims.generation,
+            expires: claims.expires,
+        })
+    }
+}
+
+/// What a media token's tag covers. `m1` keeps it apart from link tokens,
+/// whose payloads start with `v2`.
+fn media_message(claims: &LinkClaims, path: &str) -> String {
+    format!(
+        "m1\n{}\n{}\n{}\n{}\n{}\n{path}",
+        claims.exercise, claims.incarnation, claims.team, claims.generation, claims.expires
+    )
+}
+
 /// A fresh incarnation for a new exercise: 16 random bytes, base64url.
 pub fn new_incarnation() -> String {
     let mut bytes = [0u8; 16];
@@ -216,6 +290,52 @@ mod tests {
             check(Some(&token), "ex-1", "blue", &revoked, 999),
             Err(LinkError::Revoked)
         );
+    }
+
+    #[test]
+    fn a_media_token_opens_one_file_of_one_exercise() {
+        let key = LinkKey::from_secret(&LinkKey::new_secret());
+        let token = key.sign_media(&claims(), "four-teams/map.png");
+        let read = |token: &str, exercise, incarnation, path| {
+            key.read_media(token, exercise, incarnation, path)
+        };
+        assert_eq!(
+            read(&token, "ex-1", "life-1", "four-teams/map.png"),
+            Ok(MediaClaims {
+                team: "blue".into(),
+                generation: 2,
+                expires: 1_000
+            })
+        );
+        for (exercise, incarnation, path) in [
+            ("ex-1", "life-1", "four-teams/other.png"),
+            ("ex-1", "life-1", "scenario.json"),
+            ("ex-2", "life-1", "four-teams/map.png"),
+            ("ex-1", "life-2", "four-teams/map.png"),
+        ] {
+            assert_eq!(
+                read(&token, exercise, incarnation, path),
+                Err(LinkError::Forged),
+                "{exercise} {incarnation} {path}"
+            );
+        }
+        // Another team, generation or expiry in the visible part: forged.
+        let (_, tag) = token.split_once('.').unwrap();
+        for visible in ["m1\nred\n2\n1000", "m1\nblue\n3\n1000", "m1\nblue\n2\n9999"] {
+            let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(visible));
+            assert_eq!(
+                read(&forged, "ex-1", "life-1", "four-teams/map.png"),
+                Err(LinkError::Forged),
+                "{visible:?}"
+            );
+        }
+        // A team link token is no media token, nor the other way round.
+        let link = key.sign(&claims());
+        assert_eq!(
+            read(&link, "ex-1", "life-1", "four-teams/map.png"),
+            Err(LinkError::Forged)
+        );
+        assert_eq!(key.read(&token), Err(LinkError::Forged));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! when the process starts again.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -170,6 +169,9 @@ pub struct LinkWatch {
     links: watch::Receiver<Vec<LinkState>>,
     index: usize,
     opened: LinkState,
+    /// What the link says: the media tokens handed out on the stream name
+    /// it, so they stop working with it.
+    pub claims: LinkClaims,
 }
 
 impl LinkWatch {
@@ -461,7 +463,50 @@ impl Service {
             links: handle.links.subscribe(),
             index,
             opened: current,
+            claims: LinkClaims {
+                exercise: id.to_owned(),
+                incarnation: handle.incarnation.clone(),
+                team: team.to_owned(),
+                generation: current.generation,
+                expires: current.expires,
+            },
         })
+    }
+
+    /// The URL (path and query) at which the dashboard of the link
+    /// `claims` describes fetches media file `path` of its exercise: the
+    /// file's route with a media token, valid while the link is.
+    pub fn media_url(&self, claims: &LinkClaims, path: &str) -> String {
+        let token = self.inner.link_key.sign_media(claims, path);
+        let segments: Vec<String> = path.split('/').map(path_segment).collect();
+        format!(
+            "/exercises/{}/media/{}?media={token}",
+            path_segment(&claims.exercise),
+            segments.join("/")
+        )
+    }
+
+    /// Checks a media token for file `path` of exercise `id`: signed for
+    /// this file of this incarnation, by a team link that still opens its
+    /// dashboard. 404 without the exercise, 403 otherwise.
+    pub fn check_media_token(&self, id: &str, path: &str, token: &str) -> Result<(), ServiceError> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+        let forbidden = |e: LinkError| ServiceError::Forbidden(e.to_string());
+        let claims = self
+            .inner
+            .link_key
+            .read_media(token, id, &handle.incarnation, path)
+            .map_err(forbidden)?;
+        let index = handle.team_index(id, &claims.team)?;
+        let current = handle.links.borrow()[index];
+        if current.revoked || current.generation != claims.generation {
+            return Err(forbidden(LinkError::Revoked));
+        }
+        if OffsetDateTime::now_utc().unix_timestamp() >= claims.expires {
+            return Err(forbidden(LinkError::Expired));
+        }
+        Ok(())
     }
 
     /// The API tokens the service accepts.
@@ -542,40 +587,30 @@ impl Service {
         self.inner.closing.subscribe()
     }
 
-    /// The file an exercise's media reference `path` names: in its scenario
-    /// package (as is, or under the package's `media/`), else under
-    /// MEDIA_STORAGE_PATH. None when there is no such file, or `path` would
-    /// leave those folders.
-    pub fn media_file(&self, id: &str, path: &str) -> Option<std::path::PathBuf> {
-        let root = self.inner.config.media_storage_path.as_ref()?;
-        let relative = Path::new(path);
-        let safe = relative
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !safe || path.is_empty() {
-            return None;
-        }
+    /// The media file `path` of exercise `id` (as the media route names
+    /// it): a file of the exercise's own package, as is or under its
+    /// `media/`; a `path` starting with the package's name (`/media/<package>/x`
+    /// in an inject) is also looked for without it. Never a scenario or
+    /// timeline file (no `.json`, nothing under `timelines/`), nothing hidden
+    /// (a `.` name), nothing outside the package once links are followed.
+    /// None when there is no such file, or the exercise has no package (it
+    /// was created from an inline one) or no MEDIA_STORAGE_PATH is set.
+    pub async fn media_file(&self, id: &str, path: &str) -> Option<std::path::PathBuf> {
+        let root = self.inner.config.media_storage_path.clone()?;
         let package = {
             let exercises = self.inner.exercises.read().expect("registry");
-            exercises.get(id)?.scenario.package.clone()
+            exercises.get(id)?.scenario.package.clone()?
         };
-        let mut candidates = Vec::new();
-        if let Some(package) = package {
-            candidates.push(root.join(&package).join(relative));
-            candidates.push(root.join(&package).join("media").join(relative));
-        }
-        candidates.push(root.join(relative));
-        candidates.into_iter().find(|p| p.is_file())
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || crate::media::resolve(&root, &package, &path))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Largest HTTP request body (MAX_REQUEST_BYTES).
     pub fn max_request_bytes(&self) -> usize {
         usize::try_from(self.inner.config.max_request_bytes).unwrap_or(usize::MAX)
-    }
-
-    /// Where media files are served from, when configured.
-    pub fn media_root(&self) -> Option<&Path> {
-        self.inner.config.media_storage_path.as_deref()
     }
 
     pub fn mqtt(&self) -> &Mqtt {

@@ -83,6 +83,14 @@
       }
     }
 
+    // A progress bar's fill, set through the DOM: the page's
+    // Content-Security-Policy refuses style attributes.
+    function progressBar(percent) {
+      const bar = el("div");
+      bar.style.width = `${percent}%`;
+      return bar;
+    }
+
     function card(ex) {
       const teams = ex.teams || [];
       const c = ex.counts || {};
@@ -92,7 +100,7 @@
           el("span", { class: "state-badge", "data-state": ex.state, text: ex.state })),
         el("div", { class: "ex-clock" }, el("span", { class: "clock", text: ex.formatted || fmtT(ex.exercise_time) }),
           el("span", { class: "muted", text: ` / ${fmtT(ex.total).slice(2)}${ex.speed && ex.speed !== 1 ? ` · ×${ex.speed}` : ""}` })),
-        el("div", { class: "progress" }, el("div", { style: `width:${ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0}%` })),
+        el("div", { class: "progress" }, progressBar(ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0)),
         el("div", { class: "ex-meta" },
           el("span", { text: `${ex.teams_connected ?? 0} of ${teams.length} teams connected` }),
           el("span", { text: `${c.delivered ?? 0} delivered · ${c.received ?? 0} received` }),

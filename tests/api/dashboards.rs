@@ -318,9 +318,18 @@ async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() 
         let body = response.text().await.unwrap();
         assert!(body.contains(marker), "{path} lacks {marker:?}");
     }
+    // Media are an exercise's, from its package (tests/api/access.rs has
+    // who may fetch them); the media folder itself is not served.
+    let (status, body) = app
+        .post(
+            "/api/v1/exercises",
+            Some(json!({"scenario": "four-teams", "exercise_id": "ex-media"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let media = app
         .client
-        .get(app.url("/media/four-teams/map.png"))
+        .get(app.url("/exercises/ex-media/media/four-teams/map.png"))
         .send()
         .await
         .unwrap();
@@ -329,7 +338,8 @@ async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() 
     assert_eq!(&media.bytes().await.unwrap()[..], b"\x89PNG fake");
     for missing in [
         "/assets/nope.js",
-        "/media/four-teams/nope.png",
+        "/media/four-teams/map.png",
+        "/exercises/ex-media/media/four-teams/nope.png",
         "/media/../data/scip.db",
         "/media/%2e%2e/data/scip.db",
     ] {
