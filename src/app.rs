@@ -395,6 +395,7 @@ struct Ports {
 async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyhow::Result<Ports> {
     let listener = bind_http(http_bind).await?;
     let local = listener.local_addr()?;
+    let mut broker_files = None;
     let (broker, mqtt_host, mqtt_port) = match &config.mqtt_broker_host {
         Some(host) => (None, host.clone(), config.mqtt_broker_port),
         None if !EmbeddedBroker::AVAILABLE && !need_broker => {
@@ -407,9 +408,7 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
                 );
             }
             let auth = BrokerAuth::from_config(config)?;
-            if let Some(auth) = &auth {
-                reload_on_hangup(auth.clone());
-            }
+            broker_files.clone_from(&auth);
             let broker =
                 EmbeddedBroker::start_with_auth(BrokerSettings::from_config(config), auth).await?;
             info!(
@@ -422,6 +421,7 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
             (Some(broker), host, port)
         }
     };
+    reload_on_hangup(broker_files);
     Ok(Ports {
         listener,
         local,
@@ -431,10 +431,12 @@ async fn open_ports(http_bind: &str, config: &Config, need_broker: bool) -> anyh
     })
 }
 
-/// Reads the embedded broker's password and ACL files again on every SIGHUP
-/// (as Mosquitto does); a file that cannot be read or parsed is logged and
-/// the rules stay as they were.
-fn reload_on_hangup(auth: BrokerAuth) {
+/// Handles SIGHUP for the life of the process. With the embedded broker's
+/// password and ACL files, it reads them again (as Mosquitto does); a file
+/// that cannot be read or parsed is logged and the rules stay as they were.
+/// Without them there is nothing to read again: the signal is logged and
+/// changes nothing (its default action would end the process).
+fn reload_on_hangup(auth: Option<BrokerAuth>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -444,9 +446,12 @@ fn reload_on_hangup(auth: BrokerAuth) {
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                match auth.reload() {
-                    Ok(()) => info!("SIGHUP: broker password and ACL files read again"),
-                    Err(e) => {
+                match auth.as_ref().map(BrokerAuth::reload) {
+                    None => info!(
+                        "SIGHUP: no broker password or ACL file to read again; nothing changes"
+                    ),
+                    Some(Ok(())) => info!("SIGHUP: broker password and ACL files read again"),
+                    Some(Err(e)) => {
                         tracing::error!(error = %e, "SIGHUP: broker files not reloaded, the old ones still apply")
                     }
                 }

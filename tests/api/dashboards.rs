@@ -674,3 +674,94 @@ async fn receipts_check_the_link_before_reading_a_bounded_body() {
         .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_input");
 }
+
+/// Reads from `socket` until the server closes it; the bytes it sent
+/// first. Panics if it is still open after `within`.
+async fn closed_by_the_server(
+    socket: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the connection is still open after {within:?}"));
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_event_streams_are_not() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    app.create("ex-idle", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    // A server with short timeouts, on the same service.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let timeouts = scip_orchestrator::http::Timeouts {
+        request_head: std::time::Duration::from_secs(1),
+        body_idle: std::time::Duration::from_secs(1),
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(scip_orchestrator::http::serve_with(
+        listener,
+        app.service.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+        timeouts,
+    ));
+    let within = std::time::Duration::from_secs(10);
+    let connect = || tokio::net::TcpStream::connect(address);
+
+    // Connected, nothing sent.
+    let mut silent = connect().await.unwrap();
+    closed_by_the_server(&mut silent, within).await;
+    // A request head sent a byte at a time, never finished.
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_by_the_server(&mut slow, within).await;
+    // A keep-alive connection after its answer.
+    let mut kept = connect().await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_by_the_server(&mut kept, within).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A body that stops coming: refused, and the connection closed.
+    let mut stalled = connect().await.unwrap();
+    let head = format!(
+        "POST /api/v1/exercises HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"package\": "
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let answer = closed_by_the_server(&mut stalled, within).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+
+    // An event stream outlives the timeouts: its keep-alive comments flow.
+    let path = team_path(&app, "ex-idle", "blue", "events").await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = EventStream::from_response(response);
+    stream.next(within).await;
+    let opened = tokio::time::Instant::now();
+    // The next bytes are a keep-alive comment, 5 s later: far past the
+    // 1 s timeouts, the stream is open.
+    stream.keep_alive(within).await;
+    assert!(opened.elapsed() > timeouts.request_head);
+}
