@@ -305,12 +305,14 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     // Ports first: a taken one fails before anything is written.
     let ports = open_ports(&args.http_bind, None, config, true).await?;
     let mut config = config.clone();
+    let mut source = ScenarioSource::Inline(package);
     if config.media_storage_path.is_none() {
         // The control room offers the sample for more exercises, and media
-        // files put beside it are served.
+        // files put beside it are served: the exercise is the package's.
         let media = args.data_dir.join("media");
         write_sample(&media.join(SAMPLE_FOLDER))?;
         config.media_storage_path = Some(media);
+        source = ScenarioSource::Folder(SAMPLE_FOLDER.to_owned());
     }
     // A fresh exercise at every run: nothing resumes from the last one.
     let database = args.data_dir.join("demo.db");
@@ -328,7 +330,7 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     let service = &hosted.service;
     let exercise = service
         .create(CreateExercise {
-            source: ScenarioSource::Inline(package),
+            source,
             exercise_id: None,
             speed: Some(args.speed),
         })
@@ -401,6 +403,7 @@ async fn open_ports(
 ) -> anyhow::Result<Ports> {
     let listener = bind_http(http_bind).await?;
     let local = listener.local_addr()?;
+    let mut broker_files = None;
     let (broker, mqtt_host, mqtt_port) = match &config.mqtt_broker_host {
         Some(host) => (None, host.clone(), config.mqtt_broker_port),
         None if !EmbeddedBroker::AVAILABLE && !need_broker => {
@@ -413,9 +416,7 @@ async fn open_ports(
                 );
             }
             let auth = BrokerAuth::from_config(config)?;
-            if let Some(auth) = &auth {
-                reload_on_hangup(auth.clone());
-            }
+            broker_files.clone_from(&auth);
             let options = BrokerOptions {
                 origins: ws_origins(config, public_url, local)?,
                 ..BrokerOptions::default()
@@ -434,6 +435,7 @@ async fn open_ports(
             (Some(broker), host, port)
         }
     };
+    reload_on_hangup(broker_files);
     Ok(Ports {
         listener,
         local,
@@ -471,10 +473,12 @@ fn ws_origins(
         .map_err(|e| anyhow::anyhow!("PUBLIC_URL / --public-url: {e}"))
 }
 
-/// Reads the embedded broker's password and ACL files again on every SIGHUP
-/// (as Mosquitto does); a file that cannot be read or parsed is logged and
-/// the rules stay as they were.
-fn reload_on_hangup(auth: BrokerAuth) {
+/// Handles SIGHUP for the life of the process. With the embedded broker's
+/// password and ACL files, it reads them again (as Mosquitto does); a file
+/// that cannot be read or parsed is logged and the rules stay as they were.
+/// Without them there is nothing to read again: the signal is logged and
+/// changes nothing (its default action would end the process).
+fn reload_on_hangup(auth: Option<BrokerAuth>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -484,9 +488,12 @@ fn reload_on_hangup(auth: BrokerAuth) {
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                match auth.reload() {
-                    Ok(()) => info!("SIGHUP: broker password and ACL files read again"),
-                    Err(e) => {
+                match auth.as_ref().map(BrokerAuth::reload) {
+                    None => info!(
+                        "SIGHUP: no broker password or ACL file to read again; nothing changes"
+                    ),
+                    Some(Ok(())) => info!("SIGHUP: broker password and ACL files read again"),
+                    Some(Err(e)) => {
                         tracing::error!(error = %e, "SIGHUP: broker files not reloaded, the old ones still apply")
                     }
                 }

@@ -1,9 +1,10 @@
 //! Who may use the API: bearer tokens with a role (observer < controller <
 //! admin). Tokens are kept only as SHA-256 hashes: configured at start
 //! (`API_TOKENS=role:hash,...`) or issued by an admin (stored). Every route
-//! needs a role, except the probes, the OpenAPI document, the pages and
-//! their media, and a team dashboard's stream and receipts, which need that
-//! team's signed link instead (see `links`).
+//! needs a role, except the probes, the OpenAPI document and the pages; a
+//! team dashboard's stream and receipts need that team's signed link
+//! instead (see `links`), and an exercise's media a role or a media token
+//! from the team stream.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -175,6 +176,10 @@ pub enum Access {
     /// A team's signed dashboard link, checked by the handler.
     TeamLink,
     Role(Role),
+    /// An exercise's media: a token of any role, checked here when one is
+    /// sent, else a media token from the team stream, checked by the
+    /// handler (which refuses a request with neither).
+    Media,
 }
 
 /// The access a request to the route `path` (as routed, with `{params}`) by
@@ -182,6 +187,9 @@ pub enum Access {
 pub fn required(method: &Method, path: &str) -> Access {
     if path.ends_with("/teams/{team}/events") || path.ends_with("/teams/{team}/receipts") {
         return Access::TeamLink;
+    }
+    if path == "/exercises/{id}/media/{*path}" {
+        return Access::Media;
     }
     if path.starts_with("/api/v1/tokens") {
         return Access::Role(Role::Admin);
@@ -237,8 +245,10 @@ pub fn check(
     access: Access,
     token: Option<&str>,
 ) -> Result<Option<TokenEntry>, Denied> {
-    let Access::Role(need) = access else {
-        return Ok(None);
+    let need = match (access, token) {
+        (Access::Role(need), _) => need,
+        (Access::Media, Some(_)) => Role::Observer,
+        _ => return Ok(None),
     };
     let token = token.ok_or(Denied::Unauthenticated(
         "this needs an API token: Authorization: Bearer <token>",
@@ -328,6 +338,7 @@ mod tests {
             TeamLink,
         );
         check(Method::GET, "/metrics", Role(super::Role::Observer));
+        check(Method::GET, "/exercises/{id}/media/{*path}", Media);
         for open in [
             "/healthz",
             "/readyz",
@@ -373,6 +384,18 @@ mod tests {
             Err(Denied::Unauthenticated(_))
         ));
         assert_eq!(check(&tokens, Access::Open, None), Ok(None));
+        // Media: a token is checked when sent; without one the handler
+        // decides (a media token, or 401).
+        assert!(
+            check(&tokens, Access::Media, Some(&token))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(check(&tokens, Access::Media, None), Ok(None));
+        assert!(matches!(
+            check(&tokens, Access::Media, Some("scip_forged")),
+            Err(Denied::Unauthenticated(_))
+        ));
         assert!(tokens.remove("t1"));
         assert!(check(&tokens, need(Role::Observer), Some(&token)).is_err());
         assert_eq!(

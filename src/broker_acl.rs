@@ -365,9 +365,15 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     }
 }
 
-/// Compares two secrets in time that depends only on their lengths.
+/// Compares two secrets in constant time: both are hashed to SHA-256 first,
+/// so neither their contents nor their lengths change how long it takes,
+/// and the digests are compared with `subtle` (which the optimiser cannot
+/// turn into an early exit, as it may a hand-written fold).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    let a = ring::digest::digest(&ring::digest::SHA256, a);
+    let b = ring::digest::digest(&ring::digest::SHA256, b);
+    a.as_ref().ct_eq(b.as_ref()).into()
 }
 
 /// The users and hashes of a Mosquitto password file. Blank lines and `#`
@@ -458,6 +464,23 @@ mod tests {
         assert!(!verify_password(hash, "Secret"));
         let salt = STANDARD.decode("A2QT0rr/aLAy7OVO").unwrap();
         assert_eq!(hash_with("secret", &salt, 101), hash);
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"", b""));
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        for other in [
+            &b""[..],
+            b"s3cre",
+            b"s3cret ",
+            b"S3cret",
+            b"s3cres",
+            b"s3cret\0",
+        ] {
+            assert!(!same_secret(b"s3cret", other), "{other:?}");
+            assert!(!same_secret(other, b"s3cret"), "{other:?}");
+        }
     }
 
     #[test]

@@ -216,6 +216,21 @@ impl Gate {
             }
             Err(e) => return Err(e.into()),
         };
+        // MQTT 3.1.1 section 1.5.3: a string with U+0000 closes the
+        // connection.
+        let strings = [
+            Some(&connect.client_id),
+            connect.login.as_ref().map(|l| &l.username),
+        ];
+        let will_topic = connect.last_will.as_ref().map(|w| &w.topic);
+        if strings
+            .into_iter()
+            .chain([will_topic])
+            .flatten()
+            .any(|s| s.contains('\0'))
+        {
+            return Err(GateError::Malformed("U+0000 in a CONNECT string"));
+        }
         let client_keep_alive = connect.keep_alive;
         let (principal, upstream_connect) = match self.admit(connect) {
             Ok(admitted) => admitted,

@@ -58,10 +58,11 @@ pub struct Config {
     #[arg(long, env = "RETRY_DELAY_SECONDS", default_value_t = 5, global = true)]
     pub retry_delay_seconds: u64,
 
-    /// Attempts per delivery before it is marked failed.
+    /// Attempts per delivery before it is marked failed, at most 65535
+    /// (each attempt's number travels in 16 bits of its MQTT ticket).
     #[arg(long, env = "MAX_RETRY_ATTEMPTS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..), global = true)]
-    pub max_retry_attempts: u32,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub max_retry_attempts: u16,
 
     /// Largest inject a timeline may hold, as JSON bytes (content, media
     /// list and every other field).
@@ -214,7 +215,7 @@ impl Default for Limits {
 pub struct DeliveryPolicy {
     pub timeout: Duration,
     pub retry_delay: Duration,
-    pub max_attempts: u32,
+    pub max_attempts: u16,
     pub late_after: Duration,
 }
 
@@ -302,6 +303,33 @@ impl Config {
         match self.mqtt_qos_level {
             0 => QoS::AtMostOnce,
             _ => QoS::AtLeastOnce,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn retry_attempts_beyond_what_a_ticket_carries_are_refused() {
+        let parse = |value: &str| {
+            Flags::try_parse_from(["scip-orchestrator", "--max-retry-attempts", value])
+                .map(|f| f.config.delivery_policy().max_attempts)
+        };
+        assert_eq!(parse("65535").unwrap(), u16::MAX);
+        assert_eq!(parse("1").unwrap(), 1);
+        for bad in ["0", "65536", "70000", "4294967295"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("--max-retry-attempts"), "{bad}: {err}");
         }
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! Every id that ends up in an MQTT topic is parsed once, here, and is valid
 //! from then on: non-empty, no `/`, `+`, `#` and no control characters, and
-//! not `.` or `..` (they would change the meaning of a URL path).
+//! not `.` or `..` (they would change the meaning of a URL path). Ids are
+//! shown to people (dashboards, the control room, reports, logs), so they
+//! also hold no text-direction controls or invisible characters (U+202E
+//! makes `exe.txt` read `txt.exe`) and no leading or trailing whitespace
+//! (`blue` and `blue ` would be two teams that look alike).
 
 use std::fmt;
 
@@ -17,6 +21,36 @@ pub enum IdError {
     Unsafe(String, char),
     #[error("id {0:?} is not allowed: it would name another path in a URL")]
     Dots(String),
+    #[error(
+        "id {0:?} contains U+{code:04X}, an invisible or text-direction character",
+        code = u32::from(*.1)
+    )]
+    Invisible(String, char),
+    #[error("id {0:?} starts or ends with whitespace")]
+    Whitespace(String),
+}
+
+/// Characters that change how the text around them reads, or that do not
+/// show: the Unicode bidirectional controls (Trojan Source, CVE-2021-42574)
+/// and the zero-width and other invisible format characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'                  // soft hyphen
+        | '\u{034F}'                // combining grapheme joiner
+        | '\u{061C}'                // Arabic letter mark
+        | '\u{115F}' | '\u{1160}'    // Hangul fillers
+        | '\u{17B4}' | '\u{17B5}'    // Khmer inherent vowels
+        | '\u{180B}'..='\u{180F}'    // Mongolian variation selectors, vowel separator
+        | '\u{200B}'..='\u{200F}'    // zero-width space, joiners, LRM, RLM
+        | '\u{202A}'..='\u{202E}'    // LRE, RLE, PDF, LRO, RLO
+        | '\u{2060}'..='\u{206F}'    // word joiner, invisible operators, LRI..PDI, deprecated
+        | '\u{3164}'                // Hangul filler
+        | '\u{FE00}'..='\u{FE0F}'    // variation selectors
+        | '\u{FEFF}'                // byte-order mark
+        | '\u{FFA0}'                // halfwidth Hangul filler
+        | '\u{FFF9}'..='\u{FFFB}'    // interlinear annotation
+        | '\u{E0000}'..='\u{E007F}'  // tags
+    )
 }
 
 fn check_topic_safe(raw: &str) -> Result<(), IdError> {
@@ -31,6 +65,12 @@ fn check_topic_safe(raw: &str) -> Result<(), IdError> {
         .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
     {
         return Err(IdError::Unsafe(raw.to_owned(), c));
+    }
+    if let Some(c) = raw.chars().find(|&c| is_invisible(c)) {
+        return Err(IdError::Invisible(raw.to_owned(), c));
+    }
+    if raw.trim() != raw {
+        return Err(IdError::Whitespace(raw.to_owned()));
     }
     Ok(())
 }
@@ -215,6 +255,28 @@ mod tests {
         check("..", false);
         check("...", true);
         check("a b?%", true);
+        check("équipe-bleue", true);
+        check("青", true);
+        // Text-direction controls and invisible characters.
+        check("blue\u{202E}txt.exe", false);
+        check("\u{2066}blue", false);
+        check("bl\u{200B}ue", false);
+        check("blue\u{FEFF}", false);
+        check("blue\u{E0041}", false);
+        // Surrounding whitespace, of any kind; inside is fine.
+        check(" blue", false);
+        check("blue ", false);
+        check("blue\u{3000}", false);
+        check("\u{A0}blue", false);
+        check("blue team", true);
+        assert_eq!(
+            TeamId::parse("a\u{202E}b").unwrap_err().to_string(),
+            "id \"a\\u{202e}b\" contains U+202E, an invisible or text-direction character"
+        );
+        assert_eq!(
+            TeamId::parse("blue ").unwrap_err().to_string(),
+            "id \"blue \" starts or ends with whitespace"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ use crate::wire::timestamp;
 /// timeline fits well within it.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest receipt body: the dashboard sends at most 100 inject ids at once.
+pub const MAX_RECEIPT_BYTES: usize = 1024 * 1024;
+
 /// Buckets of `scip_delivery_latency_seconds`: millisecond precision is the
 /// interesting range, seconds mean a broker outage.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -108,7 +111,7 @@ pub fn router(service: Service) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::pages(&service))
+        .merge(crate::web::pages())
         // Every route checks the caller's role (or is open, or checks a
         // team link itself); see `auth::required`.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -122,7 +125,64 @@ pub fn router(service: Service) -> Router {
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(axum::middleware::map_response(json_errors))
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(TraceLayer::new_for_http())
+        // The request's span names its path and query, with credentials
+        // (`access_token`, a team link's `token`, a media token) blanked:
+        // logs are read by more people than tokens are for.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %redacted(request.uri()),
+                    version = ?request.version(),
+                )
+            }),
+        )
+}
+
+/// Query parameters that carry credentials.
+const SECRET_PARAMETERS: [&str; 3] = ["access_token", "token", "media"];
+
+/// `uri`'s path and query with the value of every credential parameter
+/// replaced by `[redacted]`, for logs.
+pub fn redacted(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            if SECRET_PARAMETERS.contains(&decoded.as_ref()) {
+                format!("{name}=[redacted]")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{}?{}", uri.path(), parts.join("&"))
+}
+
+/// How long the HTTP server waits on a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For a request's head, from when the connection is ready for one: an
+    /// idle keep-alive connection, or one that sends its head a byte at a
+    /// time, is closed after it.
+    pub request_head: Duration,
+    /// For each next part of a request body (a body that stalls longer is
+    /// refused, and its connection closed).
+    pub body_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            request_head: Duration::from_secs(30),
+            body_idle: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets
@@ -133,18 +193,83 @@ pub async fn serve(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, service, shutdown, Timeouts::default()).await
+}
+
+/// [`serve`] with other [`Timeouts`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    timeouts: Timeouts,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let streams = service.clone();
-    axum::serve(
-        listener,
-        router(service).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        // Event streams never end by themselves; a graceful shutdown waits
-        // for every response to finish.
-        streams.close_streams();
-    })
-    .await
+    let app = router(service).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        timeouts.body_idle,
+    ));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_head);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, address) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        // As `into_make_service_with_connect_info` would: the client's
+        // address for `ConnectInfo`.
+        let app = tower::ServiceExt::map_request(
+            app,
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut request = request.map(Body::new);
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(address));
+                request
+            },
+        );
+        let connection = builder.serve_connection(
+            TokioIo::new(socket),
+            hyper_util::service::TowerToHyperService::new(app),
+        );
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, client = %address, "HTTP connection ended");
+            }
+        });
+    }
+    // Event streams never end by themselves; a graceful shutdown waits for
+    // every response to finish.
+    streams.close_streams();
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// A failed accept: the client's own trouble is skipped; anything else
+/// (out of file descriptors) is logged and retried after a second, not in
+/// a busy loop.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    error!(error = %e, "cannot accept an HTTP connection; trying again in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Installs the process's Prometheus recorder once (the first call wins) and
@@ -440,7 +565,10 @@ pub struct CountsResponse {
 pub struct TeamResponse {
     pub id: String,
     pub name: Option<String>,
-    pub dashboard_url: String,
+    /// The team dashboard's address with its link's token (without one
+    /// while the link is revoked). Null for observers: a working link is
+    /// for controllers to hand out.
+    pub dashboard_url: Option<String>,
     /// Dashboards of this team open now.
     pub dashboards: usize,
     /// When the dashboard link expires.
@@ -662,12 +790,16 @@ async fn create_exercise(
     tag = "exercises",
     responses((status = 200, description = "Every exercise, oldest first", body = [ExerciseResponse]))
 )]
-async fn list_exercises(State(service): State<Service>) -> Json<Vec<ExerciseResponse>> {
+async fn list_exercises(
+    State(service): State<Service>,
+    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
+) -> Json<Vec<ExerciseResponse>> {
+    let caller = caller.map(|c| c.0.role);
     Json(
         service
             .list()
             .into_iter()
-            .map(ExerciseResponse::from)
+            .map(|e| ExerciseResponse::for_caller(e, caller))
             .collect(),
     )
 }
@@ -704,8 +836,13 @@ async fn delete_exercise(
 async fn get_exercise(
     State(service): State<Service>,
     Path(id): Path<String>,
+    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
 ) -> Result<Json<ExerciseResponse>, ApiError> {
-    Ok(Json(service.get(&id)?.into()))
+    let caller = caller.map(|c| c.0.role);
+    Ok(Json(ExerciseResponse::for_caller(
+        service.get(&id)?,
+        caller,
+    )))
 }
 
 #[utoipa::path(
@@ -1139,7 +1276,7 @@ async fn reissue_link(
     Ok(Json(TeamResponse {
         id: t.id,
         name: t.name,
-        dashboard_url: t.dashboard_url,
+        dashboard_url: Some(t.dashboard_url),
         dashboards: t.dashboards,
         link_expires_at: timestamp(
             OffsetDateTime::from_unix_timestamp(t.link_expires)
@@ -1183,17 +1320,52 @@ async fn revoke_link(
     responses(
         (status = 200, description = "The dashboard showed these injects: the first receipt of each is recorded with the time it arrived", body = RecordedResponse),
         (status = 400, description = "Malformed body or inject id", body = ErrorResponse),
-        (status = 401, description = "No link token", body = ErrorResponse),
-        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
+        (status = 401, description = "No link token (checked before the body is read)", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired (checked before the body is read)", body = ErrorResponse),
         (status = 404, description = "No such exercise, team, or inject of this team in this run", body = ErrorResponse),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorResponse),
     )
 )]
 async fn receipts(
     State(service): State<Service>,
     Path((id, team)): Path<(String, String)>,
     Query(link): Query<crate::web::LinkToken>,
-    ApiJson(body): ApiJson<ReceiptsRequest>,
+    request: Request,
 ) -> Result<Json<RecordedResponse>, ApiError> {
+    // The link first: without it the body is never read, however large.
+    service.check_team_link(&id, &team, link.token.as_deref())?;
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "a receipt is at most {MAX_RECEIPT_BYTES} bytes: send fewer inject ids at once"
+            ),
+        )
+    };
+    let announced = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_RECEIPT_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit") {
+                too_large()
+            } else {
+                ApiError::invalid(format!("the request body could not be read: {e}"))
+            }
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request needs a JSON body"));
+    }
+    check_json_type(&parts.headers)?;
+    let body: ReceiptsRequest = parse_json(&bytes)?;
     let recorded = service
         .receipts(&id, &team, link.token.as_deref(), body.run, body.inject_ids)
         .await?;
@@ -1568,6 +1740,10 @@ impl ApiError {
             details: Vec::new(),
             retry_after: None,
         }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -1952,7 +2128,7 @@ impl From<ExerciseInfo> for ExerciseResponse {
                 .map(|t| TeamResponse {
                     id: t.id,
                     name: t.name,
-                    dashboard_url: t.dashboard_url,
+                    dashboard_url: Some(t.dashboard_url),
                     dashboards: t.dashboards,
                     link_expires_at: timestamp(
                         OffsetDateTime::from_unix_timestamp(t.link_expires)
@@ -1963,6 +2139,21 @@ impl From<ExerciseInfo> for ExerciseResponse {
                 .collect(),
             created_at: wall(e.created_wall_ms),
         }
+    }
+}
+
+impl ExerciseResponse {
+    /// The exercise as a caller with `role` may see it: the teams' signed
+    /// dashboard links only for controllers and admins (who may also
+    /// re-issue them), never for observers.
+    pub fn for_caller(info: ExerciseInfo, role: Option<crate::auth::Role>) -> Self {
+        let mut response = Self::from(info);
+        if role.is_none_or(|r| r < crate::auth::Role::Controller) {
+            for team in &mut response.teams {
+                team.dashboard_url = None;
+            }
+        }
+        response
     }
 }
 
@@ -2147,6 +2338,32 @@ mod tests {
         );
         check(r#"{"to": 5,"#, "EOF");
         check(r#"{"to": 5, "mode": "skip"} trailing"#, "trailing");
+    }
+
+    #[test]
+    fn credentials_in_addresses_are_redacted_for_logs() {
+        let check = |uri: &str, want: &str| {
+            let uri: axum::http::Uri = uri.parse().unwrap();
+            assert_eq!(redacted(&uri), want);
+        };
+        check("/api/v1/exercises", "/api/v1/exercises");
+        check(
+            "/api/v1/exercises/x/events?access_token=scip_secret",
+            "/api/v1/exercises/x/events?access_token=[redacted]",
+        );
+        check(
+            "/api/v1/exercises/x/teams/blue/events?token=djI.abc&x=1",
+            "/api/v1/exercises/x/teams/blue/events?token=[redacted]&x=1",
+        );
+        check(
+            "/exercises/x/media/a.png?media=bTE.xyz",
+            "/exercises/x/media/a.png?media=[redacted]",
+        );
+        // Spelled otherwise, repeated, or without a value.
+        check(
+            "/a?acc%65ss_token=s1&token=s2&token=s3&token&run=2",
+            "/a?acc%65ss_token=[redacted]&token=[redacted]&token=[redacted]&token=[redacted]&run=2",
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod links;
 pub mod live;
 pub mod logging;
+pub mod media;
 pub mod mqtt;
 pub mod package;
 pub mod report;

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Most keys remembered; full (idle) buckets are dropped beyond it.
+/// Most keys remembered. Beyond it, full (idle) buckets are forgotten first
+/// (forgetting them changes nothing), then the longest unused ones: a
+/// forgotten client starts again with a full burst, which bounds memory
+/// whatever the number of clients.
 const MAX_KEYS: usize = 10_000;
 
 #[derive(Debug)]
@@ -38,8 +41,7 @@ impl RateLimit {
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().expect("rate limit buckets");
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            let (per_second, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| refill(*b, now, per_second, burst).tokens < burst);
+            self.make_room(&mut buckets, now);
         }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
@@ -53,6 +55,30 @@ impl RateLimit {
             Err(Duration::from_secs_f64(
                 (1.0 - bucket.tokens) / self.per_second,
             ))
+        }
+    }
+
+    /// Keys remembered now.
+    pub fn keys(&self) -> usize {
+        self.buckets.lock().expect("rate limit buckets").len()
+    }
+
+    /// Forgets full buckets, then, when that is not enough, the least
+    /// recently used quarter: so the next [`MAX_KEYS`] / 4 new keys need no
+    /// scan.
+    fn make_room(&self, buckets: &mut HashMap<String, Bucket>, now: Instant) {
+        let (per_second, burst) = (self.per_second, self.burst);
+        buckets.retain(|_, b| refill(*b, now, per_second, burst).tokens < burst);
+        if buckets.len() < MAX_KEYS {
+            return;
+        }
+        let mut used: Vec<Instant> = buckets.values().map(|b| b.at).collect();
+        let cut = MAX_KEYS / 4;
+        let (_, &mut oldest_kept, _) = used.select_nth_unstable(cut);
+        buckets.retain(|_, b| b.at >= oldest_kept);
+        // Ties at the cut could keep too many: drop them too.
+        if buckets.len() >= MAX_KEYS {
+            buckets.retain(|_, b| b.at > oldest_kept);
         }
     }
 }
@@ -103,5 +129,25 @@ mod tests {
             assert!(slow.check("x", t0).is_ok());
         }
         assert_eq!(slow.check("x", t0).unwrap_err(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_key_cap_holds_when_every_bucket_is_in_use() {
+        let limit = RateLimit::per_minute(60);
+        let t0 = Instant::now();
+        // Each client takes one token and none comes back in time: no
+        // bucket is full, so none is idle.
+        for n in 0..MAX_KEYS + 5_000 {
+            let now = t0 + Duration::from_micros(n as u64);
+            assert!(limit.check(&format!("api:{n}"), now).is_ok());
+            assert!(limit.keys() <= MAX_KEYS, "{} keys after {n}", limit.keys());
+        }
+        // The most recent clients are remembered: still limited.
+        let now = t0 + Duration::from_micros((MAX_KEYS + 5_000) as u64);
+        let last = format!("api:{}", MAX_KEYS + 4_999);
+        for _ in 0..9 {
+            assert!(limit.check(&last, now).is_ok());
+        }
+        assert!(limit.check(&last, now).is_err());
     }
 }

@@ -2276,6 +2276,37 @@ mod tests {
     }
 
     #[test]
+    fn refuses_ids_with_text_direction_controls_or_surrounding_whitespace() {
+        check(
+            &[
+                (
+                    "scenario.json",
+                    "{\"id\": \"ex-1\\u202e\", \"duration_minutes\": 45, \"teams\": [
+                        {\"id\": \"blue\\u202etxt.exe\", \"timeline_id\": \"t\"},
+                        {\"id\": \" red\", \"timeline_id\": \"t\"},
+                        {\"id\": \"green\", \"timeline_id\": \"t\"}
+                    ]}",
+                ),
+                (
+                    "timelines/t.json",
+                    &timeline(&[
+                        BRIEFING,
+                        r#"{"id": "i-2\u200b", "time": 0, "type": "news", "content": {}}"#,
+                        r#"{"id": "i-3 ", "time": 0, "type": "news", "content": {}}"#,
+                    ]),
+                ),
+            ],
+            &[
+                r#"scenario.json: invalid "id": id "ex-1\u{202e}" contains U+202E, an invisible or text-direction character"#,
+                r#"scenario.json: team #0: invalid "id": id "blue\u{202e}txt.exe" contains U+202E, an invisible or text-direction character"#,
+                r#"scenario.json: team #1: invalid "id": id " red" starts or ends with whitespace"#,
+                r#"timelines/t.json: inject #1: invalid "id": id "i-2\u{200b}" contains U+200B, an invisible or text-direction character"#,
+                r#"timelines/t.json: inject #2: invalid "id": id "i-3 " starts or ends with whitespace"#,
+            ],
+        );
+    }
+
+    #[test]
     fn refuses_duplicate_inject_ids_within_a_timeline() {
         check_injects(
             &[

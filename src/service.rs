@@ -203,6 +203,9 @@ pub struct LinkWatch {
     links: watch::Receiver<Vec<LinkState>>,
     index: usize,
     opened: LinkState,
+    /// What the link says: the media tokens handed out on the stream name
+    /// it, so they stop working with it.
+    pub claims: LinkClaims,
 }
 
 impl LinkWatch {
@@ -244,6 +247,8 @@ impl Handle {
 struct Handle {
     /// Bounded (REQUEST_QUEUE): a caller waits for room.
     requests: mpsc::Sender<Request>,
+    /// Which life of the id this is; team links name it.
+    incarnation: String,
     snapshot: watch::Receiver<Snapshot>,
     scenario: Arc<Scenario>,
     presence: Arc<Presence>,
@@ -472,7 +477,7 @@ impl Service {
         OffsetDateTime::now_utc().unix_timestamp() + ttl
     }
 
-    fn dashboard_url(&self, id: &str, team: &str, link: LinkState) -> String {
+    fn dashboard_url(&self, id: &str, incarnation: &str, team: &str, link: LinkState) -> String {
         let base = format!(
             "{}/exercises/{}/teams/{}",
             self.inner.public_url,
@@ -484,6 +489,7 @@ impl Service {
         }
         let token = self.inner.link_key.sign(&LinkClaims {
             exercise: id.to_owned(),
+            incarnation: incarnation.to_owned(),
             team: team.to_owned(),
             generation: link.generation,
             expires: link.expires,
@@ -503,7 +509,7 @@ impl Service {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         self.inner
             .link_key
-            .check(token, id, team, &current, now)
+            .check(token, id, &handle.incarnation, team, &current, now)
             .map_err(|e| match e {
                 LinkError::Missing => ServiceError::Unauthorized(e.to_string()),
                 _ => ServiceError::Forbidden(e.to_string()),
@@ -512,7 +518,50 @@ impl Service {
             links: handle.links.subscribe(),
             index,
             opened: current,
+            claims: LinkClaims {
+                exercise: id.to_owned(),
+                incarnation: handle.incarnation.clone(),
+                team: team.to_owned(),
+                generation: current.generation,
+                expires: current.expires,
+            },
         })
+    }
+
+    /// The URL (path and query) at which the dashboard of the link
+    /// `claims` describes fetches media file `path` of its exercise: the
+    /// file's route with a media token, valid while the link is.
+    pub fn media_url(&self, claims: &LinkClaims, path: &str) -> String {
+        let token = self.inner.link_key.sign_media(claims, path);
+        let segments: Vec<String> = path.split('/').map(path_segment).collect();
+        format!(
+            "/exercises/{}/media/{}?media={token}",
+            path_segment(&claims.exercise),
+            segments.join("/")
+        )
+    }
+
+    /// Checks a media token for file `path` of exercise `id`: signed for
+    /// this file of this incarnation, by a team link that still opens its
+    /// dashboard. 404 without the exercise, 403 otherwise.
+    pub fn check_media_token(&self, id: &str, path: &str, token: &str) -> Result<(), ServiceError> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+        let forbidden = |e: LinkError| ServiceError::Forbidden(e.to_string());
+        let claims = self
+            .inner
+            .link_key
+            .read_media(token, id, &handle.incarnation, path)
+            .map_err(forbidden)?;
+        let index = handle.team_index(id, &claims.team)?;
+        let current = handle.links.borrow()[index];
+        if current.revoked || current.generation != claims.generation {
+            return Err(forbidden(LinkError::Revoked));
+        }
+        if OffsetDateTime::now_utc().unix_timestamp() >= claims.expires {
+            return Err(forbidden(LinkError::Expired));
+        }
+        Ok(())
     }
 
     /// The API tokens the service accepts.
@@ -593,40 +642,30 @@ impl Service {
         self.inner.closing.subscribe()
     }
 
-    /// The file an exercise's media reference `path` names: in its scenario
-    /// package (as is, or under the package's `media/`), else under
-    /// MEDIA_STORAGE_PATH. None when there is no such file, or `path` would
-    /// leave those folders.
-    pub fn media_file(&self, id: &str, path: &str) -> Option<std::path::PathBuf> {
-        let root = self.inner.config.media_storage_path.as_ref()?;
-        let relative = Path::new(path);
-        let safe = relative
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !safe || path.is_empty() {
-            return None;
-        }
+    /// The media file `path` of exercise `id` (as the media route names
+    /// it): a file of the exercise's own package, as is or under its
+    /// `media/`; a `path` starting with the package's name (`/media/<package>/x`
+    /// in an inject) is also looked for without it. Never a scenario or
+    /// timeline file (no `.json`, nothing under `timelines/`), nothing hidden
+    /// (a `.` name), nothing outside the package once links are followed.
+    /// None when there is no such file, or the exercise has no package (it
+    /// was created from an inline one) or no MEDIA_STORAGE_PATH is set.
+    pub async fn media_file(&self, id: &str, path: &str) -> Option<std::path::PathBuf> {
+        let root = self.inner.config.media_storage_path.clone()?;
         let package = {
             let exercises = self.inner.exercises.read().expect("registry");
-            exercises.get(id)?.scenario.package.clone()
+            exercises.get(id)?.scenario.package.clone()?
         };
-        let mut candidates = Vec::new();
-        if let Some(package) = package {
-            candidates.push(root.join(&package).join(relative));
-            candidates.push(root.join(&package).join("media").join(relative));
-        }
-        candidates.push(root.join(relative));
-        candidates.into_iter().find(|p| p.is_file())
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || crate::media::resolve(&root, &package, &path))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Largest HTTP request body (MAX_REQUEST_BYTES).
     pub fn max_request_bytes(&self) -> usize {
         usize::try_from(self.inner.config.max_request_bytes).unwrap_or(usize::MAX)
-    }
-
-    /// Where media files are served from, when configured.
-    pub fn media_root(&self) -> Option<&Path> {
-        self.inner.config.media_storage_path.as_deref()
     }
 
     pub fn mqtt(&self) -> &Mqtt {
@@ -691,6 +730,7 @@ impl Service {
             owner: None,
             epoch: 0,
             turn: 0,
+            incarnation: crate::links::new_incarnation(),
         };
         self.inner
             .store
@@ -722,7 +762,7 @@ impl Service {
             }
         };
         info!(exercise_id = %id, teams = scenario.teams.len(), speed = speed.get(), "exercise created");
-        self.spawn(actor, scenario, row.created_wall_ms, links)
+        self.spawn(actor, scenario, row.created_wall_ms, row.incarnation, links)
             .await;
         self.get(id.as_str())
     }
@@ -950,6 +990,20 @@ impl Service {
             snapshot,
             presence,
         })
+    }
+
+    /// Checks a team link token for `team` of exercise `id`, as its stream
+    /// and receipts do; 401 without one, 403 for one that does not open it.
+    pub fn check_team_link(
+        &self,
+        id: &str,
+        team: &str,
+        token: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+        let index = handle.team_index(id, team)?;
+        self.check_link(handle, id, team, index, token).map(drop)
     }
 
     /// Records that a dashboard of `team` showed these injects of `run`;
@@ -1292,7 +1346,12 @@ impl Service {
                 .map(|(i, t)| TeamLink {
                     id: t.id.to_string(),
                     name: t.name.clone(),
-                    dashboard_url: self.dashboard_url(id, t.id.as_str(), links[i]),
+                    dashboard_url: self.dashboard_url(
+                        id,
+                        &handle.incarnation,
+                        t.id.as_str(),
+                        links[i],
+                    ),
                     dashboards: dashboards.get(i).copied().unwrap_or(0),
                     link_expires: links[i].expires,
                     link_revoked: links[i].revoked,
@@ -1308,6 +1367,7 @@ impl Service {
         actor: Actor,
         scenario: Arc<Scenario>,
         created_wall_ms: i64,
+        incarnation: String,
         links: Vec<LinkState>,
     ) {
         let id = actor.id().to_string();
@@ -1317,6 +1377,7 @@ impl Service {
             id,
             Handle {
                 requests,
+                incarnation,
                 snapshot,
                 presence: actor.presence(),
                 scenario,
@@ -1426,7 +1487,19 @@ impl Service {
         let links = self
             .issue_links(id.as_str(), &scenario, Some(&stored))
             .await?;
-        self.spawn(actor, scenario, row.created_wall_ms, links)
+        let incarnation = if row.incarnation.is_empty() {
+            // Stored before incarnations existed: its links, which named
+            // none, stop working; the new ones name this.
+            let drawn = crate::links::new_incarnation();
+            self.inner
+                .store
+                .set_incarnation(id.as_str(), &drawn)
+                .await?;
+            drawn
+        } else {
+            row.incarnation
+        };
+        self.spawn(actor, scenario, row.created_wall_ms, incarnation, links)
             .await;
         Ok(())
     }

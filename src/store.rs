@@ -81,6 +81,9 @@ pub struct ExerciseRow {
     pub epoch: i64,
     /// Turn-based exercises: the turn under way or just over; else 0.
     pub turn: i64,
+    /// Which life of the id this is: random, drawn at creation; team links
+    /// name it. Empty for rows stored before it existed.
+    pub incarnation: String,
 }
 
 /// An API token an admin issued; only its hash is kept.
@@ -406,7 +409,7 @@ impl Store {
     pub async fn insert_exercise(&self, row: &ExerciseRow) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO exercises ({EXERCISE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         with_pool!(self, pool => {
             sqlx::query(&sql)
@@ -425,6 +428,7 @@ impl Store {
                 .bind(&row.owner)
                 .bind(row.epoch)
                 .bind(row.turn)
+                .bind(&row.incarnation)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -465,6 +469,25 @@ impl Store {
                 update_clock_on!(conn, id, clock)
             }
             .await
+        })?;
+        if done == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("exercise {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the incarnation of exercise `id` (one stored before incarnations
+    /// existed); [`StoreError::NotFound`] when it is not stored.
+    pub async fn set_incarnation(&self, id: &str, incarnation: &str) -> Result<(), StoreError> {
+        let done = with_pool!(self, pool => {
+            sqlx::query("UPDATE exercises SET incarnation = $2 WHERE id = $1")
+                .bind(id)
+                .bind(incarnation)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         if done == 0 {
             return Err(StoreError::NotFound {
@@ -737,7 +760,7 @@ const MAX_CHUNK: usize = 512;
 
 const EXERCISE_COLUMNS: &str = "id, name, scenario_json, state, run, speed, duration_secs, \
     started_wall_ms, paused_total_ms, paused_since_wall_ms, created_wall_ms, updated_wall_ms, \
-    owner, epoch, turn";
+    owner, epoch, turn, incarnation";
 
 /// In the order `insert_deliveries` binds them.
 const DELIVERY_COLUMNS: &str = "exercise_id, run, team_id, inject_id, due_secs, status, \

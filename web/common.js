@@ -99,14 +99,16 @@ const SCIP = (() => {
 
   const fmtMs = (ms) => (ms === null || ms === undefined ? "—" : `${Math.round(ms)} ms`);
 
-  // Media references: "http..." is used as is; "/media/x" and "x" are media files. With
-  // an exercise they are asked of it (/exercises/{id}/media/x): the server looks in the
-  // exercise's scenario package first, then in the media folder.
-  function mediaUrl(ref, exId) {
+  // Media references: "http..." is used as is; "/media/x" and "x" are media files of the
+  // exercise's package, at /exercises/{id}/media/x. That route needs credentials: a team
+  // dashboard uses the URLs its stream hands out with each inject (media_urls), the
+  // control room appends its API token (?access_token=).
+  function mediaUrl(ref, exId, accessToken) {
     const r = String(ref || "");
     if (/^https?:/i.test(r)) return r;
-    const rest = r.replace(/^\/+/, "").replace(/^media\//, "");
-    return exId ? `/exercises/${encodeURIComponent(exId)}/media/${encodeURI(rest)}` : `/media/${encodeURI(rest)}`;
+    const rest = r.replace(/^\/+/, "").replace(/^media\//, "").split("/").map(encodeURIComponent).join("/");
+    const query = accessToken ? `?access_token=${encodeURIComponent(accessToken)}` : "";
+    return `/exercises/${encodeURIComponent(exId || "")}/media/${rest}${query}`;
   }
   const ext = (u) => (String(u).split(/[?#]/)[0].match(/\.([a-z0-9]+)$/i) || [])[1]?.toLowerCase() || "";
   const isImage = (u) => ["png", "jpg", "jpeg", "gif", "webp", "svg"].includes(ext(u));

@@ -83,6 +83,14 @@
       }
     }
 
+    // A progress bar's fill, set through the DOM: the page's
+    // Content-Security-Policy refuses style attributes.
+    function progressBar(percent) {
+      const bar = el("div");
+      bar.style.width = `${percent}%`;
+      return bar;
+    }
+
     function card(ex) {
       const teams = ex.teams || [];
       const c = ex.counts || {};
@@ -92,7 +100,7 @@
           el("span", { class: "state-badge", "data-state": ex.state, text: ex.state })),
         el("div", { class: "ex-clock" }, el("span", { class: "clock", text: ex.formatted || fmtT(ex.exercise_time) }),
           el("span", { class: "muted", text: ` / ${fmtT(ex.total).slice(2)}${ex.speed && ex.speed !== 1 ? ` · ×${ex.speed}` : ""}` })),
-        el("div", { class: "progress" }, el("div", { style: `width:${ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0}%` })),
+        el("div", { class: "progress" }, progressBar(ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0)),
         el("div", { class: "ex-meta" },
           el("span", { text: `${ex.teams_connected ?? 0} of ${teams.length} teams connected` }),
           el("span", { text: `${c.delivered ?? 0} delivered · ${c.received ?? 0} received` }),
@@ -248,21 +256,26 @@
       if (key === teamsKey) return;
       teamsKey = key;
       $("teams").replaceChildren(...teams.map((t) => {
-        const url = t.dashboard_url || `/exercises/${enc(exId)}/teams/${enc(t.id)}`;
+        // null for observers: team links are handed out by controllers.
+        const url = t.dashboard_url;
+        const controller = typeof url === "string";
         const open = t.dashboards > 0;
         return el("li", { "data-team": t.id, "data-open": String(open) },
           el("span", { class: "dot", title: open ? "dashboard open" : "no dashboard open" }),
           el("div", { class: "team-info" },
             el("div", { class: "team-name", text: t.name && t.name !== t.id ? t.name : t.id }),
             el("div", { class: "muted", text: `${t.id} · ${open ? `${t.dashboards} dashboard${t.dashboards > 1 ? "s" : ""} open` : "no dashboard open"}` })),
-          t.link_revoked
-            ? el("span", { class: "muted", text: "link revoked" })
-            : el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
-          t.link_revoked ? null
+          !controller
+            ? el("span", { class: "muted link-hidden", text: "link: for controllers" })
+            : t.link_revoked
+              ? el("span", { class: "muted", text: "link revoked" })
+              : el("a", { class: "button small", href: url, target: "_blank", rel: "noopener", text: "Open ↗" }),
+          !controller || t.link_revoked ? null
             : el("button", { type: "button", class: "small", onclick: () => copy(new URL(url, location.href).href), text: "Copy link" }),
           // A new link stops every earlier one (a leaked or forwarded link); revoke stops all.
-          el("button", { type: "button", class: "small link-new", "data-team": t.id, onclick: () => moveLink(t.id, "POST"), text: "New link" }),
-          t.link_revoked ? null
+          !controller ? null
+            : el("button", { type: "button", class: "small link-new", "data-team": t.id, onclick: () => moveLink(t.id, "POST"), text: "New link" }),
+          !controller || t.link_revoked ? null
             : el("button", { type: "button", class: "small link-revoke", "data-team": t.id, onclick: () => moveLink(t.id, "DELETE"), text: "Revoke" }));
       }));
       const ids = teams.map((t) => t.id).join("\n");

@@ -5,7 +5,11 @@
   const { el, api, enc, fmtT, isImage, isVideo } = SCIP;
   const $ = (id) => document.getElementById(id);
   const [, exId, , teamId] = SCIP.pathParts(); // ["exercises", id, "teams", team]
-  const mediaUrl = (ref) => SCIP.mediaUrl(ref, exId);
+  // The media URLs the stream handed out with the inject being rendered: each opens that
+  // one file while this dashboard's link is valid. A reference without one (an
+  // http(s) address, or text that is no file) is used as the address it names.
+  let mediaUrls = {};
+  const mediaUrl = (ref) => mediaUrls[String(ref)] || SCIP.mediaUrl(ref, exId);
   const exBase = `/api/v1/exercises/${enc(exId || "")}`;
   const teamBase = `${exBase}/teams/${enc(teamId || "")}`;
   // The link's signed token: the team's stream and receipts need it.
@@ -218,6 +222,7 @@
   RENDER.briefing = RENDER.intel;
 
   function renderItem(item) {
+    mediaUrls = item.media_urls && typeof item.media_urls === "object" ? item.media_urls : {};
     const m = item.message || {};
     const c = m.content && typeof m.content === "object" ? m.content : { text: m.content };
     const type = String(m.type || "message");
@@ -339,7 +344,7 @@
     if (inFlight || !pending.size) return;
     clearTimeout(retryTimer);
     retryTimer = null;
-    const ids = [...pending];
+    const ids = [...pending].slice(0, 100); // the server takes receipts of up to 1 MiB
     const forRun = run;
     inFlight = true;
     try {

@@ -628,7 +628,7 @@ impl Engine {
         if stopped {
             record.status = DeliveryStatus::Cancelled;
             record.phase = Phase::Done;
-        } else if record.attempts >= max_attempts {
+        } else if record.attempts >= u32::from(max_attempts) {
             record.status = DeliveryStatus::Failed;
             record.phase = Phase::Done;
             self.outputs.push_back(Output::DeliveryFailed {
@@ -874,12 +874,16 @@ impl Engine {
         }
         let record = &mut self.records[slot];
         record.attempts += 1;
-        record.phase = Phase::InFlight(record.attempts);
+        // The ticket carries 16 bits of the attempt. MAX_RETRY_ATTEMPTS fits
+        // them; a count restored beyond it saturates, in the phase too, so
+        // the ticket's report is still matched to the attempt in flight.
+        let attempt = u16::try_from(record.attempts).unwrap_or(u16::MAX);
+        record.phase = Phase::InFlight(u32::from(attempt));
         record.published_wall = Some(now.wall);
         self.outputs.push_back(Output::Deliver(DeliveryTag {
             run: self.run,
             slot: slot as u32,
-            attempt: record.attempts as u16,
+            attempt,
         }));
     }
 

@@ -123,6 +123,7 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
                     Some(StatusCode::FORBIDDEN)
                 }
                 (Access::Role(_), Caller::Token(_)) => None,
+                (Access::Media, _) => unreachable!("media routes are not in the API document"),
             };
             match expected {
                 Some(want) => assert_eq!(status, want, "{method} {path} as {caller:?}"),
@@ -215,4 +216,500 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_controllers_get_the_teams_signed_links() {
+    let app = spawn_app().await;
+    app.create("links", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    let mut clients = Vec::new();
+    for role in Role::ALL {
+        let (status, issued) = app
+            .post(
+                "/api/v1/tokens",
+                Some(json!({"role": role.as_str(), "name": "links"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{issued}");
+        let token = issued["token"].as_str().unwrap().to_owned();
+        clients.push((role, token));
+    }
+    for (role, token) in &clients {
+        let client = authorized(token);
+        let get = |path: &'static str| {
+            let request = client.get(app.url(path));
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                response.json::<serde_json::Value>().await.unwrap()
+            }
+        };
+        let one = get("/api/v1/exercises/links").await;
+        let all = get("/api/v1/exercises").await;
+        let mut stream = EventStream::from_response(
+            app.anonymous
+                .get(app.url(&format!(
+                    "/api/v1/exercises/links/events?access_token={token}"
+                )))
+                .send()
+                .await
+                .unwrap(),
+        );
+        let streamed = stream
+            .until(std::time::Duration::from_secs(15), "exercise", |_| true)
+            .await
+            .pop()
+            .unwrap()
+            .data;
+        for (what, exercise) in [
+            ("GET one", &one),
+            ("GET all", &all[0]),
+            ("stream", &streamed),
+        ] {
+            let url = &exercise["teams"][0]["dashboard_url"];
+            if *role >= Role::Controller {
+                assert!(
+                    url.as_str().is_some_and(|u| u.contains("?token=")),
+                    "{role} {what}: {exercise}"
+                );
+            } else {
+                assert!(url.is_null(), "{role} {what}: {exercise}");
+                assert!(!exercise.to_string().contains("token="), "{role} {what}");
+            }
+        }
+    }
+}
+
+/// A package `kit` for the media tests: blue is sent an inject at T+0 naming
+/// a picture, an HTML and an SVG file, a link out of the package and the
+/// scenario's own files, and another at T+30 naming a picture of its own;
+/// red is sent one at T+0 naming a picture only red may see.
+fn write_media_package(media: &std::path::Path) {
+    let write = |path: &str, bytes: &[u8]| {
+        let file = media.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    };
+    write(
+        "kit/scenario.json",
+        json!({"id": "closed", "duration_minutes": 1, "teams": [
+            {"id": "blue", "timeline_id": "blue"}, {"id": "red", "timeline_id": "red"}]})
+        .to_string()
+        .as_bytes(),
+    );
+    write(
+        "kit/timelines/blue.json",
+        json!({"id": "blue", "injects": [
+            {"id": "b-1", "time": 0, "type": "news", "content": {"headline": "Now", "image": "/media/kit/map.png"},
+             "media": ["secret.html", "vector.svg", "out.png", "scenario.json",
+                       "timelines/red.json", "../other/photo.png", "https://example.org/x.png"]},
+            {"id": "b-2", "time": 30, "type": "news", "content": {"headline": "Later"}, "media": ["future.png"]}]})
+        .to_string()
+        .as_bytes(),
+    );
+    write(
+        "kit/timelines/red.json",
+        json!({"id": "red", "injects": [
+            {"id": "r-1", "time": 0, "type": "news", "content": {"headline": "Red"}, "media": ["red-only.png"]}]})
+        .to_string()
+        .as_bytes(),
+    );
+    write("kit/map.png", b"\x89PNG map of the harbour");
+    write("kit/media/future.png", b"\x89PNG what comes at T+30");
+    write("kit/red-only.png", b"\x89PNG for red");
+    write(
+        "kit/secret.html",
+        b"<script>fetch('/api/v1/tokens',{headers:{Authorization:'Bearer '+localStorage['scip.apiToken']}})</script>",
+    );
+    write(
+        "kit/vector.svg",
+        b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
+    );
+    write("other/photo.png", b"\x89PNG another package");
+    write("other/scenario.json", b"{}");
+    write("outside.png", b"\x89PNG outside every package");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(media.join("outside.png"), media.join("kit/out.png")).unwrap();
+}
+
+/// The `media_urls` of every item of `history` and `inject` events, by
+/// reference as written.
+fn media_urls(events: &[Sse]) -> std::collections::HashMap<String, String> {
+    let mut urls = std::collections::HashMap::new();
+    for e in events {
+        let items = match e.event.as_str() {
+            "history" => e.data["injects"].as_array().unwrap().clone(),
+            "inject" => vec![e.data.clone()],
+            _ => continue,
+        };
+        for item in items {
+            for (written, url) in item["media_urls"].as_object().unwrap() {
+                urls.insert(written.clone(), url.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    urls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_open_to_their_team_once_sent_and_to_api_tokens_only() {
+    use std::time::Duration;
+    const SECS: Duration = Duration::from_secs(15);
+    let app = spawn_app().await;
+    write_media_package(&app.media);
+    for id in ["closed", "closed-2"] {
+        let (status, body) = app
+            .post(
+                "/api/v1/exercises",
+                Some(json!({"scenario": "kit", "exercise_id": id})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.command(id, "start").await;
+        app.wait_delivery(id, "blue", "b-1", "delivered").await;
+        app.wait_delivery(id, "red", "r-1", "delivered").await;
+    }
+    let (_, observer) = app
+        .post(
+            "/api/v1/tokens",
+            Some(json!({"role": "observer", "name": "media"})),
+        )
+        .await;
+    let observer = observer["token"].as_str().unwrap().to_owned();
+    let history = |id: &'static str, team: &'static str| {
+        let app = &app;
+        async move {
+            let mut stream =
+                EventStream::open(app, &team_path(app, id, team, "events").await).await;
+            let events = stream.until(SECS, "history", |_| true).await;
+            (stream, media_urls(&events))
+        }
+    };
+    let (mut blue_stream, blue) = history("closed", "blue").await;
+    let (_, red) = history("closed", "red").await;
+    let (_, blue_elsewhere) = history("closed-2", "blue").await;
+
+    // What blue was sent names these files; only media get a URL.
+    let mut named: Vec<&str> = blue.keys().map(String::as_str).collect();
+    named.sort();
+    assert_eq!(
+        named,
+        ["/media/kit/map.png", "out.png", "secret.html", "vector.svg"],
+        "{blue:?}"
+    );
+    assert!(blue["/media/kit/map.png"].starts_with("/exercises/closed/media/kit/map.png?media="));
+
+    let get = |path: String, bearer: Option<String>, range: bool| {
+        let app = &app;
+        async move {
+            let mut request = app.anonymous.get(app.url(&path));
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token);
+            }
+            if range {
+                request = request.header("range", "bytes=0-3");
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap();
+            (status, headers, body)
+        }
+    };
+    let status = |path: String, bearer: Option<String>| {
+        let get = &get;
+        async move { get(path, bearer, false).await.0 }
+    };
+    let file = |path: &str| format!("/exercises/closed/media/{path}");
+    let blue_link = team_path(&app, "closed", "blue", "events").await;
+    let blue_link = blue_link.split_once("token=").unwrap().1.to_owned();
+    let paths = [
+        "map.png",
+        "kit/map.png",
+        "scenario.json",
+        "timelines/blue.json",
+        "timelines/red.json",
+        "future.png",
+        "red-only.png",
+        "secret.html",
+        "vector.svg",
+        "out.png",
+        // Encoded: a client would resolve a plain `..` before sending it.
+        "..%2Fother%2Fphoto.png",
+        "other/photo.png",
+        "..%2F..%2Fdata%2Fscip.db",
+        "nope.png",
+    ];
+
+    // An outsider, a forged token, a team's link (which opens its stream,
+    // not media): 401 for every file, whether it exists or not.
+    for path in paths {
+        assert_eq!(
+            status(file(path), None).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            status(file(path), Some("scip_forged".into())).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            status(format!("{}?token={blue_link}", file(path)), None).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    // The old open media folder is gone, for everyone.
+    for path in [
+        "/media/kit/timelines/blue.json",
+        "/media/kit/scenario.json",
+        "/media/kit/map.png",
+    ] {
+        assert_eq!(
+            status(path.into(), None).await,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            status(path.into(), Some(observer.clone())).await,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+
+    // An API token (observer is the lowest role): every media file of the
+    // exercise's own package, never its scenario or timelines, nothing
+    // outside it.
+    for (path, want) in [
+        ("map.png", StatusCode::OK),
+        ("kit/map.png", StatusCode::OK),
+        ("future.png", StatusCode::OK),
+        ("red-only.png", StatusCode::OK),
+        ("secret.html", StatusCode::OK),
+        ("vector.svg", StatusCode::OK),
+        ("scenario.json", StatusCode::NOT_FOUND),
+        ("timelines/blue.json", StatusCode::NOT_FOUND),
+        ("timelines/red.json", StatusCode::NOT_FOUND),
+        ("out.png", StatusCode::NOT_FOUND),
+        ("..%2Fother%2Fphoto.png", StatusCode::NOT_FOUND),
+        ("other/photo.png", StatusCode::NOT_FOUND),
+        ("..%2F..%2Fdata%2Fscip.db", StatusCode::NOT_FOUND),
+        ("nope.png", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(
+            status(file(path), Some(observer.clone())).await,
+            want,
+            "{path}"
+        );
+    }
+    let (code, headers, body) = get(file("map.png"), Some(observer.clone()), false).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(&body[..], b"\x89PNG map of the harbour");
+    assert_eq!(headers["content-type"], "image/png");
+    assert!(headers.get("content-disposition").is_none());
+    // The control room's way: the token in the address.
+    let (code, _, body) = get(
+        format!("{}?access_token={observer}", file("map.png")),
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(&body[..], b"\x89PNG map of the harbour");
+    // Range requests, for video seeking.
+    let (code, headers, body) = get(file("map.png"), Some(observer.clone()), true).await;
+    assert_eq!(code, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&body[..], b"\x89PNG");
+    assert_eq!(headers["content-range"], "bytes 0-3/23");
+    // No exercise, no media.
+    assert_eq!(
+        status(
+            "/exercises/nope/media/map.png".into(),
+            Some(observer.clone())
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+
+    // Blue's dashboard: the files named by what blue was sent, each with
+    // its own URL; the scenario's files and the link out stay closed.
+    let (code, headers, body) = get(blue["/media/kit/map.png"].clone(), None, false).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(&body[..], b"\x89PNG map of the harbour");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let (code, _, body) = get(blue["/media/kit/map.png"].clone(), None, true).await;
+    assert_eq!(
+        (code, &body[..]),
+        (StatusCode::PARTIAL_CONTENT, &b"\x89PNG"[..])
+    );
+    assert_eq!(
+        status(blue["secret.html"].clone(), None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(blue["vector.svg"].clone(), None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(blue["out.png"].clone(), None).await,
+        StatusCode::NOT_FOUND
+    );
+    // A URL opens its own file only: not another path, not red's picture,
+    // not blue's future one, not the scenario.
+    let (_, token) = blue["/media/kit/map.png"].split_once("?media=").unwrap();
+    for path in [
+        "map.png",
+        "red-only.png",
+        "future.png",
+        "scenario.json",
+        "timelines/blue.json",
+        "..%2Fother%2Fphoto.png",
+        "out.png",
+    ] {
+        assert_eq!(
+            status(format!("{}?media={token}", file(path)), None).await,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    // Red's URL opens red's picture, and nothing of blue's.
+    assert_eq!(
+        status(red["red-only.png"].clone(), None).await,
+        StatusCode::OK
+    );
+    assert!(!red.contains_key("/media/kit/map.png"), "{red:?}");
+    let (_, red_token) = red["red-only.png"].split_once("?media=").unwrap();
+    assert_eq!(
+        status(format!("{}?media={red_token}", file("kit/map.png")), None).await,
+        StatusCode::FORBIDDEN
+    );
+    // Another exercise's URL for the same file of the same package: refused.
+    let elsewhere =
+        blue_elsewhere["/media/kit/map.png"].replace("/exercises/closed-2/", "/exercises/closed/");
+    assert_eq!(status(elsewhere, None).await, StatusCode::FORBIDDEN);
+
+    // Blue's inject at T+30 goes out: its picture opens then, and not before.
+    let (_, future_token) = blue["/media/kit/map.png"].split_once('?').unwrap();
+    assert_eq!(
+        status(format!("{}?{future_token}", file("future.png")), None).await,
+        StatusCode::FORBIDDEN
+    );
+    app.command("closed", "pause").await;
+    let (code, body) = app
+        .post(
+            "/api/v1/exercises/closed/seek",
+            Some(json!({"to": 30, "mode": "deliver"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    app.command("closed", "resume").await;
+    let events = blue_stream
+        .until(SECS, "inject", |i| i["message"]["id"] == "b-2")
+        .await;
+    let later = media_urls(&events);
+    let (code, _, body) = get(later["future.png"].clone(), None, false).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(&body[..], b"\x89PNG what comes at T+30");
+
+    // A new link for blue: the URLs handed out with the old one close.
+    let (code, _) = app
+        .post("/api/v1/exercises/closed/teams/blue/link", None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        status(blue["/media/kit/map.png"].clone(), None).await,
+        StatusCode::FORBIDDEN
+    );
+    // An exercise created from an inline package has no media at all.
+    app.create("inline", 1.0, package(60, &[("blue", &[("a", 0)])]))
+        .await;
+    assert_eq!(
+        status(
+            "/exercises/inline/media/kit/map.png".into(),
+            Some(observer.clone())
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_media_never_run_on_the_service_origin() {
+    let app = spawn_app().await;
+    write_media_package(&app.media);
+    let (status, body) = app
+        .post(
+            "/api/v1/exercises",
+            Some(json!({"scenario": "kit", "exercise_id": "closed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let headers = |path: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(app.url(&format!("/exercises/closed/media/{path}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.headers().clone()
+        }
+    };
+    for (path, kind, download) in [
+        ("map.png", "image/png", false),
+        ("secret.html", "text/html", true),
+        ("vector.svg", "image/svg+xml", true),
+    ] {
+        let h = headers(path).await;
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {h:?}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        let policy = h["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("sandbox"), "{path}: {policy}");
+        assert!(policy.contains("default-src 'none'"), "{path}: {policy}");
+        assert_eq!(h["cross-origin-resource-policy"], "same-origin", "{path}");
+        match h.get("content-disposition") {
+            Some(d) if download => {
+                assert_eq!(
+                    d.to_str().unwrap(),
+                    format!("attachment; filename=\"{path}\"")
+                )
+            }
+            None if !download => {}
+            other => panic!("{path}: content-disposition {other:?}"),
+        }
+    }
+    // The pages: their own policy (their scripts only), never sniffed, and
+    // a team page's address (which holds its link) is not sent on.
+    for path in ["/", "/exercises/closed", "/exercises/closed/teams/blue"] {
+        let response = app.anonymous.get(app.url(path)).send().await.unwrap();
+        let h = response.headers();
+        let policy = h["content-security-policy"].to_str().unwrap();
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(policy.contains(part), "{path}: {policy}");
+        }
+        assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+    }
+    for asset in ["/assets/common.js", "/assets/app.css"] {
+        let response = app.anonymous.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{asset}"
+        );
+    }
 }

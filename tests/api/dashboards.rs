@@ -318,9 +318,18 @@ async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() 
         let body = response.text().await.unwrap();
         assert!(body.contains(marker), "{path} lacks {marker:?}");
     }
+    // Media are an exercise's, from its package (tests/api/access.rs has
+    // who may fetch them); the media folder itself is not served.
+    let (status, body) = app
+        .post(
+            "/api/v1/exercises",
+            Some(json!({"scenario": "four-teams", "exercise_id": "ex-media"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let media = app
         .client
-        .get(app.url("/media/four-teams/map.png"))
+        .get(app.url("/exercises/ex-media/media/four-teams/map.png"))
         .send()
         .await
         .unwrap();
@@ -329,7 +338,8 @@ async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() 
     assert_eq!(&media.bytes().await.unwrap()[..], b"\x89PNG fake");
     for missing in [
         "/assets/nope.js",
-        "/media/four-teams/nope.png",
+        "/media/four-teams/map.png",
+        "/exercises/ex-media/media/four-teams/nope.png",
         "/media/../data/scip.db",
         "/media/%2e%2e/data/scip.db",
     ] {
@@ -528,4 +538,230 @@ async fn team_links_open_their_own_team_only_until_revoked() {
         StatusCode::NOT_FOUND,
         "not_found",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_links_die_with_their_exercise() {
+    let app = spawn_app().await;
+    let teams = package(60, &[("blue", &[("a", 30)]), ("red", &[("r", 30)])]);
+    app.create("ex-again", 1.0, teams.clone()).await;
+    let base = "/api/v1/exercises/ex-again/teams";
+    // Blue's first link, then its re-issued one, revoked; red's current one.
+    let blue_first = team_path(&app, "ex-again", "blue", "events").await;
+    let (status, _) = app.post(&format!("{base}/blue/link"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let blue_revoked = team_path(&app, "ex-again", "blue", "events").await;
+    let response = app
+        .client
+        .delete(app.url(&format!("{base}/blue/link")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let red_live = team_path(&app, "ex-again", "red", "events").await;
+    let old = [blue_first, blue_revoked, red_live];
+    EventStream::open(&app, &old[2]).await.next(SECS).await;
+
+    // Deleted and created again under the same id: its links start over at
+    // generation 1, as the first blue link and red's did.
+    let response = app
+        .client
+        .delete(app.url("/api/v1/exercises/ex-again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    app.create("ex-again", 1.0, teams).await;
+    for path in &old {
+        let receipts = path.replace("/events?", "/receipts?");
+        let error = assert_error(
+            &app.post(&receipts, Some(json!({"run": 1, "inject_ids": []})))
+                .await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+        assert!(
+            error["message"].as_str().unwrap().contains("deleted"),
+            "{path}: {error}"
+        );
+        // The stream is refused too (its status, without reading a body
+        // that would never end were it opened).
+        let response = app.anonymous.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    // The new exercise's own links work.
+    for team in ["blue", "red"] {
+        let path = team_path(&app, "ex-again", team, "events").await;
+        assert!(!old.contains(&path), "{team}'s link is new");
+        EventStream::open(&app, &path).await.next(SECS).await;
+    }
+}
+
+/// Sends a request's head and the first `sent` bytes of a body announced as
+/// `length` bytes, never the rest; the status of the answer the server gives
+/// meanwhile (None when it waits for the body instead).
+async fn status_before_the_body(
+    app: &TestApp,
+    head: &str,
+    length: usize,
+    sent: usize,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "{head} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&vec![b'['; sent]).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .ok()?
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]).into_owned();
+    text.split(' ').nth(1).and_then(|code| code.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_check_the_link_before_reading_a_bounded_body() {
+    let app = spawn_app().await;
+    app.create("ex-rb", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    let base = "/api/v1/exercises/ex-rb/teams/blue/receipts";
+    // No token and a bad body: the missing credentials are what is wrong.
+    let reply = app
+        .post_raw(base, Some("application/json"), "{nonsense")
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    let reply = app
+        .post_raw(
+            &format!("{base}?token=bogus"),
+            Some("text/plain"),
+            "{nonsense",
+        )
+        .await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "forbidden");
+    // A 12 MB body that never arrives in full: the refusal comes first.
+    const BIG: usize = 12 * 1024 * 1024;
+    assert_eq!(
+        status_before_the_body(&app, &format!("POST {base}"), BIG, 64 * 1024).await,
+        Some(401)
+    );
+    assert_eq!(
+        status_before_the_body(
+            &app,
+            &format!("POST {base}?token=bogus.token"),
+            BIG,
+            64 * 1024
+        )
+        .await,
+        Some(403)
+    );
+    // With its link, a receipt is read, up to 1 MiB.
+    let receipts = team_path(&app, "ex-rb", "blue", "receipts").await;
+    let (status, body) = app
+        .post(&receipts, Some(json!({"run": 1, "inject_ids": []})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<String> = (0..60_000).map(|n| format!("inject-{n:08}")).collect();
+    let reply = app
+        .post(&receipts, Some(json!({"run": 1, "inject_ids": ids})))
+        .await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let reply = app
+        .post_raw(&receipts, Some("application/json"), "{nonsense")
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+/// Reads from `socket` until the server closes it; the bytes it sent
+/// first. Panics if it is still open after `within`.
+async fn closed_by_the_server(
+    socket: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the connection is still open after {within:?}"));
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_event_streams_are_not() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    app.create("ex-idle", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    // A server with short timeouts, on the same service.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let timeouts = scip_orchestrator::http::Timeouts {
+        request_head: std::time::Duration::from_secs(1),
+        body_idle: std::time::Duration::from_secs(1),
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(scip_orchestrator::http::serve_with(
+        listener,
+        app.service.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+        timeouts,
+    ));
+    let within = std::time::Duration::from_secs(10);
+    let connect = || tokio::net::TcpStream::connect(address);
+
+    // Connected, nothing sent.
+    let mut silent = connect().await.unwrap();
+    closed_by_the_server(&mut silent, within).await;
+    // A request head sent a byte at a time, never finished.
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_by_the_server(&mut slow, within).await;
+    // A keep-alive connection after its answer.
+    let mut kept = connect().await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_by_the_server(&mut kept, within).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A body that stops coming: refused, and the connection closed.
+    let mut stalled = connect().await.unwrap();
+    let head = format!(
+        "POST /api/v1/exercises HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"package\": "
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let answer = closed_by_the_server(&mut stalled, within).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+
+    // An event stream outlives the timeouts: its keep-alive comments flow.
+    let path = team_path(&app, "ex-idle", "blue", "events").await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = EventStream::from_response(response);
+    stream.next(within).await;
+    let opened = tokio::time::Instant::now();
+    // The next bytes are a keep-alive comment, 5 s later: far past the
+    // 1 s timeouts, the stream is open.
+    stream.keep_alive(within).await;
+    assert!(opened.elapsed() > timeouts.request_head);
 }

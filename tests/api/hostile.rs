@@ -77,7 +77,22 @@ async fn hostile_bodies_and_ids_are_refused_and_change_nothing() {
         .await;
 
     // Wildcards, separators and control characters in ids.
-    for id in ["a+b", "a#", "a/b", "..", "tab\tid", "nul\u{0}id", ""] {
+    // Text-direction controls, invisible characters and surrounding spaces
+    // make ids that read as something else, or two that look alike.
+    for id in [
+        "a+b",
+        "a#",
+        "a/b",
+        "..",
+        "tab\tid",
+        "nul\u{0}id",
+        "",
+        "target\u{202E}",
+        "ex\u{2066}1",
+        "ex\u{200B}1",
+        " target",
+        "target ",
+    ] {
         let reply = app
             .post(
                 "/api/v1/exercises",
@@ -86,7 +101,15 @@ async fn hostile_bodies_and_ids_are_refused_and_change_nothing() {
             .await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_input");
     }
-    for team in ["blue+", "#", "re/d", "a\u{1}"] {
+    for team in [
+        "blue+",
+        "#",
+        "re/d",
+        "a\u{1}",
+        "blue\u{202E}",
+        " blue",
+        "blue\u{A0}",
+    ] {
         let reply = app
             .post(
                 "/api/v1/exercises",

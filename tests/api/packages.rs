@@ -151,15 +151,23 @@ async fn a_package_imports_as_it_comes_runs_and_exports_unchanged() {
     // Its media is served from the package: "/media/briefing.svg" in an
     // inject is the package's media/briefing.svg.
     for path in [
-        "/media/harbour-legacy/media/briefing.svg",
         "/exercises/legacy/media/briefing.svg",
         "/exercises/legacy/media/media/briefing.svg",
+        "/exercises/legacy/media/harbour-legacy/briefing.svg",
     ] {
         let media = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(media.status(), StatusCode::OK, "{path}");
         assert_eq!(media.headers()["content-type"], "image/svg+xml", "{path}");
+        // SVG can hold scripts: a download, never a page of this origin.
+        assert_eq!(
+            media.headers()["content-disposition"],
+            "attachment; filename=\"briefing.svg\"",
+            "{path}"
+        );
     }
     for path in [
+        "/media/harbour-legacy/media/briefing.svg",
+        "/exercises/legacy/media/scenario.json",
         "/exercises/legacy/media/nope.svg",
         "/exercises/legacy/media/..%2F..%2Fdata%2Fscip.db",
         "/exercises/nope/media/briefing.svg",

@@ -375,6 +375,30 @@ impl EventStream {
         }
     }
 
+    /// Reads until a keep-alive comment (a `:` line) arrives; panics if
+    /// none does within `within`, or the stream ends.
+    pub async fn keep_alive(&mut self, within: Duration) {
+        tokio::time::timeout(within, async {
+            loop {
+                let chunk = self
+                    .response
+                    .chunk()
+                    .await
+                    .expect("stream readable")
+                    .expect("stream still open");
+                if chunk
+                    .split(|b| *b == b'\n')
+                    .any(|line| line.starts_with(b":"))
+                {
+                    return;
+                }
+                self.buffer.extend_from_slice(&chunk);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no keep-alive comment within {within:?}"));
+    }
+
     /// Reads until the server ends the stream; panics if it is still open
     /// after `within`.
     pub async fn ends(&mut self, within: Duration) {

@@ -289,6 +289,22 @@ async fn hostile_client_ids(target: &mut Target) {
             .serves_after(&format!("client id {id:.20?} twice"))
             .await;
     }
+    // U+0000 in a string closes the connection (MQTT 3.1.1 section 1.5.3).
+    let mut stream = TcpStream::connect(("127.0.0.1", target.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(&encode(Packet::Connect(connect_packet("a\0b", 30, true))))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    assert!(
+        answer.len() < 4 || answer[3] != 0,
+        "{}: a client id with U+0000 was accepted",
+        target.name
+    );
+    target.serves_after("a client id with U+0000").await;
     // An empty id is fine with a clean session, refused without (CONNACK 2).
     let (_anon, connack) = raw(target.port, connect_packet("", 30, true)).await;
     assert_eq!(connack, ACCEPTED, "{}: empty client id", target.name);

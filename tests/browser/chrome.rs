@@ -14,6 +14,8 @@ use scip_orchestrator::testing::free_port;
 /// One browser: its own chromedriver, Chromium and profile.
 pub struct Browser {
     pub client: Client,
+    /// chromedriver's own address, for what WebDriver has no command for.
+    driver_url: String,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -48,6 +50,8 @@ impl Browser {
         );
         // Stop and reset ask for confirmation: the tests confirm.
         caps.insert("unhandledPromptBehavior".into(), json!("accept"));
+        // The console, to find Content-Security-Policy violations.
+        caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         let url = format!("http://127.0.0.1:{port}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let client = loop {
@@ -68,9 +72,46 @@ impl Browser {
         };
         Self {
             client,
+            driver_url: url,
             driver,
             _profile: profile,
         }
+    }
+
+    /// The browser console's messages since the last call (chromedriver's
+    /// log endpoint, which WebDriver itself lacks).
+    pub async fn console(&self) -> Vec<String> {
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
+        let response = reqwest::Client::new()
+            .post(format!("{}/session/{session}/se/log", self.driver_url))
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .expect("chromedriver answers");
+        let body: Value = response.json().await.expect("a JSON log");
+        body["value"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no log entries in {body}"))
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Panics if the console reported a Content-Security-Policy violation
+    /// since the last look: the pages' policy must not break them.
+    pub async fn assert_no_policy_violations(&self, page: &str) {
+        let violations: Vec<String> = self
+            .console()
+            .await
+            .into_iter()
+            .filter(|m| m.contains("Content Security Policy"))
+            .collect();
+        assert!(violations.is_empty(), "{page}: {violations:#?}");
     }
 
     pub async fn open(&self, url: &str) {

@@ -22,7 +22,7 @@ fn every_kind(duration: u32, teams: &[(&str, &str)]) -> Value {
         {"id": "tweet", "time": 5, "type": "social", "priority": "high",
          "content": {"platform": "twitter", "username": "@kestrel_news", "display_name": "Kestrel Bay News",
                      "verified": true, "text": "Tug and barge collide at the harbour mouth", "likes": 1523, "retweets": 342},
-         "media": ["/media/four-teams/harbour.svg"]},
+         "media": ["/media/drill-kit/harbour.svg"]},
         {"id": "mail", "time": 4, "type": "email", "priority": "medium",
          "content": {"from": "harbourmaster@kestrel.example", "to": ["duty@port.example"], "cc": ["press@port.example"],
                      "subject": "Outer harbour closed", "body": "No movements until further notice.",
@@ -34,7 +34,7 @@ fn every_kind(duration: u32, teams: &[(&str, &str)]) -> Value {
         {"id": "report", "time": 1, "type": "intel", "priority": "high",
          "content": {"title": "Cargo manifest", "body": "600 t of ammonium nitrate fertiliser.", "classification": "SECRET - EXERCISE"}},
         {"id": "clip", "time": 0, "type": "video", "priority": "high",
-         "content": {"title": "Bodycam, bay 34", "url": "/media/four-teams/bodycam.mp4", "caption": "Crew request a decision"},
+         "content": {"title": "Bodycam, bay 34", "url": "/media/drill-kit/bodycam.mp4", "caption": "Crew request a decision"},
          "action": "Decide whether to flood the hold"},
     ]);
     json!({
@@ -55,10 +55,22 @@ const FEED_IDS: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
     let app = spawn_app().await;
-    std::fs::write(app.media.join("four-teams/harbour.svg"), SVG).unwrap();
-    let created = app
-        .create("drill", 2.0, every_kind(8, &[("blue", "Port Authority")]))
+    // A package folder, so the exercise has media of its own.
+    let kit = app.media.join("drill-kit");
+    std::fs::create_dir_all(kit.join("timelines")).unwrap();
+    let mut scenario = every_kind(8, &[("blue", "Port Authority")]);
+    let timeline = scenario["timelines"][0].take();
+    scenario.as_object_mut().unwrap().remove("timelines");
+    std::fs::write(kit.join("scenario.json"), scenario.to_string()).unwrap();
+    std::fs::write(kit.join("timelines/shared.json"), timeline.to_string()).unwrap();
+    std::fs::write(kit.join("harbour.svg"), SVG).unwrap();
+    let (status, created) = app
+        .post(
+            "/api/v1/exercises",
+            Some(json!({"scenario": "drill-kit", "exercise_id": "drill", "speed": 2.0})),
+        )
         .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
     let url = created["teams"][0]["dashboard_url"]
         .as_str()
         .unwrap()
@@ -158,9 +170,9 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         "{rendered}"
     );
     assert!(text("reposts").contains("342"), "{rendered}");
-    assert_eq!(
-        text("image"),
-        "/exercises/drill/media/four-teams/harbour.svg",
+    // Media come with a URL of their own from the stream (a media token).
+    assert!(
+        text("image").starts_with("/exercises/drill/media/drill-kit/harbour.svg?media="),
         "{rendered}"
     );
     assert!(
@@ -189,9 +201,8 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         "{rendered}"
     );
     assert!(text("title").contains("Cargo manifest"), "{rendered}");
-    assert_eq!(
-        text("video"),
-        "/exercises/drill/media/four-teams/bodycam.mp4",
+    assert!(
+        text("video").starts_with("/exercises/drill/media/drill-kit/bodycam.mp4?media="),
         "{rendered}"
     );
     assert!(text("action").contains("flood the hold"), "{rendered}");
@@ -213,6 +224,16 @@ async fn a_team_page_shows_each_inject_in_order_as_what_it_simulates() {
         )
         .await;
     browser.screenshot("team-dashboard").await;
+    browser.assert_no_policy_violations("the team page").await;
+    // The check sees a violation when there is one: an inline style.
+    browser
+        .eval("document.body.append(Object.assign(document.createElement('b'), {}).cloneNode()); document.body.lastChild.setAttribute('style', 'color: red'); return true")
+        .await;
+    let seen = browser.console().await;
+    assert!(
+        seen.iter().any(|m| m.contains("Content Security Policy")),
+        "an inline style is refused and reported: {seen:#?}"
+    );
 
     // Every inject shown was confirmed: the records carry the receipts.
     let list = app
@@ -509,6 +530,10 @@ async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follow
         .collect();
     assert_eq!(commands, ["start", "pause", "resume", "stop"]);
     assert_eq!(log[1]["reason"], "Fire alarm in the building");
+    control
+        .assert_no_policy_violations("the control room")
+        .await;
+    team.assert_no_policy_violations("the team page").await;
     control.quit().await;
     team.quit().await;
 }

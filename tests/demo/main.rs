@@ -635,3 +635,126 @@ fn sample_package() -> Value {
     package["timelines"] = Value::Object(timelines);
     package
 }
+
+/// `serve` on the embedded broker with debug logs, its stderr collected
+/// line by line.
+struct LoggedServe {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    api: String,
+}
+
+impl LoggedServe {
+    fn start(dir: &Path) -> Self {
+        let ports = DemoPorts::free();
+        let tokens = format!("admin:{}", scip_orchestrator::auth::hash(ADMIN));
+        let mut child = Command::new(BIN)
+            .args(["serve", "--api-tokens", &tokens, "--http-bind"])
+            .arg(format!("127.0.0.1:{}", ports.http))
+            .args(["--broker-port", &ports.mqtt.to_string()])
+            .args(["--broker-ws-port", &ports.ws.to_string()])
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .env_remove("MQTT_BROKER_HOST")
+            .env_remove("MEDIA_STORAGE_PATH")
+            .env_remove("BROKER_PASSWORD_FILE")
+            .env_remove("BROKER_ACL_FILE")
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            log,
+            api: format!("http://127.0.0.1:{}", ports.http),
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        reqwest::get(format!("{}/readyz", self.api))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// Waits until a log line contains `needle`; panics after 20 s.
+    async fn logged(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "no log line with {needle:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for LoggedServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_credentials_out_of_its_logs_and_lives_through_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = LoggedServe::start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !serve.ready().await {
+        assert!(Instant::now() < deadline, "serve not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Credentials in addresses, as browsers send them: the control room's
+    // token, a team link, a media token.
+    let link = "djIuZmFrZS1saW5rLXNlY3JldA.c2lnbmF0dXJlLXNlY3JldA";
+    let media = "bTEuZmFrZS1tZWRpYS1zZWNyZXQ.bWVkaWEtc2lnbmF0dXJl";
+    for path in [
+        format!("/api/v1/exercises?access_token={ADMIN}"),
+        format!("/api/v1/exercises/x/teams/blue/events?token={link}"),
+        format!("/exercises/x/media/map.png?media={media}&run=1"),
+    ] {
+        let status = reqwest::get(format!("{}{path}", serve.api))
+            .await
+            .unwrap()
+            .status();
+        assert_ne!(status, 500, "{path}");
+    }
+    // Each request's debug span is logged, credentials blanked.
+    let line = serve.logged("/exercises/x/media/map.png").await;
+    assert!(line.contains("media=[redacted]&run=1"), "{line}");
+    serve.logged("access_token=[redacted]").await;
+    serve.logged("token=[redacted]").await;
+    {
+        let log = serve.log.lock().unwrap();
+        for secret in [ADMIN, link, media, "c2lnbmF0dXJl", "bWVkaWEtc2lnbmF0dXJl"] {
+            let leaks: Vec<&String> = log.iter().filter(|l| l.contains(secret)).collect();
+            assert!(leaks.is_empty(), "{secret} logged: {leaks:#?}");
+        }
+    }
+
+    // SIGHUP without broker files: logged, and the process serves on.
+    let status = Command::new("kill")
+        .args(["-HUP", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    serve.logged("SIGHUP: no broker password or ACL file").await;
+    assert!(serve.child.try_wait().unwrap().is_none(), "serve ended");
+    assert!(serve.ready().await, "serve is still ready");
+    let kill = Command::new("kill")
+        .args(["-TERM", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(serve.child.wait().unwrap().code(), Some(0));
+}

@@ -76,6 +76,7 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
     );
     assert_eq!(status, 200);
     let paused_at = http(port, "GET", &base, None).1["exercise_time"].clone();
+    let link = http(port, "GET", &base, None).1["teams"][0]["dashboard_url"].clone();
 
     let code = serve.terminate();
     assert_eq!(code, Some(0), "serve exits 0 on SIGTERM");
@@ -85,6 +86,16 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
     let (_, again) = http(port, "GET", &base, None);
     assert_eq!(again["state"], "paused", "{again}");
     assert_eq!(again["exercise_time"], paused_at);
+    // The team's link is the same and still opens its dashboard.
+    assert_eq!(again["teams"][0]["dashboard_url"], link);
+    let token = link.as_str().unwrap().split_once("?token=").unwrap().1;
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("{base}/teams/blue/receipts?token={token}"),
+        Some(json!({"run": 1, "inject_ids": []})),
+    );
+    assert_eq!(status, 200, "{body}");
     let (_, log) = http(port, "GET", &format!("{base}/control-log"), None);
     let commands: Vec<&str> = log
         .as_array()

@@ -119,6 +119,13 @@ async fn exercise_round_trip(db: &TestDb) {
         matches!(&err, StoreError::NotFound { what } if what == "exercise nope"),
         "{err:?}"
     );
+
+    // An exercise stored before incarnations existed gets one later.
+    s.set_incarnation("ex-a", "second-life").await.unwrap();
+    let got = s.get_exercise("ex-a").await.unwrap().unwrap();
+    assert_eq!(got.incarnation, "second-life");
+    let err = s.set_incarnation("nope", "x").await.unwrap_err();
+    assert!(matches!(&err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 async fn duplicate_exercise_id_is_a_conflict(db: &TestDb) {
@@ -824,6 +831,7 @@ fn exercise(id: &str, created_wall_ms: i64) -> ExerciseRow {
         owner: Some("node-a".into()),
         epoch: 7,
         turn: 0,
+        incarnation: format!("life-of-{id}"),
     }
 }
 
