@@ -9,10 +9,9 @@
 //! every 2 ms, 200-byte payloads). Ratios are to Mosquitto's figure of the
 //! same run.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
 use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
 use scip_orchestrator::mqtt::Password;
 use scip_orchestrator::testing::{Mosquitto, free_port};
@@ -66,11 +65,19 @@ async fn latencies(
     });
     let (publisher, mut eventloop) = client(&format!("bench-{port}"), port, login);
     let epoch = Instant::now();
+    // Each publish's time, taken just before it is handed to the client:
+    // rumqttc's `Outgoing::Publish` event can come after a fast PUBACK, so
+    // it cannot be the start. One connection's QoS 1 PUBACKs come in the
+    // order of its publishes (MQTT 3.1.1 section 4.6), so the k-th PUBACK
+    // answers the k-th publish.
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     tokio::spawn(async move {
         for _ in 0..count {
             let mut payload = vec![b'x'; 200];
-            let nanos = epoch.elapsed().as_nanos() as u64;
+            let now = Instant::now();
+            let nanos = (now - epoch).as_nanos() as u64;
             payload[..8].copy_from_slice(&nanos.to_be_bytes());
+            let _ = sent_tx.send(now);
             publisher
                 .publish(&topic, QoS::AtLeastOnce, false, payload)
                 .await
@@ -78,19 +85,13 @@ async fn latencies(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
-    let mut sent = HashMap::new();
     let mut acked = Vec::with_capacity(count);
     while acked.len() < count {
-        match eventloop.poll().await.expect("the broker answers") {
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                sent.insert(pkid, Instant::now());
-            }
-            Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(at) = sent.remove(&ack.pkid) {
-                    acked.push(at.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
-            _ => {}
+        if let Event::Incoming(Incoming::PubAck(_)) =
+            eventloop.poll().await.expect("the broker answers")
+        {
+            let sent = sent_rx.recv().await.expect("a publish for each PUBACK");
+            acked.push(sent.elapsed().as_secs_f64() * 1000.0);
         }
     }
     let mut delivered: Vec<f64> = tokio::time::timeout(Duration::from_secs(30), arrivals)
