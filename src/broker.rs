@@ -21,12 +21,16 @@
 //!   topics misses some; one exercise has four retained topics.
 //! - Resubscribing within a resumed session does not resend retained
 //!   messages; the engine ignores retained control messages anyway.
-//! - Clients must send a non-zero keep-alive.
+//! - It refuses a keep-alive of 0, and a client id with `/`, `+`, `#` or
+//!   `$` (the second CONNECT under such an id panics it for good); the gate
+//!   makes every CONNECT it passes on one rumqttd takes.
 //! - Each topic keeps its recent messages in memory, up to
 //!   `SEGMENT_SIZE * (SEGMENT_COUNT + 1)` bytes; nothing is written to disk,
 //!   so retained messages do not survive a restart.
 //!
-//! Access: rumqttd 0.20 only checks a login once per CONNECT (its
+//! Access: rumqttd takes no connection without a login (the gate's or the
+//! engine's, both drawn at start, or MQTT_USERNAME), so nothing on this
+//! machine reaches it past the gate. rumqttd 0.20 only checks a login once per CONNECT (its
 //! `ConnectionSettings` `auth`/`external_auth`, in `link/remote.rs`
 //! `mqtt_connect`) and has no topic-level authorization beyond a tenant
 //! prefix from TLS client certificates. So rumqttd listens on a loopback
