@@ -112,8 +112,14 @@ fn main() {
         results.extend(run_child(n));
     }
     println!("\n== summary ==");
+    let mut failed = false;
     for line in results {
         println!("{line}");
+        failed |= line.contains("the run failed");
+    }
+    // A run that no longer works fails CI's smoke run (.ci/benches).
+    if failed {
+        std::process::exit(1);
     }
 }
 
@@ -210,6 +216,10 @@ async fn measure(n: usize, snapshotter: &Snapshotter) {
         &port,
         "--media-storage-path",
         media.to_str().expect("a UTF-8 temp dir"),
+        // Every start comes from the bench, one client: the per-client
+        // command limit is for people, not for this.
+        "--max-commands-per-minute",
+        "1000000",
     ])
     .expect("valid flags")
     .config;
