@@ -217,6 +217,7 @@ pub struct ServeArgs {
 /// Without MQTT_BROKER_HOST it starts the embedded broker (when built in).
 pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
+    raise_open_file_limit();
     let ports = open_ports(&args.http_bind, args.public_url.as_deref(), config, false).await?;
     let database_url = args
         .database_url
@@ -301,6 +302,7 @@ pub const SAMPLE_FILES: [(&str, &str); 5] = [
 /// `speed`, logs its progress and serves until SIGTERM or Ctrl-C.
 pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
+    raise_open_file_limit();
     let package = sample_package()?;
     // Ports first: a taken one fails before anything is written.
     let ports = open_ports(&args.http_bind, None, config, true).await?;
@@ -419,6 +421,11 @@ async fn open_ports(
             broker_files.clone_from(&auth);
             let options = BrokerOptions {
                 origins: ws_origins(config, public_url, local)?,
+                max_clients: match config.broker_max_clients {
+                    Some(max) => max as usize,
+                    None => default_max_clients(),
+                },
+                max_filters: config.broker_max_filters as usize,
                 ..BrokerOptions::default()
             };
             let broker =
@@ -443,6 +450,29 @@ async fn open_ports(
         mqtt_host,
         mqtt_port,
     })
+}
+
+/// How many clients the embedded broker holds by default: each costs three
+/// open files (its socket, the gate's connection to rumqttd and rumqttd's
+/// end), and the rest of the process needs some, so a quarter of the limit
+/// of open files, raised first to its hard limit, and at most 10,000.
+fn default_max_clients() -> usize {
+    let limit = raise_open_file_limit().unwrap_or(1024);
+    usize::try_from(limit / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(64, 10_000)
+}
+
+/// Raises the soft limit of open files to the hard one (a server holds a
+/// file per connection, and many systems start at 1024); the limit now.
+fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the limit of open files");
+            None
+        }
+    }
 }
 
 /// The web origins whose pages may use the embedded broker's WebSocket

@@ -89,6 +89,13 @@ pub struct BrokerOptions {
     /// How often the broker checks that rumqttd still accepts connections
     /// (`EmbeddedBroker::health`).
     pub probe_every: Duration,
+    /// Most clients connected at once (BROKER_MAX_CLIENTS); one more gets
+    /// CONNACK 3, "server unavailable".
+    pub max_clients: usize,
+    /// Most distinct subscription filters, over the broker's life
+    /// (BROKER_MAX_FILTERS): rumqttd keeps a log for every filter it was
+    /// ever given, so a new one past this is refused (SUBACK 0x80).
+    pub max_filters: usize,
 }
 
 impl Default for BrokerOptions {
@@ -98,6 +105,8 @@ impl Default for BrokerOptions {
             upstream_keep_alive: Duration::from_secs(60),
             origins: Origins::Any,
             probe_every: Duration::from_secs(2),
+            max_clients: 10_000,
+            max_filters: 20_000,
         }
     }
 }
@@ -533,6 +542,8 @@ mod imp {
     /// (see `broker_gate::upstream_client_id`), so it takes no one's
     /// session.
     const PROBE_CLIENT_ID: &str = "scip-broker-probe";
+    /// Connections to rumqttd beyond the gate's clients.
+    const RESERVED_CONNECTIONS: usize = 256;
 
     /// Starts rumqttd on a loopback port and the gate on the public ones;
     /// returns rumqttd's address and the engine's login, for the engine.
@@ -549,8 +560,13 @@ mod imp {
             username: ENGINE_USER.to_owned(),
             password: Password::new(random_password()?),
         };
-        let mut broker =
-            rumqttd::Broker::new(config(internal, &gate_login, &engine_login, auth.clone()));
+        let mut broker = rumqttd::Broker::new(config(
+            internal,
+            &gate_login,
+            &engine_login,
+            auth.clone(),
+            options.max_clients,
+        ));
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || broker.start().map_err(|e| e.to_string()))
@@ -617,8 +633,10 @@ mod imp {
         health: watch::Sender<Result<(), String>>,
     ) {
         let gauge = metrics::gauge!("scip_broker_ready");
-        loop {
-            let now = probe(internal, &login).await;
+        for attempt in 0u64.. {
+            // A fresh id each time: should an attempt be cut short, the
+            // next does not find its id half registered in rumqttd.
+            let now = probe(internal, &login, attempt).await;
             gauge.set(if now.is_ok() { 1.0 } else { 0.0 });
             let was = health.borrow().clone();
             match (&was, &now) {
@@ -639,13 +657,13 @@ mod imp {
     }
 
     /// One CONNECT to rumqttd, answered with CONNACK 0 in time.
-    async fn probe(internal: SocketAddr, login: &Login) -> Result<(), String> {
+    async fn probe(internal: SocketAddr, login: &Login, attempt: u64) -> Result<(), String> {
         const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
         let attempt = async {
             let mut stream = tokio::net::TcpStream::connect(internal)
                 .await
                 .map_err(|e| format!("cannot connect: {e}"))?;
-            let mut connect = Connect::new(PROBE_CLIENT_ID);
+            let mut connect = Connect::new(format!("{PROBE_CLIENT_ID}-{attempt}"));
             connect.keep_alive = 10;
             connect.login = Some(login.clone());
             let mut out = bytes::BytesMut::new();
@@ -742,6 +760,7 @@ mod imp {
         gate: &Login,
         engine: &Credentials,
         auth: Option<BrokerAuth>,
+        max_clients: usize,
     ) -> Config {
         let mut connections = ConnectionSettings {
             // Time a new connection has to send CONNECT.
@@ -774,7 +793,12 @@ mod imp {
         Config {
             id: 0,
             router: RouterConfig {
-                max_connections: 10_000,
+                // The gate holds clients to `max_clients`; the rest is
+                // room for the engine, the probe and MQTT_USERNAME logins.
+                // Over its limit rumqttd refuses without an answer and
+                // leaves the client id half registered (the same id once
+                // more then panics it), so it must never be reached.
+                max_connections: max_clients.saturating_add(RESERVED_CONNECTIONS),
                 max_outgoing_packet_count: 200,
                 max_segment_size: SEGMENT_SIZE,
                 max_segment_count: SEGMENT_COUNT,

@@ -65,6 +65,18 @@ use crate::topic_acl::Acl;
 
 /// Packets queued towards one side of a connection.
 const QUEUE: usize = 256;
+/// Bytes queued towards one side of a connection.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest CONNECT read before a client is logged in: its strings (id,
+/// will topic and message, user name, password) take at most 5 x 64 KiB.
+const MAX_CONNECT_BYTES: usize = 512 * 1024;
+/// Largest WebSocket message (or frame) a client may send: browsers
+/// publish commands, not injects; what the broker sends them is not
+/// limited by this. A WebSocket message is held whole before the gate
+/// reads it, so this bounds what a connection costs before its login.
+const MAX_WS_MESSAGE: usize = 1024 * 1024;
+/// Most subscriptions one client may hold through the gate.
+pub const MAX_FILTERS_PER_CLIENT: usize = 1000;
 /// How long a closing connection may take to pass on what it has queued.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest client id passed to rumqttd as it is (escaped); a longer one is
@@ -89,6 +101,11 @@ struct Inner {
     options: BrokerOptions,
     /// Numbers client ids the clients left empty.
     anonymous_ids: AtomicU64,
+    /// One permit per client the gate may hold (`max_clients`).
+    clients: Arc<tokio::sync::Semaphore>,
+    /// Every filter ever passed to rumqttd, which keeps a log per filter for
+    /// good: at most `max_filters`.
+    filters: Mutex<HashSet<String>>,
 }
 
 /// What a connected client is.
@@ -118,8 +135,10 @@ impl Gate {
                 upstream,
                 upstream_login,
                 logins,
+                clients: Arc::new(tokio::sync::Semaphore::new(options.max_clients)),
                 options,
                 anonymous_ids: AtomicU64::new(0),
+                filters: Mutex::default(),
             }),
         }
     }
@@ -131,7 +150,8 @@ impl Gate {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let gate = self.clone();
-                    tokio::spawn(async move { gate.connection(stream, peer).await });
+                    let seat = self.seat();
+                    tokio::spawn(async move { gate.connection(stream, peer, seat).await });
                 }
                 Err(e) => accept_failed(e).await,
             }
@@ -147,16 +167,25 @@ impl Gate {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let gate = self.clone();
+                    let seat = self.seat();
                     tokio::spawn(async move {
                         let callback = Handshake {
                             origins: &gate.inner.options.origins,
                         };
-                        let handshake =
-                            async_tungstenite::tokio::accept_hdr_async(stream, callback);
+                        let config = async_tungstenite::tungstenite::protocol::WebSocketConfig {
+                            max_message_size: Some(MAX_WS_MESSAGE),
+                            max_frame_size: Some(MAX_WS_MESSAGE),
+                            ..Default::default()
+                        };
+                        let handshake = async_tungstenite::tokio::accept_hdr_async_with_config(
+                            stream,
+                            callback,
+                            Some(config),
+                        );
                         match timeout(gate.inner.options.connect_timeout, handshake).await {
                             Ok(Ok(ws)) => {
                                 let stream = ws_stream_tungstenite::WsStream::new(ws);
-                                gate.connection(stream, peer).await;
+                                gate.connection(stream, peer, seat).await;
                             }
                             Ok(Err(e)) => debug!(%peer, error = %e, "WebSocket handshake failed"),
                             Err(_) => debug!(%peer, "WebSocket handshake timed out"),
@@ -168,10 +197,37 @@ impl Gate {
         }
     }
 
-    async fn connection<S>(self, client: S, peer: SocketAddr)
-    where
+    /// A place for one more client, while there is one
+    /// (`BrokerOptions::max_clients`).
+    fn seat(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.clients.clone().try_acquire_owned().ok()
+    }
+
+    async fn connection<S>(
+        self,
+        mut client: S,
+        peer: SocketAddr,
+        seat: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Some(_seat) = seat else {
+            // Full: the CONNECT (if it comes in time) gets CONNACK 3.
+            metrics::counter!("scip_broker_refused_total", "action" => "full").increment(1);
+            let mut buf = BytesMut::new();
+            let connect = timeout(
+                self.inner.options.connect_timeout,
+                read_frame_up_to(&mut client, &mut buf, MAX_CONNECT_BYTES),
+            )
+            .await;
+            if let Ok(Ok(Some((header, _)))) = connect
+                && header.packet_type().ok() == Some(PacketType::Connect)
+            {
+                refuse(&mut client, ConnectReturnCode::ServiceUnavailable).await;
+            }
+            debug!(%peer, "MQTT connection refused: the broker holds BROKER_MAX_CLIENTS clients");
+            return;
+        };
         if let Err(e) = self.relay(client).await {
             if matches!(e, GateError::Malformed(_) | GateError::KeepAlive) {
                 metrics::counter!("scip_broker_refused_total", "action" => "protocol").increment(1);
@@ -197,7 +253,7 @@ impl Gate {
             if buf[0] != 0x10 {
                 return Err(GateError::Malformed("the first packet is not CONNECT"));
             }
-            read_frame(&mut client, &mut buf).await
+            read_frame_up_to(&mut client, &mut buf, MAX_CONNECT_BYTES).await
         })
         .await
         .map_err(|_| GateError::Protocol("no CONNECT in time".into()))??;
@@ -279,6 +335,8 @@ impl Gate {
             warned: AtomicBool::new(false),
             sent_upstream: AtomicBool::new(false),
             gate_pings: AtomicU32::new(0),
+            gate: self.inner.clone(),
+            held: Mutex::default(),
         };
         conn.relay(client, buf, upstream, from_upstream).await
     }
@@ -425,6 +483,9 @@ struct Conn {
     /// PINGREQs of the gate's own whose PINGRESP is still to come (and is
     /// not passed on).
     gate_pings: AtomicU32,
+    gate: Arc<Inner>,
+    /// The filters this client holds (at most MAX_FILTERS_PER_CLIENT).
+    held: Mutex<HashSet<String>>,
 }
 
 /// What one connection's two directions share.
@@ -446,6 +507,8 @@ enum FromClient {
     PubAck(u16),
     PubRel(u16),
     Subscribe(Subscribe),
+    /// Its filters.
+    Unsubscribe(Vec<String>),
     Disconnect,
     /// PUBREC, PUBCOMP, UNSUBSCRIBE, PINGREQ: passed on as they are.
     Other,
@@ -464,8 +527,8 @@ impl Conn {
     {
         let (mut client_r, mut client_w) = tokio::io::split(client);
         let (mut upstream_r, mut upstream_w) = upstream.into_split();
-        let (to_client, mut client_queue) = mpsc::channel::<Bytes>(QUEUE);
-        let (to_upstream, mut upstream_queue) = mpsc::channel::<Bytes>(QUEUE);
+        let (to_client, mut client_queue) = Queue::new();
+        let (to_upstream, mut upstream_queue) = Queue::new();
         let result = tokio::select! {
             r = self.client_to_broker(&mut client_r, buf, &to_upstream, &to_client) => r,
             r = self.broker_to_client(&mut upstream_r, from_upstream, &to_upstream, &to_client) => r,
@@ -490,8 +553,8 @@ impl Conn {
         &self,
         reader: &mut R,
         mut buf: BytesMut,
-        to_upstream: &mpsc::Sender<Bytes>,
-        to_client: &mpsc::Sender<Bytes>,
+        to_upstream: &Queue,
+        to_client: &Queue,
     ) -> Result<(), GateError> {
         loop {
             let next = match self.client_idle {
@@ -558,6 +621,15 @@ impl Conn {
                     self.up(to_upstream, frame).await?;
                     return Ok(());
                 }
+                FromClient::Unsubscribe(filters) => {
+                    {
+                        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                        for filter in &filters {
+                            held.remove(filter);
+                        }
+                    }
+                    self.up(to_upstream, frame).await?
+                }
                 FromClient::Other => self.up(to_upstream, frame).await?,
             }
         }
@@ -568,34 +640,26 @@ impl Conn {
         &self,
         mut subscribe: Subscribe,
         frame: Bytes,
-        to_upstream: &mpsc::Sender<Bytes>,
-        to_client: &mpsc::Sender<Bytes>,
+        to_upstream: &Queue,
+        to_client: &Queue,
     ) -> Result<(), GateError> {
-        let Principal::User {
-            name,
-            client_id,
-            acl,
-        } = &self.principal
-        else {
-            return self.up(to_upstream, frame).await;
-        };
-        // QoS 2 deliveries would need their own ordering of withheld
-        // messages; at most QoS 1 is granted (MQTT lets the server grant
-        // less than asked).
-        let capped = subscribe.filters.iter().any(|f| f.qos == QoS::ExactlyOnce);
-        for filter in &mut subscribe.filters {
-            if filter.qos == QoS::ExactlyOnce {
-                filter.qos = QoS::AtLeastOnce;
+        // QoS 2 deliveries to a checked user would need their own ordering
+        // of withheld messages; it is granted at most QoS 1 (MQTT lets the
+        // server grant less than asked).
+        let user = matches!(self.principal, Principal::User { .. });
+        let capped = user && subscribe.filters.iter().any(|f| f.qos == QoS::ExactlyOnce);
+        if capped {
+            for filter in &mut subscribe.filters {
+                if filter.qos == QoS::ExactlyOnce {
+                    filter.qos = QoS::AtLeastOnce;
+                }
             }
         }
         let granted: Vec<bool> = subscribe
             .filters
             .iter()
-            .map(|f| acl.may_subscribe(Some(name), client_id, &f.path))
+            .map(|f| self.may_hold(&f.path))
             .collect();
-        for (filter, _) in subscribe.filters.iter().zip(&granted).filter(|(_, g)| !**g) {
-            self.refused("subscribe", &filter.path);
-        }
         if granted.iter().all(|g| *g) && !capped {
             self.up(to_upstream, frame).await
         } else if !granted.iter().any(|g| *g) {
@@ -616,14 +680,57 @@ impl Conn {
         }
     }
 
+    /// Whether the client may subscribe to `filter`: the ACL (for a checked
+    /// user), no shared subscription, and room under the limits; a filter
+    /// granted here counts as held by the client and by rumqttd.
+    fn may_hold(&self, filter: &str) -> bool {
+        if let Principal::User {
+            name,
+            client_id,
+            acl,
+        } = &self.principal
+            && !acl.may_subscribe(Some(name), client_id, filter)
+        {
+            self.refused("subscribe", filter);
+            return false;
+        }
+        // rumqttd panics for good when the one member of a shared group
+        // leaves a persistent session with a delivery unacknowledged
+        // (`router/routing.rs`, "group must exists"); MQTT 3.1.1 has no
+        // shared subscriptions, so none are passed on.
+        if filter.starts_with("$share/") {
+            self.refused("share", filter);
+            return false;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains(filter) {
+            return true;
+        }
+        if held.len() >= MAX_FILTERS_PER_CLIENT {
+            self.refused("filters", filter);
+            return false;
+        }
+        let mut known = self.gate.filters.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.contains(filter) {
+            if known.len() >= self.gate.options.max_filters {
+                drop(known);
+                self.refused("filters", filter);
+                return false;
+            }
+            known.insert(filter.to_owned());
+        }
+        held.insert(filter.to_owned());
+        true
+    }
+
     /// rumqttd to the client: deliveries checked, partial SUBACKs rebuilt,
     /// answers to the gate's own pings kept back.
     async fn broker_to_client<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
         mut buf: BytesMut,
-        to_upstream: &mpsc::Sender<Bytes>,
-        to_client: &mpsc::Sender<Bytes>,
+        to_upstream: &Queue,
+        to_client: &Queue,
     ) -> Result<(), GateError> {
         while let Some((header, frame)) = read_frame(reader, &mut buf).await? {
             match header.packet_type()? {
@@ -710,10 +817,7 @@ impl Conn {
 
     /// Pings rumqttd whenever half its keep-alive passed with nothing sent,
     /// so a quiet client (keep-alive 0, or long) keeps its connection.
-    async fn keep_upstream_alive(
-        &self,
-        to_upstream: &mpsc::Sender<Bytes>,
-    ) -> Result<(), GateError> {
+    async fn keep_upstream_alive(&self, to_upstream: &Queue) -> Result<(), GateError> {
         let every = self.upstream_keep_alive / 2;
         let ping = encode(Packet::PingReq)?;
         loop {
@@ -725,22 +829,22 @@ impl Conn {
             match to_upstream.try_send(ping.clone()) {
                 Ok(()) => {}
                 // A full queue is on its way to rumqttd anyway.
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(GateError::Stuck) => {
                     self.gate_pings.fetch_sub(1, Ordering::AcqRel);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(GateError::Closed),
+                Err(e) => return Err(e),
             }
         }
     }
 
     /// Queues `frame` for rumqttd.
-    async fn up(&self, to_upstream: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), GateError> {
+    async fn up(&self, to_upstream: &Queue, frame: Bytes) -> Result<(), GateError> {
         self.sent_upstream.store(true, Ordering::Release);
         forward(to_upstream, frame).await
     }
 
     /// An answer of the gate's own to rumqttd, queued without waiting.
-    fn reply_up(&self, to_upstream: &mpsc::Sender<Bytes>, packet: Packet) -> Result<(), GateError> {
+    fn reply_up(&self, to_upstream: &Queue, packet: Packet) -> Result<(), GateError> {
         self.sent_upstream.store(true, Ordering::Release);
         reply(to_upstream, packet)
     }
@@ -750,7 +854,7 @@ impl Conn {
     async fn ack_withheld(
         &self,
         deliveries: &mut VecDeque<(u16, bool)>,
-        to_upstream: &mpsc::Sender<Bytes>,
+        to_upstream: &Queue,
     ) -> Result<(), GateError> {
         while let Some(&(pkid, true)) = deliveries.front() {
             deliveries.pop_front();
@@ -768,22 +872,16 @@ impl Conn {
     /// logged as a warning, the rest at debug level.
     fn refused(&self, action: &'static str, topic: &str) {
         metrics::counter!("scip_broker_refused_total", "action" => action).increment(1);
-        let Principal::User {
-            name, client_id, ..
-        } = &self.principal
-        else {
-            return;
+        let (name, client_id) = match &self.principal {
+            Principal::User {
+                name, client_id, ..
+            } => (name.as_str(), client_id.as_str()),
+            Principal::Unchecked => ("", ""),
         };
         if !self.warned.swap(true, Ordering::Relaxed) {
-            warn!(
-                user = name,
-                client_id, action, topic, "MQTT access refused by the ACL"
-            );
+            warn!(user = name, client_id, action, topic, "MQTT access refused");
         } else {
-            debug!(
-                user = name,
-                client_id, action, topic, "MQTT access refused by the ACL"
-            );
+            debug!(user = name, client_id, action, topic, "MQTT access refused");
         }
     }
 }
@@ -845,8 +943,7 @@ fn from_client(header: FixedHeader, frame: Bytes) -> Result<FromClient, GateErro
         }
         PacketType::Unsubscribe => {
             expect(2, None)?;
-            check_unsubscribe(&frame)?;
-            Ok(FromClient::Other)
+            Ok(FromClient::Unsubscribe(check_unsubscribe(&frame)?))
         }
         PacketType::PingReq => {
             expect(0, Some(0))?;
@@ -882,10 +979,10 @@ fn packet_id(frame: &[u8]) -> Result<u16, GateError> {
     }
 }
 
-/// An UNSUBSCRIBE: a packet id other than 0 and at least one valid filter,
-/// each within the packet (read here rather than by `mqttbytes`, whose
-/// reader trusts the lengths it is given).
-fn check_unsubscribe(frame: &Bytes) -> Result<(), GateError> {
+/// The filters of an UNSUBSCRIBE: a packet id other than 0 and at least
+/// one valid filter, each within the packet (read here rather than by
+/// `mqttbytes`, whose reader trusts the lengths it is given).
+fn check_unsubscribe(frame: &Bytes) -> Result<Vec<String>, GateError> {
     let mut body = frame.slice(body_start(frame)..);
     if body.len() < 2 || body.get_u16() == 0 {
         return Err(GateError::Malformed("packet id 0"));
@@ -893,6 +990,7 @@ fn check_unsubscribe(frame: &Bytes) -> Result<(), GateError> {
     if body.is_empty() {
         return Err(GateError::Malformed("an UNSUBSCRIBE without filters"));
     }
+    let mut filters = Vec::new();
     while !body.is_empty() {
         if body.len() < 2 {
             return Err(GateError::Malformed("a truncated UNSUBSCRIBE"));
@@ -903,11 +1001,11 @@ fn check_unsubscribe(frame: &Bytes) -> Result<(), GateError> {
         }
         let filter = body.split_to(len);
         match std::str::from_utf8(&filter) {
-            Ok(filter) if valid_filter(filter) => {}
+            Ok(filter) if valid_filter(filter) => filters.push(filter.to_owned()),
             _ => return Err(GateError::Malformed("an invalid topic filter")),
         }
     }
-    Ok(())
+    Ok(filters)
 }
 
 /// Why a connection ended early.
@@ -938,8 +1036,17 @@ async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
 ) -> Result<Option<(FixedHeader, Bytes)>, GateError> {
+    read_frame_up_to(reader, buf, MAX_PACKET_SIZE).await
+}
+
+/// [`read_frame`] of a packet of at most `max` bytes.
+async fn read_frame_up_to<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<(FixedHeader, Bytes)>, GateError> {
     loop {
-        match mqttbytes::check(buf.iter(), MAX_PACKET_SIZE) {
+        match mqttbytes::check(buf.iter(), max) {
             Ok(header) => {
                 let frame = buf.split_to(header.frame_length()).freeze();
                 return Ok(Some((header, frame)));
@@ -954,17 +1061,70 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-async fn forward(queue: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), GateError> {
-    queue.send(frame).await.map_err(|_| GateError::Closed)
+async fn forward(queue: &Queue, frame: Bytes) -> Result<(), GateError> {
+    queue.send(frame).await
 }
 
 /// An answer of the gate's own, queued without waiting: a side whose queue
 /// is full does not read, and the connection is closed.
-fn reply(queue: &mpsc::Sender<Bytes>, packet: Packet) -> Result<(), GateError> {
-    queue.try_send(encode(packet)?).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => GateError::Stuck,
-        mpsc::error::TrySendError::Closed(_) => GateError::Closed,
-    })
+fn reply(queue: &Queue, packet: Packet) -> Result<(), GateError> {
+    queue.try_send(encode(packet)?)
+}
+
+/// Packets on their way to one side of a connection, bounded by count and
+/// by bytes, so that a peer that does not read holds at most
+/// [`QUEUE_BYTES`] (plus one packet) of the gate's memory, whatever the
+/// size of its packets. Cheap to clone.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+/// A queued packet and its share of the queue's bytes, given back once it
+/// is written.
+type Queued = (Bytes, tokio::sync::OwnedSemaphorePermit);
+
+impl Queue {
+    fn new() -> (Self, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let bytes = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
+        (Self { tx, bytes }, rx)
+    }
+
+    /// A packet's weight in the byte budget: its size, at most the whole
+    /// budget (a packet bigger than it waits for an empty queue).
+    fn weight(bytes: &Bytes) -> u32 {
+        bytes.len().clamp(1, QUEUE_BYTES) as u32
+    }
+
+    async fn send(&self, bytes: Bytes) -> Result<(), GateError> {
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(Self::weight(&bytes))
+            .await
+            .map_err(|_| GateError::Closed)?;
+        self.tx
+            .send((bytes, permit))
+            .await
+            .map_err(|_| GateError::Closed)
+    }
+
+    fn try_send(&self, bytes: Bytes) -> Result<(), GateError> {
+        let permit = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(Self::weight(&bytes))
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => GateError::Stuck,
+                tokio::sync::TryAcquireError::Closed => GateError::Closed,
+            })?;
+        self.tx.try_send((bytes, permit)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => GateError::Stuck,
+            mpsc::error::TrySendError::Closed(_) => GateError::Closed,
+        })
+    }
 }
 
 fn encode(packet: Packet) -> Result<Bytes, GateError> {
@@ -975,12 +1135,12 @@ fn encode(packet: Packet) -> Result<Bytes, GateError> {
 
 /// Writes what is queued until every sender is gone.
 async fn write_queue<W: AsyncWrite + Unpin>(
-    queue: &mut mpsc::Receiver<Bytes>,
+    queue: &mut mpsc::Receiver<Queued>,
     writer: &mut W,
 ) -> Result<(), GateError> {
-    while let Some(bytes) = queue.recv().await {
+    while let Some((bytes, _permit)) = queue.recv().await {
         writer.write_all(&bytes).await?;
-        while let Ok(more) = queue.try_recv() {
+        while let Ok((more, _permit)) = queue.try_recv() {
             writer.write_all(&more).await?;
         }
         writer.flush().await?;
@@ -1059,7 +1219,34 @@ impl async_tungstenite::tungstenite::handshake::server::Callback for Handshake<'
 
 #[cfg(test)]
 mod tests {
-    use super::upstream_client_id;
+    use super::{GateError, QUEUE_BYTES, Queue, upstream_client_id};
+    use bytes::Bytes;
+
+    /// A peer that does not read holds at most the queue's bytes of the
+    /// gate's memory, however big its packets.
+    #[tokio::test]
+    async fn a_queue_holds_at_most_its_bytes() {
+        let (queue, mut written) = Queue::new();
+        let half = Bytes::from(vec![0u8; QUEUE_BYTES / 2]);
+        queue.try_send(half.clone()).unwrap();
+        queue.try_send(half.clone()).unwrap();
+        assert!(matches!(
+            queue.try_send(Bytes::from_static(b"x")),
+            Err(GateError::Stuck)
+        ));
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            let half = half.clone();
+            async move { queue.send(half).await }
+        });
+        // Once one is written, its bytes are free again.
+        drop(written.recv().await.unwrap());
+        waiting.await.unwrap().unwrap();
+        assert!(matches!(
+            queue.try_send(Bytes::from_static(b"x")),
+            Err(GateError::Stuck)
+        ));
+    }
 
     #[test]
     fn upstream_client_ids_are_safe_for_rumqttd_and_never_meet() {

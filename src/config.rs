@@ -145,6 +145,18 @@ pub struct Config {
     #[arg(long, env = "BROKER_WS_ORIGINS", global = true)]
     pub broker_ws_origins: Option<String>,
 
+    /// Most clients the embedded broker holds at once; one more gets CONNACK
+    /// 3 (default: a quarter of the open-file limit, at most 10,000).
+    #[arg(long, env = "BROKER_MAX_CLIENTS", global = true,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub broker_max_clients: Option<u32>,
+
+    /// Most distinct subscription filters the embedded broker takes over
+    /// its life (rumqttd keeps every one); a new one past it is refused.
+    #[arg(long, env = "BROKER_MAX_FILTERS", default_value_t = 20_000, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub broker_max_filters: u32,
+
     /// User name of the engine's MQTT login (none: anonymous). With the
     /// embedded broker it also makes the broker refuse anonymous clients.
     #[arg(long, env = "MQTT_USERNAME", global = true)]
