@@ -3,9 +3,10 @@
 //! browser may show rather than download.
 //!
 //! Media are what a package holds besides its scenario: never the scenario
-//! or a timeline (no `.json` file, nothing under `timelines/`), nothing
-//! hidden (a name starting with `.`), and nothing outside the package once
-//! symbolic links are followed.
+//! or a timeline (no `.json` file, nothing under `timelines/`, and no file
+//! whose text starts as JSON does, whatever its name), nothing hidden (a
+//! name starting with `.`), and nothing outside the package once symbolic
+//! links are followed.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -45,7 +46,7 @@ pub fn resolve(root: &Path, package: &str, path: &str) -> Option<PathBuf> {
             let Ok(inside) = real.strip_prefix(&dir) else {
                 continue;
             };
-            if is_media(inside) && real.is_file() {
+            if is_media(inside) && real.is_file() && !holds_json(&real) {
                 return Some(real);
             }
         }
@@ -139,6 +140,23 @@ fn plain_relative(path: &str) -> Option<PathBuf> {
 
 /// A package-relative path (links followed) that is media: every step a
 /// plain name, not hidden, not under `timelines/`, not a `.json` file.
+/// Whether the file's text starts as a JSON object or array does: a
+/// scenario or timeline under any name (`timeline_file` may name
+/// `teams/red.timeline`). No picture, video or sound starts so.
+fn holds_json(file: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 512];
+    let Ok(read) = std::fs::File::open(file).and_then(|mut f| f.read(&mut head)) else {
+        return true;
+    };
+    let text = head[..read]
+        .strip_prefix(b"\xef\xbb\xbf")
+        .unwrap_or(&head[..read]);
+    text.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['))
+}
+
 fn is_media(inside: &Path) -> bool {
     if inside.as_os_str().is_empty() {
         return false;

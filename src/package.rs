@@ -520,6 +520,26 @@ fn unpack(archive: &[u8], dest: &Path, max_json_bytes: u64) -> Result<Totals, Pa
                 path.display()
             )));
         }
+        // Names every system takes as plain names: `\` is a separator on
+        // Windows (an export unpacked there would leave the folder), `:` a
+        // drive or stream.
+        let text = path.to_string_lossy();
+        if text.contains(['\\', ':']) || text.chars().any(char::is_control) {
+            return Err(PackageError::Refused(format!(
+                "archive path {text:?}: names in a package hold no \\, : or control characters"
+            )));
+        }
+        // An entry inside what the archive made a file, or a file where it
+        // made a folder: the archive contradicts itself.
+        let clash = path.ancestors().skip(1).any(|a| dest.join(a).is_file())
+            || (kind.is_dir() && dest.join(&path).is_file())
+            || (!kind.is_dir() && dest.join(&path).is_dir());
+        if clash {
+            return Err(PackageError::Refused(format!(
+                "archive path {} is both a file and a folder",
+                path.display()
+            )));
+        }
         if kind.is_dir() {
             fs::create_dir_all(dest.join(&path)).map_err(io("cannot unpack a folder"))?;
             continue;

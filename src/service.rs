@@ -1300,6 +1300,19 @@ impl Service {
                     scenario.package = Some(name.clone());
                     scenario
                 })
+                .map_err(|errors| {
+                    // Named as under MEDIA_STORAGE_PATH (`four-teams/...`),
+                    // not where the server keeps it.
+                    errors
+                        .into_iter()
+                        .map(|mut e| {
+                            if let Ok(inside) = e.file.strip_prefix(root) {
+                                e.file = inside.to_owned();
+                            }
+                            e
+                        })
+                        .collect()
+                })
             }
         };
         result.map_err(|errors| {

@@ -192,6 +192,16 @@ fn media_headers(headers: &mut HeaderMap, name: &str) {
         let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\""))
             .unwrap_or(HeaderValue::from_static("attachment"));
         headers.insert(CONTENT_DISPOSITION, disposition);
+        // A download keeps no type the browser could act on as a page's
+        // resource: a package's `.js` served as JavaScript would pass the
+        // pages' `script-src 'self'`, download or not. Pictures keep theirs
+        // (an SVG in an <img> runs no script; opened alone it downloads).
+        if !kind.starts_with("image/") {
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+        }
     }
 }
 

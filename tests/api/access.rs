@@ -316,6 +316,7 @@ fn write_media_package(media: &std::path::Path) {
         .as_bytes(),
     );
     write("kit/map.png", b"\x89PNG map of the harbour");
+    write("kit/tool.js", b"alert(document.cookie)");
     write("kit/media/future.png", b"\x89PNG what comes at T+30");
     write("kit/red-only.png", b"\x89PNG for red");
     write(
@@ -661,8 +662,12 @@ async fn uploaded_media_never_run_on_the_service_origin() {
     };
     for (path, kind, download) in [
         ("map.png", "image/png", false),
-        ("secret.html", "text/html", true),
+        // A download has no type a browser could act on as a page's
+        // resource (a script served as JavaScript would pass the pages'
+        // `script-src 'self'`); an SVG stays a picture for <img>.
+        ("secret.html", "application/octet-stream", true),
         ("vector.svg", "image/svg+xml", true),
+        ("tool.js", "application/octet-stream", true),
     ] {
         let h = headers(path).await;
         assert!(

@@ -93,6 +93,19 @@ async fn a_package_names_only_files_inside_it() {
         "the refusals differ, so they tell what is there: {messages:#?}"
     );
 
+    // A folder's errors name its files as under MEDIA_STORAGE_PATH.
+    std::fs::create_dir_all(app.media.join("broken")).unwrap();
+    std::fs::write(app.media.join("broken/scenario.json"), "{").unwrap();
+    let (status, body) = app
+        .post("/api/v1/exercises", Some(json!({"scenario": "broken"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("broken/scenario.json"), "{body}");
+    assert!(
+        !body.to_string().contains(&app.media.display().to_string()),
+        "server paths shown: {body}"
+    );
+
     // Inside, a missing file is named as the package names it.
     let dir = tempfile::tempdir().unwrap();
     package(dir.path(), "timelines/gone.json");
@@ -279,4 +292,103 @@ async fn listing_scenarios_does_not_hold_up_the_service() {
 #[cfg(unix)]
 fn libc_nonblock() -> i32 {
     0o4000
+}
+
+/// A timeline is never media, whatever its name: `timeline_file` may name
+/// `teams/red.timeline`, which the media route would otherwise serve with
+/// red's future injects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeline_file_is_never_media_whatever_its_name() {
+    let app = spawn_app().await;
+    let write = |path: &str, text: String| {
+        let file = app.media.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    };
+    write(
+        "plans/scenario.json",
+        json!({"duration_minutes": 30, "teams": [
+            {"id": "blue", "timeline_file": "timelines/blue.json"},
+            {"id": "red", "timeline_file": "teams/red.timeline"}]})
+        .to_string(),
+    );
+    write(
+        "plans/timelines/blue.json",
+        json!({"id": "blue", "injects": [
+            {"id": "b-1", "time": 0, "type": "news", "content": {"headline": "Now"},
+             "media": ["teams/red.timeline", "map.png"]}]})
+        .to_string(),
+    );
+    write(
+        "plans/teams/red.timeline",
+        format!(
+            "  \n{}",
+            json!({"id": "red", "injects": [
+                {"id": "r-1", "time": 1200, "type": "news",
+                 "content": {"headline": "what red will be told at T+20"}}]})
+        ),
+    );
+    std::fs::write(app.media.join("plans/map.png"), b"\x89PNG").unwrap();
+    let (status, body) = app
+        .post(
+            "/api/v1/exercises",
+            Some(json!({"scenario": "plans", "exercise_id": "plans"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (path, want) in [
+        ("teams/red.timeline", StatusCode::NOT_FOUND),
+        ("timelines/blue.json", StatusCode::NOT_FOUND),
+        ("map.png", StatusCode::OK),
+    ] {
+        let response = app
+            .client
+            .get(app.url(&format!("/exercises/plans/media/{path}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, want, "{path}: {text}");
+        assert!(!text.contains("T+20"), "{path}: {text}");
+    }
+}
+
+/// Archive entries that would mislead whoever unpacks an export elsewhere,
+/// or that contradict each other, are refused as bad input (400), not as
+/// the server's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_archive_paths_are_refused_as_bad_input() {
+    let app = spawn_app().await;
+    let build = |entries: &[(&str, &[u8])]| {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    };
+    let scenario =
+        json!({"duration_minutes": 1, "teams": [{"id": "blue", "timeline_file": "t.json"}]})
+            .to_string();
+    let timeline = "{\"injects\": []}";
+    for (name, odd) in [
+        ("a backslash", "..\\..\\bs.txt"),
+        ("a colon", "c:evil.txt"),
+        ("inside a file", "scenario.json/x"),
+    ] {
+        let body = build(&[
+            ("scenario.json", scenario.as_bytes()),
+            ("t.json", timeline.as_bytes()),
+            (odd, b"x"),
+        ]);
+        let (status, reply) = import(&app, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {reply}");
+    }
 }
