@@ -10,18 +10,9 @@ use serde_json::{Value, json};
 use crate::packages::archive;
 use crate::support::*;
 
+/// Imports `body` as the package `probe`, replacing an earlier one.
 async fn import(app: &TestApp, body: Vec<u8>) -> Reply {
-    let response = app
-        .client
-        .post(app.url("/api/v1/packages?name=probe&replace=true"))
-        .header("content-type", "application/gzip")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    crate::packages::import(app, "?name=probe&replace=true", body, "application/gzip").await
 }
 
 /// A package whose one team's timeline is `timeline_file`.

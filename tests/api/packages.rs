@@ -68,7 +68,7 @@ pub fn unpack(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-async fn import(app: &TestApp, query: &str, body: Vec<u8>, content_type: &str) -> Reply {
+pub async fn import(app: &TestApp, query: &str, body: Vec<u8>, content_type: &str) -> Reply {
     let response = app
         .client
         .post(app.url(&format!("/api/v1/packages{query}")))

@@ -54,22 +54,15 @@ impl Target {
 
     #[cfg(feature = "embedded-broker")]
     async fn embedded() -> Self {
-        use scip_orchestrator::broker::{BrokerOptions, BrokerSettings, EmbeddedBroker};
+        use scip_orchestrator::broker::BrokerOptions;
         let upstream_keep_alive = Duration::from_secs(2);
-        let settings = BrokerSettings {
-            bind: "127.0.0.1".parse().unwrap(),
-            port: free_port(),
-            ws_port: free_port(),
-        };
-        let options = BrokerOptions {
+        let (broker, settings) = embedded(BrokerOptions {
             connect_timeout: Duration::from_secs(2),
             upstream_keep_alive,
             probe_every: Duration::from_millis(200),
             ..BrokerOptions::default()
-        };
-        let broker = EmbeddedBroker::start_with(settings, None, options)
-            .await
-            .unwrap();
+        })
+        .await;
         // Where the engine connects: rumqttd itself, with its login.
         let login = broker.engine_login().clone();
         let engine = LongLived::connect(
@@ -882,6 +875,26 @@ async fn websocket_connect(
     }
 }
 
+/// An open embedded broker on free loopback ports, with `options`.
+#[cfg(feature = "embedded-broker")]
+async fn embedded(
+    options: scip_orchestrator::broker::BrokerOptions,
+) -> (
+    scip_orchestrator::broker::EmbeddedBroker,
+    scip_orchestrator::broker::BrokerSettings,
+) {
+    use scip_orchestrator::broker::{BrokerSettings, EmbeddedBroker};
+    let settings = BrokerSettings {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: free_port(),
+        ws_port: free_port(),
+    };
+    let broker = EmbeddedBroker::start_with(settings, None, options)
+        .await
+        .unwrap();
+    (broker, settings)
+}
+
 /// The embedded broker holds at most `max_clients` clients: one more gets
 /// CONNACK 3, nothing reaches rumqttd's own limit (over which it refuses
 /// without an answer and then panics on the same client id), and the
@@ -889,20 +902,13 @@ async fn websocket_connect(
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_holds_at_most_its_clients() {
-    use scip_orchestrator::broker::{BrokerOptions, BrokerSettings, EmbeddedBroker};
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
+    use scip_orchestrator::broker::BrokerOptions;
     let options = BrokerOptions {
         max_clients: 20,
         probe_every: Duration::from_millis(100),
         ..BrokerOptions::default()
     };
-    let broker = EmbeddedBroker::start_with(settings, None, options)
-        .await
-        .unwrap();
+    let (broker, settings) = embedded(options).await;
     let mut held = Vec::new();
     for n in 0..20 {
         let (stream, connack) = raw(
@@ -948,20 +954,13 @@ async fn the_embedded_broker_holds_at_most_its_clients() {
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_through_the_embedded_broker_are_bounded() {
-    use scip_orchestrator::broker::{BrokerOptions, BrokerSettings, EmbeddedBroker};
+    use scip_orchestrator::broker::BrokerOptions;
     use scip_orchestrator::broker_gate::MAX_FILTERS_PER_CLIENT;
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
     let options = BrokerOptions {
         max_filters: 1500,
         ..BrokerOptions::default()
     };
-    let _broker = EmbeddedBroker::start_with(settings, None, options)
-        .await
-        .unwrap();
+    let (_broker, settings) = embedded(options).await;
     // SUBACK codes of one SUBSCRIBE of `filters`.
     async fn codes(stream: &mut TcpStream, pkid: u16, filters: Vec<String>) -> Vec<u8> {
         let mut packet = Subscribe::new(&filters[0], WireQoS::AtMostOnce);
@@ -1022,15 +1021,8 @@ async fn subscriptions_through_the_embedded_broker_are_bounded() {
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_its_login_a_connection_costs_little() {
-    use scip_orchestrator::broker::{BrokerOptions, BrokerSettings, EmbeddedBroker};
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
-    let _broker = EmbeddedBroker::start_with(settings, None, BrokerOptions::default())
-        .await
-        .unwrap();
+    use scip_orchestrator::broker::BrokerOptions;
+    let (_broker, settings) = embedded(BrokerOptions::default()).await;
     // A CONNECT claiming 1 MiB is closed at its header.
     let mut stream = TcpStream::connect(("127.0.0.1", settings.port))
         .await
