@@ -156,7 +156,7 @@ async fn main() {
     let acl = dir.path().join("bench.acl");
     std::fs::write(&acl, "user bench\ntopic readwrite /bench/#\n").unwrap();
     let passwd = dir.path().join("bench.passwd");
-    let hash = scip_orchestrator::broker_acl::hash_password("bench-pw").unwrap();
+    let hash = scip_orchestrator::mqtt::broker_files::hash_password("bench-pw").unwrap();
     std::fs::write(&passwd, format!("bench:{hash}\n")).unwrap();
     println!(
         "{count} QoS 1 publishes of 200 bytes, one every 2 ms; ratios to Mosquitto's figure (x)"

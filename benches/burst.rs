@@ -23,9 +23,9 @@ use common::{pass, sorted};
 use scip_orchestrator::core::{Counts, DeliveryStatus};
 use scip_orchestrator::domain::ExerciseId;
 use scip_orchestrator::domain::TeamId;
+use scip_orchestrator::mqtt::wire::FeedTemplate;
 use scip_orchestrator::scenario::Scenario;
 use scip_orchestrator::testing::Mosquitto;
-use scip_orchestrator::wire::FeedTemplate;
 
 const TEAMS: usize = 10;
 /// Injects per team (BENCH_PER_TEAM, default 1,000).

@@ -62,15 +62,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use common::{Spread, pass};
+use scip_orchestrator::app::logging::{self, LogFormat};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::core::{Command, State};
 use scip_orchestrator::domain::Speed;
-use scip_orchestrator::logging::{self, LogFormat};
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
-use scip_orchestrator::service::{CreateExercise, ScenarioSource, Service};
+use scip_orchestrator::runtime::service::{CreateExercise, ScenarioSource, Service};
+use scip_orchestrator::runtime::timer;
 use scip_orchestrator::store::{self, Store};
 use scip_orchestrator::testing::Mosquitto;
-use scip_orchestrator::timer;
 
 const TEAMS: [&str; 10] = [
     "blue", "red", "orange", "green", "yellow", "purple", "white", "black", "grey", "cyan",

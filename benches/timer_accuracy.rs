@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use common::{
     CpuLoad, Spread, Subscriber, Trend, feed_errors, feed_topic, pass, timer_errors, timer_topic,
 };
-use scip_orchestrator::runner::Outcome;
+use scip_orchestrator::runtime::run::Outcome;
 use scip_orchestrator::testing::Mosquitto;
 
 const TEAMS: usize = 10;
@@ -404,7 +404,7 @@ fn naive_loop(
                     if inject["time"].as_u64() == Some(u64::from(n)) {
                         let message = json!({
                             "id": inject["id"],
-                            "timestamp": scip_orchestrator::wire::timestamp(time::OffsetDateTime::now_utc()),
+                            "timestamp": scip_orchestrator::mqtt::wire::timestamp(time::OffsetDateTime::now_utc()),
                             "exerciseTime": n,
                             "type": inject["type"],
                             "content": inject["content"],

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use scip_orchestrator::app::logging::{self, LogFormat};
 use scip_orchestrator::app::{self, BrokerAclArgs, DemoArgs, RunArgs, ServeArgs};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::domain::Speed;
-use scip_orchestrator::logging::{self, LogFormat};
 
 /// Runs crisis exercises: delivers every team's injects to its MQTT feed at the
 /// exercise second they are due.

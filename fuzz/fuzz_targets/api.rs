@@ -47,7 +47,7 @@ use scip_orchestrator::config::Config;
 use scip_orchestrator::domain::Speed;
 use scip_orchestrator::http;
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
-use scip_orchestrator::service::{CreateExercise, ScenarioSource, Service};
+use scip_orchestrator::runtime::service::{CreateExercise, ScenarioSource, Service};
 use scip_orchestrator::store::Store;
 use scip_orchestrator_fuzz::scratch_dir;
 

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use scip_orchestrator::core::State;
 use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds};
-use scip_orchestrator::wire::{ControlInput, StatusMessage, parse_control};
+use scip_orchestrator::mqtt::wire::{ControlInput, StatusMessage, parse_control};
 
 fuzz_target!(|data: &[u8]| {
     match parse_control(data) {

@@ -4,7 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use scip_orchestrator::auth::{self, Access, Role};
+use scip_orchestrator::access::tokens::Role;
+use scip_orchestrator::http::auth::{self as auth, Access};
 
 use crate::support::*;
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use scip_orchestrator::config::Config;
 use scip_orchestrator::http;
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
-use scip_orchestrator::service::Service;
+use scip_orchestrator::runtime::service::Service;
 use scip_orchestrator::store::{self, Store};
 use scip_orchestrator::testing::{Mosquitto, Proxy, Subscriber};
 
@@ -64,7 +64,10 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
         &media.join("four-teams"),
     );
     let port = proxy.port.to_string();
-    let admin = format!("admin:{}", scip_orchestrator::auth::hash(ADMIN_TOKEN));
+    let admin = format!(
+        "admin:{}",
+        scip_orchestrator::access::tokens::hash(ADMIN_TOKEN)
+    );
     let mut args = vec![
         "scip-orchestrator",
         "--api-tokens",

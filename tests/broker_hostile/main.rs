@@ -955,7 +955,7 @@ async fn the_embedded_broker_holds_at_most_its_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_through_the_embedded_broker_are_bounded() {
     use scip_orchestrator::broker::BrokerOptions;
-    use scip_orchestrator::broker_gate::MAX_FILTERS_PER_CLIENT;
+    use scip_orchestrator::broker::gate::MAX_FILTERS_PER_CLIENT;
     let options = BrokerOptions {
         max_filters: 1500,
         ..BrokerOptions::default()

@@ -711,12 +711,12 @@ async fn closed_room(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_gate_refuses_clearly_and_checks_every_login() {
     use scip_orchestrator::broker::BrokerAuth;
-    use scip_orchestrator::broker_acl;
     use scip_orchestrator::domain::{ExerciseId, TeamId};
     use scip_orchestrator::mqtt::Password;
+    use scip_orchestrator::mqtt::broker_files;
 
     let dir = tempfile::tempdir().unwrap();
-    let plan = broker_acl::plan(
+    let plan = broker_files::plan(
         &ExerciseId::parse("emb").unwrap(),
         &[
             TeamId::parse("blue").unwrap(),
@@ -875,7 +875,7 @@ async fn serve_holds_teams_to_the_acl_file() {
             .arg(dir.path().join("data"))
             .env(
                 "API_TOKENS",
-                format!("admin:{}", scip_orchestrator::auth::hash(admin)),
+                format!("admin:{}", scip_orchestrator::access::tokens::hash(admin)),
             )
             .env("MEDIA_STORAGE_PATH", dir.path().join("media"))
             .env("MQTT_USERNAME", format!("{ex}-engine"))
@@ -1055,7 +1055,7 @@ async fn the_gate_closes_malformed_connections_and_serves_on() {
     let acl = dir.path().join("x.acl");
     std::fs::write(&acl, "user t\ntopic read /x/#\n").unwrap();
     let passwd = dir.path().join("x.passwd");
-    let hash = scip_orchestrator::broker_acl::hash_password("t-pw").unwrap();
+    let hash = scip_orchestrator::mqtt::broker_files::hash_password("t-pw").unwrap();
     std::fs::write(&passwd, format!("t:{hash}\n")).unwrap();
     let auth = BrokerAuth::default()
         .with_user("engine", Password::new("engine-pw"))

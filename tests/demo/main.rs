@@ -567,7 +567,7 @@ async fn serve_without_a_broker_host_starts_the_embedded_broker() {
     let ports = DemoPorts::free();
     let http = format!("127.0.0.1:{}", ports.http);
     let (mqtt, ws) = (ports.mqtt.to_string(), ports.ws.to_string());
-    let tokens = format!("admin:{}", scip_orchestrator::auth::hash(ADMIN));
+    let tokens = format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN));
     let serve = Proc::spawn(&[
         "serve",
         "--api-tokens",
@@ -647,7 +647,7 @@ struct LoggedServe {
 impl LoggedServe {
     fn start(dir: &Path) -> Self {
         let ports = DemoPorts::free();
-        let tokens = format!("admin:{}", scip_orchestrator::auth::hash(ADMIN));
+        let tokens = format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN));
         let mut child = Command::new(BIN)
             .args(["serve", "--api-tokens", &tokens, "--http-bind"])
             .arg(format!("127.0.0.1:{}", ports.http))

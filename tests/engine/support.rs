@@ -14,7 +14,7 @@ use scip_orchestrator::config::{DeliveryPolicy, Limits};
 use scip_orchestrator::core::{Counts, State};
 use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds, Speed};
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
-use scip_orchestrator::runner::{self, Outcome, Progress, RunOptions};
+use scip_orchestrator::runtime::run::{self as runner, Outcome, Progress, RunOptions};
 use scip_orchestrator::scenario;
 use scip_orchestrator::testing::{Seen, Subscriber};
 

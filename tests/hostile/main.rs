@@ -120,7 +120,7 @@ fn an_archive_cannot_blow_up_memory() {
         max_file_bytes: 32 << 20,
         ..Limits::default()
     };
-    let import = |body: Vec<u8>| match scip_orchestrator::package::import_archive(
+    let import = |body: Vec<u8>| match scip_orchestrator::scenario::package::import_archive(
         &body,
         root.path(),
         Some("bomb"),

@@ -293,7 +293,7 @@ impl Serve {
             .env("MQTT_BROKER_PORT", mqtt_port.to_string())
             .env(
                 "API_TOKENS",
-                format!("admin:{}", scip_orchestrator::auth::hash(ADMIN)),
+                format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN)),
             )
             .env("RETRY_DELAY_SECONDS", "1")
             .envs(env.iter().copied())

@@ -427,8 +427,8 @@ pattern write /clients/%c
             TeamId::parse("blue").unwrap(),
             TeamId::parse("red").unwrap(),
         ];
-        let plan =
-            crate::broker_acl::plan(&ExerciseId::parse("ex").unwrap(), &teams, None).unwrap();
+        let plan = crate::mqtt::broker_files::plan(&ExerciseId::parse("ex").unwrap(), &teams, None)
+            .unwrap();
         let acl = Acl::parse(&plan.acl_file()).unwrap();
         let (blue, ctl, engine) = (Some("ex-blue"), Some("ex-controller"), Some("ex-engine"));
         for topic in ["team/blue/feed", "timer", "status", "monitoring"] {

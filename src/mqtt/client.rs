@@ -31,8 +31,6 @@
 //! the exercises' schedules, their clocks and their rate-limited reports.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,12 +38,12 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Request,
     TlsConfiguration, Transport,
 };
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
+
+pub use crate::config::{Credentials, Password, SettingsError, tls_client_config};
 
 /// How to reach the broker.
 #[derive(Debug, Clone)]
@@ -95,104 +93,6 @@ impl MqttSettings {
         }
         o
     }
-}
-
-/// A user name and password for the broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Password,
-}
-
-/// A password: never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(password: impl Into<String>) -> Self {
-        Self(password.into())
-    }
-
-    /// The password itself, for the one place that sends or checks it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-/// Why the MQTT login or TLS settings are unusable; each names its setting.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("cannot read MQTT_CA_FILE {}: {reason}", .path.display())]
-    CaFile { path: PathBuf, reason: String },
-    #[error("MQTT_CA_FILE {} holds no PEM certificate", .path.display())]
-    NoCertificate { path: PathBuf },
-    #[error(
-        "MQTT_TLS is on but this system has no root certificates: give the broker's CA with MQTT_CA_FILE"
-    )]
-    NoSystemRoots,
-    #[error("MQTT_CA_FILE is set but MQTT_TLS is off: set MQTT_TLS=true to use it")]
-    CaWithoutTls,
-    #[error("cannot read MQTT_PASSWORD_FILE {}: {reason}", .path.display())]
-    PasswordFile { path: PathBuf, reason: String },
-    #[error("MQTT_PASSWORD_FILE {} is empty", .path.display())]
-    EmptyPasswordFile { path: PathBuf },
-    #[error("a password is set (MQTT_PASSWORD or MQTT_PASSWORD_FILE) but MQTT_USERNAME is not")]
-    PasswordWithoutUser,
-    #[error("MQTT_USERNAME is set but no password: set MQTT_PASSWORD or MQTT_PASSWORD_FILE")]
-    UserWithoutPassword,
-    #[error("MQTT_TLS: {0}")]
-    Tls(String),
-}
-
-/// The TLS client configuration: trusting the certificates of `ca_file`
-/// (PEM), else the system's roots.
-pub fn tls_client_config(
-    ca_file: Option<&Path>,
-) -> Result<Arc<rustls::ClientConfig>, SettingsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let ca_error = |reason: String| SettingsError::CaFile {
-                path: path.to_owned(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ca_error(format!("not PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(SettingsError::NoCertificate {
-                    path: path.to_owned(),
-                });
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| ca_error(format!("not a usable certificate: {e}")))?;
-            }
-        }
-        None => {
-            // Unreadable system certificates are skipped; none at all is an error.
-            let (added, _) =
-                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            if added == 0 {
-                return Err(SettingsError::NoSystemRoots);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SettingsError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// Largest MQTT packet by default, in either direction: room for injects

@@ -1,5 +1,7 @@
 //! The subcommands, called by `main` once the command line is parsed.
 
+pub mod logging;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,16 +13,16 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::app::logging::PROGRESS_LINE;
 use crate::broker::{BrokerAuth, BrokerOptions, BrokerSettings, EmbeddedBroker, Origins};
 use crate::config::Config;
 use crate::core::{Command, Counts, State};
 use crate::domain::{ExerciseId, ExerciseSeconds, Speed};
-use crate::logging::PROGRESS_LINE;
 use crate::mqtt::{Credentials, Mqtt, MqttSettings};
-use crate::report::{Report, summary};
-use crate::runner::{self, Progress, RunOptions};
+use crate::report::run::{Report, summary};
+use crate::runtime::run::{self as runner, Progress, RunOptions};
+use crate::runtime::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service};
 use crate::scenario::{self, Scenario};
-use crate::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service};
 use crate::store::Store;
 
 /// `validate FILE`: the summary and exit code 0, or every error and exit code 1.
@@ -276,23 +278,23 @@ pub const SAMPLE_FOLDER: &str = "four-teams";
 pub const SAMPLE_FILES: [(&str, &str); 5] = [
     (
         "scenario.json",
-        include_str!("../examples/four-teams/scenario.json"),
+        include_str!("../../examples/four-teams/scenario.json"),
     ),
     (
         "timelines/blue-standard.json",
-        include_str!("../examples/four-teams/timelines/blue-standard.json"),
+        include_str!("../../examples/four-teams/timelines/blue-standard.json"),
     ),
     (
         "timelines/red-aggressive.json",
-        include_str!("../examples/four-teams/timelines/red-aggressive.json"),
+        include_str!("../../examples/four-teams/timelines/red-aggressive.json"),
     ),
     (
         "timelines/timeline-orange.json",
-        include_str!("../examples/four-teams/timelines/timeline-orange.json"),
+        include_str!("../../examples/four-teams/timelines/timeline-orange.json"),
     ),
     (
         "timelines/timeline-green.json",
-        include_str!("../examples/four-teams/timelines/timeline-green.json"),
+        include_str!("../../examples/four-teams/timelines/timeline-green.json"),
     ),
 ];
 
@@ -339,7 +341,7 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
         .await
         .context("cannot create the sample exercise")?;
     let (_, token) = service
-        .issue_token(crate::auth::Role::Controller, Some("demo".into()))
+        .issue_token(crate::access::tokens::Role::Controller, Some("demo".into()))
         .await
         .context("cannot issue the demo's controller token")?;
     print!("{}", demo_banner(&hosted.ports, &base, &exercise, &token));
@@ -779,8 +781,9 @@ pub fn import_package(
     config: &Config,
 ) -> anyhow::Result<()> {
     let root = package_root(config)?;
-    let imported = crate::package::import_dir(dir, &root, name, replace, &config.limits())
-        .with_context(|| format!("cannot import {}", dir.display()))?;
+    let imported =
+        crate::scenario::package::import_dir(dir, &root, name, replace, &config.limits())
+            .with_context(|| format!("cannot import {}", dir.display()))?;
     print!("{}", crate::scenario::summary(&imported.scenario));
     println!(
         "\nImported as {:?} into {} ({} files, {} bytes).\nCreate an exercise from it: POST /api/v1/exercises {{\"scenario\": {:?}}}, or pick it in the control room.",
@@ -804,7 +807,7 @@ pub fn export_package(name: &str, to: &Path, config: &Config) -> anyhow::Result<
         if to.exists() {
             anyhow::bail!("{} exists already: export to a new file", to.display());
         }
-        let archive = crate::package::export_archive(&root, name)?;
+        let archive = crate::scenario::package::export_archive(&root, name)?;
         std::fs::write(to, &archive).with_context(|| format!("cannot write {}", to.display()))?;
         println!(
             "Exported {name:?} to {} ({} bytes).",
@@ -812,7 +815,7 @@ pub fn export_package(name: &str, to: &Path, config: &Config) -> anyhow::Result<
             archive.len()
         );
     } else {
-        let files = crate::package::export_dir(&root, name, to)?;
+        let files = crate::scenario::package::export_dir(&root, name, to)?;
         println!("Exported {name:?} to {} ({files} files).", to.display());
     }
     Ok(())
@@ -879,9 +882,9 @@ pub async fn broker_acl(args: BrokerAclArgs, config: &Config) -> anyhow::Result<
         }
     };
     let teams: Vec<_> = scenario.teams.iter().map(|t| t.id.clone()).collect();
-    let plan = crate::broker_acl::plan(&exercise, &teams, args.engine_user.as_deref())?;
+    let plan = crate::mqtt::broker_files::plan(&exercise, &teams, args.engine_user.as_deref())?;
     let files = plan.write(&args.out, args.force)?;
-    print!("{}", crate::broker_acl::summary(&plan, &files));
+    print!("{}", crate::mqtt::broker_files::summary(&plan, &files));
     Ok(())
 }
 
@@ -893,13 +896,13 @@ fn package_root(config: &Config) -> anyhow::Result<PathBuf> {
 
 /// `hash-token`: the API_TOKENS entry of a token, or of a new one.
 pub fn hash_token(token: Option<String>, new: bool, role: &str) -> anyhow::Result<()> {
-    let role = crate::auth::Role::parse(role).ok_or_else(|| {
+    let role = crate::access::tokens::Role::parse(role).ok_or_else(|| {
         anyhow::anyhow!("--role {role:?}: expected observer, controller or admin")
     })?;
     let token = match (token, new) {
         (Some(_), true) => bail!("give a token or --new, not both"),
         (Some(token), false) => token,
-        (None, true) => crate::auth::generate(),
+        (None, true) => crate::access::tokens::generate(),
         (None, false) => {
             let mut line = String::new();
             std::io::stdin()
@@ -914,6 +917,6 @@ pub fn hash_token(token: Option<String>, new: bool, role: &str) -> anyhow::Resul
     if new {
         println!("token:      {token}");
     }
-    println!("API_TOKENS: {role}:{}", crate::auth::hash(&token));
+    println!("API_TOKENS: {role}:{}", crate::access::tokens::hash(&token));
     Ok(())
 }

@@ -61,7 +61,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerAuth, BrokerOptions, Origins};
 use crate::mqtt::MAX_PACKET_SIZE;
-use crate::topic_acl::Acl;
+use crate::mqtt::acl::Acl;
 
 /// Packets queued towards one side of a connection.
 const QUEUE: usize = 256;

@@ -7,6 +7,9 @@
 //! methods, oversized bodies), leaves as
 //! `{"error": {"code", "message", "details"}}`.
 
+pub mod auth;
+pub mod pages;
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,12 +40,12 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::core::engine::SeekMode;
 use crate::core::{Command, Counts, DeliveryStatus, State as ExerciseState, Transition};
 use crate::domain::{ExerciseSeconds, Speed};
-use crate::exercise::{DeliveryKey, DeliveryView, from_wall_ms};
-use crate::service::{
+use crate::mqtt::wire::timestamp;
+use crate::runtime::exercise::{DeliveryKey, DeliveryView, from_wall_ms};
+use crate::runtime::service::{
     CreateExercise, ExerciseInfo, ScenarioSource, Service, ServiceError, Standing,
 };
 use crate::store::ControlRow;
-use crate::wire::timestamp;
 
 /// Largest request body accepted: an inline scenario package with every
 /// timeline fits well within it.
@@ -90,10 +93,13 @@ pub fn router(service: Service) -> Router {
             get(report_control_log_csv),
         )
         .route("/exercises/{id}/report.html", get(report_html))
-        .route("/exercises/{id}/events", get(crate::web::exercise_events))
+        .route(
+            "/exercises/{id}/events",
+            get(crate::http::pages::exercise_events),
+        )
         .route(
             "/exercises/{id}/teams/{team}/events",
-            get(crate::web::team_events),
+            get(crate::http::pages::team_events),
         )
         .route("/exercises/{id}/teams/{team}/receipts", post(receipts))
         .route(
@@ -111,12 +117,12 @@ pub fn router(service: Service) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::pages())
+        .merge(crate::http::pages::pages())
         // Every route checks the caller's role (or is open, or checks a
         // team link itself); see `auth::required`.
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
-            crate::auth::require,
+            crate::http::auth::require,
         ))
         .fallback(no_route)
         .with_state(service)
@@ -359,8 +365,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         import_package,
         export_package,
         receipts,
-        crate::web::team_events,
-        crate::web::exercise_events,
+        crate::http::pages::team_events,
+        crate::http::pages::exercise_events,
         healthz,
         readyz,
         metrics,
@@ -792,7 +798,7 @@ async fn create_exercise(
 )]
 async fn list_exercises(
     State(service): State<Service>,
-    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
+    caller: Option<axum::Extension<crate::access::tokens::TokenEntry>>,
 ) -> Json<Vec<ExerciseResponse>> {
     let caller = caller.map(|c| c.0.role);
     Json(
@@ -836,7 +842,7 @@ async fn delete_exercise(
 async fn get_exercise(
     State(service): State<Service>,
     Path(id): Path<String>,
-    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
+    caller: Option<axum::Extension<crate::access::tokens::TokenEntry>>,
 ) -> Result<Json<ExerciseResponse>, ApiError> {
     let caller = caller.map(|c| c.0.role);
     Ok(Json(ExerciseResponse::for_caller(
@@ -1100,7 +1106,7 @@ pub struct ReportQuery {
     tag = "reports",
     params(("id" = String, Path, description = "Exercise id"), ReportQuery),
     responses(
-        (status = 200, description = "The after-action report of the run: every delivery record with planned, due, sent, acknowledged and received times, lateness and receipt latency; a summary per team and overall; the commands given during the run", body = crate::aar::AfterActionReport),
+        (status = 200, description = "The after-action report of the run: every delivery record with planned, due, sent, acknowledged and received times, lateness and receipt latency; a summary per team and overall; the commands given during the run", body = crate::report::aar::AfterActionReport),
         (status = 400, description = "Malformed run", body = ErrorResponse),
         (status = 404, description = "No such exercise or run", body = ErrorResponse),
     )
@@ -1109,7 +1115,7 @@ async fn report_json(
     State(service): State<Service>,
     Path(id): Path<String>,
     Query(query): Query<ReportQuery>,
-) -> Result<Json<crate::aar::AfterActionReport>, ApiError> {
+) -> Result<Json<crate::report::aar::AfterActionReport>, ApiError> {
     Ok(Json(service.report(&id, query.run).await?))
 }
 
@@ -1132,7 +1138,7 @@ async fn report_csv(
     let report = service.report(&id, query.run).await?;
     let name = report_file_name(&report, "deliveries.csv");
     Ok(report_file(
-        crate::aar::deliveries_csv(&report),
+        crate::report::aar::deliveries_csv(&report),
         "text/csv; charset=utf-8",
         &format!("attachment; filename=\"{name}\""),
     ))
@@ -1157,7 +1163,7 @@ async fn report_control_log_csv(
     let report = service.report(&id, query.run).await?;
     let name = report_file_name(&report, "control-log.csv");
     Ok(report_file(
-        crate::aar::control_log_csv(&report),
+        crate::report::aar::control_log_csv(&report),
         "text/csv; charset=utf-8",
         &format!("attachment; filename=\"{name}\""),
     ))
@@ -1182,7 +1188,7 @@ async fn report_html(
     let report = service.report(&id, query.run).await?;
     let name = report_file_name(&report, "report.html");
     let mut response = report_file(
-        crate::aar::html(&report),
+        crate::report::aar::html(&report),
         "text/html; charset=utf-8",
         &format!("inline; filename=\"{name}\""),
     );
@@ -1196,7 +1202,7 @@ async fn report_html(
 
 /// `<exercise>-run<N>-<what>`, with anything but letters, digits, `.`, `_`
 /// and `-` of the exercise id replaced: safe in a quoted header parameter.
-fn report_file_name(report: &crate::aar::AfterActionReport, what: &str) -> String {
+fn report_file_name(report: &crate::report::aar::AfterActionReport, what: &str) -> String {
     let id: String = report
         .exercise
         .id
@@ -1329,7 +1335,7 @@ async fn revoke_link(
 async fn receipts(
     State(service): State<Service>,
     Path((id, team)): Path<(String, String)>,
-    Query(link): Query<crate::web::LinkToken>,
+    Query(link): Query<crate::http::pages::LinkToken>,
     request: Request,
 ) -> Result<Json<RecordedResponse>, ApiError> {
     // The link first: without it the body is never read, however large.
@@ -1469,12 +1475,12 @@ async fn export_package(
 }
 
 /// The answer to a request the caller's token does not allow.
-pub fn denied(denied: crate::auth::Denied) -> ApiError {
+pub fn denied(denied: crate::http::auth::Denied) -> ApiError {
     match denied {
-        crate::auth::Denied::Unauthenticated(why) => {
+        crate::http::auth::Denied::Unauthenticated(why) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
         }
-        crate::auth::Denied::Forbidden { have, need } => ApiError::new(
+        crate::http::auth::Denied::Forbidden { have, need } => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("this needs the {need} role; the token is {have}"),
@@ -1482,7 +1488,7 @@ pub fn denied(denied: crate::auth::Denied) -> ApiError {
     }
 }
 
-fn token_response(e: crate::auth::TokenEntry, token: Option<String>) -> TokenResponse {
+fn token_response(e: crate::access::tokens::TokenEntry, token: Option<String>) -> TokenResponse {
     TokenResponse {
         id: e.id,
         name: e.name,
@@ -1530,7 +1536,7 @@ async fn issue_token(
     State(service): State<Service>,
     ApiJson(body): ApiJson<IssueTokenRequest>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let role = crate::auth::Role::parse(&body.role).ok_or_else(|| {
+    let role = crate::access::tokens::Role::parse(&body.role).ok_or_else(|| {
         ApiError::invalid(format!(
             "role {:?}: expected observer, controller or admin",
             body.role
@@ -2146,9 +2152,9 @@ impl ExerciseResponse {
     /// The exercise as a caller with `role` may see it: the teams' signed
     /// dashboard links only for controllers and admins (who may also
     /// re-issue them), never for observers.
-    pub fn for_caller(info: ExerciseInfo, role: Option<crate::auth::Role>) -> Self {
+    pub fn for_caller(info: ExerciseInfo, role: Option<crate::access::tokens::Role>) -> Self {
         let mut response = Self::from(info);
-        if role.is_none_or(|r| r < crate::auth::Role::Controller) {
+        if role.is_none_or(|r| r < crate::access::tokens::Role::Controller) {
             for team in &mut response.teams {
                 team.dashboard_url = None;
             }

@@ -10,6 +10,9 @@
 //! value. Both loaders share every check; only where the timelines come from
 //! differs.
 
+pub mod media;
+pub mod package;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs;
@@ -583,7 +586,7 @@ fn read_header(
     let package = root
         .get("package")
         .and_then(Value::as_str)
-        .filter(|name| crate::package::is_plain_name(name))
+        .filter(|name| crate::scenario::package::is_plain_name(name))
         .map(str::to_owned);
     let raw_teams = report
         .check(

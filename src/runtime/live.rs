@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::exercise::DeliveryView;
-use crate::wire::TimerMessage;
+use crate::mqtt::wire::TimerMessage;
+use crate::runtime::exercise::DeliveryView;
 
 /// How many events a slow follower may fall behind before it is dropped
 /// (and reconnects to start again from a fresh history).

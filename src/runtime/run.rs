@@ -11,12 +11,12 @@ use tokio::sync::{mpsc, watch};
 use crate::config::DeliveryPolicy;
 use crate::core::{Counts, State};
 use crate::domain::{ExerciseId, ExerciseSeconds, Speed};
-use crate::exercise::{Actor, Options, Snapshot};
-use crate::journal::Journal;
 use crate::mqtt::Mqtt;
+use crate::runtime::exercise::{Actor, Options, Snapshot};
+use crate::runtime::journal::Journal;
 use crate::scenario::Scenario;
 
-pub use crate::exercise::Outcome;
+pub use crate::runtime::exercise::Outcome;
 
 /// How to run one exercise.
 #[derive(Debug, Clone)]

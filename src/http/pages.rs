@@ -39,8 +39,8 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use crate::http::{ApiError, DeliveryResponse, ErrorResponse, ExerciseResponse};
-use crate::live::{FeedItem, Live, LiveClock};
-use crate::service::{ExerciseWatch, Service, TeamWatch};
+use crate::runtime::live::{FeedItem, Live, LiveClock};
+use crate::runtime::service::{ExerciseWatch, Service, TeamWatch};
 
 /// How often an idle stream sends a comment: keeps proxies from closing it
 /// and notices a closed dashboard within this time.
@@ -55,21 +55,25 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// The embedded files: name, content type, content.
 const ASSETS: [(&str, &str, &str); 4] = [
-    ("app.css", "text/css", include_str!("../web/app.css")),
+    ("app.css", "text/css", include_str!("../../web/app.css")),
     (
         "common.js",
         "text/javascript",
-        include_str!("../web/common.js"),
+        include_str!("../../web/common.js"),
     ),
-    ("team.js", "text/javascript", include_str!("../web/team.js")),
+    (
+        "team.js",
+        "text/javascript",
+        include_str!("../../web/team.js"),
+    ),
     (
         "control.js",
         "text/javascript",
-        include_str!("../web/control.js"),
+        include_str!("../../web/control.js"),
     ),
 ];
-const TEAM_PAGE: &str = include_str!("../web/team.html");
-const CONTROL_PAGE: &str = include_str!("../web/control.html");
+const TEAM_PAGE: &str = include_str!("../../web/team.html");
+const CONTROL_PAGE: &str = include_str!("../../web/control.html");
 
 /// What the pages may load and do: their own scripts, styles and API, and
 /// pictures and video from anywhere (an inject may name an `https://` one);
@@ -126,7 +130,7 @@ async fn exercise_media(
     State(service): State<Service>,
     Path((id, path)): Path<(String, String)>,
     Query(query): Query<MediaToken>,
-    caller: Option<axum::Extension<crate::auth::TokenEntry>>,
+    caller: Option<axum::Extension<crate::access::tokens::TokenEntry>>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     match (&caller, &query.media) {
@@ -177,7 +181,7 @@ fn media_headers(headers: &mut HeaderMap, name: &str) {
     );
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
-    if !crate::media::shown_inline(&kind) {
+    if !crate::scenario::media::shown_inline(&kind) {
         // Only characters that need no quoting rules in the header.
         let safe: String = name
             .chars()
@@ -277,7 +281,7 @@ pub async fn team_events(
 pub async fn exercise_events(
     State(service): State<Service>,
     Path(id): Path<String>,
-    token: Option<axum::Extension<crate::auth::TokenEntry>>,
+    token: Option<axum::Extension<crate::access::tokens::TokenEntry>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let watch = service.watch(&id).await?;
     let stream = ControlStream::new(service, id, watch, token.map(|t| t.0)).await?;
@@ -333,13 +337,14 @@ impl TeamStream {
     fn item_json(&self, item: &FeedItem) -> String {
         let message: serde_json::Value =
             serde_json::from_str(&item.message).unwrap_or(serde_json::Value::Null);
-        let urls: serde_json::Map<String, serde_json::Value> = crate::media::references(&message)
-            .into_iter()
-            .map(|(written, path)| {
-                let url = self.service.media_url(&self.follow.link.claims, &path);
-                (written, serde_json::Value::String(url))
-            })
-            .collect();
+        let urls: serde_json::Map<String, serde_json::Value> =
+            crate::scenario::media::references(&message)
+                .into_iter()
+                .map(|(written, path)| {
+                    let url = self.service.media_url(&self.follow.link.claims, &path);
+                    (written, serde_json::Value::String(url))
+                })
+                .collect();
         let json = item.to_json();
         let open = json.strip_suffix('}').unwrap_or(&json);
         format!(
@@ -398,7 +403,7 @@ struct ControlStream {
     exercise: String,
     /// The API token the stream was opened with: its revocation ends the
     /// stream, and its role decides whether team links are shown.
-    token: Option<crate::auth::TokenEntry>,
+    token: Option<crate::access::tokens::TokenEntry>,
 }
 
 impl ControlStream {
@@ -406,7 +411,7 @@ impl ControlStream {
         service: Service,
         id: String,
         mut follow: ExerciseWatch,
-        token: Option<crate::auth::TokenEntry>,
+        token: Option<crate::access::tokens::TokenEntry>,
     ) -> Result<Self, ApiError> {
         let deliveries = std::mem::take(&mut follow.watch.deliveries);
         let mut stream = Self {
@@ -501,7 +506,7 @@ fn history_event(run: u16, injects: Vec<String>) -> Event {
     ))
 }
 
-fn deliveries_event(views: Vec<crate::exercise::DeliveryView>) -> Event {
+fn deliveries_event(views: Vec<crate::runtime::exercise::DeliveryView>) -> Event {
     let body: Vec<DeliveryResponse> = views.into_iter().map(Into::into).collect();
     json_event("deliveries", &body)
 }

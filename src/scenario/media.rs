@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::package::is_plain_name;
+use crate::scenario::package::is_plain_name;
 
 /// Longest media reference followed, in bytes.
 const MAX_REFERENCE_BYTES: usize = 1024;

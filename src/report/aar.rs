@@ -14,10 +14,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::exercise::{DeliveryView, from_wall_ms, wall_ms};
+use crate::mqtt::wire::timestamp;
+use crate::runtime::exercise::{DeliveryView, from_wall_ms, wall_ms};
 use crate::scenario::Scenario;
 use crate::store::{ControlRow, DeliveryRow};
-use crate::wire::timestamp;
 
 /// The number of an exercise's first run; every accepted reset starts the next.
 pub const FIRST_RUN: i64 = 1;

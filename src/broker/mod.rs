@@ -39,16 +39,19 @@
 //! MQTT_USERNAME and BROKER_PASSWORD_FILE) and the topic rules of
 //! BROKER_ACL_FILE, the same files Mosquitto takes.
 
+#[cfg(feature = "embedded-broker")]
+pub mod gate;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::broker_acl;
 use crate::config::Config;
+use crate::mqtt::acl::Acl;
+use crate::mqtt::broker_files;
 use crate::mqtt::{Credentials, Password, SettingsError};
-use crate::topic_acl::Acl;
 
 /// How long start-up waits for the listeners to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -289,7 +292,7 @@ impl BrokerAuth {
     /// Whether `username` may log in with `password` as a plain user.
     pub fn check_plain(&self, username: &str, password: &str) -> bool {
         self.plain.get(username).is_some_and(|expected| {
-            broker_acl::same_secret(expected.expose().as_bytes(), password.as_bytes())
+            broker_files::same_secret(expected.expose().as_bytes(), password.as_bytes())
         })
     }
 
@@ -299,12 +302,12 @@ impl BrokerAuth {
             return self.check_plain(username, password);
         }
         let hash = self.files_read().hashed.get(username).cloned();
-        hash.is_some_and(|hash| broker_acl::verify_password(&hash, password))
+        hash.is_some_and(|hash| broker_files::verify_password(&hash, password))
     }
 }
 
 fn read_passwords(path: &std::path::Path) -> Result<HashMap<String, String>, BrokerError> {
-    broker_acl::read_password_file(path).map_err(|e| BrokerError::PasswordFile {
+    broker_files::read_password_file(path).map_err(|e| BrokerError::PasswordFile {
         path: path.to_owned(),
         reason: e.to_string(),
     })
@@ -316,7 +319,7 @@ pub enum BrokerError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
     #[error("cannot use BROKER_ACL_FILE: {0}")]
-    AclFile(#[from] crate::topic_acl::AclFileError),
+    AclFile(#[from] crate::mqtt::acl::AclFileError),
     #[error(
         "BROKER_ACL_FILE needs BROKER_PASSWORD_FILE: the rules name users, and only logged-in users have a name"
     )]
@@ -526,7 +529,7 @@ mod imp {
     use tracing::{debug, info, warn};
 
     use super::{BrokerAuth, BrokerError, BrokerOptions, BrokerSettings, START_TIMEOUT, Started};
-    use crate::broker_gate::Gate;
+    use crate::broker::gate::Gate;
     use crate::mqtt::{Credentials, INFLIGHT, MAX_PACKET_SIZE, Password};
 
     /// Bytes of messages one topic (or subscription filter) keeps per
@@ -781,7 +784,10 @@ mod imp {
         connections.set_auth_handler(move |_client_id, username: String, password: String| {
             let same = |user: &str, secret: &str| {
                 username == user
-                    && crate::broker_acl::same_secret(secret.as_bytes(), password.as_bytes())
+                    && crate::mqtt::broker_files::same_secret(
+                        secret.as_bytes(),
+                        password.as_bytes(),
+                    )
             };
             let allowed = same(&gate.username, &gate.password)
                 || same(&engine.username, engine.password.expose())

@@ -17,23 +17,23 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use tracing::{error, info, warn};
 
+use crate::access::ratelimit::RateLimit;
 use crate::config::DeliveryPolicy;
 use crate::core::engine::{ArchivedRun, EditError, SeekMode};
 use crate::core::{
     Command, Counts, DeliveryRecord, DeliveryTag, Engine, Now, Output, Refusal, State, Transition,
 };
 use crate::domain::{ExerciseId, ExerciseSeconds, InjectId, Speed};
-use crate::journal::{Journal, JournalEntry, JournalError};
-use crate::limits::RateLimit;
-use crate::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
-use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
-use crate::scenario::{Inject, Scenario, Timeline};
-use crate::store::{ClockRow, ControlRow, DeliveryRow};
-use crate::timer;
-use crate::wire::{
+use crate::mqtt::wire::{
     ANNOUNCEMENT_SOURCE, Announcement, ControlInput, FeedTemplate, MonitoringMessage,
     StatusMessage, TimerMessage, Topics, parse_control, timestamp,
 };
+use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
+use crate::runtime::journal::{Journal, JournalEntry, JournalError};
+use crate::runtime::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
+use crate::runtime::timer;
+use crate::scenario::{Inject, Scenario, Timeline};
+use crate::store::{ClockRow, ControlRow, DeliveryRow};
 
 /// Control-topic messages waiting for the actor; more are dropped (counted in
 /// `scip_mqtt_received_dropped_total`): a flood is refused before it queues.

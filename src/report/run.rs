@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::core::{Counts, DeliveryRecord};
-use crate::runner::Outcome;
-use crate::wire::timestamp;
+use crate::mqtt::wire::timestamp;
+use crate::runtime::run::Outcome;
 
 /// The `--report` file.
 #[derive(Debug, Serialize)]

@@ -14,19 +14,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::access::links::{LinkClaims, LinkError, LinkKey, LinkState};
 use crate::config::Config;
 use crate::core::engine::{Persisted, SeekMode};
 use crate::core::{Command, DeliveryRecord, DeliveryStatus, Engine, State, Transition};
 use crate::domain::{ExerciseId, ExerciseSeconds, InjectId, Speed};
-use crate::exercise::{
+use crate::mqtt::Mqtt;
+use crate::runtime::exercise::{
     self, Actor, DeliveryKey, DeliveryView, Options, Outcome, Request, RequestError, Snapshot,
     from_wall_ms, stored_elapsed, wall_ms,
 };
-use crate::journal::Journal;
-use crate::links::{LinkClaims, LinkError, LinkKey, LinkState};
-use crate::live::{Presence, Seat, Watch};
-use crate::mqtt::Mqtt;
-use crate::package::{self as packages, Imported, PackageError, is_plain_name};
+use crate::runtime::journal::Journal;
+use crate::runtime::live::{Presence, Seat, Watch};
+use crate::scenario::package::{self as packages, Imported, PackageError, is_plain_name};
 use crate::scenario::{self, Inject, Scenario, ValidationError};
 use crate::store::TeamLinkRow;
 use crate::store::{ClockRow, ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
@@ -277,9 +277,9 @@ struct Inner {
     unrestorable: RwLock<BTreeMap<String, NotRestored>>,
     tasks: tokio::sync::Mutex<JoinSet<Outcome>>,
     stop: watch::Sender<bool>,
-    command_rate: crate::limits::RateLimit,
+    command_rate: crate::access::ratelimit::RateLimit,
     link_key: LinkKey,
-    tokens: crate::auth::Tokens,
+    tokens: crate::access::tokens::Tokens,
     /// Set when the HTTP server shuts down: event streams end.
     closing: watch::Sender<bool>,
     /// File work (reading and validating scenarios) goes one job at a time.
@@ -308,7 +308,8 @@ impl Service {
         public_url: String,
     ) -> Result<Self, ServiceError> {
         let (journal, _writer) = Journal::spawn(store.clone(), mqtt.clone());
-        let command_rate = crate::limits::RateLimit::per_minute(config.max_commands_per_minute);
+        let command_rate =
+            crate::access::ratelimit::RateLimit::per_minute(config.max_commands_per_minute);
         let link_key = link_key(&store).await?;
         let tokens = load_tokens(&store, &config).await?;
         let service = Self {
@@ -565,7 +566,7 @@ impl Service {
     }
 
     /// The API tokens the service accepts.
-    pub fn tokens(&self) -> &crate::auth::Tokens {
+    pub fn tokens(&self) -> &crate::access::tokens::Tokens {
         &self.inner.tokens
     }
 
@@ -573,11 +574,11 @@ impl Service {
     /// never kept (only its hash).
     pub async fn issue_token(
         &self,
-        role: crate::auth::Role,
+        role: crate::access::tokens::Role,
         name: Option<String>,
-    ) -> Result<(crate::auth::TokenEntry, String), ServiceError> {
-        let token = crate::auth::generate();
-        let hash = crate::auth::hash(&token);
+    ) -> Result<(crate::access::tokens::TokenEntry, String), ServiceError> {
+        let token = crate::access::tokens::generate();
+        let hash = crate::access::tokens::hash(&token);
         let id = format!("tok-{}", &hash[..12]);
         let created_wall_ms = wall_ms(OffsetDateTime::now_utc());
         self.inner
@@ -590,7 +591,7 @@ impl Service {
                 created_wall_ms,
             })
             .await?;
-        let entry = crate::auth::TokenEntry {
+        let entry = crate::access::tokens::TokenEntry {
             id,
             name,
             role,
@@ -627,7 +628,10 @@ impl Service {
             return Ok(None);
         }
         let (_, token) = self
-            .issue_token(crate::auth::Role::Admin, Some("first admin".into()))
+            .issue_token(
+                crate::access::tokens::Role::Admin,
+                Some("first admin".into()),
+            )
             .await?;
         Ok(Some(token))
     }
@@ -657,7 +661,7 @@ impl Service {
             exercises.get(id)?.scenario.package.clone()?
         };
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || crate::media::resolve(&root, &package, &path))
+        tokio::task::spawn_blocking(move || crate::scenario::media::resolve(&root, &package, &path))
             .await
             .ok()
             .flatten()
@@ -730,7 +734,7 @@ impl Service {
             owner: None,
             epoch: 0,
             turn: 0,
-            incarnation: crate::links::new_incarnation(),
+            incarnation: crate::access::links::new_incarnation(),
         };
         self.inner
             .store
@@ -1136,8 +1140,8 @@ impl Service {
         &self,
         id: &str,
         run: Option<u32>,
-    ) -> Result<crate::aar::AfterActionReport, ServiceError> {
-        use crate::aar;
+    ) -> Result<crate::report::aar::AfterActionReport, ServiceError> {
+        use crate::report::aar;
         let row = self
             .inner
             .store
@@ -1503,7 +1507,7 @@ impl Service {
         let incarnation = if row.incarnation.is_empty() {
             // Stored before incarnations existed: its links, which named
             // none, stop working; the new ones name this.
-            let drawn = crate::links::new_incarnation();
+            let drawn = crate::access::links::new_incarnation();
             self.inner
                 .store
                 .set_incarnation(id.as_str(), &drawn)
@@ -1653,8 +1657,11 @@ fn records_from_rows(
 }
 
 /// The configured tokens and the issued (stored) ones.
-async fn load_tokens(store: &Store, config: &Config) -> Result<crate::auth::Tokens, ServiceError> {
-    use crate::auth::{Role, TokenEntry, Tokens, parse_configured};
+async fn load_tokens(
+    store: &Store,
+    config: &Config,
+) -> Result<crate::access::tokens::Tokens, ServiceError> {
+    use crate::access::tokens::{Role, TokenEntry, Tokens, parse_configured};
     let tokens = Tokens::default();
     for (n, raw) in config
         .api_tokens
