@@ -12,6 +12,7 @@
 
 pub mod media;
 pub mod package;
+mod plan;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
