@@ -11,6 +11,8 @@ use rumqttc::QoS;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+pub use crate::core::DeliveryPolicy;
+
 /// Settings shared by every subcommand. Each field reads its environment variable
 /// when the flag is absent; a bad value is a start-up error naming the variable.
 #[derive(Debug, Clone, Args)]
@@ -219,26 +221,6 @@ impl Default for Limits {
             max_injects_per_timeline: 1000,
             max_inject_bytes: 262_144,
             max_file_bytes: 67_108_864,
-        }
-    }
-}
-
-/// The delivery settings of SPEC section 5, as the engine uses them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryPolicy {
-    pub timeout: Duration,
-    pub retry_delay: Duration,
-    pub max_attempts: u16,
-    pub late_after: Duration,
-}
-
-impl Default for DeliveryPolicy {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_millis(5000),
-            retry_delay: Duration::from_secs(5),
-            max_attempts: 3,
-            late_after: Duration::from_millis(100),
         }
     }
 }

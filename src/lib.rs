@@ -5,8 +5,6 @@ pub mod access;
 pub mod app;
 pub mod broker;
 pub mod config;
-pub mod core;
-pub mod domain;
 pub mod http;
 pub mod mqtt;
 pub mod report;
@@ -15,3 +13,7 @@ pub mod scenario;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+
+/// The engine core, a crate of its own (`crates/core`): no I/O.
+pub use scip_orchestrator_core as core;
+pub use scip_orchestrator_core::domain;

@@ -334,7 +334,7 @@ pub struct Actor {
 impl Actor {
     /// An initialized exercise.
     pub fn new(scenario: Arc<Scenario>, options: Options, mqtt: Mqtt, journal: Journal) -> Self {
-        let engine = Engine::new(&scenario, options.speed, options.policy);
+        let engine = Engine::new(&scenario.plan(), options.speed, options.policy);
         Self::restored(scenario, options, mqtt, journal, engine, Vec::new())
     }
 

@@ -1472,7 +1472,7 @@ impl Service {
         };
         let elapsed = stored_elapsed(&clock, speed, wall_ms(now.wall));
         let engine = Engine::restore(
-            &scenario,
+            &scenario.plan(),
             speed,
             self.inner.config.delivery_policy(),
             Persisted {

@@ -32,6 +32,7 @@ mod inline;
 pub mod media;
 mod model;
 pub mod package;
+mod plan;
 mod summary;
 mod timeline;
 mod timing;

@@ -8,6 +8,26 @@ use tokio::time::Instant;
 
 use crate::domain::ExerciseSeconds;
 
+/// The delivery settings of SPEC section 5, as the engine uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    pub timeout: Duration,
+    pub retry_delay: Duration,
+    pub max_attempts: u16,
+    pub late_after: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(5000),
+            retry_delay: Duration::from_secs(5),
+            max_attempts: 3,
+            late_after: Duration::from_millis(100),
+        }
+    }
+}
+
 /// The status clients see, as SPEC section 5 names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
