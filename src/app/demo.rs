@@ -1,0 +1,243 @@
+//! `demo`: the built-in sample scenario on embedded defaults, its links and
+//! tokens printed, its progress logged.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tracing::info;
+
+use super::serve::{Ports, open_ports, raise_open_file_limit, reachable, start_service};
+use super::shutdown_signal;
+use crate::config::Config;
+use crate::core::{Command, State};
+use crate::domain::Speed;
+use crate::runtime::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service};
+
+/// Arguments of `demo`.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    pub http_bind: String,
+    /// Holds the demo's database (`demo.db`, new at every run) and, unless
+    /// MEDIA_STORAGE_PATH is set, the sample's folder under `media/`.
+    pub data_dir: PathBuf,
+    pub speed: Speed,
+}
+
+/// The folder name of the sample scenario, under MEDIA_STORAGE_PATH.
+pub const SAMPLE_FOLDER: &str = "four-teams";
+
+/// The sample scenario `examples/four-teams`, built into the binary: each
+/// file's path in the scenario folder and its contents.
+pub const SAMPLE_FILES: [(&str, &str); 5] = [
+    (
+        "scenario.json",
+        include_str!("../../examples/four-teams/scenario.json"),
+    ),
+    (
+        "timelines/blue-standard.json",
+        include_str!("../../examples/four-teams/timelines/blue-standard.json"),
+    ),
+    (
+        "timelines/red-aggressive.json",
+        include_str!("../../examples/four-teams/timelines/red-aggressive.json"),
+    ),
+    (
+        "timelines/timeline-orange.json",
+        include_str!("../../examples/four-teams/timelines/timeline-orange.json"),
+    ),
+    (
+        "timelines/timeline-green.json",
+        include_str!("../../examples/four-teams/timelines/timeline-green.json"),
+    ),
+];
+
+/// `demo`: the sample exercise with nothing but the binary: the embedded
+/// broker (unless MQTT_BROKER_HOST is set), a fresh SQLite store, the HTTP
+/// server and its pages. Prints where to look, starts the exercise at
+/// `speed`, logs its progress and serves until SIGTERM or Ctrl-C.
+pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    raise_open_file_limit();
+    let package = sample_package()?;
+    // Ports first: a taken one fails before anything is written.
+    let ports = open_ports(&args.http_bind, None, config, true).await?;
+    let mut config = config.clone();
+    let mut source = ScenarioSource::Inline(package);
+    if config.media_storage_path.is_none() {
+        // The control room offers the sample for more exercises, and media
+        // files put beside it are served: the exercise is the package's.
+        let media = args.data_dir.join("media");
+        write_sample(&media.join(SAMPLE_FOLDER))?;
+        config.media_storage_path = Some(media);
+        source = ScenarioSource::Folder(SAMPLE_FOLDER.to_owned());
+    }
+    // A fresh exercise at every run: nothing resumes from the last one.
+    let database = args.data_dir.join("demo.db");
+    remove_database(&database)?;
+    let client_id = format!("scip-orchestrator-demo-{}", ports.local.port());
+    let base = format!("http://{}", reachable(ports.local));
+    let hosted = start_service(
+        ports,
+        &crate::store::sqlite_url(&database),
+        client_id,
+        base.clone(),
+        config,
+    )
+    .await?;
+    let service = &hosted.service;
+    let exercise = service
+        .create(CreateExercise {
+            source,
+            exercise_id: None,
+            speed: Some(args.speed),
+        })
+        .await
+        .context("cannot create the sample exercise")?;
+    let (_, token) = service
+        .issue_token(crate::access::tokens::Role::Controller, Some("demo".into()))
+        .await
+        .context("cannot issue the demo's controller token")?;
+    print!("{}", demo_banner(&hosted.ports, &base, &exercise, &token));
+    service
+        .control(
+            &exercise.id,
+            Command::Start,
+            Some("demo".into()),
+            "demo".into(),
+        )
+        .await
+        .context("cannot start the sample exercise")?;
+    let total = exercise.snapshot().map_or(0, |s| s.total.get());
+    println!(
+        "exercise {} running at speed {}: {} exercise minutes in {:.0} s; Ctrl-C stops",
+        exercise.id,
+        args.speed,
+        total / 60,
+        f64::from(total) / args.speed.get()
+    );
+    let progress = tokio::spawn(log_progress(service.clone(), exercise.id.clone()));
+    let result = hosted
+        .serve_until_signal(
+            shutdown,
+            "demo stopped; its data is discarded at the next run",
+        )
+        .await;
+    progress.abort();
+    result
+}
+
+/// The sample as one inline package: the scenario plus its timelines keyed
+/// by path, which both team styles (`timeline_id`, `timeline_file`) resolve.
+fn sample_package() -> anyhow::Result<serde_json::Value> {
+    let mut package: serde_json::Value = serde_json::from_str(SAMPLE_FILES[0].1)
+        .context("the embedded sample scenario is not JSON")?;
+    let mut timelines = serde_json::Map::new();
+    for (path, text) in &SAMPLE_FILES[1..] {
+        let timeline = serde_json::from_str(text)
+            .with_context(|| format!("the embedded sample timeline {path} is not JSON"))?;
+        timelines.insert((*path).to_owned(), timeline);
+    }
+    package["timelines"] = serde_json::Value::Object(timelines);
+    Ok(package)
+}
+
+/// Writes the sample's files to `folder` (replacing earlier copies).
+fn write_sample(folder: &Path) -> anyhow::Result<()> {
+    for (path, text) in SAMPLE_FILES {
+        let file = folder.join(path);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes a SQLite database with its write-ahead log, if there.
+fn remove_database(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot remove the last demo's {}",
+                        Path::new(&file).display()
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What `demo` prints before it starts the exercise: where to look.
+fn demo_banner(ports: &Ports, base: &str, exercise: &ExerciseInfo, token: &str) -> String {
+    let mut out = format!(
+        "\nscip-orchestrator demo: {}\n\n",
+        exercise.name.as_deref().unwrap_or(&exercise.id)
+    );
+    match &ports.broker {
+        Some(broker) => {
+            out.push_str(&format!("  MQTT broker:     {}\n", broker.mqtt_url()));
+            out.push_str(&format!("  MQTT WebSocket:  {}\n", broker.ws_url()));
+        }
+        None => out.push_str(&format!(
+            "  MQTT broker:     mqtt://{}:{} (external)\n",
+            ports.mqtt_host, ports.mqtt_port
+        )),
+    }
+    out.push_str(&format!("  control room:    {base}/#token={token}\n"));
+    out.push_str(&format!("  API token:       {token} (controller)\n"));
+    for team in &exercise.teams {
+        out.push_str(&format!(
+            "  team {:<11} {}\n",
+            format!("{}:", team.id),
+            team.dashboard_url
+        ));
+    }
+    out.push_str(&format!(
+        "\n  feeds: /exercise/{}/team/<team>/feed; clock: /exercise/{}/timer\n\n",
+        exercise.id, exercise.id
+    ));
+    out
+}
+
+/// Logs the exercise's progress once per exercise minute and at every
+/// change of state, until it is over.
+async fn log_progress(service: Service, id: String) {
+    let Ok(watch) = service.watch(&id).await else {
+        return;
+    };
+    let mut snapshot = watch.snapshot;
+    let mut last: Option<(State, u32)> = None;
+    loop {
+        let s = snapshot.borrow_and_update().clone();
+        // Half-way through each minute: the minute's injects are counted.
+        let now = (s.state, (s.time.get() + 30) / 60);
+        if last != Some(now) {
+            last = Some(now);
+            info!(
+                exercise_id = %id,
+                "{} of {}  {}  delivered {}/{}  late {}  failed {}",
+                s.time,
+                s.total,
+                s.state.as_str(),
+                s.counts.delivered,
+                s.counts.scheduled,
+                s.counts.late,
+                s.counts.failed
+            );
+            if matches!(s.state, State::Completed | State::Stopped) {
+                info!("the exercise is over; the pages stay up until Ctrl-C");
+                return;
+            }
+        }
+        if snapshot.changed().await.is_err() {
+            return;
+        }
+    }
+}
