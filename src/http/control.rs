@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -70,12 +69,9 @@ pub(super) async fn control(
     source: ClientSource,
     OptionalJson(body): OptionalJson<CommandRequest>,
 ) -> Result<Json<TransitionResponse>, ApiError> {
-    let command: Command =
-        command
-            .parse()
-            .map_err(|e: crate::core::lifecycle::UnknownCommand| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            })?;
+    let command: Command = command
+        .parse()
+        .map_err(|e: crate::core::lifecycle::UnknownCommand| ApiError::not_found(e.to_string()))?;
     let transition = service.control(&id, command, body.reason, source.0).await?;
     Ok(Json(transition.into()))
 }

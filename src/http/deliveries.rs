@@ -50,6 +50,29 @@ pub struct DeliveriesQuery {
     pub status: Option<String>,
 }
 
+/// The path of one delivery: `/exercises/{id}/teams/{team}/injects/{inject}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InjectPath {
+    /// Exercise id
+    pub id: String,
+    /// Team id
+    pub team: String,
+    /// Inject id
+    pub inject: String,
+}
+
+impl InjectPath {
+    /// The exercise id and the delivery's key.
+    fn into_key(self) -> (String, DeliveryKey) {
+        let key = DeliveryKey {
+            team_id: self.team,
+            inject_id: self.inject,
+        };
+        (self.id, key)
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RetriedResponse {
     pub retried: usize,
@@ -132,11 +155,7 @@ pub(super) async fn retry_failed(
     post,
     path = "/api/v1/exercises/{id}/teams/{team}/injects/{inject}/retry",
     tag = "deliveries",
-    params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
-        ("inject" = String, Path, description = "Inject id"),
-    ),
+    params(InjectPath),
     responses(
         (status = 200, description = "Sent again, attempts counted afresh", body = RetriedResponse),
         (status = 404, description = "No such exercise, team or inject", body = ErrorResponse),
@@ -145,9 +164,9 @@ pub(super) async fn retry_failed(
 )]
 pub(super) async fn retry_one(
     State(service): State<Service>,
-    Path((id, team_id, inject_id)): Path<(String, String, String)>,
+    Path(path): Path<InjectPath>,
 ) -> Result<Json<RetriedResponse>, ApiError> {
-    let key = DeliveryKey { team_id, inject_id };
+    let (id, key) = path.into_key();
     let retried = service.retry(&id, Some(key)).await?;
     Ok(Json(RetriedResponse { retried }))
 }
@@ -178,11 +197,7 @@ pub(super) async fn send_inject(
     post,
     path = "/api/v1/exercises/{id}/teams/{team}/injects/{inject}/cancel",
     tag = "deliveries",
-    params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
-        ("inject" = String, Path, description = "Inject id"),
-    ),
+    params(InjectPath),
     responses(
         (status = 200, description = "Cancelled; the record as it is now", body = DeliveryResponse),
         (status = 404, description = "No such exercise, team or inject", body = ErrorResponse),
@@ -191,9 +206,9 @@ pub(super) async fn send_inject(
 )]
 pub(super) async fn cancel(
     State(service): State<Service>,
-    Path((id, team_id, inject_id)): Path<(String, String, String)>,
+    Path(path): Path<InjectPath>,
 ) -> Result<Json<DeliveryResponse>, ApiError> {
-    let key = DeliveryKey { team_id, inject_id };
+    let (id, key) = path.into_key();
     service.cancel(&id, key.clone()).await?;
     current_record(&service, &id, &key).await
 }
@@ -202,11 +217,7 @@ pub(super) async fn cancel(
     post,
     path = "/api/v1/exercises/{id}/teams/{team}/injects/{inject}/reschedule",
     tag = "deliveries",
-    params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
-        ("inject" = String, Path, description = "Inject id"),
-    ),
+    params(InjectPath),
     request_body = RescheduleRequest,
     responses(
         (status = 200, description = "Moved; the record as it is now", body = DeliveryResponse),
@@ -217,10 +228,10 @@ pub(super) async fn cancel(
 )]
 pub(super) async fn reschedule(
     State(service): State<Service>,
-    Path((id, team_id, inject_id)): Path<(String, String, String)>,
+    Path(path): Path<InjectPath>,
     ApiJson(body): ApiJson<RescheduleRequest>,
 ) -> Result<Json<DeliveryResponse>, ApiError> {
-    let key = DeliveryKey { team_id, inject_id };
+    let (id, key) = path.into_key();
     service.reschedule(&id, key.clone(), body.at).await?;
     current_record(&service, &id, &key).await
 }
@@ -264,13 +275,9 @@ pub(super) async fn current_record(
         .find(|v| v.team_id == key.team_id && v.inject_id == key.inject_id)
         .map(|v| Json(v.into()))
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!(
-                    "no inject {:?} for team {:?} in this run",
-                    key.inject_id, key.team_id
-                ),
-            )
+            ApiError::not_found(format!(
+                "no inject {:?} for team {:?} in this run",
+                key.inject_id, key.team_id
+            ))
         })
 }

@@ -111,7 +111,7 @@ impl From<ServiceError> for ApiError {
                     ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
                 }
             }
-            ServiceError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            ServiceError::NotFound(m) => Self::not_found(m),
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             ServiceError::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
@@ -135,7 +135,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Internal(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
             }
-            ServiceError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ServiceError::Unauthorized(m) => Self::unauthorized(m),
             ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             ServiceError::TooMany {
                 message,
@@ -219,15 +219,13 @@ pub(super) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
 }
 
 pub(super) async fn no_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::not_found("no such endpoint")
 }
 
 /// The answer to a request the caller's token does not allow.
 pub fn denied(denied: crate::http::auth::Denied) -> ApiError {
     match denied {
-        crate::http::auth::Denied::Unauthenticated(why) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
-        }
+        crate::http::auth::Denied::Unauthenticated(why) => ApiError::unauthorized(why),
         crate::http::auth::Denied::Forbidden { have, need } => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -26,11 +26,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (headers, bytes) = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::invalid("the request needs a JSON body"));
-        }
-        check_json_type(&headers)?;
-        parse_json(&bytes).map(ApiJson)
+        json_body(&headers, &bytes).map(ApiJson)
     }
 }
 
@@ -54,8 +50,7 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        check_json_type(&headers)?;
-        parse_json(&bytes).map(OptionalJson)
+        json_body(&headers, &bytes).map(OptionalJson)
     }
 }
 
@@ -76,6 +71,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientSource {
     }
 }
 
+/// A request body that must be JSON: not empty, of a JSON type, and
+/// parsed as [`ApiJson`] parses it.
+pub(super) fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request needs a JSON body"));
+    }
+    check_json_type(headers)?;
+    parse_json(bytes)
+}
+
+/// The media type of `Content-Type`, without parameters, in lower case.
+pub(super) fn content_type_essence(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
 async fn body_bytes<S: Send + Sync>(
     req: Request,
     state: &S,
@@ -87,12 +104,8 @@ async fn body_bytes<S: Send + Sync>(
     Ok((headers, bytes))
 }
 
-pub(super) fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let essence = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
+fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = content_type_essence(headers);
     match essence.as_deref() {
         Some("application/json") => Ok(()),
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
@@ -107,7 +120,7 @@ pub(super) fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

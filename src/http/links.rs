@@ -6,14 +6,12 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_LENGTH;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::{check_json_type, parse_json};
-use crate::http::types::TeamResponse;
+use crate::http::extract::json_body;
+use crate::http::types::{TeamPath, TeamResponse};
 use crate::http::{ApiError, MAX_RECEIPT_BYTES};
-use crate::mqtt::wire::timestamp;
 use crate::runtime::service::Service;
 
 /// The token of a team's dashboard link, as its URL carries it.
@@ -43,10 +41,7 @@ pub struct RecordedResponse {
     post,
     path = "/api/v1/exercises/{id}/teams/{team}/link",
     tag = "dashboards",
-    params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
-    ),
+    params(TeamPath),
     responses(
         (status = 200, description = "A new dashboard link, valid for TEAM_LINK_TTL_HOURS; every earlier one stops working", body = TeamResponse),
         (status = 404, description = "No such exercise or team", body = ErrorResponse),
@@ -54,30 +49,17 @@ pub struct RecordedResponse {
 )]
 pub(super) async fn reissue_link(
     State(service): State<Service>,
-    Path((id, team)): Path<(String, String)>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
 ) -> Result<Json<TeamResponse>, ApiError> {
-    let t = service.reissue_link(&id, &team).await?;
-    Ok(Json(TeamResponse {
-        id: t.id,
-        name: t.name,
-        dashboard_url: Some(t.dashboard_url),
-        dashboards: t.dashboards,
-        link_expires_at: timestamp(
-            OffsetDateTime::from_unix_timestamp(t.link_expires)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        ),
-        link_revoked: t.link_revoked,
-    }))
+    let link = service.reissue_link(&id, &team).await?;
+    Ok(Json(link.into()))
 }
 
 #[utoipa::path(
     delete,
     path = "/api/v1/exercises/{id}/teams/{team}/link",
     tag = "dashboards",
-    params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
-    ),
+    params(TeamPath),
     responses(
         (status = 204, description = "Revoked: no token opens the team's dashboard until a link is re-issued"),
         (status = 404, description = "No such exercise or team", body = ErrorResponse),
@@ -85,7 +67,7 @@ pub(super) async fn reissue_link(
 )]
 pub(super) async fn revoke_link(
     State(service): State<Service>,
-    Path((id, team)): Path<(String, String)>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
 ) -> Result<StatusCode, ApiError> {
     service.revoke_link(&id, &team).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -96,8 +78,7 @@ pub(super) async fn revoke_link(
     path = "/api/v1/exercises/{id}/teams/{team}/receipts",
     tag = "dashboards",
     params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
+        TeamPath,
         ("token" = String, Query, description = "The token of the team's dashboard link"),
     ),
     request_body = ReceiptsRequest,
@@ -112,7 +93,7 @@ pub(super) async fn revoke_link(
 )]
 pub(super) async fn receipts(
     State(service): State<Service>,
-    Path((id, team)): Path<(String, String)>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
     Query(link): Query<LinkToken>,
     request: Request,
 ) -> Result<Json<RecordedResponse>, ApiError> {
@@ -145,11 +126,7 @@ pub(super) async fn receipts(
                 ApiError::invalid(format!("the request body could not be read: {e}"))
             }
         })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("the request needs a JSON body"));
-    }
-    check_json_type(&parts.headers)?;
-    let body: ReceiptsRequest = parse_json(&bytes)?;
+    let body: ReceiptsRequest = json_body(&parts.headers, &bytes)?;
     let recorded = service
         .receipts(&id, &team, link.token.as_deref(), body.run, body.inject_ids)
         .await?;

@@ -89,11 +89,11 @@ pub(super) async fn metrics(State(service): State<Service>) -> impl IntoResponse
         body.push('\n');
     }
     let exercises = service.list();
-    let _ = writeln!(
-        body,
-        "# HELP scip_exercises Exercises in this process by lifecycle state"
+    gauge_header(
+        &mut body,
+        "scip_exercises",
+        "Exercises in this process by lifecycle state",
     );
-    let _ = writeln!(body, "# TYPE scip_exercises gauge");
     for state in ExerciseState::ALL {
         let n = exercises
             .iter()
@@ -106,11 +106,11 @@ pub(super) async fn metrics(State(service): State<Service>) -> impl IntoResponse
         body,
         "scip_exercises{{state=\"unrestorable\"}} {unrestorable}"
     );
-    let _ = writeln!(
-        body,
-        "# HELP scip_deliveries Delivery records of the current runs by status"
+    gauge_header(
+        &mut body,
+        "scip_deliveries",
+        "Delivery records of the current runs by status",
     );
-    let _ = writeln!(body, "# TYPE scip_deliveries gauge");
     let mut by_status = [0usize; 6];
     for c in exercises
         .iter()
@@ -142,18 +142,18 @@ pub(super) async fn metrics(State(service): State<Service>) -> impl IntoResponse
         let _ = writeln!(body, "scip_deliveries{{status=\"{status}\"}} {n}");
     }
     let teams: usize = exercises.iter().map(|e| e.teams_connected).sum();
-    let _ = writeln!(
-        body,
-        "# HELP scip_teams_connected Teams with at least one dashboard open, over every exercise"
+    gauge_header(
+        &mut body,
+        "scip_teams_connected",
+        "Teams with at least one dashboard open, over every exercise",
     );
-    let _ = writeln!(body, "# TYPE scip_teams_connected gauge");
     let _ = writeln!(body, "scip_teams_connected {teams}");
     let connected = *service.mqtt().connected().borrow();
-    let _ = writeln!(
-        body,
-        "# HELP scip_mqtt_connected 1 while the connection to the MQTT broker is up"
+    gauge_header(
+        &mut body,
+        "scip_mqtt_connected",
+        "1 while the connection to the MQTT broker is up",
     );
-    let _ = writeln!(body, "# TYPE scip_mqtt_connected gauge");
     let _ = writeln!(body, "scip_mqtt_connected {}", u8::from(connected));
     (
         [(
@@ -162,6 +162,12 @@ pub(super) async fn metrics(State(service): State<Service>) -> impl IntoResponse
         )],
         body,
     )
+}
+
+/// The `# HELP` and `# TYPE` lines of the gauge `name`.
+fn gauge_header(body: &mut String, name: &str, help: &str) {
+    let _ = writeln!(body, "# HELP {name} {help}");
+    let _ = writeln!(body, "# TYPE {name} gauge");
 }
 
 fn describe_metrics() {

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -181,6 +182,27 @@ pub fn redacted(uri: &axum::http::Uri) -> String {
         })
         .collect();
     format!("{}?{}", uri.path(), parts.join("&"))
+}
+
+/// `name` with anything but letters, digits, `.`, `_` and `-` replaced by
+/// `_`: only characters that need no quoting rules in a header parameter
+/// (a download's file name).
+fn header_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A `Content-Disposition` value; a plain `attachment` when `value` cannot
+/// be one.
+fn content_disposition(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 /// How long the HTTP server waits on a client.

@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
+use crate::http::extract::content_type_essence;
 use crate::http::types::ScenarioResponse;
+use crate::http::{ApiError, content_disposition};
 use crate::runtime::service::Service;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -54,12 +55,7 @@ pub(super) async fn import_package(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = kind
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type_essence(&headers).unwrap_or_default();
     if !matches!(
         essence.as_str(),
         "application/gzip"
@@ -113,8 +109,7 @@ pub(super) async fn export_package(
             (CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
             (
                 axum::http::header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&disposition)
-                    .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+                content_disposition(&disposition),
             ),
         ],
         archive,

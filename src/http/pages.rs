@@ -24,7 +24,7 @@ use axum::routing::get;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
-use crate::http::ApiError;
+use crate::http::{ApiError, content_disposition, header_safe};
 use crate::runtime::service::Service;
 
 /// The embedded files: name, content type, content.
@@ -156,20 +156,11 @@ fn media_headers(headers: &mut HeaderMap, name: &str) {
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
     if !crate::scenario::media::shown_inline(&kind) {
-        // Only characters that need no quoting rules in the header.
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\""))
-            .unwrap_or(HeaderValue::from_static("attachment"));
-        headers.insert(CONTENT_DISPOSITION, disposition);
+        let safe = header_safe(name);
+        headers.insert(
+            CONTENT_DISPOSITION,
+            content_disposition(&format!("attachment; filename=\"{safe}\"")),
+        );
         // A download keeps no type the browser could act on as a page's
         // resource: a package's `.js` served as JavaScript would pass the
         // pages' `script-src 'self'`, download or not. Pictures keep theirs

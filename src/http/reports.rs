@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
+use crate::http::{ApiError, content_disposition, header_safe};
 use crate::runtime::service::Service;
 
 /// Which run an after-action report is about.
@@ -123,31 +123,21 @@ pub(super) async fn report_html(
     Ok(response)
 }
 
-/// `<exercise>-run<N>-<what>`, with anything but letters, digits, `.`, `_`
-/// and `-` of the exercise id replaced: safe in a quoted header parameter.
+/// `<exercise>-run<N>-<what>`, with the exercise id made safe for a quoted
+/// header parameter.
 fn report_file_name(report: &crate::report::aar::AfterActionReport, what: &str) -> String {
-    let id: String = report
-        .exercise
-        .id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let id = header_safe(&report.exercise.id);
     format!("{id}-run{}-{what}", report.exercise.run)
 }
 
 fn report_file(body: String, content_type: &'static str, disposition: &str) -> Response {
-    let disposition =
-        HeaderValue::from_str(disposition).unwrap_or(HeaderValue::from_static("attachment"));
     (
         [
             (CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                content_disposition(disposition),
+            ),
             (
                 axum::http::header::CACHE_CONTROL,
                 HeaderValue::from_static("no-cache"),

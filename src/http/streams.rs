@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
 use crate::http::links::LinkToken;
-use crate::http::types::{DeliveryResponse, ExerciseResponse};
+use crate::http::types::{DeliveryResponse, ExerciseResponse, TeamPath};
 use crate::runtime::live::{FeedItem, Live, LiveClock};
 use crate::runtime::service::{ExerciseWatch, Service, TeamWatch};
 
@@ -41,8 +42,7 @@ const RETRY: Duration = Duration::from_secs(1);
     path = "/api/v1/exercises/{id}/teams/{team}/events",
     tag = "dashboards",
     params(
-        ("id" = String, Path, description = "Exercise id"),
-        ("team" = String, Path, description = "Team id"),
+        TeamPath,
         ("token" = String, Query, description = "The token of the team's dashboard link"),
     ),
     responses(
@@ -54,16 +54,13 @@ const RETRY: Duration = Duration::from_secs(1);
 )]
 pub async fn team_events(
     State(service): State<Service>,
-    Path((id, team)): Path<(String, String)>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
     Query(link): Query<LinkToken>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let watch = service
         .watch_team(&id, &team, link.token.as_deref())
         .await?;
-    Ok(
-        Sse::new(TeamStream::new(watch, service.clone()).into_stream())
-            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
-    )
+    Ok(sse(TeamStream::new(watch, service.clone())))
 }
 
 /// Server-sent events of the control room.
@@ -84,7 +81,22 @@ pub async fn exercise_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let watch = service.watch(&id).await?;
     let stream = ControlStream::new(service, id, watch, token.map(|t| t.0)).await?;
-    Ok(Sse::new(stream.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok(sse(stream))
+}
+
+/// What one browser's stream carries, event by event.
+trait Events: Send + 'static {
+    /// The next event for the browser; None ends the stream.
+    fn next(&mut self) -> impl Future<Output = Option<Event>> + Send;
+}
+
+/// `events` as a server-sent event response, with keep-alive comments.
+fn sse<E: Events>(events: E) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures_util::stream::unfold(events, |mut events| async move {
+        let event = events.next().await?;
+        Some((Ok(event), events))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 struct TeamStream {
@@ -122,13 +134,6 @@ impl TeamStream {
         stream
     }
 
-    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
-        futures_util::stream::unfold(self, |mut s| async move {
-            let event = s.next().await?;
-            Some((Ok(event), s))
-        })
-    }
-
     /// A feed item as the dashboard gets it: `{run, received, message,
     /// media_urls}`, where `media_urls` maps each media reference in the
     /// message, as written, to the URL this dashboard fetches it at (with a
@@ -151,8 +156,9 @@ impl TeamStream {
             serde_json::Value::Object(urls)
         )
     }
+}
 
-    /// The next event for the browser; None ends the stream.
+impl Events for TeamStream {
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.queue.pop_front() {
@@ -228,13 +234,21 @@ impl ControlStream {
         Ok(stream)
     }
 
-    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
-        futures_util::stream::unfold(self, |mut s| async move {
-            let event = s.next().await?;
-            Some((Ok(event), s))
-        })
+    /// Queues the exercise when it differs from what was sent last.
+    fn queue_exercise(&mut self) -> Result<(), ApiError> {
+        let role = self.token.as_ref().map(|t| t.role);
+        let body = ExerciseResponse::for_caller(self.service.get(&self.id)?, role);
+        let json = serde_json::to_string(&body).expect("wire types serialize");
+        if json != self.exercise {
+            self.queue
+                .push_back(Event::default().event("exercise").data(json.clone()));
+            self.exercise = json;
+        }
+        Ok(())
     }
+}
 
+impl Events for ControlStream {
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.queue.pop_front() {
@@ -273,19 +287,6 @@ impl ControlStream {
                 }
             }
         }
-    }
-
-    /// Queues the exercise when it differs from what was sent last.
-    fn queue_exercise(&mut self) -> Result<(), ApiError> {
-        let role = self.token.as_ref().map(|t| t.role);
-        let body = ExerciseResponse::for_caller(self.service.get(&self.id)?, role);
-        let json = serde_json::to_string(&body).expect("wire types serialize");
-        if json != self.exercise {
-            self.queue
-                .push_back(Event::default().event("exercise").data(json.clone()));
-            self.exercise = json;
-        }
-        Ok(())
     }
 }
 

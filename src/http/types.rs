@@ -4,16 +4,16 @@
 //! conversions from the domain values. They are also the OpenAPI schemas.
 //! A type only one resource uses sits with its handlers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::core::{Command, Counts, DeliveryStatus, State as ExerciseState, Transition};
 use crate::domain::ExerciseSeconds;
 use crate::http::ApiError;
 use crate::mqtt::wire::timestamp;
 use crate::runtime::exercise::{DeliveryView, from_wall_ms};
-use crate::runtime::service::{ExerciseInfo, Standing};
+use crate::runtime::service::{ExerciseInfo, Standing, TeamLink};
 use crate::store::ControlRow;
 
 /// An exercise and where it stands.
@@ -87,6 +87,16 @@ pub struct TeamResponse {
     pub link_expires_at: String,
     /// Revoked and not re-issued: `dashboard_url` carries no token.
     pub link_revoked: bool,
+}
+
+/// The path of a team's routes: `/exercises/{id}/teams/{team}/...`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TeamPath {
+    /// Exercise id
+    pub id: String,
+    /// Team id
+    pub team: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -253,21 +263,7 @@ impl From<ExerciseInfo> for ExerciseResponse {
             total_turns: s.turn.map(|(_, total)| total),
             counts: s.counts.into(),
             restore_error,
-            teams: e
-                .teams
-                .into_iter()
-                .map(|t| TeamResponse {
-                    id: t.id,
-                    name: t.name,
-                    dashboard_url: Some(t.dashboard_url),
-                    dashboards: t.dashboards,
-                    link_expires_at: timestamp(
-                        OffsetDateTime::from_unix_timestamp(t.link_expires)
-                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                    ),
-                    link_revoked: t.link_revoked,
-                })
-                .collect(),
+            teams: e.teams.into_iter().map(TeamResponse::from).collect(),
             created_at: wall(e.created_wall_ms),
         }
     }
@@ -285,6 +281,22 @@ impl ExerciseResponse {
             }
         }
         response
+    }
+}
+
+impl From<TeamLink> for TeamResponse {
+    fn from(t: TeamLink) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            dashboard_url: Some(t.dashboard_url),
+            dashboards: t.dashboards,
+            link_expires_at: timestamp(
+                OffsetDateTime::from_unix_timestamp(t.link_expires)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            ),
+            link_revoked: t.link_revoked,
+        }
     }
 }
 
