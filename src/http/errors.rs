@@ -1,0 +1,235 @@
+//! The API's error: its status, stable code, message and details, and the
+//! one JSON envelope every error response leaves in, axum's own rejections
+//! and fallbacks and a panicking handler's included.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tracing::error;
+use utoipa::ToSchema;
+
+use crate::http::extract::is_json;
+use crate::runtime::service::ServiceError;
+
+/// An error response: status, stable code, message and every detail.
+#[derive(Debug)]
+pub struct ApiError {
+    pub(super) status: StatusCode,
+    code: &'static str,
+    pub(super) message: String,
+    pub(super) details: Vec<String>,
+    /// Seconds, for a `Retry-After` header.
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            details: vec![message.clone()],
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+        }
+    }
+
+    /// An error with the code that fits `status`, for responses made below
+    /// the handlers (rejections, fallbacks, the body limit).
+    pub(super) fn from_status(status: StatusCode, message: String) -> Self {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "invalid_input",
+            _ => "internal",
+        };
+        if code == "invalid_input" {
+            Self {
+                status,
+                ..Self::invalid(message)
+            }
+        } else {
+            Self::new(status, code, message)
+        }
+    }
+
+    pub(super) fn body(&self) -> ErrorResponse {
+        ErrorResponse {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                details: self.details.clone(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(details) => {
+                let message = match details.as_slice() {
+                    [one] => one.clone(),
+                    many => format!("{} problems: see details", many.len()),
+                };
+                Self {
+                    details,
+                    ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+                }
+            }
+            ServiceError::NotFound(m) => Self::not_found(m),
+            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            ServiceError::Store(e) if e.is_transient() => {
+                error!(error = %e, "database error while serving a request");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database failed or refused the request; try again (see the server log)",
+                )
+            }
+            ServiceError::Store(e) => {
+                error!(error = %e, "database error while serving a request");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the database failed; see the server log",
+                )
+            }
+            ServiceError::Internal(m) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+            ServiceError::Unauthorized(m) => Self::unauthorized(m),
+            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ServiceError::TooMany {
+                message,
+                retry_after,
+            } => Self {
+                retry_after: retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    if retry_after.is_some() {
+                        "rate_limited"
+                    } else {
+                        "limit_reached"
+                    },
+                    message,
+                )
+            },
+        }
+    }
+}
+
+/// Every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `invalid_input`, `not_found`, `conflict`, `unavailable`, `internal`,
+    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`.
+    pub code: String,
+    pub message: String,
+    /// Every problem, for `invalid_input`; otherwise empty.
+    pub details: Vec<String>,
+}
+
+/// Turns every error response that is not JSON yet (axum's rejections and
+/// fallbacks, the body limit) into the error envelope, keeping its status
+/// and headers such as `Allow`.
+pub(super) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&ApiError::from_status(status, message).body())
+        .expect("error bodies serialize");
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A handler that panicked: logged, answered 500, and the server goes on.
+pub(super) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    error!(panic = what, "a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the server log",
+    )
+    .into_response()
+}
+
+pub(super) async fn no_route() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+/// The answer to a request the caller's token does not allow.
+pub fn denied(denied: crate::http::auth::Denied) -> ApiError {
+    match denied {
+        crate::http::auth::Denied::Unauthenticated(why) => ApiError::unauthorized(why),
+        crate::http::auth::Denied::Forbidden { have, need } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {need} role; the token is {have}"),
+        ),
+    }
+}

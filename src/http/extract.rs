@@ -1,0 +1,194 @@
+//! What handlers take from a request: JSON bodies (`application/json`
+//! only, parsed with the path of any field that does not fit), and the
+//! client's address as the audit log names it.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::http::ApiError;
+
+/// A JSON body: `application/json`, parsed with the path of any field that
+/// does not fit in the message.
+pub(super) struct ApiJson<T>(pub(super) T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (headers, bytes) = body_bytes(req, state).await?;
+        json_body(&headers, &bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`.
+pub(super) struct OptionalJson<T>(pub(super) T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (headers, bytes) = body_bytes(req, state).await?;
+        // Browsers' forms cannot send JSON: refusing other types keeps a
+        // cross-site form from giving commands.
+        if headers.contains_key(CONTENT_TYPE) {
+            check_json_type(&headers)?;
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        json_body(&headers, &bytes).map(OptionalJson)
+    }
+}
+
+/// `api:<client ip>` for the audit log; `api` when the server was not
+/// started with connection info.
+pub(super) struct ClientSource(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientSource {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientSource(
+            match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(addr)) => format!("api:{}", addr.ip()),
+                None => "api".to_owned(),
+            },
+        ))
+    }
+}
+
+/// A request body that must be JSON: not empty, of a JSON type, and
+/// parsed as [`ApiJson`] parses it.
+pub(super) fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request needs a JSON body"));
+    }
+    check_json_type(headers)?;
+    parse_json(bytes)
+}
+
+/// The media type of `Content-Type`, without parameters, in lower case.
+pub(super) fn content_type_essence(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<(HeaderMap, Bytes), ApiError> {
+    let headers = req.headers().clone();
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| ApiError::from_status(rejection.status(), rejection.body_text()))?;
+    Ok((headers, bytes))
+}
+
+fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = content_type_essence(headers);
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "expected Content-Type: application/json, got {}",
+                other.unwrap_or("none")
+            ),
+        )),
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid(format!("request body: {inner}"))
+        } else {
+            ApiError::invalid(format!("request body: {path}: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    Ok(value)
+}
+
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::http::control::SeekRequest;
+
+    #[test]
+    fn json_bodies_name_the_field_that_does_not_fit() {
+        let check = |body: &str, expected: &str| {
+            let err = parse_json::<SeekRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(
+                err.message.contains(expected),
+                "{body}: {:?} lacks {expected:?}",
+                err.message
+            );
+            assert_eq!(err.details, vec![err.message.clone()]);
+        };
+        check(r#"{"to": "x", "mode": "skip"}"#, "to: invalid type");
+        check(r#"{"to": 5, "mode": "later"}"#, "mode: unknown variant");
+        check(r#"{"to": -1, "mode": "skip"}"#, "to: invalid value");
+        check(r#"{"mode": "skip"}"#, "missing field `to`");
+        check(
+            r#"{"to": 5, "mode": "skip", "extra": 1}"#,
+            "unknown field `extra`",
+        );
+        check(r#"{"to": 5,"#, "EOF");
+        check(r#"{"to": 5, "mode": "skip"} trailing"#, "trailing");
+    }
+
+    #[test]
+    fn only_json_content_types_pass() {
+        let check = |value: Option<&str>, ok: bool| {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(check_json_type(&headers).is_ok(), ok, "{value:?}");
+        };
+        check(Some("application/json"), true);
+        check(Some("application/json; charset=utf-8"), true);
+        check(Some("Application/JSON"), true);
+        check(Some("application/merge-patch+json"), true);
+        check(Some("text/plain"), false);
+        check(Some("application/x-www-form-urlencoded"), false);
+        check(None, false);
+    }
+}

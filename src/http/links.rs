@@ -1,0 +1,134 @@
+//! A team's dashboard link: re-issue or revoke it, and the receipts a
+//! dashboard sends with it for the injects it showed.
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::errors::ErrorResponse;
+use crate::http::extract::json_body;
+use crate::http::types::{TeamPath, TeamResponse};
+use crate::http::{ApiError, MAX_RECEIPT_BYTES};
+use crate::runtime::service::Service;
+
+/// The token of a team's dashboard link, as its URL carries it.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LinkToken {
+    pub token: Option<String>,
+}
+
+/// Filters of a delivery listing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsRequest {
+    /// The run the dashboard showed them in; receipts for an earlier run are
+    /// ignored.
+    pub run: u16,
+    #[schema(example = json!(["inject-001", "inject-002"]))]
+    pub inject_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordedResponse {
+    /// Receipts that were new; repeats are not counted.
+    pub recorded: usize,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/teams/{team}/link",
+    tag = "dashboards",
+    params(TeamPath),
+    responses(
+        (status = 200, description = "A new dashboard link, valid for TEAM_LINK_TTL_HOURS; every earlier one stops working", body = TeamResponse),
+        (status = 404, description = "No such exercise or team", body = ErrorResponse),
+    )
+)]
+pub(super) async fn reissue_link(
+    State(service): State<Service>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
+) -> Result<Json<TeamResponse>, ApiError> {
+    let link = service.reissue_link(&id, &team).await?;
+    Ok(Json(link.into()))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/exercises/{id}/teams/{team}/link",
+    tag = "dashboards",
+    params(TeamPath),
+    responses(
+        (status = 204, description = "Revoked: no token opens the team's dashboard until a link is re-issued"),
+        (status = 404, description = "No such exercise or team", body = ErrorResponse),
+    )
+)]
+pub(super) async fn revoke_link(
+    State(service): State<Service>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
+) -> Result<StatusCode, ApiError> {
+    service.revoke_link(&id, &team).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/teams/{team}/receipts",
+    tag = "dashboards",
+    params(
+        TeamPath,
+        ("token" = String, Query, description = "The token of the team's dashboard link"),
+    ),
+    request_body = ReceiptsRequest,
+    responses(
+        (status = 200, description = "The dashboard showed these injects: the first receipt of each is recorded with the time it arrived", body = RecordedResponse),
+        (status = 400, description = "Malformed body or inject id", body = ErrorResponse),
+        (status = 401, description = "No link token (checked before the body is read)", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired (checked before the body is read)", body = ErrorResponse),
+        (status = 404, description = "No such exercise, team, or inject of this team in this run", body = ErrorResponse),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorResponse),
+    )
+)]
+pub(super) async fn receipts(
+    State(service): State<Service>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
+    Query(link): Query<LinkToken>,
+    request: Request,
+) -> Result<Json<RecordedResponse>, ApiError> {
+    // The link first: without it the body is never read, however large.
+    service.check_team_link(&id, &team, link.token.as_deref())?;
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "a receipt is at most {MAX_RECEIPT_BYTES} bytes: send fewer inject ids at once"
+            ),
+        )
+    };
+    let announced = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_RECEIPT_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit") {
+                too_large()
+            } else {
+                ApiError::invalid(format!("the request body could not be read: {e}"))
+            }
+        })?;
+    let body: ReceiptsRequest = json_body(&parts.headers, &bytes)?;
+    let recorded = service
+        .receipts(&id, &team, link.token.as_deref(), body.run, body.inject_ids)
+        .await?;
+    Ok(Json(RecordedResponse { recorded }))
+}
