@@ -7,7 +7,6 @@
 //! and in whether the actor ends when the exercise is over.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use crate::mqtt::wire::{
 use crate::mqtt::{AckEvent, AckTo, Message, Mqtt, Received};
 use crate::runtime::journal::{Journal, JournalEntry, JournalError};
 use crate::runtime::live::{FeedItem, LIVE_BUFFER, Live, LiveClock, Presence, Watch};
-use crate::runtime::timer;
+use crate::runtime::timer::{Sleeper, Wake};
 use crate::scenario::{Inject, Scenario, Timeline};
 use crate::store::{ClockRow, ControlRow, DeliveryRow};
 
@@ -55,6 +54,9 @@ pub struct Options {
     /// End the actor once the exercise is over and every delivery settled
     /// (`run`); otherwise it lives until shut down (`serve`).
     pub exit_when_over: bool,
+    /// What the actor waits on for its deadlines: the precise timer, or
+    /// tokio's (paused) clock in tests.
+    pub sleeper: Sleeper,
 }
 
 /// Where an exercise stands, as controllers and progress displays see it.
@@ -459,7 +461,7 @@ impl Actor {
         tokio::pin!(shutdown);
         let mut shutting_down: Option<Instant> = None;
         let mut requests_open = true;
-        // One precise sleep per deadline, kept across loop passes.
+        // One sleep per deadline, kept across loop passes.
         let mut sleep: Option<(Instant, Wake)> = None;
         // Set by the branches that change nothing, so counts can be reused.
         let mut quiet = false;
@@ -490,7 +492,7 @@ impl Actor {
             let clock_runs = shutting_down.is_none() || self.options.exit_when_over;
             let wake = self.engine.poll_timeout();
             if sleep.as_ref().map(|(at, _)| *at) != wake {
-                sleep = wake.map(|at| (at, Box::pin(timer::global().sleep_until(at)) as Wake));
+                sleep = wake.map(|at| (at, self.options.sleeper.sleep_until(at)));
             }
             let give_up = shutting_down.map(|at| at + self.options.policy.timeout);
             tokio::select! {
@@ -1498,9 +1500,6 @@ fn with_unreported(why: String, unreported: u64) -> String {
         )
     }
 }
-
-/// A pending precise wake-up.
-type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub(crate) fn now() -> Now {
     Now {

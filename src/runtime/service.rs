@@ -26,6 +26,7 @@ use crate::runtime::exercise::{
 };
 use crate::runtime::journal::Journal;
 use crate::runtime::live::{Presence, Seat, Watch};
+use crate::runtime::timer::Sleeper;
 use crate::scenario::package::{self as packages, Imported, PackageError, is_plain_name};
 use crate::scenario::{self, Inject, Scenario, ValidationError};
 use crate::store::TeamLinkRow;
@@ -1271,6 +1272,7 @@ impl Service {
             monitoring_every: self.inner.monitoring_every,
             max_commands_per_minute: self.inner.config.max_commands_per_minute,
             exit_when_over: false,
+            sleeper: Sleeper::Precise,
         }
     }
 

@@ -7,15 +7,42 @@
 //! through a oneshot channel. One thread serves every exercise in the process.
 //!
 //! Only for the real clock: under tokio's paused test clock use
-//! `tokio::time::sleep_until` (the core's tests never need this).
+//! `tokio::time::sleep_until`. An exercise actor is given a [`Sleeper`]
+//! that says which of the two it waits on.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant as StdInstant;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// How an exercise actor waits for its deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sleeper {
+    /// The process-wide precise timer ([`global`]): the real clock, to tens
+    /// of microseconds. What `run` and `serve` use.
+    Precise,
+    /// tokio's `sleep_until`: follows tokio's paused test clock, so a test
+    /// can run an exercise's hours in moments (on the real clock it wakes up
+    /// to about 2 ms late).
+    Tokio,
+}
+
+/// A pending wake-up.
+pub type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Sleeper {
+    /// Resolves at `at` (or at once if it has passed).
+    pub fn sleep_until(self, at: Instant) -> Wake {
+        match self {
+            Sleeper::Precise => Box::pin(global().sleep_until(at)),
+            Sleeper::Tokio => Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+}
 
 /// The process-wide precise timer.
 pub fn global() -> &'static PreciseTimer {
