@@ -131,32 +131,61 @@ impl Shared {
 mod tests {
     use std::time::Duration;
 
+    use tokio::sync::mpsc;
+
     use super::*;
+
+    /// Generous, so a loaded machine cannot fail it: the point is that no
+    /// wake-up is missed or grossly late, not how fast the timer is.
+    const LATE_BOUND: Duration = Duration::from_millis(50);
 
     #[tokio::test]
     async fn wakes_in_order_and_on_time() {
         let timer = global();
         let start = Instant::now();
-        let offsets = [30u64, 10, 20, 0];
+        // Requested out of order; further apart than the bound, so deadline
+        // order is the only order in which they can wake within it.
+        let offsets = [300u64, 100, 200, 0, 400];
+        let (woke_tx, mut woke_rx) = mpsc::unbounded_channel();
         let mut handles = Vec::new();
         for ms in offsets {
             let at = start + Duration::from_millis(ms);
             let sleep = timer.sleep_until(at);
+            let woke_tx = woke_tx.clone();
             handles.push(tokio::spawn(async move {
                 sleep.await;
+                let _ = woke_tx.send(ms);
                 (ms, Instant::now())
             }));
         }
+        drop(woke_tx);
         for h in handles {
             let (ms, woke) = h.await.unwrap();
+            let due = start + Duration::from_millis(ms);
+            assert!(woke >= due, "woke before its deadline");
+            let late = woke - due;
             assert!(
-                woke >= start + Duration::from_millis(ms),
-                "woke before its deadline"
+                late <= LATE_BOUND,
+                "the wake-up due at +{ms} ms came {late:?} late"
             );
         }
+        let mut order = Vec::new();
+        while let Some(ms) = woke_rx.recv().await {
+            order.push(ms);
+        }
+        assert_eq!(order, [0, 100, 200, 300, 400], "not in deadline order");
         // A dropped sleep does not disturb the others.
-        drop(timer.sleep_until(start + Duration::from_millis(5)));
-        timer.sleep_until(start + Duration::from_millis(40)).await;
-        assert!(Instant::now() >= start + Duration::from_millis(40));
+        drop(timer.sleep_until(start + Duration::from_millis(450)));
+        timer.sleep_until(start + Duration::from_millis(500)).await;
+        assert!(Instant::now() >= start + Duration::from_millis(500));
+        assert!(Instant::now() <= start + Duration::from_millis(500) + LATE_BOUND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_sleeper_follows_the_paused_clock() {
+        let start = Instant::now();
+        let at = start + Duration::from_secs(3600);
+        Sleeper::Tokio.sleep_until(at).await;
+        assert_eq!(Instant::now(), at);
     }
 }
