@@ -17,6 +17,8 @@ mod entries;
 mod event_loop;
 mod outputs;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
