@@ -44,6 +44,11 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 pub use crate::config::{Credentials, Password, SettingsError, tls_client_config};
+#[cfg(test)]
+pub(crate) use played::{Asked, PlayedBroker};
+
+#[cfg(test)]
+mod played;
 
 /// How to reach the broker.
 #[derive(Debug, Clone)]

@@ -1,7 +1,13 @@
-//! Exercises at run time: the actor of one exercise (`exercise`), the
-//! journal that stores before it announces (`journal`), what browsers
-//! follow (`live`), the precise wake-ups (`timer`), the registry of every
-//! exercise of `serve` (`service`) and the foreground `run` (`run`).
+//! Exercises at run time: everything that owns a clock, a channel or a
+//! task. The core decides what is due; runtime drives it on the real clock,
+//! publishes through MQTT, stores through the journal and answers
+//! controllers.
+//!
+//! What it owns: the actor of one exercise (`exercise`), the journal that
+//! stores before it announces (`journal`), what browsers follow (`live`),
+//! the wake-ups exercises wait on (`timer`: the precise one, or tokio's
+//! clock in tests), the registry of every exercise of `serve` (`service`)
+//! and the foreground `run` (`run`).
 
 pub mod exercise;
 pub mod journal;

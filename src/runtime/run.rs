@@ -14,6 +14,7 @@ use crate::domain::{ExerciseId, ExerciseSeconds, Speed};
 use crate::mqtt::Mqtt;
 use crate::runtime::exercise::{Actor, Options, Snapshot};
 use crate::runtime::journal::Journal;
+use crate::runtime::timer::Sleeper;
 use crate::scenario::Scenario;
 
 pub use crate::runtime::exercise::Outcome;
@@ -74,6 +75,7 @@ pub async fn run(
             monitoring_every: options.monitoring_every,
             max_commands_per_minute: options.max_commands_per_minute,
             exit_when_over: true,
+            sleeper: Sleeper::Precise,
         },
         mqtt.clone(),
         Journal::direct(mqtt),

@@ -7,15 +7,42 @@
 //! through a oneshot channel. One thread serves every exercise in the process.
 //!
 //! Only for the real clock: under tokio's paused test clock use
-//! `tokio::time::sleep_until` (the core's tests never need this).
+//! `tokio::time::sleep_until`. An exercise actor is given a [`Sleeper`]
+//! that says which of the two it waits on.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant as StdInstant;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// How an exercise actor waits for its deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sleeper {
+    /// The process-wide precise timer ([`global`]): the real clock, to tens
+    /// of microseconds. What `run` and `serve` use.
+    Precise,
+    /// tokio's `sleep_until`: follows tokio's paused test clock, so a test
+    /// can run an exercise's hours in moments (on the real clock it wakes up
+    /// to about 2 ms late).
+    Tokio,
+}
+
+/// A pending wake-up.
+pub type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Sleeper {
+    /// Resolves at `at` (or at once if it has passed).
+    pub fn sleep_until(self, at: Instant) -> Wake {
+        match self {
+            Sleeper::Precise => Box::pin(global().sleep_until(at)),
+            Sleeper::Tokio => Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+}
 
 /// The process-wide precise timer.
 pub fn global() -> &'static PreciseTimer {
@@ -104,32 +131,61 @@ impl Shared {
 mod tests {
     use std::time::Duration;
 
+    use tokio::sync::mpsc;
+
     use super::*;
+
+    /// Generous, so a loaded machine cannot fail it: the point is that no
+    /// wake-up is missed or grossly late, not how fast the timer is.
+    const LATE_BOUND: Duration = Duration::from_millis(50);
 
     #[tokio::test]
     async fn wakes_in_order_and_on_time() {
         let timer = global();
         let start = Instant::now();
-        let offsets = [30u64, 10, 20, 0];
+        // Requested out of order; further apart than the bound, so deadline
+        // order is the only order in which they can wake within it.
+        let offsets = [300u64, 100, 200, 0, 400];
+        let (woke_tx, mut woke_rx) = mpsc::unbounded_channel();
         let mut handles = Vec::new();
         for ms in offsets {
             let at = start + Duration::from_millis(ms);
             let sleep = timer.sleep_until(at);
+            let woke_tx = woke_tx.clone();
             handles.push(tokio::spawn(async move {
                 sleep.await;
+                let _ = woke_tx.send(ms);
                 (ms, Instant::now())
             }));
         }
+        drop(woke_tx);
         for h in handles {
             let (ms, woke) = h.await.unwrap();
+            let due = start + Duration::from_millis(ms);
+            assert!(woke >= due, "woke before its deadline");
+            let late = woke - due;
             assert!(
-                woke >= start + Duration::from_millis(ms),
-                "woke before its deadline"
+                late <= LATE_BOUND,
+                "the wake-up due at +{ms} ms came {late:?} late"
             );
         }
+        let mut order = Vec::new();
+        while let Some(ms) = woke_rx.recv().await {
+            order.push(ms);
+        }
+        assert_eq!(order, [0, 100, 200, 300, 400], "not in deadline order");
         // A dropped sleep does not disturb the others.
-        drop(timer.sleep_until(start + Duration::from_millis(5)));
-        timer.sleep_until(start + Duration::from_millis(40)).await;
-        assert!(Instant::now() >= start + Duration::from_millis(40));
+        drop(timer.sleep_until(start + Duration::from_millis(450)));
+        timer.sleep_until(start + Duration::from_millis(500)).await;
+        assert!(Instant::now() >= start + Duration::from_millis(500));
+        assert!(Instant::now() <= start + Duration::from_millis(500) + LATE_BOUND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_sleeper_follows_the_paused_clock() {
+        let start = Instant::now();
+        let at = start + Duration::from_secs(3600);
+        Sleeper::Tokio.sleep_until(at).await;
+        assert_eq!(Instant::now(), at);
     }
 }

@@ -1,0 +1,410 @@
+//! The exercises `serve` hosts: creating, listing, commanding and deleting
+//! them, each with its actor task, and what a run leaves for its report.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::access::links::LinkState;
+use crate::core::{Command, Transition};
+use crate::domain::{ExerciseId, Speed};
+use crate::runtime::exercise::{self, Actor, Outcome, Request, wall_ms};
+use crate::scenario::{self, Scenario};
+use crate::store::{ControlRow, ExerciseRow, StoreError};
+
+use super::{
+    CreateExercise, ExerciseInfo, Handle, NotRestored, Service, ServiceError, Standing, TeamLink,
+    not_found,
+};
+
+impl Service {
+    /// Creates an exercise from a scenario; stored before it exists.
+    pub async fn create(&self, request: CreateExercise) -> Result<ExerciseInfo, ServiceError> {
+        let scenario = self.load_off_workers(request.source).await?;
+        let speed = request.speed.unwrap_or(Speed::ONE);
+        let id = match (&request.exercise_id, &scenario.exercise_id) {
+            (Some(raw), _) => ExerciseId::parse(raw)
+                .map_err(|e| ServiceError::Invalid(vec![format!("exercise_id: {e}")]))?,
+            (None, Some(id)) => id.clone(),
+            (None, None) => ExerciseId::generate(
+                OffsetDateTime::now_utc().unix_timestamp_nanos() as u128 / 1_000_000,
+            ),
+        };
+        let count = self.inner.exercises.read().expect("registry").len();
+        let max = self.inner.config.max_exercises as usize;
+        if count >= max {
+            return Err(ServiceError::TooMany {
+                message: format!(
+                    "this service holds {count} exercises, its limit (MAX_EXERCISES): delete one first"
+                ),
+                retry_after: None,
+            });
+        }
+        if self
+            .inner
+            .exercises
+            .read()
+            .expect("registry")
+            .contains_key(id.as_str())
+        {
+            return Err(ServiceError::Conflict(format!(
+                "exercise {id} already exists"
+            )));
+        }
+        let scenario = Arc::new(scenario);
+        let now = exercise::now();
+        let actor = Actor::new(
+            scenario.clone(),
+            self.options(&id, speed),
+            self.inner.mqtt.clone(),
+            self.inner.journal.clone(),
+        );
+        let clock = actor.clock_row(now);
+        let row = ExerciseRow {
+            id: id.to_string(),
+            name: scenario.name.clone(),
+            scenario_json: scenario::to_inline(&scenario).to_string(),
+            state: clock.state.clone(),
+            run: clock.run,
+            speed: speed.get(),
+            duration_secs: i64::from(scenario.duration.get()),
+            started_wall_ms: None,
+            paused_total_ms: 0,
+            paused_since_wall_ms: None,
+            created_wall_ms: wall_ms(now.wall),
+            updated_wall_ms: wall_ms(now.wall),
+            owner: None,
+            epoch: 0,
+            turn: 0,
+            incarnation: crate::access::links::new_incarnation(),
+        };
+        self.inner
+            .store
+            .insert_exercise(&row)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
+                    ServiceError::Conflict(format!("exercise {id} already exists"))
+                }
+                other => other.into(),
+            })?;
+        // The rest of what it is stored with; a failure takes the exercise
+        // back out, so that a refused create leaves nothing behind.
+        let links = async {
+            self.inner
+                .store
+                .insert_deliveries(&actor.delivery_rows())
+                .await?;
+            self.issue_links(id.as_str(), &scenario, None).await
+        }
+        .await;
+        let links = match links {
+            Ok(links) => links,
+            Err(e) => {
+                if let Err(cleanup) = self.inner.store.delete_exercise(id.as_str()).await {
+                    error!(exercise_id = %id, error = %cleanup, "cannot remove a half-created exercise; it is restored at the next start");
+                }
+                return Err(e);
+            }
+        };
+        info!(exercise_id = %id, teams = scenario.teams.len(), speed = speed.get(), "exercise created");
+        self.spawn(actor, scenario, row.created_wall_ms, row.incarnation, links)
+            .await;
+        self.get(id.as_str())
+    }
+
+    /// Every exercise, oldest first, those that could not be restored too.
+    pub fn list(&self) -> Vec<ExerciseInfo> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        let mut out: Vec<ExerciseInfo> = exercises.iter().map(|(id, h)| self.info(id, h)).collect();
+        let unrestorable = self.inner.unrestorable.read().expect("registry");
+        out.extend(unrestorable.iter().map(unrestorable_info));
+        out.sort_by_key(|e| e.created_wall_ms);
+        out
+    }
+
+    pub fn get(&self, id: &str) -> Result<ExerciseInfo, ServiceError> {
+        let exercises = self.inner.exercises.read().expect("registry");
+        match exercises.get(id) {
+            Some(handle) => Ok(self.info(id, handle)),
+            None => self
+                .inner
+                .unrestorable
+                .read()
+                .expect("registry")
+                .get_key_value(id)
+                .map(unrestorable_info)
+                .ok_or_else(|| not_found(id)),
+        }
+    }
+
+    /// Why exercise `id` has no actor: not found, or not restored (a
+    /// conflict that says why).
+    pub(super) fn absent(&self, id: &str) -> ServiceError {
+        match self.inner.unrestorable.read().expect("registry").get(id) {
+            Some(not) => ServiceError::Conflict(format!(
+                "exercise {id} could not be restored at start: {}; delete it, or repair its stored row and restart",
+                not.detail.reason
+            )),
+            None => not_found(id),
+        }
+    }
+
+    /// Start, pause, resume, stop or reset, with the same semantics as the
+    /// control topic; `source` goes to the audit log and is the client the
+    /// command rate is counted for.
+    pub async fn control(
+        &self,
+        id: &str,
+        command: Command,
+        reason: Option<String>,
+        source: String,
+    ) -> Result<Transition, ServiceError> {
+        if let Err(wait) = self
+            .inner
+            .command_rate
+            .check(&source, tokio::time::Instant::now())
+        {
+            warn!(exercise_id = id, %command, %source, "control command refused: rate limited");
+            return Err(ServiceError::TooMany {
+                message: format!(
+                    "more than {} control commands a minute from {source}; try again in {} s",
+                    self.inner.config.max_commands_per_minute,
+                    wait.as_secs_f64().ceil()
+                ),
+                retry_after: Some(wait),
+            });
+        }
+        self.ask(id, |reply| Request::Control {
+            command,
+            reason,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes an exercise that is not running or paused, with its delivery
+    /// records and control log; its retained MQTT topics are cleared.
+    pub async fn delete(&self, id: &str) -> Result<(), ServiceError> {
+        if self
+            .inner
+            .unrestorable
+            .read()
+            .expect("registry")
+            .contains_key(id)
+        {
+            self.inner.store.delete_exercise(id).await?;
+            self.inner
+                .unrestorable
+                .write()
+                .expect("registry")
+                .remove(id);
+            info!(
+                exercise_id = id,
+                "exercise that could not be restored deleted"
+            );
+            return Ok(());
+        }
+        // Stored and taking no more commands, deleted, then ended: a failure
+        // on the way leaves the exercise as it was.
+        let deleted = match self.ask(id, |reply| Request::Close { reply }).await {
+            Ok(()) => self
+                .inner
+                .store
+                .delete_exercise(id)
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            let _ = self.ask(id, |reply| Request::Reopen { reply }).await;
+            return Err(e);
+        }
+        let _ = self.ask(id, |reply| Request::End { reply }).await;
+        self.inner.exercises.write().expect("registry").remove(id);
+        reap(&mut *self.inner.tasks.lock().await);
+        info!(exercise_id = id, "exercise deleted");
+        Ok(())
+    }
+
+    /// Exercise actor tasks the service holds: running ones, and ended ones
+    /// not yet reaped (each create and delete reaps those).
+    pub async fn actor_tasks(&self) -> usize {
+        self.inner.tasks.lock().await.len()
+    }
+
+    pub async fn control_log(&self, id: &str) -> Result<Vec<ControlRow>, ServiceError> {
+        self.get(id)?;
+        Ok(self.inner.store.control_log(id).await?)
+    }
+
+    /// The after-action report of run `run` of exercise `id` (its current
+    /// run when None). Archived runs come from the store; the current run of
+    /// a hosted exercise from its actor, the records GET deliveries lists
+    /// (the store may be a batch behind them).
+    pub async fn report(
+        &self,
+        id: &str,
+        run: Option<u32>,
+    ) -> Result<crate::report::aar::AfterActionReport, ServiceError> {
+        use crate::report::aar;
+        let row = self
+            .inner
+            .store
+            .get_exercise(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let hosted = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            exercises
+                .get(id)
+                .map(|h| (h.snapshot.borrow().clone(), h.scenario.clone()))
+        };
+        let is_hosted = hosted.is_some();
+        let (state, current_run, scenario) = match hosted {
+            Some((snapshot, scenario)) => (
+                snapshot.state.as_str().to_owned(),
+                i64::from(snapshot.run),
+                Some(scenario),
+            ),
+            None => {
+                let stored = serde_json::from_str(&row.scenario_json)
+                    .ok()
+                    .and_then(|v| scenario::load_inline(&v, &self.inner.config.limits()).ok());
+                (row.state.clone(), row.run, stored.map(Arc::new))
+            }
+        };
+        let run = run.map_or(current_run, i64::from);
+        if !(aar::FIRST_RUN..=current_run).contains(&run) {
+            return Err(ServiceError::NotFound(format!(
+                "exercise {id:?} has no run {run}: its runs are {} to {current_run}",
+                aar::FIRST_RUN
+            )));
+        }
+        let (teams, kinds) = scenario
+            .as_deref()
+            .map(aar::scenario_parts)
+            .unwrap_or_default();
+        let deliveries = if is_hosted && run == current_run {
+            self.deliveries(id)
+                .await?
+                .into_iter()
+                .enumerate()
+                .map(|(slot, view)| aar::from_view(id, run, slot, view))
+                .collect()
+        } else {
+            self.inner
+                .store
+                .deliveries(id, run)
+                .await?
+                .into_iter()
+                .map(|r| aar::from_row(r, &kinds))
+                .collect()
+        };
+        Ok(aar::build(&aar::Input {
+            exercise_id: row.id.clone(),
+            name: row.name.clone(),
+            state,
+            speed: row.speed,
+            duration_secs: row.duration_secs,
+            current_run,
+            run,
+            teams,
+            deliveries,
+            control_log: self.inner.store.control_log(id).await?,
+            generated_wall_ms: wall_ms(OffsetDateTime::now_utc()),
+        }))
+    }
+
+    fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
+        let dashboards = handle.presence.dashboards();
+        let links = handle.links.borrow().clone();
+        ExerciseInfo {
+            id: id.to_owned(),
+            name: handle.scenario.name.clone(),
+            standing: Standing::Hosted(handle.snapshot.borrow().clone()),
+            teams: handle
+                .scenario
+                .teams
+                .iter()
+                .enumerate()
+                .map(|(i, t)| TeamLink {
+                    id: t.id.to_string(),
+                    name: t.name.clone(),
+                    dashboard_url: self.dashboard_url(
+                        id,
+                        &handle.incarnation,
+                        t.id.as_str(),
+                        links[i],
+                    ),
+                    dashboards: dashboards.get(i).copied().unwrap_or(0),
+                    link_expires: links[i].expires,
+                    link_revoked: links[i].revoked,
+                })
+                .collect(),
+            teams_connected: dashboards.iter().filter(|&&n| n > 0).count(),
+            created_wall_ms: handle.created_wall_ms,
+        }
+    }
+
+    pub(super) async fn spawn(
+        &self,
+        actor: Actor,
+        scenario: Arc<Scenario>,
+        created_wall_ms: i64,
+        incarnation: String,
+        links: Vec<LinkState>,
+    ) {
+        let id = actor.id().to_string();
+        let (requests, requests_rx) = mpsc::channel(exercise::REQUEST_QUEUE);
+        let snapshot = actor.snapshots();
+        self.inner.exercises.write().expect("registry").insert(
+            id,
+            Handle {
+                requests,
+                incarnation,
+                snapshot,
+                presence: actor.presence(),
+                scenario,
+                created_wall_ms,
+                links: Arc::new(watch::Sender::new(links)),
+            },
+        );
+        let mut stop = self.inner.stop.subscribe();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let mut tasks = self.inner.tasks.lock().await;
+        reap(&mut tasks);
+        tasks.spawn(actor.run(false, requests_rx, shutdown));
+    }
+}
+
+/// How an exercise that could not be restored is listed.
+fn unrestorable_info((id, not): (&String, &NotRestored)) -> ExerciseInfo {
+    ExerciseInfo {
+        id: id.clone(),
+        name: not.name.clone(),
+        standing: Standing::Unrestorable(not.detail.clone()),
+        teams: Vec::new(),
+        teams_connected: 0,
+        created_wall_ms: not.created_wall_ms,
+    }
+}
+
+/// Drops the outcomes of actors that have ended (deleted exercises): a
+/// `JoinSet` keeps each finished task's output until it is joined, which held
+/// about 100 KB per deleted exercise for the life of the process.
+fn reap(tasks: &mut JoinSet<Outcome>) {
+    while let Some(ended) = tasks.try_join_next() {
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            error!(error = %e, "an exercise actor panicked");
+        }
+    }
+}
