@@ -1,8 +1,7 @@
 //! The SVG chart of a team: planned against actual delivery exercise time.
 
-use std::fmt::Write as _;
+use maud::{Markup, html as markup};
 
-use super::html::escape_html;
 use super::model::{ReportDelivery, exercise_time, planned};
 
 /// The plot area of a team's chart and where exercise times fall on it.
@@ -54,7 +53,8 @@ pub fn tick_step(max: f64) -> f64 {
         .unwrap_or_else(|| (max / 8.0 / 3600.0).ceil() * 3600.0)
 }
 
-pub(super) fn team_chart(label: &str, deliveries: &[&ReportDelivery], duration: i64) -> String {
+/// The chart of one team's deliveries, as inline SVG.
+pub(super) fn team_chart(label: &str, deliveries: &[&ReportDelivery], duration: i64) -> Markup {
     let planned_max = deliveries
         .iter()
         .map(|d| d.due_exercise_time as f64)
@@ -64,131 +64,114 @@ pub(super) fn team_chart(label: &str, deliveries: &[&ReportDelivery], duration: 
         .filter_map(|d| d.actual_exercise_time)
         .fold(0.0, f64::max);
     let c = Chart::new(planned_max, actual_max);
-    let mut svg = String::with_capacity(2048 + deliveries.len() * 160);
-    let _ = writeln!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" role=\"img\" \
-         aria-label=\"{}\">",
-        Chart::WIDTH,
-        Chart::HEIGHT,
-        escape_html(&format!(
-            "{label}: planned against actual delivery exercise time"
-        ))
-    );
-    // Grid, ticks and tick labels.
-    let step = tick_step(c.x_max);
-    let mut t = 0.0;
-    while t <= c.x_max + 1e-9 {
-        let x = c.x(t);
-        let _ = writeln!(
-            svg,
-            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"/>\
-             <text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\">{}</text>",
-            Chart::TOP,
-            Chart::BOTTOM,
-            Chart::BOTTOM + 16.0,
-            planned(t as i64)
-        );
-        t += step;
-    }
-    let step = tick_step(c.y_max);
-    let mut t = 0.0;
-    while t <= c.y_max + 1e-9 {
-        let y = c.y(t);
-        let _ = writeln!(
-            svg,
-            "<line class=\"grid\" x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"ytick\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            Chart::LEFT,
-            Chart::RIGHT,
-            Chart::LEFT - 6.0,
-            y + 4.0,
-            planned(t as i64)
-        );
-        t += step;
-    }
-    // Axes, their titles, the on-time diagonal.
-    let _ = write!(
-        svg,
-        "<line class=\"axis\" x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\"/>\
-         <line class=\"axis\" x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\"/>\n\
-         <line class=\"diag\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>\n\
-         <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">Planned (exercise time)</text>\n\
-         <text class=\"tick\" transform=\"translate(14 {:.1}) rotate(-90)\">Delivered (exercise time)</text>\n\
-         <text class=\"ytick\" x=\"{:.1}\" y=\"{:.1}\">not sent</text>\n",
-        c.x(0.0),
-        c.y(0.0),
-        c.x(c.x_max),
-        c.y(c.x_max),
-        (Chart::LEFT + Chart::RIGHT) / 2.0,
-        Chart::HEIGHT - 6.0,
-        (Chart::TOP + Chart::BOTTOM) / 2.0,
-        Chart::LEFT - 10.0,
-        Chart::STRIP + 4.0,
-        l = Chart::LEFT,
-        r = Chart::RIGHT,
-        t = Chart::TOP,
-        b = Chart::BOTTOM,
-    );
-    for d in deliveries {
-        let x = c.x(d.due_exercise_time as f64);
-        let lateness = d
-            .lateness_ms
-            .map_or_else(String::new, |ms| format!(", {ms:.1} ms late"));
-        match (d.status.as_str(), d.actual_exercise_time) {
-            ("delivered", Some(actual)) => {
-                let tip = format!(
-                    "{}: planned {}, delivered {}{lateness}",
-                    d.inject_id,
-                    d.planned,
-                    exercise_time(actual)
-                );
-                let _ = writeln!(
-                    svg,
-                    "<circle class=\"{}\" cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\"><title>{}</title></circle>",
-                    if d.late { "late" } else { "ok" },
-                    c.y(actual),
-                    escape_html(&tip)
-                );
+    let (l, r, t, b) = (Chart::LEFT, Chart::RIGHT, Chart::TOP, Chart::BOTTOM);
+    markup! {
+        svg xmlns="http://www.w3.org/2000/svg"
+            viewBox={ "0 0 " (Chart::WIDTH) " " (Chart::HEIGHT) }
+            role="img"
+            aria-label={ (label) ": planned against actual delivery exercise time" } {
+            // Grid, ticks and tick labels.
+            @for tick in ticks(c.x_max) {
+                @let x = px(c.x(tick));
+                line class="grid" x1=(x) y1=(px(t)) x2=(x) y2=(px(b)) {}
+                text class="tick" x=(x) y=(px(b + 16.0)) { (planned(tick as i64)) }
             }
-            (status, _) => {
-                let class = match status {
-                    "failed" => "failed",
-                    "cancelled" | "skipped" => "cancelled",
-                    _ => "outstanding",
-                };
-                let error = d
-                    .last_error
-                    .as_deref()
-                    .map_or_else(String::new, |e| format!(" ({e})"));
-                let tip = format!("{}: planned {}, {status}{error}", d.inject_id, d.planned);
-                let y = Chart::STRIP;
-                if class == "outstanding" {
-                    let _ = writeln!(
-                        svg,
-                        "<circle class=\"outstanding\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\"><title>{}</title></circle>",
-                        escape_html(&tip)
-                    );
-                } else {
-                    let _ = writeln!(
-                        svg,
-                        "<path class=\"{class}\" d=\"M{:.1} {:.1}L{:.1} {:.1}M{:.1} {:.1}L{:.1} {:.1}\"><title>{}</title></path>",
-                        x - 4.5,
-                        y - 4.5,
-                        x + 4.5,
-                        y + 4.5,
-                        x + 4.5,
-                        y - 4.5,
-                        x - 4.5,
-                        y + 4.5,
-                        escape_html(&tip)
-                    );
-                }
+            @for tick in ticks(c.y_max) {
+                @let y = c.y(tick);
+                line class="grid" x1=(px(l)) y1=(px(y)) x2=(px(r)) y2=(px(y)) {}
+                text class="ytick" x=(px(l - 6.0)) y=(px(y + 4.0)) { (planned(tick as i64)) }
+            }
+            // Axes, their titles, the on-time diagonal.
+            line class="axis" x1=(l) y1=(b) x2=(r) y2=(b) {}
+            line class="axis" x1=(l) y1=(t) x2=(l) y2=(b) {}
+            line class="diag"
+                x1=(px(c.x(0.0)))
+                y1=(px(c.y(0.0)))
+                x2=(px(c.x(c.x_max)))
+                y2=(px(c.y(c.x_max))) {}
+            text class="tick" x=(px((l + r) / 2.0)) y=(px(Chart::HEIGHT - 6.0)) {
+                "Planned (exercise time)"
+            }
+            text class="tick" transform={ "translate(14 " (px((t + b) / 2.0)) ") rotate(-90)" } {
+                "Delivered (exercise time)"
+            }
+            text class="ytick" x=(px(l - 10.0)) y=(px(Chart::STRIP + 4.0)) { "not sent" }
+            @for d in deliveries {
+                (point(&c, d))
             }
         }
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+/// One delivery on the chart: a dot where it was delivered, or a mark on
+/// the strip below the axis, with a tooltip.
+fn point(c: &Chart, d: &ReportDelivery) -> Markup {
+    let x = c.x(d.due_exercise_time as f64);
+    let lateness = d
+        .lateness_ms
+        .map_or_else(String::new, |ms| format!(", {ms:.1} ms late"));
+    match (d.status.as_str(), d.actual_exercise_time) {
+        ("delivered", Some(actual)) => {
+            let tip = format!(
+                "{}: planned {}, delivered {}{lateness}",
+                d.inject_id,
+                d.planned,
+                exercise_time(actual)
+            );
+            let class = if d.late { "late" } else { "ok" };
+            markup! {
+                circle class=(class) cx=(px(x)) cy=(px(c.y(actual))) r="4" { title { (tip) } }
+            }
+        }
+        (status, _) => {
+            let class = match status {
+                "failed" => "failed",
+                "cancelled" | "skipped" => "cancelled",
+                _ => "outstanding",
+            };
+            let error = d
+                .last_error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" ({e})"));
+            let tip = format!("{}: planned {}, {status}{error}", d.inject_id, d.planned);
+            let y = Chart::STRIP;
+            if class == "outstanding" {
+                markup! {
+                    circle class="outstanding" cx=(px(x)) cy=(px(y)) r="4" { title { (tip) } }
+                }
+            } else {
+                let cross = format!(
+                    "M{:.1} {:.1}L{:.1} {:.1}M{:.1} {:.1}L{:.1} {:.1}",
+                    x - 4.5,
+                    y - 4.5,
+                    x + 4.5,
+                    y + 4.5,
+                    x + 4.5,
+                    y - 4.5,
+                    x - 4.5,
+                    y + 4.5,
+                );
+                markup! { path class=(class) d=(cross) { title { (tip) } } }
+            }
+        }
+    }
+}
+
+/// The ticks of an axis up to `max` seconds, [`tick_step`] apart.
+fn ticks(max: f64) -> Vec<f64> {
+    let step = tick_step(max);
+    let mut ticks = Vec::new();
+    let mut t = 0.0;
+    while t <= max + 1e-9 {
+        ticks.push(t);
+        t += step;
+    }
+    ticks
+}
+
+/// A coordinate as the chart writes it: to a tenth.
+fn px(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 fn round_up(secs: f64) -> f64 {

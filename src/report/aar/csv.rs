@@ -187,6 +187,7 @@ mod tests {
         check("inject-001", "inject-001");
         check("a=b", "a=b");
     }
+
     #[test]
     fn csv_has_a_header_and_one_guarded_row_per_delivery() {
         let mut a = row("blue", "a", 10, "failed");

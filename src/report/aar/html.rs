@@ -1,7 +1,7 @@
-//! The report as one self-contained HTML page.
+//! The report as one self-contained HTML page, written with maud: every
+//! string from the exercise is escaped unless marked otherwise.
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
+use maud::{Markup, PreEscaped, html as markup};
 
 use super::chart::team_chart;
 use super::model::{
@@ -18,15 +18,6 @@ pub fn html(report: &AfterActionReport) -> String {
         e.name.as_deref().unwrap_or(&e.id),
         e.run
     );
-    let mut out = String::with_capacity(4096 + report.deliveries.len() * 600);
-    let _ = write!(
-        out,
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
-        escape_html(&title),
-        escape_html(&title)
-    );
     let run_note = if e.archived {
         format!(
             "{} (archived; the exercise is on run {})",
@@ -35,84 +26,74 @@ pub fn html(report: &AfterActionReport) -> String {
     } else {
         format!("{} (current)", e.run)
     };
-    let _ = write!(out, "<dl class=\"meta\">");
-    for (term, value) in [
+    let speed = format!("×{}", e.speed);
+    let meta = [
         ("Exercise", e.id.as_str()),
         ("Run", run_note.as_str()),
         ("State now", e.state.as_str()),
         ("Duration", e.duration_formatted.as_str()),
-        ("Speed", &format!("×{}", e.speed)),
+        ("Speed", speed.as_str()),
         ("Generated", e.generated_at.as_str()),
-    ] {
-        let _ = write!(
-            out,
-            "<div><dt>{}</dt><dd>{}</dd></div>",
-            escape_html(term),
-            escape_html(value)
-        );
-    }
-    out.push_str("</dl>\n");
-
-    summary_table(&mut out, &report.summary);
-
-    out.push_str(
-        "<h2>Planned against actual delivery</h2>\n<p class=\"note\">Each dot is an inject: \
-         across, the exercise time it was planned for; up, the exercise time the broker \
-         acknowledged it (due time plus the wall-clock delay times the speed). On the dashed \
-         diagonal it was on time; above it, late. Injects never delivered are marked on the \
-         strip below the axis.</p>\n<div class=\"charts\">\n",
-    );
-    for t in &e.teams {
-        let points: Vec<&ReportDelivery> = report
-            .deliveries
-            .iter()
-            .filter(|d| d.team_id == t.id)
-            .collect();
-        let label = match &t.name {
-            Some(name) => format!("{name} ({})", t.id),
-            None => t.id.clone(),
-        };
-        let _ = write!(
-            out,
-            "<figure>\n{}<figcaption>{}</figcaption>\n</figure>\n",
-            team_chart(&label, &points, e.duration),
-            escape_html(&label)
-        );
-    }
-    out.push_str(
-        "</div>\n<p class=\"legend\"><span class=\"key ok\"></span>on time \
-         <span class=\"key late\"></span>late <span class=\"key failed\"></span>failed \
-         <span class=\"key cancelled\"></span>cancelled or skipped \
-         <span class=\"key outstanding\"></span>not sent yet</p>\n",
-    );
-
-    deliveries_table(&mut out, &report.deliveries);
-    control_table(&mut out, &report.control_log);
-    out.push_str(
-        "<p class=\"note\">Lateness: acknowledged by the broker minus due. Receipt latency: \
-         shown on a team dashboard minus due. p95: 95th percentile, nearest rank. Times are \
-         UTC.</p>\n</body>\n</html>\n",
-    );
-    out
-}
-
-/// `value` with `& < > " '` escaped, safe in HTML text and quoted attributes.
-pub fn escape_html(value: &str) -> Cow<'_, str> {
-    if !value.contains(['&', '<', '>', '"', '\'']) {
-        return Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len() + 16);
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+    ];
+    let page = markup! {
+        (PreEscaped("<!doctype html>\n"))
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                dl class="meta" {
+                    @for (term, value) in meta {
+                        div { dt { (term) } dd { (value) } }
+                    }
+                }
+                (summary_table(&report.summary))
+                h2 { "Planned against actual delivery" }
+                p class="note" {
+                    "Each dot is an inject: across, the exercise time it was planned for; up, \
+                     the exercise time the broker acknowledged it (due time plus the wall-clock \
+                     delay times the speed). On the dashed diagonal it was on time; above it, \
+                     late. Injects never delivered are marked on the strip below the axis."
+                }
+                div class="charts" {
+                    @for t in &e.teams {
+                        @let points: Vec<&ReportDelivery> = report
+                            .deliveries
+                            .iter()
+                            .filter(|d| d.team_id == t.id)
+                            .collect();
+                        @let label = match &t.name {
+                            Some(name) => format!("{name} ({})", t.id),
+                            None => t.id.clone(),
+                        };
+                        figure {
+                            (team_chart(&label, &points, e.duration))
+                            figcaption { (label) }
+                        }
+                    }
+                }
+                p class="legend" {
+                    span class="key ok" {} "on time "
+                    span class="key late" {} "late "
+                    span class="key failed" {} "failed "
+                    span class="key cancelled" {} "cancelled or skipped "
+                    span class="key outstanding" {} "not sent yet"
+                }
+                (deliveries_table(&report.deliveries))
+                (control_table(&report.control_log))
+                p class="note" {
+                    "Lateness: acknowledged by the broker minus due. Receipt latency: shown on \
+                     a team dashboard minus due. p95: 95th percentile, nearest rank. Times are \
+                     UTC."
+                }
+            }
         }
-    }
-    Cow::Owned(out)
+    };
+    page.into_string()
 }
 
 const STYLE: &str = "\
@@ -137,20 +118,9 @@ fn fmt_ms(ms: Option<f64>) -> String {
     ms.map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1}"))
 }
 
-fn summary_table(out: &mut String, summary: &ReportSummary) {
-    out.push_str(
-        "<h2>Summary</h2>\n<table class=\"summary\">\n<thead><tr><th>Team</th>\
-         <th class=\"num\">Scheduled</th><th class=\"num\">Delivered</th><th class=\"num\">On time</th>\
-         <th class=\"num\">Late</th><th class=\"num\">Failed</th><th class=\"num\">Cancelled</th>\
-         <th class=\"num\">Skipped</th><th class=\"num\">Not sent yet</th><th class=\"num\">Received</th>\
-         <th class=\"num\">Mean lateness (ms)</th><th class=\"num\">p95 lateness (ms)</th>\
-         <th class=\"num\">Max lateness (ms)</th><th class=\"num\">Mean receipt latency (ms)</th>\
-         <th class=\"num\">p95 receipt latency (ms)</th><th class=\"num\">Max receipt latency (ms)</th>\
-         </tr></thead>\n<tbody>\n",
-    );
-    let row = |out: &mut String, class: &str, label: &str, s: &ReportStats| {
-        let _ = write!(out, "<tr class=\"{class}\"><td>{}</td>", escape_html(label));
-        for n in [
+fn summary_table(summary: &ReportSummary) -> Markup {
+    let row = |class: &str, label: &str, s: &ReportStats| {
+        let counts = [
             s.scheduled,
             s.delivered,
             s.on_time,
@@ -160,118 +130,165 @@ fn summary_table(out: &mut String, summary: &ReportSummary) {
             s.skipped,
             s.outstanding,
             s.received,
-        ] {
-            let _ = write!(out, "<td class=\"num\">{n}</td>");
-        }
-        for ms in [
+        ];
+        let timings = [
             s.lateness_ms.mean,
             s.lateness_ms.p95,
             s.lateness_ms.max,
             s.receipt_latency_ms.mean,
             s.receipt_latency_ms.p95,
             s.receipt_latency_ms.max,
-        ] {
-            let _ = write!(out, "<td class=\"num\">{}</td>", fmt_ms(ms));
+        ];
+        markup! {
+            tr class=(class) {
+                td { (label) }
+                @for n in counts { td class="num" { (n) } }
+                @for ms in timings { td class="num" { (fmt_ms(ms)) } }
+            }
         }
-        out.push_str("</tr>\n");
     };
-    for t in &summary.teams {
-        let label = match &t.team_name {
-            Some(name) => format!("{name} ({})", t.team_id),
-            None => t.team_id.clone(),
-        };
-        row(out, "team", &label, &t.stats);
+    markup! {
+        h2 { "Summary" }
+        table class="summary" {
+            thead {
+                tr {
+                    th { "Team" }
+                    @for heading in [
+                        "Scheduled",
+                        "Delivered",
+                        "On time",
+                        "Late",
+                        "Failed",
+                        "Cancelled",
+                        "Skipped",
+                        "Not sent yet",
+                        "Received",
+                        "Mean lateness (ms)",
+                        "p95 lateness (ms)",
+                        "Max lateness (ms)",
+                        "Mean receipt latency (ms)",
+                        "p95 receipt latency (ms)",
+                        "Max receipt latency (ms)",
+                    ] {
+                        th class="num" { (heading) }
+                    }
+                }
+            }
+            tbody {
+                @for t in &summary.teams {
+                    @let label = match &t.team_name {
+                        Some(name) => format!("{name} ({})", t.team_id),
+                        None => t.team_id.clone(),
+                    };
+                    (row("team", &label, &t.stats))
+                }
+                (row("total", "All teams", &summary.overall))
+            }
+        }
     }
-    row(out, "total", "All teams", &summary.overall);
-    out.push_str("</tbody>\n</table>\n");
 }
 
-fn deliveries_table(out: &mut String, deliveries: &[ReportDelivery]) {
-    out.push_str(
-        "<h2>Deliveries</h2>\n<table class=\"deliveries\">\n<thead><tr><th>Planned</th><th>Team</th>\
-         <th>Inject</th><th>Type</th><th>Status</th><th>Due at</th><th>Sent at</th>\
-         <th>Acknowledged at</th><th>Received at</th><th>Delivered (exercise time)</th>\
-         <th class=\"num\">Lateness (ms)</th><th class=\"num\">Receipt latency (ms)</th>\
-         <th class=\"num\">Attempts</th><th>Last error</th></tr></thead>\n<tbody>\n",
-    );
-    for d in deliveries {
-        let late = d.status == "delivered" && d.late;
-        let status_class = if late { "late" } else { d.status.as_str() };
-        let mut status = d.status.clone();
-        if late {
-            status.push_str(", late");
+fn deliveries_table(deliveries: &[ReportDelivery]) -> Markup {
+    markup! {
+        h2 { "Deliveries" }
+        table class="deliveries" {
+            thead {
+                tr {
+                    th { "Planned" }
+                    th { "Team" }
+                    th { "Inject" }
+                    th { "Type" }
+                    th { "Status" }
+                    th { "Due at" }
+                    th { "Sent at" }
+                    th { "Acknowledged at" }
+                    th { "Received at" }
+                    th { "Delivered (exercise time)" }
+                    th class="num" { "Lateness (ms)" }
+                    th class="num" { "Receipt latency (ms)" }
+                    th class="num" { "Attempts" }
+                    th { "Last error" }
+                }
+            }
+            tbody {
+                @for d in deliveries {
+                    @let late = d.status == "delivered" && d.late;
+                    @let status_class = if late { "late" } else { d.status.as_str() };
+                    tr {
+                        td { (d.planned) }
+                        td { (d.team_id) }
+                        td { (d.inject_id) }
+                        td { (d.kind) }
+                        td class={ "s-" (status_class) } {
+                            (d.status)
+                            @if late { ", late" }
+                            @if d.live { " (live)" }
+                        }
+                        (time_cell(d.due_at.as_deref()))
+                        (time_cell(d.published_at.as_deref()))
+                        (time_cell(d.acknowledged_at.as_deref()))
+                        (time_cell(d.received_at.as_deref()))
+                        td {
+                            (d.actual_exercise_time.map_or_else(|| "–".to_owned(), exercise_time))
+                        }
+                        td class="num" { (fmt_ms(d.lateness_ms)) }
+                        td class="num" { (fmt_ms(d.receipt_latency_ms)) }
+                        td class="num" { (d.attempts) }
+                        td { (d.last_error.as_deref().unwrap_or("")) }
+                    }
+                }
+                @if deliveries.is_empty() {
+                    tr { td colspan="14" { "No deliveries in this run." } }
+                }
+            }
         }
-        if d.live {
-            status.push_str(" (live)");
-        }
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"s-{}\">{}</td>\
-             {}{}{}{}<td>{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            escape_html(&d.planned),
-            escape_html(&d.team_id),
-            escape_html(&d.inject_id),
-            escape_html(&d.kind),
-            escape_html(status_class),
-            escape_html(&status),
-            time_cell(d.due_at.as_deref()),
-            time_cell(d.published_at.as_deref()),
-            time_cell(d.acknowledged_at.as_deref()),
-            time_cell(d.received_at.as_deref()),
-            d.actual_exercise_time
-                .map_or_else(|| "–".to_owned(), exercise_time),
-            fmt_ms(d.lateness_ms),
-            fmt_ms(d.receipt_latency_ms),
-            d.attempts,
-            escape_html(d.last_error.as_deref().unwrap_or("")),
-        );
     }
-    if deliveries.is_empty() {
-        out.push_str("<tr><td colspan=\"14\">No deliveries in this run.</td></tr>\n");
-    }
-    out.push_str("</tbody>\n</table>\n");
 }
 
-fn control_table(out: &mut String, log: &[ReportControlEntry]) {
-    out.push_str(
-        "<h2>Control log</h2>\n<table class=\"control\">\n<thead><tr><th>At</th><th>Command</th>\
-         <th>Reason</th><th>Source</th><th>Accepted</th><th>Message</th></tr></thead>\n<tbody>\n",
-    );
-    for c in log {
-        let _ = writeln!(
-            out,
-            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if c.accepted { "" } else { " class=\"refused\"" },
-            escape_html(&c.at),
-            escape_html(&c.command),
-            escape_html(c.reason.as_deref().unwrap_or("")),
-            escape_html(&c.source),
-            if c.accepted { "yes" } else { "no" },
-            escape_html(c.message.as_deref().unwrap_or("")),
-        );
+fn control_table(log: &[ReportControlEntry]) -> Markup {
+    markup! {
+        h2 { "Control log" }
+        table class="control" {
+            thead {
+                tr {
+                    th { "At" }
+                    th { "Command" }
+                    th { "Reason" }
+                    th { "Source" }
+                    th { "Accepted" }
+                    th { "Message" }
+                }
+            }
+            tbody {
+                @for c in log {
+                    tr class=[(!c.accepted).then_some("refused")] {
+                        td { (c.at) }
+                        td { (c.command) }
+                        td { (c.reason.as_deref().unwrap_or("")) }
+                        td { (c.source) }
+                        td { (if c.accepted { "yes" } else { "no" }) }
+                        td { (c.message.as_deref().unwrap_or("")) }
+                    }
+                }
+                @if log.is_empty() {
+                    tr { td colspan="6" { "No commands in this run." } }
+                }
+            }
+        }
     }
-    if log.is_empty() {
-        out.push_str("<tr><td colspan=\"6\">No commands in this run.</td></tr>\n");
-    }
-    out.push_str("</tbody>\n</table>\n");
 }
 
 /// A table cell showing the time of day of a UTC timestamp
 /// (`10:05:32.123`), the whole timestamp in its tooltip.
-fn time_cell(iso: Option<&str>) -> String {
+fn time_cell(iso: Option<&str>) -> Markup {
     match iso {
         Some(iso) => {
             let short = iso
                 .split_once('T')
                 .map_or(iso, |(_, t)| t.trim_end_matches('Z'));
-            format!(
-                "<td title=\"{}\">{}</td>",
-                escape_html(iso),
-                escape_html(short)
-            )
+            markup! { td title=(iso) { (short) } }
         }
-        None => "<td>–</td>".to_owned(),
+        None => markup! { td { "–" } },
     }
 }
 
@@ -283,18 +300,27 @@ mod tests {
 
     #[test]
     fn html_escapes_every_special_character() {
-        let check =
-            |input: &str, expected: &str| assert_eq!(escape_html(input), expected, "{input:?}");
+        // As text and as an attribute value, which the page always quotes
+        // with `"`: a `'` cannot end it, so it is left as it is.
+        let check = |input: &str, expected: &str| {
+            assert_eq!(markup! { (input) }.into_string(), expected, "{input:?}");
+            assert_eq!(
+                markup! { td title=(input) {} }.into_string(),
+                format!("<td title=\"{expected}\"></td>"),
+                "{input:?}"
+            );
+        };
         check("plain text", "plain text");
         check(
             "<script>alert(1)</script>",
             "&lt;script&gt;alert(1)&lt;/script&gt;",
         );
         check("a & b", "a &amp; b");
-        check("\"quoted\" 'single'", "&quot;quoted&quot; &#39;single&#39;");
+        check("\"quoted\" 'single'", "&quot;quoted&quot; 'single'");
         check("&amp;", "&amp;amp;");
         check("", "");
     }
+
     #[test]
     fn html_is_self_contained_and_escaped() {
         let mut a = row("blue", "<b>a</b>", 10, "delivered");

@@ -19,7 +19,7 @@ pub use chart::{Chart, tick_step};
 pub use csv::{
     CONTROL_COLUMNS, DELIVERY_COLUMNS, control_log_csv, csv_field, deliveries_csv, spreadsheet_text,
 };
-pub use html::{escape_html, html};
+pub use html::html;
 pub use model::{
     AfterActionReport, Delivery, FIRST_RUN, Input, PERCENTILE, ReportControlEntry, ReportDelivery,
     ReportExercise, ReportSpread, ReportStats, ReportSummary, ReportTeam, ReportTeamStats, build,

@@ -505,6 +505,7 @@ mod tests {
             Some(1000.0),
         );
     }
+
     #[test]
     fn exercise_times_read_as_the_clock_does() {
         let check = |secs: i64, expected: &str| assert_eq!(planned(secs), expected);
@@ -516,6 +517,7 @@ mod tests {
         check(61.2346, "T+01:01.235");
         check(59.9996, "T+01:00.000");
     }
+
     #[test]
     fn deliveries_get_their_actual_exercise_time_and_the_summary_its_figures() {
         let mut a = row("blue", "a", 10, "delivered");
@@ -588,6 +590,7 @@ mod tests {
         let all = &report.summary.overall;
         assert_eq!((all.scheduled, all.delivered, all.late), (5, 2, 1));
     }
+
     #[test]
     fn control_entries_belong_to_the_run_they_were_given_in() {
         let log = vec![
