@@ -185,6 +185,35 @@ pub struct ScenarioEntry {
     pub error: Option<String>,
 }
 
+/// What the after-action report of one run is made of, as the service
+/// holds it.
+#[derive(Debug, Clone)]
+pub struct ReportSource {
+    /// The exercise as stored.
+    pub exercise: ExerciseRow,
+    /// The exercise's state now.
+    pub state: String,
+    /// The exercise's run now; earlier runs are archived.
+    pub current_run: i64,
+    /// The run asked for: the current one when none was named.
+    pub run: i64,
+    /// The actor's scenario, or else the stored one if it still loads.
+    pub scenario: Option<Arc<Scenario>>,
+    /// The delivery records of `run`.
+    pub deliveries: RunDeliveries,
+    /// Every command given to the exercise, every run, oldest first.
+    pub control_log: Vec<ControlRow>,
+}
+
+/// The delivery records of one run.
+#[derive(Debug, Clone)]
+pub enum RunDeliveries {
+    /// The current run of a hosted exercise, as its actor holds them.
+    Hosted(Vec<DeliveryView>),
+    /// An archived run, or any run of an exercise not hosted, as stored.
+    Stored(Vec<DeliveryRow>),
+}
+
 /// A team dashboard's subscription: counted as open while held.
 pub struct TeamWatch {
     pub watch: Watch,
@@ -1132,16 +1161,16 @@ impl Service {
         Ok(self.inner.store.control_log(id).await?)
     }
 
-    /// The after-action report of run `run` of exercise `id` (its current
-    /// run when None). Archived runs come from the store; the current run of
-    /// a hosted exercise from its actor, the records GET deliveries lists
-    /// (the store may be a batch behind them).
-    pub async fn report(
+    /// What the after-action report of run `run` of exercise `id` (its
+    /// current run when None) is made of. Archived runs come from the
+    /// store; the current run of a hosted exercise from its actor, the
+    /// records GET deliveries lists (the store may be a batch behind them).
+    /// Whether the exercise had run `run` is for the report to judge.
+    pub async fn report_source(
         &self,
         id: &str,
         run: Option<u32>,
-    ) -> Result<crate::report::aar::AfterActionReport, ServiceError> {
-        use crate::report::aar;
+    ) -> Result<ReportSource, ServiceError> {
         let row = self
             .inner
             .store
@@ -1169,45 +1198,20 @@ impl Service {
             }
         };
         let run = run.map_or(current_run, i64::from);
-        if !(aar::FIRST_RUN..=current_run).contains(&run) {
-            return Err(ServiceError::NotFound(format!(
-                "exercise {id:?} has no run {run}: its runs are {} to {current_run}",
-                aar::FIRST_RUN
-            )));
-        }
-        let (teams, kinds) = scenario
-            .as_deref()
-            .map(aar::scenario_parts)
-            .unwrap_or_default();
         let deliveries = if is_hosted && run == current_run {
-            self.deliveries(id)
-                .await?
-                .into_iter()
-                .enumerate()
-                .map(|(slot, view)| aar::from_view(id, run, slot, view))
-                .collect()
+            RunDeliveries::Hosted(self.deliveries(id).await?)
         } else {
-            self.inner
-                .store
-                .deliveries(id, run)
-                .await?
-                .into_iter()
-                .map(|r| aar::from_row(r, &kinds))
-                .collect()
+            RunDeliveries::Stored(self.inner.store.deliveries(id, run).await?)
         };
-        Ok(aar::build(&aar::Input {
-            exercise_id: row.id.clone(),
-            name: row.name.clone(),
+        Ok(ReportSource {
+            exercise: row,
             state,
-            speed: row.speed,
-            duration_secs: row.duration_secs,
             current_run,
             run,
-            teams,
+            scenario,
             deliveries,
             control_log: self.inner.store.control_log(id).await?,
-            generated_wall_ms: wall_ms(OffsetDateTime::now_utc()),
-        }))
+        })
     }
 
     /// Makes readiness follow the embedded broker's health (see

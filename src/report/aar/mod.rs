@@ -3,10 +3,14 @@
 //! log; as JSON, as CSV (deliveries and control log, one table each) and as a
 //! self-contained HTML page with a chart per team.
 //!
-//! Pure functions: [`build`] turns store rows and exercise metadata into an
+//! [`of_run`] asks the service for what a run left ([`ReportSource`]) and
+//! makes its [`Input`] (`source`); the rest are pure functions that read no
+//! clock and do no I/O: [`build`] turns the input into an
 //! [`AfterActionReport`] (`model`); [`deliveries_csv`] and
-//! [`control_log_csv`] (`csv`) and [`html`] (`html`, its charts drawn by
-//! `chart`) render it. Nothing here reads a clock or does I/O.
+//! [`control_log_csv`] (`csv`) and [`html`] (`html`, each team's chart drawn
+//! by `chart`) render it.
+//!
+//! [`ReportSource`]: crate::runtime::service::ReportSource
 
 mod chart;
 mod csv;
@@ -14,6 +18,7 @@ mod csv;
 mod fixtures;
 mod html;
 mod model;
+mod source;
 
 pub use chart::{Chart, tick_step};
 pub use csv::{
@@ -23,5 +28,6 @@ pub use html::html;
 pub use model::{
     AfterActionReport, Delivery, FIRST_RUN, Input, PERCENTILE, ReportControlEntry, ReportDelivery,
     ReportExercise, ReportSpread, ReportStats, ReportSummary, ReportTeam, ReportTeamStats, build,
-    control_runs, exercise_time, from_row, from_view, percentile, planned, scenario_parts,
+    control_runs, exercise_time, percentile, planned,
 };
+pub use source::{from_row, from_view, input, of_run, scenario_parts};

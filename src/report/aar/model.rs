@@ -7,8 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::mqtt::wire::timestamp;
-use crate::runtime::exercise::{DeliveryView, from_wall_ms, wall_ms};
-use crate::scenario::Scenario;
+use crate::runtime::exercise::from_wall_ms;
 use crate::store::{ControlRow, DeliveryRow};
 
 /// The number of an exercise's first run; every accepted reset starts the next.
@@ -291,77 +290,6 @@ pub fn control_runs(log: &[ControlRow]) -> Vec<i64> {
             this
         })
         .collect()
-}
-
-/// The delivery of a live exercise's current run as a store row.
-pub fn from_view(exercise_id: &str, run: i64, position: usize, v: DeliveryView) -> Delivery {
-    let r = v.record;
-    Delivery {
-        row: DeliveryRow {
-            exercise_id: exercise_id.to_owned(),
-            run,
-            team_id: v.team_id,
-            inject_id: v.inject_id,
-            due_secs: i64::from(r.due.get()),
-            status: r.status.as_str().to_owned(),
-            attempts: i64::from(r.attempts),
-            due_wall_ms: r.due_wall.map(wall_ms),
-            published_wall_ms: r.published_wall.map(wall_ms),
-            acked_wall_ms: r.acked_wall.map(wall_ms),
-            received_wall_ms: r.received_wall.map(wall_ms),
-            latency_ms: r.latency.map(|l| l.as_secs_f64() * 1000.0),
-            late: r.late,
-            last_error: r.last_error,
-            position: position as i64,
-            inject_json: None,
-        },
-        kind: v.kind,
-        live: v.live,
-    }
-}
-
-/// A stored delivery row, its `type` taken from the inject stored with it
-/// (sent live) or else from `kinds` (the scenario's).
-pub fn from_row(row: DeliveryRow, kinds: &HashMap<(String, String), String>) -> Delivery {
-    let stored_kind = row.inject_json.as_deref().and_then(|json| {
-        serde_json::from_str::<serde_json::Value>(json)
-            .ok()?
-            .get("type")?
-            .as_str()
-            .map(str::to_owned)
-    });
-    let live = row.inject_json.is_some();
-    let kind = stored_kind
-        .or_else(|| {
-            kinds
-                .get(&(row.team_id.clone(), row.inject_id.clone()))
-                .cloned()
-        })
-        .unwrap_or_default();
-    Delivery { row, kind, live }
-}
-
-/// The teams of a scenario, and the `type` of each (team, inject) of it.
-pub fn scenario_parts(scenario: &Scenario) -> (Vec<ReportTeam>, HashMap<(String, String), String>) {
-    let teams = scenario
-        .teams
-        .iter()
-        .map(|t| ReportTeam {
-            id: t.id.to_string(),
-            name: t.name.clone(),
-        })
-        .collect();
-    let kinds = scenario
-        .teams
-        .iter()
-        .flat_map(|t| {
-            t.timeline
-                .injects
-                .iter()
-                .map(move |i| ((t.id.to_string(), i.id.to_string()), i.kind.clone()))
-        })
-        .collect();
-    (teams, kinds)
 }
 
 /// The `p`th percentile of `values` by nearest rank (the smallest value with
