@@ -39,7 +39,9 @@ pub(super) async fn report_json(
     Path(id): Path<String>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Json<crate::report::aar::AfterActionReport>, ApiError> {
-    Ok(Json(service.report(&id, query.run).await?))
+    Ok(Json(
+        crate::report::aar::of_run(&service, &id, query.run).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -58,7 +60,7 @@ pub(super) async fn report_csv(
     Path(id): Path<String>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let report = service.report(&id, query.run).await?;
+    let report = crate::report::aar::of_run(&service, &id, query.run).await?;
     let name = report_file_name(&report, "deliveries.csv");
     Ok(report_file(
         crate::report::aar::deliveries_csv(&report),
@@ -83,7 +85,7 @@ pub(super) async fn report_control_log_csv(
     Path(id): Path<String>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let report = service.report(&id, query.run).await?;
+    let report = crate::report::aar::of_run(&service, &id, query.run).await?;
     let name = report_file_name(&report, "control-log.csv");
     Ok(report_file(
         crate::report::aar::control_log_csv(&report),
@@ -108,7 +110,7 @@ pub(super) async fn report_html(
     Path(id): Path<String>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let report = service.report(&id, query.run).await?;
+    let report = crate::report::aar::of_run(&service, &id, query.run).await?;
     let name = report_file_name(&report, "report.html");
     let mut response = report_file(
         crate::report::aar::html(&report),

@@ -27,13 +27,14 @@ use crate::access::links::{LinkClaims, LinkKey, LinkState};
 use crate::config::Config;
 use crate::domain::{ExerciseId, Speed};
 use crate::mqtt::Mqtt;
+use crate::runtime::exercise::DeliveryView;
 use crate::runtime::exercise::{Options, Outcome, Request, RequestError, Snapshot};
 use crate::runtime::journal::Journal;
 use crate::runtime::live::{Presence, Seat, Watch};
 use crate::runtime::timer::Sleeper;
 use crate::scenario::Scenario;
 use crate::scenario::package::PackageError;
-use crate::store::{Store, StoreError};
+use crate::store::{ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
 
 use links::link_key;
 use tokens::load_tokens;
@@ -190,6 +191,35 @@ pub struct ScenarioEntry {
     pub duration_secs: u32,
     /// Why it cannot be used, when it is invalid.
     pub error: Option<String>,
+}
+
+/// What the after-action report of one run is made of, as the service
+/// holds it.
+#[derive(Debug, Clone)]
+pub struct ReportSource {
+    /// The exercise as stored.
+    pub exercise: ExerciseRow,
+    /// The exercise's state now.
+    pub state: String,
+    /// The exercise's run now; earlier runs are archived.
+    pub current_run: i64,
+    /// The run asked for: the current one when none was named.
+    pub run: i64,
+    /// The actor's scenario, or else the stored one if it still loads.
+    pub scenario: Option<Arc<Scenario>>,
+    /// The delivery records of `run`.
+    pub deliveries: RunDeliveries,
+    /// Every command given to the exercise, every run, oldest first.
+    pub control_log: Vec<ControlRow>,
+}
+
+/// The delivery records of one run.
+#[derive(Debug, Clone)]
+pub enum RunDeliveries {
+    /// The current run of a hosted exercise, as its actor holds them.
+    Hosted(Vec<DeliveryView>),
+    /// An archived run, or any run of an exercise not hosted, as stored.
+    Stored(Vec<DeliveryRow>),
 }
 
 /// A team dashboard's subscription: counted as open while held.

@@ -16,8 +16,8 @@ use crate::scenario::{self, Scenario};
 use crate::store::{ControlRow, ExerciseRow, StoreError};
 
 use super::{
-    CreateExercise, ExerciseInfo, Handle, NotRestored, Service, ServiceError, Standing, TeamLink,
-    not_found,
+    CreateExercise, ExerciseInfo, Handle, NotRestored, ReportSource, RunDeliveries, Service,
+    ServiceError, Standing, TeamLink, not_found,
 };
 
 impl Service {
@@ -242,16 +242,16 @@ impl Service {
         Ok(self.inner.store.control_log(id).await?)
     }
 
-    /// The after-action report of run `run` of exercise `id` (its current
-    /// run when None). Archived runs come from the store; the current run of
-    /// a hosted exercise from its actor, the records GET deliveries lists
-    /// (the store may be a batch behind them).
-    pub async fn report(
+    /// What the after-action report of run `run` of exercise `id` (its
+    /// current run when None) is made of. Archived runs come from the
+    /// store; the current run of a hosted exercise from its actor, the
+    /// records GET deliveries lists (the store may be a batch behind them).
+    /// Whether the exercise had run `run` is for the report to judge.
+    pub async fn report_source(
         &self,
         id: &str,
         run: Option<u32>,
-    ) -> Result<crate::report::aar::AfterActionReport, ServiceError> {
-        use crate::report::aar;
+    ) -> Result<ReportSource, ServiceError> {
         let row = self
             .inner
             .store
@@ -279,45 +279,20 @@ impl Service {
             }
         };
         let run = run.map_or(current_run, i64::from);
-        if !(aar::FIRST_RUN..=current_run).contains(&run) {
-            return Err(ServiceError::NotFound(format!(
-                "exercise {id:?} has no run {run}: its runs are {} to {current_run}",
-                aar::FIRST_RUN
-            )));
-        }
-        let (teams, kinds) = scenario
-            .as_deref()
-            .map(aar::scenario_parts)
-            .unwrap_or_default();
         let deliveries = if is_hosted && run == current_run {
-            self.deliveries(id)
-                .await?
-                .into_iter()
-                .enumerate()
-                .map(|(slot, view)| aar::from_view(id, run, slot, view))
-                .collect()
+            RunDeliveries::Hosted(self.deliveries(id).await?)
         } else {
-            self.inner
-                .store
-                .deliveries(id, run)
-                .await?
-                .into_iter()
-                .map(|r| aar::from_row(r, &kinds))
-                .collect()
+            RunDeliveries::Stored(self.inner.store.deliveries(id, run).await?)
         };
-        Ok(aar::build(&aar::Input {
-            exercise_id: row.id.clone(),
-            name: row.name.clone(),
+        Ok(ReportSource {
+            exercise: row,
             state,
-            speed: row.speed,
-            duration_secs: row.duration_secs,
             current_run,
             run,
-            teams,
+            scenario,
             deliveries,
             control_log: self.inner.store.control_log(id).await?,
-            generated_wall_ms: wall_ms(OffsetDateTime::now_utc()),
-        }))
+        })
     }
 
     fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
