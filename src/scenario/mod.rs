@@ -10,6 +10,7 @@
 //!   share, for the scenario object and its teams, a timeline and its
 //!   injects, the duration and turns, and single fields.
 //! - `summary`: the one-screen summary `validate` and `import` print.
+//! - `plan`: the engine's [`Plan`](crate::core::Plan) of a scenario.
 //! - [`package`]: scenario packages (a folder or `.tar.gz` with its timelines
 //!   and media) imported into and exported from MEDIA_STORAGE_PATH.
 //! - [`media`]: which files of a package are media, and references to them.
