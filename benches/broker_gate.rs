@@ -12,9 +12,9 @@
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
-use scip_orchestrator::broker::{BrokerAuth, BrokerSettings, EmbeddedBroker};
+use scip_orchestrator::broker::{BrokerAuth, BrokerOptions};
 use scip_orchestrator::mqtt::Password;
-use scip_orchestrator::testing::{Mosquitto, free_port};
+use scip_orchestrator::testing::{Mosquitto, embedded_broker};
 
 type Login<'a> = Option<(&'a str, &'a str)>;
 
@@ -173,11 +173,6 @@ async fn main() {
     drop(mosquitto);
 
     for secured in [false, true] {
-        let settings = BrokerSettings {
-            bind: "127.0.0.1".parse().unwrap(),
-            port: free_port(),
-            ws_port: free_port(),
-        };
         let auth = secured.then(|| {
             BrokerAuth::default()
                 .with_user("engine", Password::new("engine-pw"))
@@ -186,9 +181,8 @@ async fn main() {
                 .with_acl_file(&acl)
                 .unwrap()
         });
-        let broker = EmbeddedBroker::start_with_auth(settings, auth)
-            .await
-            .unwrap();
+        let broker = embedded_broker(auth, BrokerOptions::default()).await;
+        let settings = broker.settings();
         let direct = broker.engine_addr().port();
         // rumqttd takes no connection without a login: the engine's own
         // (drawn at start) when MQTT_USERNAME is not set.

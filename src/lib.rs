@@ -11,6 +11,7 @@ pub mod report;
 pub mod runtime;
 pub mod scenario;
 pub mod store;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 

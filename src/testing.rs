@@ -1,8 +1,10 @@
-//! Support for tests and benchmarks: a private Mosquitto on a free port.
-//! Not part of the product's interface.
+//! Support for tests and benchmarks (feature `testing`): a private
+//! Mosquitto, free ports and starts that draw again when one was taken
+//! meanwhile, a recording subscriber, a proxy whose link can be cut. Not part
+//! of the product's interface.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,16 +32,22 @@ impl Mosquitto {
     /// `acl_file`, `cafile`/`certfile`/`keyfile` (absolute paths). It logs
     /// to `mosquitto.log` in [`Mosquitto::dir`].
     pub fn start_with(security: &str) -> Self {
-        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut m = Self {
-            port,
+            port: 0,
             child: None,
             dir,
             security: security.to_owned(),
         };
-        m.spawn();
-        m
+        // The port is free when drawn, but another process may take it before
+        // Mosquitto binds it: then another one.
+        for _ in 0..ATTEMPTS {
+            m.port = free_port();
+            if m.spawn() == Spawned::Running {
+                return m;
+            }
+        }
+        panic!("mosquitto found {ATTEMPTS} free ports taken in turn");
     }
 
     /// Its private folder (configuration, log).
@@ -57,15 +65,28 @@ impl Mosquitto {
 
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        // The port is the one clients know: while another process holds it
+        // for a moment, start again on the same one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.spawn() == Spawned::PortTaken {
+            assert!(
+                Instant::now() < deadline,
+                "port {} stayed taken for 10 s after mosquitto stopped",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process on `self.port` and waits until it says it runs,
+    /// which it does once it listens (its log on stderr, read by a thread of
+    /// its own so that the pipe never fills).
+    fn spawn(&mut self) -> Spawned {
         let conf = self.dir.path().join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf).expect("write mosquitto.conf");
         writeln!(
             f,
-            "listener {} 127.0.0.1\n{}\nset_tcp_nodelay true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0",
+            "listener {} 127.0.0.1\n{}\nset_tcp_nodelay true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest stderr",
             self.port, self.security
         )
         .expect("write mosquitto.conf");
@@ -78,11 +99,11 @@ impl Mosquitto {
             .expect("write mosquitto.conf");
         }
         let binary = mosquitto_binary();
-        let child = Command::new(&binary)
+        let mut child = Command::new(&binary)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -90,18 +111,42 @@ impl Mosquitto {
                     binary.display()
                 )
             });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on port {} within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let mut log = Lines::read(child.stderr.take().expect("piped stderr"));
+        let waited = log.wait_for(
+            &[" running", "Address already in use"],
+            Duration::from_secs(10),
+        );
+        match waited {
+            Some(line) if line.ends_with(" running") => {
+                self.child = Some(child);
+                Spawned::Running
+            }
+            Some(_) => {
+                let _ = child.wait();
+                Spawned::PortTaken
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "mosquitto did not run on port {} within 10 s; it said:\n{}",
+                    self.port,
+                    log.seen().join("\n")
+                )
+            }
         }
     }
 }
+
+/// How a start of Mosquitto ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Spawned {
+    Running,
+    PortTaken,
+}
+
+/// How many ports a start draws before it gives up.
+const ATTEMPTS: usize = 20;
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
@@ -123,12 +168,135 @@ fn mosquitto_binary() -> PathBuf {
     PathBuf::from("mosquitto")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now. Another process may take it before
+/// the caller's process binds it: start through [`on_free_ports`] (or retry
+/// as it does), and use [`refused_port`] for a port that must stay closed.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct ports nobody listens on right now.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    // Held together while drawn, so that no two are the same.
+    let held: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
+    held.map(|l| l.local_addr().expect("a bound address").port())
+}
+
+/// Runs `start` on `N` free ports, on others while it answers None (one of
+/// them was taken before it could bind it).
+pub fn on_free_ports<T, const N: usize>(mut start: impl FnMut([u16; N]) -> Option<T>) -> T {
+    for _ in 0..ATTEMPTS {
+        if let Some(started) = start(free_ports()) {
+            return started;
+        }
+    }
+    panic!("{ATTEMPTS} draws of free ports were all taken before they could be bound");
+}
+
+/// [`on_free_ports`] for a start that awaits.
+pub async fn on_free_ports_async<T, const N: usize>(
+    mut start: impl AsyncFnMut([u16; N]) -> Option<T>,
+) -> T {
+    for _ in 0..ATTEMPTS {
+        if let Some(started) = start(free_ports()).await {
+            return started;
+        }
+    }
+    panic!("{ATTEMPTS} draws of free ports were all taken before they could be bound");
+}
+
+/// A port held bound but never listening, so connecting to it is refused
+/// for as long as the socket lives, and nobody else can take it.
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a port");
+    let port = socket.local_addr().expect("a bound address").port();
+    (socket, port)
+}
+
+/// The embedded broker on free loopback ports (drawn again should another
+/// process take one first), with `auth` (None: open to anyone) and `options`.
+#[cfg(feature = "embedded-broker")]
+pub async fn embedded_broker(
+    auth: Option<crate::broker::BrokerAuth>,
+    options: crate::broker::BrokerOptions,
+) -> crate::broker::EmbeddedBroker {
+    use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
+    on_free_ports_async(async |[port, ws_port]| {
+        let settings = BrokerSettings {
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            port,
+            ws_port,
+        };
+        match EmbeddedBroker::start_with(settings, auth.clone(), options.clone()).await {
+            Err(BrokerError::PortTaken { .. }) => None,
+            started => Some(started.expect("the embedded broker starts")),
+        }
+    })
+    .await
+}
+
+/// The lines a child process writes on a pipe, read by a thread of their
+/// own (the pipe never fills, the process never blocks on it).
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn read(pipe: impl std::io::Read + Send + 'static) -> Self {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(pipe).lines().map_while(Result::ok);
+            for line in lines.by_ref() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+            // Nobody reads any more: drain until the process closes the pipe.
+            lines.for_each(drop);
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line from now on containing one of `needles`; None when the
+    /// pipe closed first (the process ended) or after `within`.
+    pub fn wait_for(&mut self, needles: &[&str], within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if needles.iter().any(|n| line.contains(n)) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Every line read so far, and the rest until the pipe closes (the
+    /// process ended) or `within` passed.
+    pub fn until_closed(&mut self, within: Duration) -> &[String] {
+        let deadline = Instant::now() + within;
+        while let Ok(line) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// Every line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
 }
 
 /// One message as a test subscriber saw it.

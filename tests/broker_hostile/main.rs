@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Subscriber, on_free_ports_async};
 
 /// Long enough for anything that should happen; only reached on failure.
 const WAIT: Duration = Duration::from_secs(15);
@@ -715,45 +715,58 @@ async fn serve_turns_unready_when_the_broker_stops_accepting() {
 
     const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
     let dir = tempfile::tempdir().unwrap();
-    let (http, port, ws_port) = (free_port(), free_port(), free_port());
-    let mut serve = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .args(["--http-bind", &format!("127.0.0.1:{http}")])
-        .args(["--broker-port", &port.to_string()])
-        .args(["--broker-ws-port", &ws_port.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("MQTT_USERNAME", "engine")
-        .env("MQTT_PASSWORD", "engine-secret")
-        .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", "info")
-        .env_remove("MQTT_BROKER_HOST")
-        .env_remove("MQTT_PASSWORD_FILE")
-        .env_remove("BROKER_PASSWORD_FILE")
-        .env_remove("BROKER_ACL_FILE")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
-    let internal: u16 = timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(at) = line.find("internal=127.0.0.1:") {
-                let rest = &line[at + "internal=127.0.0.1:".len()..];
-                return rest
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+    // Ports drawn again should another process take one before serve binds it.
+    let (mut serve, mut lines, [http, port, ws_port], internal) =
+        on_free_ports_async(async |[http, port, ws_port]| {
+            let mut serve = tokio::process::Command::new(BIN)
+                .arg("serve")
+                .args(["--http-bind", &format!("127.0.0.1:{http}")])
+                .args(["--broker-port", &port.to_string()])
+                .args(["--broker-ws-port", &ws_port.to_string()])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .env("MQTT_USERNAME", "engine")
+                .env("MQTT_PASSWORD", "engine-secret")
+                .env("LOG_FORMAT", "text")
+                .env("RUST_LOG", "info")
+                .env_remove("MQTT_BROKER_HOST")
+                .env_remove("MQTT_PASSWORD_FILE")
+                .env_remove("BROKER_PASSWORD_FILE")
+                .env_remove("BROKER_ACL_FILE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let mut lines = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+            // Logged once every port is bound; the end instead when one was taken.
+            let internal: Result<u16, String> = timeout(WAIT, async {
+                let mut log = String::new();
+                while let Some(line) = lines.next_line().await.unwrap() {
+                    if let Some(at) = line.find("internal=127.0.0.1:") {
+                        let rest = &line[at + "internal=127.0.0.1:".len()..];
+                        return Ok(rest
+                            .split(|c: char| !c.is_ascii_digit())
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .unwrap());
+                    }
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                Err(log)
+            })
+            .await
+            .expect("serve logs where rumqttd listens");
+            match internal {
+                Ok(internal) => Some((serve, lines, [http, port, ws_port], internal)),
+                Err(log) if log.contains(" is taken: ") => None,
+                Err(log) => panic!("serve ended without naming the broker's internal port:\n{log}"),
             }
-        }
-        panic!("serve ended without naming the broker's internal port");
-    })
-    .await
-    .expect("serve logs where rumqttd listens");
+        })
+        .await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let readyz = format!("http://127.0.0.1:{http}/readyz");
     let status = || async {
@@ -883,15 +896,8 @@ async fn embedded(
     scip_orchestrator::broker::EmbeddedBroker,
     scip_orchestrator::broker::BrokerSettings,
 ) {
-    use scip_orchestrator::broker::{BrokerSettings, EmbeddedBroker};
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
-    let broker = EmbeddedBroker::start_with(settings, None, options)
-        .await
-        .unwrap();
+    let broker = scip_orchestrator::testing::embedded_broker(None, options).await;
+    let settings = broker.settings();
     (broker, settings)
 }
 

@@ -495,16 +495,8 @@ async fn secured_embedded(exercise: &str, acl_dir: &Path) -> Broker {
 async fn start_embedded(
     auth: scip_orchestrator::broker::BrokerAuth,
 ) -> scip_orchestrator::broker::EmbeddedBroker {
-    use scip_orchestrator::broker::{BrokerSettings, EmbeddedBroker};
-    use scip_orchestrator::testing::free_port;
-    let settings = BrokerSettings {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: free_port(),
-        ws_port: free_port(),
-    };
-    EmbeddedBroker::start_with_auth(settings, Some(auth))
-        .await
-        .unwrap()
+    use scip_orchestrator::broker::BrokerOptions;
+    scip_orchestrator::testing::embedded_broker(Some(auth), BrokerOptions::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -855,7 +847,7 @@ async fn the_embedded_broker_gate_refuses_clearly_and_checks_every_login() {
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_holds_teams_to_the_acl_file() {
-    use scip_orchestrator::testing::free_port;
+    use scip_orchestrator::testing::on_free_ports_async;
 
     let ex = "sec-serve";
     let dir = tempfile::tempdir().unwrap();
@@ -863,9 +855,8 @@ async fn serve_holds_teams_to_the_acl_file() {
     let acl_dir = dir.path().join("acl");
     let users = broker_acl(ex, &scenario, &acl_dir);
     let file = |suffix: &str| acl_dir.join(format!("{ex}.{suffix}"));
-    let (http, port, ws_port) = (free_port(), free_port(), free_port());
     let admin = "scip_sec-serve-admin-token";
-    let serve = |env: &[(&str, &Path)]| {
+    let serve = |[http, port, ws_port]: [u16; 3], env: &[(&str, &Path)]| {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .args(["--http-bind", &format!("127.0.0.1:{http}")])
@@ -895,38 +886,71 @@ async fn serve_holds_teams_to_the_acl_file() {
         cmd.spawn().unwrap()
     };
 
+    // Ports drawn again should another process take one before serve binds it.
+    let refused = async |env: &[(&str, &Path)]| {
+        on_free_ports_async(async |ports| {
+            let err = start_up_error(serve(ports, env)).await;
+            (!err.contains(" is taken: ")).then_some(err)
+        })
+        .await
+    };
     // An ACL without a password file, and a broken ACL, stop the start.
-    let err = start_up_error(serve(&[("BROKER_ACL_FILE", &file("acl"))])).await;
+    let err = refused(&[("BROKER_ACL_FILE", &file("acl"))]).await;
     assert!(
         err.contains("BROKER_ACL_FILE needs BROKER_PASSWORD_FILE"),
         "{err}"
     );
     let broken = dir.path().join("broken.acl");
     std::fs::write(&broken, "user a\ntopic read /x\nallow everything\n").unwrap();
-    let err = start_up_error(serve(&[
+    let err = refused(&[
         ("BROKER_PASSWORD_FILE", &file("passwd")),
         ("BROKER_ACL_FILE", &broken),
-    ]))
+    ])
     .await;
     assert!(err.contains("line 3 of"), "{err}");
     assert!(err.contains("unknown keyword \"allow\""), "{err}");
 
-    let mut served = serve(&[
-        ("BROKER_PASSWORD_FILE", &file("passwd")),
-        ("BROKER_ACL_FILE", &file("acl")),
-    ]);
-    // Its log lines, to wait on the SIGHUP reloads below.
-    let mut log = {
-        use tokio::io::AsyncBufReadExt;
-        let (tx, rx) = mpsc::unbounded_channel::<String>();
-        let mut lines = tokio::io::BufReader::new(served.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
+    let (served, mut log, [http, port, _]) = on_free_ports_async(async |ports| {
+        let mut served = serve(
+            ports,
+            &[
+                ("BROKER_PASSWORD_FILE", &file("passwd")),
+                ("BROKER_ACL_FILE", &file("acl")),
+            ],
+        );
+        // Its log lines, to wait on the SIGHUP reloads below.
+        let mut log = {
+            use tokio::io::AsyncBufReadExt;
+            let (tx, rx) = mpsc::unbounded_channel::<String>();
+            let mut lines = tokio::io::BufReader::new(served.stderr.take().unwrap()).lines();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+            rx
+        };
+        // Logged once every port is bound; the end instead when one was taken.
+        let mut before = String::new();
+        let listening = timeout(WAIT, async {
+            while let Some(line) = log.recv().await {
+                if line.contains("embedded MQTT broker listening") {
+                    return true;
+                }
+                before.push_str(&line);
+                before.push('\n');
             }
-        });
-        rx
-    };
+            false
+        })
+        .await
+        .expect("serve starts its broker");
+        match listening {
+            true => Some((served, log, ports)),
+            false if before.contains(" is taken: ") => None,
+            false => panic!("serve ended at start:\n{before}"),
+        }
+    })
+    .await;
     let api = format!("http://127.0.0.1:{http}");
     let deadline = Instant::now() + WAIT;
     while !reqwest::get(format!("{api}/readyz"))

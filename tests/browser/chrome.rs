@@ -9,7 +9,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use scip_orchestrator::testing::free_port;
+use scip_orchestrator::testing::on_free_ports_async;
 
 /// One browser: its own chromedriver, Chromium and profile.
 pub struct Browser {
@@ -24,13 +24,6 @@ impl Browser {
     pub async fn start() -> Self {
         let driver_path = find("CHROMEDRIVER", "chromedriver");
         let chromium = find("CHROMIUM", "chromium");
-        let port = free_port();
-        let driver = Command::new(&driver_path)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
         let profile = tempfile::tempdir().expect("profile dir");
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -52,24 +45,42 @@ impl Browser {
         caps.insert("unhandledPromptBehavior".into(), json!("accept"));
         // The console, to find Content-Security-Policy violations.
         caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(caps.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => break client,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    // chromedriver is still starting.
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+        // chromedriver on a free port; should another process take it
+        // first, chromedriver exits and starts again on another.
+        let (driver, url, client) = on_free_ports_async(async |[port]| {
+            let mut driver = Command::new(&driver_path)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                let session = ClientBuilder::new(connector)
+                    .capabilities(caps.clone())
+                    .connect(&url)
+                    .await;
+                // Ended: its port was taken, and a session there is not ours.
+                if driver.try_wait().expect("chromedriver's status").is_some() {
+                    if let Ok(client) = session {
+                        let _ = client.close().await;
+                    }
+                    return None;
                 }
-                Err(e) => panic!("no WebDriver session from {}: {e}", driver_path.display()),
+                match session {
+                    Ok(client) => return Some((driver, url, client)),
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        // chromedriver is still starting.
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("no WebDriver session from {}: {e}", driver_path.display()),
+                }
             }
-        };
+        })
+        .await;
         Self {
             client,
             driver_url: url,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Subscriber, refused_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
 
@@ -153,7 +153,8 @@ fn validate_names_line_and_column_of_bad_json() {
 
 #[test]
 fn run_exits_non_zero_when_the_broker_is_unreachable() {
-    let port = free_port();
+    // Held bound without listening: refused for the whole test.
+    let (_held, port) = refused_port();
     let out = Command::new(BIN)
         .args([
             "run",

@@ -2,7 +2,7 @@
 //! client and outside subscribers (TCP and WebSocket), and the binary's
 //! `demo` and `serve` as a user runs them, on free ports.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,31 +13,20 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, Transport};
 use serde_json::Value;
 use tokio::sync::mpsc as tokio_mpsc;
 
-use scip_orchestrator::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
+use scip_orchestrator::broker::{BrokerError, BrokerOptions, BrokerSettings, EmbeddedBroker};
 use scip_orchestrator::mqtt::{AckEvent, AckTo, Message, Mqtt, MqttSettings};
-use scip_orchestrator::testing::{Proxy, Seen, Subscriber, free_port};
+use scip_orchestrator::testing::{
+    Lines, Proxy, Seen, Subscriber, embedded_broker, on_free_ports, on_free_ports_async,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
 const EXERCISE: &str = "four-teams-demo";
 /// The goal for `demo`, from process start to "exercise running".
 const RUNNING_WITHIN: Duration = Duration::from_secs(5);
 
-fn loopback_broker() -> BrokerSettings {
-    let (port, ws_port) = two_free_ports();
-    BrokerSettings {
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port,
-        ws_port,
-    }
-}
-
-fn two_free_ports() -> (u16, u16) {
-    loop {
-        let (a, b) = (free_port(), free_port());
-        if a != b {
-            return (a, b);
-        }
-    }
+/// The embedded broker, open, on free loopback ports.
+async fn loopback_broker() -> EmbeddedBroker {
+    embedded_broker(None, BrokerOptions::default()).await
 }
 
 /// Waits for the outcome of the publish tagged `tag`.
@@ -67,7 +56,7 @@ fn message(topic: &str, payload: Vec<u8>, retain: bool, tag: u64, to: &AckTo) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_broker_keeps_retained_messages_and_carries_1_mib() {
-    let broker = EmbeddedBroker::start(loopback_broker()).await.unwrap();
+    let broker = loopback_broker().await;
     assert_eq!(
         broker.mqtt_url(),
         format!("mqtt://127.0.0.1:{}", broker.settings().port)
@@ -129,7 +118,7 @@ async fn embedded_broker_keeps_retained_messages_and_carries_1_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_client_resumes_its_session_with_the_embedded_broker() {
-    let broker = EmbeddedBroker::start(loopback_broker()).await.unwrap();
+    let broker = loopback_broker().await;
     let proxy = Proxy::start(broker.settings().port).await;
     let mut sub = Subscriber::connect(broker.settings().port, "/exercise/b2/#").await;
     let mqtt = Mqtt::connect(MqttSettings::new("127.0.0.1", proxy.port, "engine-resumes"))
@@ -172,23 +161,28 @@ async fn engine_client_resumes_its_session_with_the_embedded_broker() {
 async fn embedded_broker_names_a_taken_port_and_its_flag() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    for (settings, flag) in [
-        (
-            BrokerSettings {
-                port,
-                ..loopback_broker()
-            },
-            "--broker-port / BROKER_PORT",
-        ),
-        (
-            BrokerSettings {
-                ws_port: port,
-                ..loopback_broker()
-            },
-            "--broker-ws-port / BROKER_WS_PORT",
-        ),
+    for flag in [
+        "--broker-port / BROKER_PORT",
+        "--broker-ws-port / BROKER_WS_PORT",
     ] {
-        let err = EmbeddedBroker::start(settings).await.unwrap_err();
+        // The other port is drawn free; should another process take it
+        // first, the error names that one: then another.
+        let err = on_free_ports_async(async |[other]| {
+            let (port, ws_port) = match flag {
+                "--broker-port / BROKER_PORT" => (port, other),
+                _ => (other, port),
+            };
+            let settings = BrokerSettings {
+                bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+                ws_port,
+            };
+            match EmbeddedBroker::start(settings).await.unwrap_err() {
+                BrokerError::PortTaken { port: p, .. } if p == other => None,
+                err => Some(err),
+            }
+        })
+        .await;
         assert!(matches!(err, BrokerError::PortTaken { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -202,10 +196,14 @@ struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     stdout: Vec<String>,
+    stderr: Lines,
+    /// When it was started.
+    spawned: Instant,
 }
 
 impl Proc {
     fn spawn(args: &[&str]) -> Self {
+        let spawned = Instant::now();
         let mut child = Command::new(BIN)
             .args(args)
             .env_remove("MQTT_BROKER_HOST")
@@ -225,39 +223,37 @@ impl Proc {
                 }
             }
         });
+        let stderr = Lines::read(child.stderr.take().unwrap());
         Self {
             child,
             lines,
             stdout: Vec::new(),
+            stderr,
+            spawned,
         }
     }
 
-    /// Lines until one contains `needle` (included); panics after `within`
-    /// or if the process ends first.
-    fn read_until(&mut self, needle: &str, within: Duration) -> &[String] {
-        let deadline = Instant::now() + within;
-        let from = self.stdout.len();
+    /// Reads stdout until a line contains `ready` (true), or the process
+    /// ends first (false); panics after 20 s.
+    fn started(&mut self, ready: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) => {
-                    let done = line.contains(needle);
+                    let done = line.contains(ready);
                     self.stdout.push(line);
                     if done {
-                        return &self.stdout[from..];
+                        return true;
                     }
                 }
-                Err(e) => {
-                    let _ = self.child.kill();
-                    let mut err = String::new();
-                    if let Some(mut stderr) = self.child.stderr.take() {
-                        let _ = stderr.read_to_string(&mut err);
-                    }
-                    panic!(
-                        "no line with {needle:?} within {within:?} ({e}); stdout:\n{}\nstderr:\n{err}",
-                        self.stdout.join("\n")
-                    );
-                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(e) => panic!(
+                    "no line with {ready:?} within 20 s ({e}); stdout:\n{}",
+                    self.stdout.join("\n")
+                ),
             }
         }
     }
@@ -284,11 +280,9 @@ impl Proc {
 
     /// Waits for the exit; the exit status and stderr.
     fn finish(mut self) -> (ExitStatus, String) {
-        let mut err = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            stderr.read_to_string(&mut err).unwrap();
-        }
-        (self.child.wait().unwrap(), err)
+        let status = self.child.wait().unwrap();
+        let err = self.stderr.until_closed(Duration::from_secs(20)).join("\n");
+        (status, err)
     }
 }
 
@@ -306,14 +300,24 @@ struct DemoPorts {
 }
 
 impl DemoPorts {
-    fn free() -> Self {
-        loop {
-            let (http, mqtt, ws) = (free_port(), free_port(), free_port());
-            if http != mqtt && mqtt != ws && http != ws {
-                return Self { http, mqtt, ws };
-            }
-        }
+    fn from([http, mqtt, ws]: [u16; 3]) -> Self {
+        Self { http, mqtt, ws }
     }
+}
+
+/// `demo` on `ports`, once it runs its exercise; None when it ended
+/// because one of them was taken.
+fn start_demo(ports: &DemoPorts, data_dir: &Path, speed: &str) -> Option<Proc> {
+    let mut demo = spawn_demo(ports, data_dir, speed);
+    if demo.started(&format!(" running at speed {speed}")) {
+        return Some(demo);
+    }
+    let (status, stderr) = demo.finish();
+    assert!(
+        stderr.contains(" is taken: "),
+        "demo ended at start ({status:?}):\n{stderr}"
+    );
+    None
 }
 
 fn spawn_demo(ports: &DemoPorts, data_dir: &Path, speed: &str) -> Proc {
@@ -433,11 +437,12 @@ async fn exercises(api: &str, token: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = DemoPorts::free();
-    let started = Instant::now();
-    let mut demo = spawn_demo(&ports, dir.path(), "30");
-    demo.read_until(" running at speed 30", Duration::from_secs(20));
-    let to_running = started.elapsed();
+    // Ports drawn again should another process take one before demo binds it.
+    let (demo, ports) = on_free_ports(|ports| {
+        let ports = DemoPorts::from(ports);
+        start_demo(&ports, dir.path(), "30").map(|demo| (demo, ports))
+    });
+    let to_running = demo.spawned.elapsed();
     eprintln!("demo: process start to exercise running in {to_running:?}");
     assert!(
         to_running < RUNNING_WITHIN,
@@ -512,8 +517,15 @@ async fn demo_runs_the_sample_on_the_embedded_broker_and_stops_on_sigterm() {
     );
 
     // A second run on the same data dir starts afresh.
-    let mut again = spawn_demo(&ports, dir.path(), "30");
-    again.read_until(" running at speed 30", Duration::from_secs(20));
+    // On the same ports, which another process may hold for a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        if let Some(again) = start_demo(&ports, dir.path(), "30") {
+            break again;
+        }
+        assert!(Instant::now() < deadline, "the ports stayed taken for 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     // A fresh run has a fresh token.
     let token = again
         .url("API token:")
@@ -539,13 +551,21 @@ fn demo_names_a_taken_port_and_the_flag_that_changes_it() {
         ("--broker-port", "BROKER_PORT"),
         ("--broker-ws-port", "BROKER_WS_PORT"),
     ] {
-        let mut ports = DemoPorts::free();
-        match flag {
-            "--http-bind" => ports.http = port,
-            "--broker-port" => ports.mqtt = port,
-            _ => ports.ws = port,
-        }
-        let (status, stderr) = spawn_demo(&ports, dir.path(), "5").finish();
+        // The other ports are drawn free; should another process take one
+        // first, the error names that one: then others.
+        let (status, stderr) = on_free_ports(|drawn| {
+            let mut ports = DemoPorts::from(drawn);
+            match flag {
+                "--http-bind" => ports.http = port,
+                "--broker-port" => ports.mqtt = port,
+                _ => ports.ws = port,
+            }
+            let (status, stderr) = spawn_demo(&ports, dir.path(), "5").finish();
+            let other = drawn
+                .iter()
+                .any(|p| stderr.contains(&format!("port {p} is taken")));
+            (!other).then_some((status, stderr))
+        });
         assert!(!status.success(), "{flag}: exit {status:?}");
         assert!(
             stderr.contains(&format!(
@@ -564,23 +584,40 @@ const ADMIN: &str = "scip_demo-test-admin-token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_a_broker_host_starts_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = DemoPorts::free();
-    let http = format!("127.0.0.1:{}", ports.http);
-    let (mqtt, ws) = (ports.mqtt.to_string(), ports.ws.to_string());
     let tokens = format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN));
-    let serve = Proc::spawn(&[
-        "serve",
-        "--api-tokens",
-        &tokens,
-        "--http-bind",
-        &http,
-        "--broker-port",
-        &mqtt,
-        "--broker-ws-port",
-        &ws,
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    // Ports drawn again should another process take one before serve binds it.
+    let (serve, ports) = on_free_ports(|ports| {
+        let ports = DemoPorts::from(ports);
+        let http = format!("127.0.0.1:{}", ports.http);
+        let (mqtt, ws) = (ports.mqtt.to_string(), ports.ws.to_string());
+        let mut serve = Proc::spawn(&[
+            "serve",
+            "--api-tokens",
+            &tokens,
+            "--http-bind",
+            &http,
+            "--broker-port",
+            &mqtt,
+            "--broker-ws-port",
+            &ws,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        // Logged once every port is bound.
+        let listening = serve
+            .stderr
+            .wait_for(&["embedded MQTT broker listening"], Duration::from_secs(20));
+        if listening.is_some() {
+            return Some((serve, ports));
+        }
+        let (status, stderr) = serve.finish();
+        assert!(
+            stderr.contains(" is taken: "),
+            "serve ended at start ({status:?}):\n{stderr}"
+        );
+        None
+    });
+    let http = format!("127.0.0.1:{}", ports.http);
     let api = format!("http://{http}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -646,7 +683,14 @@ struct LoggedServe {
 
 impl LoggedServe {
     fn start(dir: &Path) -> Self {
-        let ports = DemoPorts::free();
+        // Ports drawn again should another process take one before serve
+        // binds it.
+        on_free_ports(|ports| Self::start_on(dir, &DemoPorts::from(ports)))
+    }
+
+    /// Serve on `ports` once every one is bound; None when it ended because
+    /// one was taken.
+    fn start_on(dir: &Path, ports: &DemoPorts) -> Option<Self> {
         let tokens = format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN));
         let mut child = Command::new(BIN)
             .args(["serve", "--api-tokens", &tokens, "--http-bind"])
@@ -667,16 +711,33 @@ impl LoggedServe {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let lines = log.clone();
+        let (tx, fresh) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
+                lines.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
             }
         });
-        Self {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match fresh.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                // Logged once every port is bound.
+                Ok(line) if line.contains("embedded MQTT broker listening") => break,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = child.wait();
+                    let log = log.lock().unwrap().join("\n");
+                    assert!(log.contains(" is taken: "), "serve ended at start:\n{log}");
+                    return None;
+                }
+                Err(e) => panic!("serve did not start its broker within 20 s: {e}"),
+            }
+        }
+        Some(Self {
             child,
             log,
             api: format!("http://127.0.0.1:{}", ports.http),
-        }
+        })
     }
 
     async fn ready(&self) -> bool {

@@ -367,6 +367,7 @@ async fn a_cut_link_with_the_session_kept_loses_nothing_and_sends_nothing_twice(
     })
     .await;
     proxy.set_up(false);
+    // The link stays cut for two seconds: a real outage, not a settle wait.
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.set_up(true);
     let outcome = ex.finish().await;
@@ -404,7 +405,7 @@ async fn an_unacknowledged_inject_is_retried_then_failed_and_announced() {
         max_attempts: 3,
         late_after: Duration::from_millis(100),
     };
-    let ex = start_with(
+    let mut ex = start_with(
         proxy.port,
         &path,
         "hung-1",
@@ -418,8 +419,11 @@ async fn an_unacknowledged_inject_is_retried_then_failed_and_announced() {
         .await;
     // The broker hangs: the connection stays up, nothing comes back.
     proxy.set_stalled(true);
-    // Three attempts of 400 ms with 200 ms between them: failed by about T+2.6.
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // Three attempts of 400 ms with 200 ms between them: failed by about
+    // T+2.6, as the run's own counts show (its announcement of the failure
+    // waits behind the stall).
+    ex.progress_until(Duration::from_secs(10), |p| p.counts.failed == 1)
+        .await;
     proxy.set_stalled(false);
     let seen = sub
         .collect_until(Duration::from_secs(10), |m| {

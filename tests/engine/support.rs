@@ -57,9 +57,26 @@ pub fn write_scenario(
 pub struct Exercise {
     handle: JoinHandle<Outcome>,
     stop: Option<oneshot::Sender<()>>,
+    progress: watch::Receiver<Progress>,
 }
 
 impl Exercise {
+    /// Waits until the run's progress (its counts, state, link) satisfies
+    /// `done`; panics after `within`.
+    pub async fn progress_until(
+        &mut self,
+        within: Duration,
+        done: impl FnMut(&Progress) -> bool,
+    ) -> Progress {
+        if let Ok(reached) = tokio::time::timeout(within, self.progress.wait_for(done)).await {
+            return *reached.expect("the run is alive");
+        }
+        panic!(
+            "not so within {within:?}; last progress: {:?}",
+            *self.progress.borrow()
+        );
+    }
+
     /// Waits for the run to end by itself.
     pub async fn finish(mut self) -> Outcome {
         let outcome = tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
@@ -111,7 +128,7 @@ pub async fn start_with(
         monitoring_every: Duration::from_secs(5),
         max_commands_per_minute: 60,
     };
-    let (progress, _) = watch::channel(Progress {
+    let (progress, progress_rx) = watch::channel(Progress {
         time: ExerciseSeconds::ZERO,
         total: scenario.duration,
         state: State::Initialized,
@@ -140,6 +157,7 @@ pub async fn start_with(
     Exercise {
         handle,
         stop: Some(stop),
+        progress: progress_rx,
     }
 }
 

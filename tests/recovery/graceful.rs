@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use scip_orchestrator::testing::{Mosquitto, Proxy, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Proxy, Subscriber};
 
 use super::{PgDatabase, Serve, http};
 
@@ -44,13 +44,13 @@ async fn sigterm_on_due_instants_sends_nothing_twice_on_postgres() {
 async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
-    let port = free_port();
     let teams = TEAMS.to_string();
     let env = [("MAX_TEAMS_PER_EXERCISE", teams.as_str())];
     let mut sub = Subscriber::connect(broker.port, &format!("/exercise/{exercise}/#")).await;
     let link = Proxy::start(broker.port).await;
     link.set_delay(ACK_DELAY);
-    let mut serve = Serve::start_with(port, link.port, database_url, media.path(), &env);
+    let mut serve = Serve::start_with(None, link.port, database_url, media.path(), &env);
+    let port = serve.port;
 
     let injects: Vec<Value> = (0..=LAST)
         .map(|t| json!({"id": format!("i-{t:02}"), "time": t, "type": "news", "content": {}}))
@@ -68,10 +68,14 @@ async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
         "POST",
         "/api/v1/exercises",
         Some(json!({"package": package, "speed": 1.0})),
-    );
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let base = format!("/api/v1/exercises/{exercise}");
-    assert_eq!(http(port, "POST", &format!("{base}/start"), None).0, 200);
+    assert_eq!(
+        http(port, "POST", &format!("{base}/start"), None).await.0,
+        200
+    );
 
     let mut seen = sub
         .collect_until(Duration::from_secs(10), |m| m.payload["id"] == "i-00")
@@ -103,20 +107,21 @@ async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
             Some(0),
             "serve exits 0 on SIGTERM (offset {offset} µs)"
         );
-        serve = Serve::start_with(port, link.port, database_url, media.path(), &env);
+        serve = Serve::start_with(Some(port), link.port, database_url, media.path(), &env);
     }
     // The last start runs the exercise to its end: what is left goes out at
     // once (seek, delivering what it passes over).
-    let (status, body) = http(port, "POST", &format!("{base}/pause"), None);
+    let (status, body) = http(port, "POST", &format!("{base}/pause"), None).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = http(
         port,
         "POST",
         &format!("{base}/seek"),
         Some(json!({"to": LAST, "mode": "deliver"})),
-    );
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http(port, "POST", &format!("{base}/resume"), None);
+    let (status, body) = http(port, "POST", &format!("{base}/resume"), None).await;
     assert_eq!(status, 200, "{body}");
     seen.extend(
         sub.collect_until(Duration::from_secs(40), |m| {
@@ -150,7 +155,7 @@ async fn sigterm_on_due_instants(database_url: &str, exercise: &str) {
         wrong.len(),
         &wrong[..wrong.len().min(20)]
     );
-    let (_, deliveries) = http(port, "GET", &format!("{base}/deliveries"), None);
+    let (_, deliveries) = http(port, "GET", &format!("{base}/deliveries"), None).await;
     let deliveries = deliveries.as_array().expect("a list");
     assert_eq!(deliveries.len(), TEAMS * (LAST as usize + 1));
     assert!(

@@ -13,15 +13,15 @@ mod restore;
 mod store_failure;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use scip_orchestrator::store::Store;
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Lines, Mosquitto, Subscriber};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
 
@@ -45,10 +45,10 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
     let media = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("serve.db").display());
-    let port = free_port();
     let exercise = "graceful-1";
     let mut sub = Subscriber::connect(broker.port, &format!("/exercise/{exercise}/#")).await;
-    let serve = Serve::start(port, broker.port, &url, media.path());
+    let serve = Serve::start(None, broker.port, &url, media.path());
+    let port = serve.port;
     let injects: Vec<Value> = (0..=6)
         .map(|t| json!({"id": format!("i-{t}"), "time": t * 10, "type": "news", "content": {}}))
         .collect();
@@ -62,10 +62,14 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
         "POST",
         "/api/v1/exercises",
         Some(json!({"package": package, "speed": 10.0})),
-    );
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let base = format!("/api/v1/exercises/{exercise}");
-    assert_eq!(http(port, "POST", &format!("{base}/start"), None).0, 200);
+    assert_eq!(
+        http(port, "POST", &format!("{base}/start"), None).await.0,
+        200
+    );
     sub.collect_until(Duration::from_secs(10), |m| m.payload["id"] == "i-2")
         .await;
     let (status, _) = http(
@@ -73,17 +77,18 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
         "POST",
         &format!("{base}/pause"),
         Some(json!({"reason": "lunch"})),
-    );
+    )
+    .await;
     assert_eq!(status, 200);
-    let paused_at = http(port, "GET", &base, None).1["exercise_time"].clone();
-    let link = http(port, "GET", &base, None).1["teams"][0]["dashboard_url"].clone();
+    let paused_at = http(port, "GET", &base, None).await.1["exercise_time"].clone();
+    let link = http(port, "GET", &base, None).await.1["teams"][0]["dashboard_url"].clone();
 
     let code = serve.terminate();
     assert_eq!(code, Some(0), "serve exits 0 on SIGTERM");
     // Start again: the exercise is still paused at the same time, and its
     // history is there.
-    let _serve = Serve::start(port, broker.port, &url, media.path());
-    let (_, again) = http(port, "GET", &base, None);
+    let _serve = Serve::start(Some(port), broker.port, &url, media.path());
+    let (_, again) = http(port, "GET", &base, None).await;
     assert_eq!(again["state"], "paused", "{again}");
     assert_eq!(again["exercise_time"], paused_at);
     // The team's link is the same and still opens its dashboard.
@@ -94,9 +99,10 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
         "POST",
         &format!("{base}/teams/blue/receipts?token={token}"),
         Some(json!({"run": 1, "inject_ids": []})),
-    );
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (_, log) = http(port, "GET", &format!("{base}/control-log"), None);
+    let (_, log) = http(port, "GET", &format!("{base}/control-log"), None).await;
     let commands: Vec<&str> = log
         .as_array()
         .unwrap()
@@ -106,7 +112,10 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
     assert_eq!(commands, ["start", "pause"]);
     assert_eq!(log[1]["reason"], "lunch");
     // Resumed, it completes and delivers the rest exactly once.
-    assert_eq!(http(port, "POST", &format!("{base}/resume"), None).0, 200);
+    assert_eq!(
+        http(port, "POST", &format!("{base}/resume"), None).await.0,
+        200
+    );
     let seen = sub
         .collect_until(Duration::from_secs(20), |m| {
             m.topic.ends_with("/status") && m.payload["status"] == "completed"
@@ -118,7 +127,7 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
         .map(|m| m.payload["id"].as_str().unwrap())
         .collect();
     assert_eq!(later, ["i-3", "i-4", "i-5", "i-6"]);
-    let (_, deliveries) = http(port, "GET", &format!("{base}/deliveries"), None);
+    let (_, deliveries) = http(port, "GET", &format!("{base}/deliveries"), None).await;
     assert!(
         deliveries
             .as_array()
@@ -131,10 +140,10 @@ async fn sigterm_saves_state_and_the_next_start_resumes() {
 async fn kill_and_restart(database_url: &str, exercise: &str) {
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut sub =
         Subscriber::connect(broker.port, &format!("/exercise/{exercise}/team/+/feed")).await;
-    let mut serve = Serve::start(port, broker.port, database_url, media.path());
+    let mut serve = Serve::start(None, broker.port, database_url, media.path());
+    let port = serve.port;
 
     let injects: Vec<Value> = (0..=20)
         .map(|t| json!({"id": format!("i-{t:02}"), "time": t, "type": "news", "content": {"headline": format!("T+{t}")}}))
@@ -149,14 +158,16 @@ async fn kill_and_restart(database_url: &str, exercise: &str) {
         "POST",
         "/api/v1/exercises",
         Some(json!({"package": package, "speed": 1.0})),
-    );
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = http(
         port,
         "POST",
         &format!("/api/v1/exercises/{exercise}/start"),
         None,
-    );
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     let before = sub
@@ -183,18 +194,19 @@ async fn kill_and_restart(database_url: &str, exercise: &str) {
     );
     // Down for three seconds: T+6 to T+8 come due meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let serve = Serve::start(port, broker.port, database_url, media.path());
+    let serve = Serve::start(Some(port), broker.port, database_url, media.path());
     let down = killed.elapsed();
 
     // The exercise continues where it would have been, and completes.
     let deadline = Instant::now() + Duration::from_secs(40);
     let exercise_state = loop {
-        let (status, body) = http(port, "GET", &format!("/api/v1/exercises/{exercise}"), None);
+        let (status, body) =
+            http(port, "GET", &format!("/api/v1/exercises/{exercise}"), None).await;
         assert_eq!(status, 200, "{body}");
         if body["state"] == "completed" || Instant::now() > deadline {
             break body;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(exercise_state["state"], "completed", "{exercise_state}");
 
@@ -237,7 +249,8 @@ async fn kill_and_restart(database_url: &str, exercise: &str) {
         "GET",
         &format!("/api/v1/exercises/{exercise}/deliveries"),
         None,
-    );
+    )
+    .await;
     let deliveries = deliveries.as_array().expect("a list");
     assert_eq!(deliveries.len(), 42);
     assert!(
@@ -264,59 +277,82 @@ async fn kill_and_restart(database_url: &str, exercise: &str) {
 /// A `serve` process of our own.
 struct Serve {
     child: Child,
+    /// Where its HTTP API listens.
+    port: u16,
 }
 
 impl Serve {
-    fn start(port: u16, mqtt_port: u16, database_url: &str, media: &std::path::Path) -> Self {
+    /// `serve` on `port`, or with None on a port the system picks (read
+    /// back from its log), which no other process can take first.
+    fn start(port: Option<u16>, mqtt_port: u16, database_url: &str, media: &Path) -> Self {
         Self::start_with(port, mqtt_port, database_url, media, &[])
     }
 
-    /// `serve` with these environment variables added.
+    /// `serve` with these environment variables added; returns once it
+    /// logged that it serves. A `port` given is one clients know from an
+    /// earlier start: while another process holds it, it starts again.
     fn start_with(
-        port: u16,
+        port: Option<u16>,
         mqtt_port: u16,
         database_url: &str,
-        media: &std::path::Path,
+        media: &Path,
         env: &[(&str, &str)],
     ) -> Self {
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--http-bind",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                database_url,
-            ])
-            .arg("--media-storage-path")
-            .arg(media)
-            .env("MQTT_BROKER_HOST", "127.0.0.1")
-            .env("MQTT_BROKER_PORT", mqtt_port.to_string())
-            .env(
-                "API_TOKENS",
-                format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN)),
-            )
-            .env("RETRY_DELAY_SECONDS", "1")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start serve");
-        let serve = Self { child };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
-                    return serve;
+            let mut child = Command::new(BIN)
+                .args([
+                    "serve",
+                    "--http-bind",
+                    &format!("127.0.0.1:{}", port.unwrap_or(0)),
+                    "--database-url",
+                    database_url,
+                ])
+                .arg("--media-storage-path")
+                .arg(media)
+                .env("MQTT_BROKER_HOST", "127.0.0.1")
+                .env("MQTT_BROKER_PORT", mqtt_port.to_string())
+                .env(
+                    "API_TOKENS",
+                    format!("admin:{}", scip_orchestrator::access::tokens::hash(ADMIN)),
+                )
+                .env("RETRY_DELAY_SECONDS", "1")
+                .env("LOG_FORMAT", "json")
+                .env("RUST_LOG", "info")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start serve");
+            let mut log = Lines::read(child.stderr.take().expect("piped stderr"));
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.wait_for(&[r#""message":"serving""#, " is taken: "], left) {
+                Some(line) if line.contains(" is taken: ") => {
+                    let _ = child.wait();
+                    assert!(
+                        Instant::now() < deadline,
+                        "port {port:?} stayed taken for 20 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Some(line) => {
+                    let serving: Value = serde_json::from_str(&line).expect("a JSON log line");
+                    let port = serving["http"]
+                        .as_str()
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                        .unwrap_or_else(|| panic!("no HTTP address in {line}"))
+                        .port();
+                    return Self { child, port };
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "serve did not start within 20 s; it logged:\n{}",
+                        log.seen().join("\n")
+                    );
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not answer /healthz within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -356,30 +392,28 @@ impl Drop for Serve {
     }
 }
 
-/// A minimal HTTP/1.0 client: (status, JSON body).
 /// The admin token of the `serve` under test.
 const ADMIN: &str = "scip_recovery-test-admin-token";
 
-fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
+/// One request to the `serve` on `port` as its admin: (status, JSON body,
+/// Null when there is none).
+async fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    // No pooled connections: `serve` restarts on the same port.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client");
+    let response = client
+        .request(method, format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(ADMIN)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.map(|b| b.to_string()).unwrap_or_default())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: no answer from serve: {e}"));
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(Value::Null);
     (status, json)
 }
 
@@ -402,7 +436,12 @@ impl PgDatabase {
                  `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
                 )
             });
-        let name = format!("recovery_{}_{}", std::process::id(), free_port());
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "recovery_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -427,10 +466,10 @@ impl PgDatabase {
 }
 
 /// Polls `check` until it gives a value; panics after `within`.
-async fn wait_for<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+async fn wait_for<T>(within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(v) = check() {
+        if let Some(v) = check().await {
             return v;
         }
         assert!(Instant::now() < deadline, "not within {within:?}");

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::time::Instant;
 
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Subscriber};
 
 use super::{Serve, http, wait_for};
 
@@ -72,8 +72,8 @@ async fn a_stalled_store_leaves_memory_flat() {
         "resident memory grew from {before} kB to a peak of {peak} kB while the store stalled"
     );
     // Writes are stuck: not ready.
-    wait_for(Duration::from_secs(20), || {
-        (http(run.port, "GET", "/readyz", None).0 == 503).then_some(())
+    wait_for(Duration::from_secs(20), async || {
+        (http(run.port, "GET", "/readyz", None).await.0 == 503).then_some(())
     })
     .await;
     // The held pause goes out once stored.
@@ -86,8 +86,8 @@ async fn a_stalled_store_leaves_memory_flat() {
             m.payload["event"] == "state_changed" && m.payload["reason"] == "sentinel"
         })
         .await;
-    wait_for(Duration::from_secs(20), || {
-        (http(run.port, "GET", "/readyz", None).0 == 200).then_some(())
+    wait_for(Duration::from_secs(20), async || {
+        (http(run.port, "GET", "/readyz", None).await.0 == 200).then_some(())
     })
     .await;
     run.check_counted().await;
@@ -112,8 +112,8 @@ impl Running {
         let broker = Mosquitto::start();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("serve.db").display());
-        let port = free_port();
-        let serve = Serve::start(port, broker.port, &url, dir.path());
+        let serve = Serve::start(None, broker.port, &url, dir.path());
+        let port = serve.port;
         let mut feed =
             Subscriber::connect(broker.port, &format!("/exercise/{id}/team/+/feed")).await;
         let injects: Vec<Value> = (0..120)
@@ -132,9 +132,11 @@ impl Running {
             "POST",
             "/api/v1/exercises",
             Some(json!({"package": package, "speed": 1.0})),
-        );
+        )
+        .await;
         assert_eq!(status, 201, "{body}");
-        let (status, body) = http(port, "POST", &format!("/api/v1/exercises/{id}/start"), None);
+        let (status, body) =
+            http(port, "POST", &format!("/api/v1/exercises/{id}/start"), None).await;
         assert_eq!(status, 200, "{body}");
         feed.collect_until(Duration::from_secs(10), |m| m.payload["id"] == "i-001")
             .await;
@@ -168,7 +170,8 @@ impl Running {
                 "GET",
                 &format!("/api/v1/exercises/{}", self.id),
                 None,
-            );
+            )
+            .await;
             if e["state"] == "paused" {
                 return;
             }
@@ -182,7 +185,7 @@ impl Running {
 
     /// What was not reported one by one is counted.
     async fn check_counted(&self) {
-        let metrics = metrics(self.port);
+        let metrics = metrics(self.port).await;
         let suppressed = metric(&metrics, "scip_control_reports_suppressed_total");
         assert!(
             suppressed > 0.0,
@@ -201,13 +204,15 @@ impl Running {
             "GET",
             &format!("/api/v1/exercises/{}/deliveries", self.id),
             None,
-        );
+        )
+        .await;
         let (_, e) = http(
             self.port,
             "GET",
             &format!("/api/v1/exercises/{}", self.id),
             None,
-        );
+        )
+        .await;
         let now = e["exercise_time"].as_u64().unwrap();
         let due: Vec<&Value> = deliveries
             .as_array()
@@ -329,18 +334,16 @@ fn vm(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
-fn metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
-        super::ADMIN
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+async fn metrics(port: u16) -> String {
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth(super::ADMIN)
+        .send()
+        .await
+        .expect("serve answers")
+        .text()
+        .await
+        .expect("a text body")
 }
 
 /// The sum of every series of `name` in a Prometheus text exposition.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Subscriber};
 
 use super::{PgDatabase, Serve, http};
 
@@ -36,8 +36,8 @@ async fn bad_stored_speeds_are_reported_and_the_rest_start_on_postgres() {
 async fn bad_rows(database_url: &str, bad: &[(&str, &str)]) {
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let serve = Serve::start(port, broker.port, database_url, media.path());
+    let serve = Serve::start(None, broker.port, database_url, media.path());
+    let port = serve.port;
     let package = |id: &str| {
         json!({
             "id": id, "duration": 10,
@@ -56,9 +56,11 @@ async fn bad_rows(database_url: &str, bad: &[(&str, &str)]) {
             "POST",
             "/api/v1/exercises",
             Some(json!({"package": package(id), "speed": 1.0})),
-        );
+        )
+        .await;
         assert_eq!(status, 201, "{body}");
-        let (status, body) = http(port, "POST", &format!("/api/v1/exercises/{id}/start"), None);
+        let (status, body) =
+            http(port, "POST", &format!("/api/v1/exercises/{id}/start"), None).await;
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(serve.terminate(), Some(0));
@@ -73,11 +75,11 @@ async fn bad_rows(database_url: &str, bad: &[(&str, &str)]) {
     }
 
     let mut sub = Subscriber::connect(broker.port, "/exercise/good/team/+/feed").await;
-    let _serve = Serve::start(port, broker.port, database_url, media.path());
+    let _serve = Serve::start(Some(port), broker.port, database_url, media.path());
     // The good exercise runs on: its T+2 inject goes out.
     sub.collect_until(Duration::from_secs(20), |m| m.payload["id"] == "b")
         .await;
-    let (status, list) = http(port, "GET", "/api/v1/exercises", None);
+    let (status, list) = http(port, "GET", "/api/v1/exercises", None).await;
     assert_eq!(status, 200, "{list}");
     let by_id = |id: &str| -> Value {
         list.as_array()
@@ -97,11 +99,12 @@ async fn bad_rows(database_url: &str, bad: &[(&str, &str)]) {
             why.contains("speed"),
             "{id}: the reason names the speed: {why:?}"
         );
-        let (status, one) = http(port, "GET", &format!("/api/v1/exercises/{id}"), None);
+        let (status, one) = http(port, "GET", &format!("/api/v1/exercises/{id}"), None).await;
         assert_eq!(status, 200, "{one}");
         assert_eq!(one["state"], "unrestorable");
         // Commands are refused with the reason; deleting it is allowed.
-        let (status, body) = http(port, "POST", &format!("/api/v1/exercises/{id}/pause"), None);
+        let (status, body) =
+            http(port, "POST", &format!("/api/v1/exercises/{id}/pause"), None).await;
         assert_eq!(status, 409, "{body}");
         assert!(
             body["error"]["message"]
@@ -112,9 +115,9 @@ async fn bad_rows(database_url: &str, bad: &[(&str, &str)]) {
         );
     }
     let (id, _) = bad[0];
-    let (status, body) = http(port, "DELETE", &format!("/api/v1/exercises/{id}"), None);
+    let (status, body) = http(port, "DELETE", &format!("/api/v1/exercises/{id}"), None).await;
     assert_eq!(status, 204, "{body}");
-    let (status, _) = http(port, "GET", &format!("/api/v1/exercises/{id}"), None);
+    let (status, _) = http(port, "GET", &format!("/api/v1/exercises/{id}"), None).await;
     assert_eq!(status, 404);
 }
 

@@ -12,7 +12,7 @@ use sqlx::Connection;
 use tokio::time::Instant;
 
 use scip_orchestrator::store::Store;
-use scip_orchestrator::testing::{Mosquitto, Subscriber, free_port};
+use scip_orchestrator::testing::{Mosquitto, Subscriber};
 
 use super::{PgDatabase, Serve, http, wait_for};
 
@@ -54,9 +54,9 @@ async fn refused_writes(database_url: &str, exercise: &str) {
     let sqlite = database_url.starts_with("sqlite:");
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut sub = Subscriber::connect(broker.port, &format!("/exercise/{exercise}/#")).await;
-    let serve = Serve::start(port, broker.port, database_url, media.path());
+    let serve = Serve::start(None, broker.port, database_url, media.path());
+    let port = serve.port;
     let injects: Vec<Value> = (0..=12)
         .map(|t| json!({"id": format!("i-{t:02}"), "time": t, "type": "news", "content": {}}))
         .collect();
@@ -70,16 +70,20 @@ async fn refused_writes(database_url: &str, exercise: &str) {
         "POST",
         "/api/v1/exercises",
         Some(json!({"package": package, "speed": 1.0})),
-    );
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let base = format!("/api/v1/exercises/{exercise}");
-    assert_eq!(http(port, "POST", &format!("{base}/start"), None).0, 200);
+    assert_eq!(
+        http(port, "POST", &format!("{base}/start"), None).await.0,
+        200
+    );
     let mut seen = sub
         .collect_until(Duration::from_secs(10), |m| {
             m.payload["id"] == "i-01" && m.payload["team_id"] == "red"
         })
         .await;
-    assert_eq!(http(port, "GET", "/readyz", None).0, 200);
+    assert_eq!(http(port, "GET", "/readyz", None).await.0, 200);
 
     // The database refuses every write of an exercise from now on.
     let refuse = if sqlite {
@@ -96,8 +100,8 @@ async fn refused_writes(database_url: &str, exercise: &str) {
         .await,
     );
     // Their records cannot be stored: not ready.
-    let unready = wait_for(Duration::from_secs(10), || {
-        let (status, body) = http(port, "GET", "/readyz", None);
+    let unready = wait_for(Duration::from_secs(10), async || {
+        let (status, body) = http(port, "GET", "/readyz", None).await;
         (status == 503).then_some(body)
     })
     .await;
@@ -114,10 +118,11 @@ async fn refused_writes(database_url: &str, exercise: &str) {
         "POST",
         &format!("{base}/pause"),
         Some(json!({"reason": "while refused"})),
-    );
+    )
+    .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
-    let (status, body) = http(port, "POST", &format!("{base}/resume"), None);
+    let (status, body) = http(port, "POST", &format!("{base}/resume"), None).await;
     assert_eq!(status, 503, "{body}");
     // A create that cannot be stored whole leaves nothing behind.
     let other = json!({"package": {
@@ -125,10 +130,13 @@ async fn refused_writes(database_url: &str, exercise: &str) {
         "teams": [{"id": "blue", "timeline_id": "t"}],
         "timelines": [{"id": "t", "injects": [{"id": "a", "time": 5, "type": "news", "content": {}}]}],
     }});
-    let (status, body) = http(port, "POST", "/api/v1/exercises", Some(other.clone()));
+    let (status, body) = http(port, "POST", "/api/v1/exercises", Some(other.clone())).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
-    assert_eq!(http(port, "GET", "/api/v1/exercises/other", None).0, 404);
+    assert_eq!(
+        http(port, "GET", "/api/v1/exercises/other", None).await.0,
+        404
+    );
     // The clock goes on: feed messages still go out.
     seen.extend(
         sub.collect_until(Duration::from_secs(10), |m| {
@@ -158,11 +166,11 @@ async fn refused_writes(database_url: &str, exercise: &str) {
                 && m.payload["command"] == "resume"
         })
         .await;
-    wait_for(Duration::from_secs(10), || {
-        (http(port, "GET", "/readyz", None).0 == 200).then_some(())
+    wait_for(Duration::from_secs(10), async || {
+        (http(port, "GET", "/readyz", None).await.0 == 200).then_some(())
     })
     .await;
-    let (status, body) = http(port, "POST", "/api/v1/exercises", Some(other));
+    let (status, body) = http(port, "POST", "/api/v1/exercises", Some(other)).await;
     assert_eq!(status, 201, "the refused create left no trace: {body}");
     // The held announcements, in order, only now.
     let changes: Vec<(&Value, Instant)> = after
@@ -180,7 +188,7 @@ async fn refused_writes(database_url: &str, exercise: &str) {
     seen.extend(after);
 
     // Everything is stored: the commands, and every record delivered so far.
-    let (_, log) = http(port, "GET", &format!("{base}/control-log"), None);
+    let (_, log) = http(port, "GET", &format!("{base}/control-log"), None).await;
     let commands: Vec<(&str, bool)> = log
         .as_array()
         .unwrap()

@@ -1,0 +1,63 @@
+//! The journal's unit of writing: control rows, new delivery records,
+//! clocks and progress in one transaction.
+
+use super::control::{ControlRow, insert_control_on};
+use super::deliveries::{DeliveryRow, insert_deliveries_on, save_deliveries_on};
+use super::exercises::{ClockRow, update_clock_on};
+use super::{Store, StoreError, classify};
+
+/// What the journal writes in one transaction: all of it, or none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Appended to the control log in this order.
+    pub controls: Vec<ControlRow>,
+    /// New delivery records.
+    pub inserts: Vec<DeliveryRow>,
+    /// Exercise clocks; one of an exercise no longer stored is skipped.
+    pub clocks: Vec<(String, ClockRow)>,
+    /// Progress of stored records, as [`Store::save_deliveries`] writes it.
+    pub saves: Vec<DeliveryRow>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.controls.is_empty()
+            && self.inserts.is_empty()
+            && self.clocks.is_empty()
+            && self.saves.is_empty()
+    }
+}
+
+impl Store {
+    /// Writes `batch` in one transaction: control rows, new records, clocks,
+    /// then progress, as if one after another. Nothing is written when any
+    /// part fails; [`StoreError::is_transient`] says whether to try again.
+    pub async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                for row in &batch.controls {
+                    insert_control_on!(tx, row).await?;
+                }
+                insert_deliveries_on!(tx, &batch.inserts).await?;
+                for (id, clock) in &batch.clocks {
+                    update_clock_on!(tx, id, clock)?;
+                }
+                save_deliveries_on!(tx, &batch.saves).await?;
+                tx.commit().await
+            }
+            .await
+        })
+        .map_err(|e| {
+            classify(
+                e,
+                || "a row of the batch".to_owned(),
+                || "the exercise of a row of the batch".to_owned(),
+            )
+        })?;
+        Ok(())
+    }
+}
