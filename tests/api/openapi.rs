@@ -1,0 +1,88 @@
+//! The OpenAPI document: every served endpoint and its schemas, the same
+//! document the router serves.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+
+use scip_orchestrator::http;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_endpoint() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(doc["info"]["title"], "scip-orchestrator");
+    let mut listed = BTreeSet::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents no response"
+            );
+            listed.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let served: BTreeSet<String> = [
+        "POST /api/v1/exercises",
+        "GET /api/v1/exercises",
+        "GET /api/v1/exercises/{id}",
+        "DELETE /api/v1/exercises/{id}",
+        "POST /api/v1/exercises/{id}/{command}",
+        "GET /api/v1/exercises/{id}/deliveries",
+        "GET /api/v1/exercises/{id}/failures",
+        "POST /api/v1/exercises/{id}/deliveries/retry",
+        "POST /api/v1/exercises/{id}/teams/{team}/injects/{inject}/retry",
+        "POST /api/v1/exercises/{id}/teams/{team}/injects/{inject}/cancel",
+        "POST /api/v1/exercises/{id}/teams/{team}/injects/{inject}/reschedule",
+        "POST /api/v1/exercises/{id}/injects",
+        "POST /api/v1/exercises/{id}/seek",
+        "GET /api/v1/exercises/{id}/control-log",
+        "GET /api/v1/exercises/{id}/report",
+        "GET /api/v1/exercises/{id}/report.csv",
+        "GET /api/v1/exercises/{id}/report/control-log.csv",
+        "GET /api/v1/exercises/{id}/report.html",
+        "GET /api/v1/exercises/{id}/events",
+        "GET /api/v1/exercises/{id}/teams/{team}/events",
+        "POST /api/v1/exercises/{id}/teams/{team}/receipts",
+        "POST /api/v1/exercises/{id}/teams/{team}/link",
+        "DELETE /api/v1/exercises/{id}/teams/{team}/link",
+        "GET /api/v1/scenarios",
+        "POST /api/v1/packages",
+        "GET /api/v1/tokens",
+        "POST /api/v1/tokens",
+        "DELETE /api/v1/tokens/{token}",
+        "GET /api/v1/packages/{name}/archive",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /api/openapi.json",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(listed, served);
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "ExerciseResponse",
+        "DeliveryResponse",
+        "TransitionResponse",
+        "ControlLogEntry",
+        "ErrorResponse",
+        "CreateExerciseRequest",
+        "SendInjectRequest",
+        "SeekRequest",
+        "ReceiptsRequest",
+        "ScenarioResponse",
+        "AfterActionReport",
+    ] {
+        assert!(schemas.contains_key(schema), "no schema {schema}");
+    }
+    // The document is what the router serves as well.
+    assert_eq!(doc, serde_json::to_value(http::openapi_document()).unwrap());
+}
