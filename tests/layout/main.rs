@@ -22,7 +22,10 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Files allowed past [`MAX_LINES`], each one cohesive thing.
-const LONG_FILES: &[(&str, &str)] = &[];
+const LONG_FILES: &[(&str, &str)] = &[
+    ("tests/broker_hostile/main.rs", "split pending"),
+    ("tests/broker_security/main.rs", "split pending"),
+];
 
 const MAX_LINES: usize = 800;
 
@@ -140,6 +143,8 @@ fn no_file_grows_past_the_limit_unless_listed() {
     let mut files = Vec::new();
     rust_files(&root().join("src"), &mut files);
     rust_files(&root().join("crates"), &mut files);
+    rust_files(&root().join("tests"), &mut files);
+    rust_files(&root().join("benches"), &mut files);
     let mut long = Vec::new();
     for file in &files {
         let rel = file.strip_prefix(root()).unwrap().display().to_string();
