@@ -3,9 +3,7 @@
 //! under the gate's login, with a client id rumqttd takes and a keep-alive
 //! of the gate's own, and its packets are relayed from then on.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -99,19 +97,7 @@ impl Gate {
         }
         client.write_all(&connack).await?;
         client.flush().await?;
-        let conn = Conn {
-            principal,
-            client_idle: (client_keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(client_keep_alive) * 1500)),
-            upstream_keep_alive: self.inner.options.upstream_keep_alive,
-            state: Mutex::default(),
-            deliveries: tokio::sync::Mutex::default(),
-            warned: AtomicBool::new(false),
-            sent_upstream: AtomicBool::new(false),
-            gate_pings: AtomicU32::new(0),
-            gate: self.inner.clone(),
-            held: Mutex::default(),
-        };
+        let conn = Conn::new(self.inner.clone(), principal, client_keep_alive);
         conn.relay(client, buf, upstream, from_upstream).await
     }
 
@@ -283,7 +269,360 @@ pub(super) async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, code: ConnectR
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use rumqttc::mqttbytes::v4::{Connect, LastWill, Login, Packet};
+    use rumqttc::mqttbytes::{Protocol, QoS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::super::frames::encode;
+    use super::super::{Gate, Principal};
     use super::upstream_client_id;
+    use crate::broker::{BrokerAuth, BrokerOptions};
+    use crate::mqtt::Password;
+    use crate::mqtt::acl::Acl;
+    use crate::mqtt::broker_files::hash_password;
+
+    const ACL: &str = "user blue\ntopic readwrite /exercise/blue/#\n";
+
+    fn gate_with(logins: Option<BrokerAuth>, options: BrokerOptions) -> Gate {
+        // Nothing listens there: these tests never get past a refusal.
+        let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+        Gate::new(
+            upstream,
+            Login::new("scip-gate", "gate-secret"),
+            logins,
+            options,
+        )
+    }
+
+    fn gate(logins: Option<BrokerAuth>) -> Gate {
+        gate_with(logins, BrokerOptions::default())
+    }
+
+    /// The engine's login in clear, and `blue` from a password file, held
+    /// to [`ACL`] when `acl`.
+    fn logins(dir: &tempfile::TempDir, acl: bool) -> BrokerAuth {
+        let passwords = dir.path().join("passwords");
+        let hash = hash_password("blue-secret").unwrap();
+        std::fs::write(&passwords, format!("blue:{hash}\n")).unwrap();
+        let mut auth = BrokerAuth::default()
+            .with_password_file(&passwords)
+            .unwrap();
+        if acl {
+            let path = dir.path().join("acl");
+            std::fs::write(&path, ACL).unwrap();
+            auth = auth.with_acl_file(&path).unwrap();
+        }
+        auth.with_user("engine", Password::new("engine-secret"))
+    }
+
+    fn connect(id: &str, login: Option<(&str, &str)>) -> Connect {
+        let mut connect = Connect::new(id);
+        if let Some((user, password)) = login {
+            connect.set_login(user, password);
+        }
+        connect
+    }
+
+    fn with_will(mut connect: Connect, topic: &str) -> Connect {
+        connect.last_will = Some(LastWill::new(topic, "gone", QoS::AtLeastOnce, false));
+        connect
+    }
+
+    fn bytes(connect: Connect) -> Vec<u8> {
+        encode(Packet::Connect(connect)).unwrap().to_vec()
+    }
+
+    /// What the gate answers a client that sends `sent` and nothing more,
+    /// and why it closes the connection.
+    async fn answer(gate: &Gate, sent: &[u8]) -> (Vec<u8>, String) {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(sent).await.unwrap();
+        client.shutdown().await.unwrap();
+        let end = match gate.relay(server).await {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        (answer, end)
+    }
+
+    fn connack(code: u8) -> Vec<u8> {
+        vec![0x20, 0x02, 0x00, code]
+    }
+
+    #[tokio::test]
+    async fn a_connect_the_gate_refuses_is_answered_with_the_code_that_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = gate(None);
+        let checked = gate(Some(logins(&dir, true)));
+        let blue = Some(("blue", "blue-secret"));
+        let mut persistent = connect("", None);
+        persistent.clean_session = false;
+        let cases: Vec<(&Gate, Vec<u8>, Vec<u8>, &str)> = vec![
+            // MQTT 3.1, MQTT 3.1.1's name with 3.1's level, MQTT 5.
+            (
+                &open,
+                b"\x10\x0f\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x01x".to_vec(),
+                connack(1),
+                "refused: only MQTT 3.1.1 is served",
+            ),
+            (
+                &open,
+                b"\x10\x0d\x00\x04MQTT\x03\x02\x00\x3c\x00\x01x".to_vec(),
+                connack(1),
+                "refused: only MQTT 3.1.1 is served",
+            ),
+            (
+                &open,
+                b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01x".to_vec(),
+                connack(1),
+                "refused: only MQTT 3.1.1 is served",
+            ),
+            (
+                &open,
+                bytes(persistent),
+                connack(2),
+                "refused: an empty client id with a persistent session",
+            ),
+            (
+                &open,
+                bytes(with_will(connect("x", None), "/a/+")),
+                connack(5),
+                "refused: an invalid will topic",
+            ),
+            (
+                &open,
+                bytes(with_will(connect("x", None), "")),
+                connack(5),
+                "refused: an invalid will topic",
+            ),
+            (
+                &checked,
+                bytes(connect("x", None)),
+                connack(5),
+                "refused: no user name",
+            ),
+            (
+                &checked,
+                bytes(connect("x", Some(("blue", "red-secret")))),
+                connack(4),
+                "refused: wrong user name or password",
+            ),
+            (
+                &checked,
+                bytes(connect("x", Some(("red", "blue-secret")))),
+                connack(4),
+                "refused: wrong user name or password",
+            ),
+            (
+                &checked,
+                bytes(connect("x", Some(("engine", "blue-secret")))),
+                connack(4),
+                "refused: wrong user name or password",
+            ),
+            (
+                &checked,
+                bytes(with_will(connect("x", blue), "/exercise/red/status")),
+                connack(5),
+                "refused: the will's topic is not the user's to publish",
+            ),
+        ];
+        for (gate, sent, expected, why) in cases {
+            assert_eq!(
+                answer(gate, &sent).await,
+                (expected, why.to_owned()),
+                "{sent:02x?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_packet_that_breaks_mqtt_closes_the_connection_unanswered() {
+        let open = gate(None);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                b"\x30\x05\x00\x02/ax".to_vec(),
+                "malformed MQTT: the first packet is not CONNECT",
+            ),
+            (
+                b"\x11\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x".to_vec(),
+                "malformed MQTT: the first packet is not CONNECT",
+            ),
+            (
+                b"\x10\x02\x00\x04".to_vec(),
+                "malformed MQTT: Promised boundary crossed: 4",
+            ),
+            (
+                bytes(connect("a\0b", None)),
+                "malformed MQTT: U+0000 in a CONNECT string",
+            ),
+            (
+                bytes(connect("x", Some(("a\0", "secret")))),
+                "malformed MQTT: U+0000 in a CONNECT string",
+            ),
+            (
+                bytes(with_will(connect("x", None), "/a\0")),
+                "malformed MQTT: U+0000 in a CONNECT string",
+            ),
+            (Vec::new(), "closed"),
+        ];
+        for (sent, why) in cases {
+            assert_eq!(
+                answer(&open, &sent).await,
+                (Vec::new(), why.to_owned()),
+                "{sent:02x?}"
+            );
+        }
+    }
+
+    /// A full gate answers a CONNECT with "server unavailable", and
+    /// anything else with nothing.
+    #[tokio::test]
+    async fn a_full_gate_answers_connack_3() {
+        let full = gate_with(
+            None,
+            BrokerOptions {
+                max_clients: 0,
+                ..BrokerOptions::default()
+            },
+        );
+        assert!(full.seat().is_none());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        for (sent, expected) in [
+            (bytes(connect("x", None)), connack(3)),
+            (b"\x30\x05\x00\x02/ax".to_vec(), Vec::new()),
+        ] {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            full.clone().connection(server, peer, None).await;
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            assert_eq!(answer, expected, "{sent:02x?}");
+        }
+    }
+
+    /// Who the gate takes a client for: unchecked, or a user and client id
+    /// held to the ACL.
+    fn who(principal: &Principal) -> String {
+        match principal {
+            Principal::Unchecked => "unchecked".to_owned(),
+            Principal::User {
+                name,
+                client_id,
+                acl,
+            } => {
+                assert_eq!(**acl, Acl::parse(ACL).unwrap());
+                format!("{name} as {client_id}")
+            }
+        }
+    }
+
+    #[test]
+    fn an_admitted_client_reaches_rumqttd_under_the_gates_login_and_keep_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = gate(None);
+        let checked = gate(Some(logins(&dir, true)));
+        let no_acl = gate(Some(logins(&dir, false)));
+        let gate_login = Some(Login::new("scip-gate", "gate-secret"));
+        let upstream = |id: &str, last_will: Option<LastWill>| Connect {
+            protocol: Protocol::V4,
+            keep_alive: 60,
+            client_id: id.to_owned(),
+            clean_session: true,
+            last_will,
+            login: gate_login.clone(),
+        };
+        let blue = Some(("blue", "blue-secret"));
+        let engine = Some(("engine", "engine-secret"));
+        let will = LastWill::new("/exercise/blue/status", "gone", QoS::AtLeastOnce, false);
+        let mut quiet = connect("x/y", blue);
+        quiet.keep_alive = 0;
+        let cases = [
+            (
+                &open,
+                connect("dashboard", None),
+                "unchecked",
+                upstream(":dashboard", None),
+            ),
+            (
+                &open,
+                connect("dashboard", Some(("anyone", "anything"))),
+                "unchecked",
+                upstream(":dashboard", None),
+            ),
+            (&open, connect("", None), "unchecked", upstream("::0", None)),
+            (&open, connect("", None), "unchecked", upstream("::1", None)),
+            (
+                &checked,
+                connect("dashboard", blue),
+                "blue as dashboard",
+                upstream("blue:dashboard", None),
+            ),
+            (&checked, quiet, "blue as x/y", upstream("blue:x%2Fy", None)),
+            (
+                &checked,
+                connect("", blue),
+                "blue as ",
+                upstream("blue::0", None),
+            ),
+            (
+                &checked,
+                with_will(connect("dashboard", blue), "/exercise/blue/status"),
+                "blue as dashboard",
+                upstream("blue:dashboard", Some(will)),
+            ),
+            (
+                &checked,
+                with_will(connect("engine", engine), "/anything"),
+                "unchecked",
+                upstream(
+                    "engine:engine",
+                    Some(LastWill::new("/anything", "gone", QoS::AtLeastOnce, false)),
+                ),
+            ),
+            (
+                &no_acl,
+                connect("dashboard", blue),
+                "unchecked",
+                upstream("blue:dashboard", None),
+            ),
+        ];
+        for (gate, connect, principal, expected) in cases {
+            let asked = format!("{connect:?}");
+            let (admitted, sent) = gate.admit(connect).unwrap();
+            assert_eq!(
+                (who(&admitted).as_str(), sent),
+                (principal, expected),
+                "{asked}"
+            );
+        }
+    }
+
+    #[test]
+    fn rumqttd_gets_a_keep_alive_it_takes() {
+        for (keep_alive, expected) in [
+            (0, 1),
+            (1, 1),
+            (30, 30),
+            (65_535, 65_535),
+            (100_000, 65_535),
+        ] {
+            let gate = gate_with(
+                None,
+                BrokerOptions {
+                    upstream_keep_alive: Duration::from_secs(keep_alive),
+                    ..BrokerOptions::default()
+                },
+            );
+            let (_, sent) = gate.admit(connect("x", None)).unwrap();
+            assert_eq!(sent.keep_alive, expected, "{keep_alive} s");
+        }
+    }
 
     #[test]
     fn upstream_client_ids_are_safe_for_rumqttd_and_never_meet() {

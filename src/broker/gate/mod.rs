@@ -217,6 +217,26 @@ struct Conn {
     held: Mutex<HashSet<String>>,
 }
 
+impl Conn {
+    /// The connection of a client admitted as `principal`, which asked for
+    /// a keep-alive of `client_keep_alive` seconds (0: none).
+    fn new(gate: Arc<Inner>, principal: Principal, client_keep_alive: u16) -> Self {
+        Self {
+            principal,
+            client_idle: (client_keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(client_keep_alive) * 1500)),
+            upstream_keep_alive: gate.options.upstream_keep_alive,
+            state: Mutex::default(),
+            deliveries: tokio::sync::Mutex::default(),
+            warned: AtomicBool::new(false),
+            sent_upstream: AtomicBool::new(false),
+            gate_pings: AtomicU32::new(0),
+            gate,
+            held: Mutex::default(),
+        }
+    }
+}
+
 /// What one connection's two directions share.
 #[derive(Default)]
 struct State {
