@@ -344,3 +344,427 @@ fn merge_suback(granted: &[bool], codes: Vec<SubscribeReasonCode>) -> Vec<Subscr
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use rumqttc::mqttbytes::v4::{
+        Login, Packet, PubAck, PubRec, Publish, SubAck, Subscribe, SubscribeFilter,
+        SubscribeReasonCode,
+    };
+    use rumqttc::mqttbytes::{self, FixedHeader, QoS};
+    use tokio::sync::mpsc;
+
+    use super::super::frames::encode;
+    use super::super::relay::Queue;
+    use super::super::{Conn, Gate, Inner, MAX_FILTERS_PER_CLIENT, Principal};
+    use super::{Deliveries, Subscription, cap_at_qos1, merge_suback, plan_subscribe};
+    use crate::broker::BrokerOptions;
+    use crate::mqtt::acl::Acl;
+
+    const ACL: &str = "user blue
+topic read /exercise/blue/#
+topic write /exercise/blue/commands
+";
+    const GRANTED: SubscribeReasonCode = SubscribeReasonCode::Success(QoS::AtLeastOnce);
+    const FAILED: SubscribeReasonCode = SubscribeReasonCode::Failure;
+
+    fn gate(options: BrokerOptions) -> Arc<Inner> {
+        let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+        Gate::new(upstream, Login::new("scip-gate", "secret"), None, options).inner
+    }
+
+    /// The connection of `blue` (held to [`ACL`]), or of an unchecked
+    /// client.
+    fn conn(gate: &Arc<Inner>, blue: bool) -> Conn {
+        let principal = match blue {
+            true => Principal::User {
+                name: "blue".to_owned(),
+                client_id: "dashboard".to_owned(),
+                acl: Arc::new(Acl::parse(ACL).unwrap()),
+            },
+            false => Principal::Unchecked,
+        };
+        Conn::new(gate.clone(), principal, 60)
+    }
+
+    /// Everything queued so far.
+    fn taken<P>(queue: &mut mpsc::Receiver<(Bytes, P)>) -> Vec<Bytes> {
+        std::iter::from_fn(|| queue.try_recv().ok().map(|(bytes, _)| bytes)).collect()
+    }
+
+    fn nothing() -> Vec<Bytes> {
+        Vec::new()
+    }
+
+    fn header(frame: &Bytes) -> FixedHeader {
+        mqttbytes::check(frame.iter(), usize::MAX).unwrap()
+    }
+
+    fn publish(topic: &str, qos: QoS, pkid: u16) -> Bytes {
+        let mut publish = Publish::new(topic, qos, "x");
+        publish.pkid = pkid;
+        encode(Packet::Publish(publish)).unwrap()
+    }
+
+    fn puback(pkid: u16) -> Bytes {
+        encode(Packet::PubAck(PubAck::new(pkid))).unwrap()
+    }
+
+    fn subscribe(pkid: u16, filters: &[(&str, QoS)]) -> Subscribe {
+        Subscribe {
+            pkid,
+            filters: filters
+                .iter()
+                .map(|(path, qos)| SubscribeFilter::new((*path).to_owned(), *qos))
+                .collect(),
+        }
+    }
+
+    fn suback(pkid: u16, codes: Vec<SubscribeReasonCode>) -> Bytes {
+        encode(Packet::SubAck(SubAck::new(pkid, codes))).unwrap()
+    }
+
+    /// Every withheld packet id the gate acknowledges now.
+    fn releasable(deliveries: &mut Deliveries) -> Vec<u16> {
+        std::iter::from_fn(|| deliveries.next_withheld()).collect()
+    }
+
+    #[test]
+    fn a_withheld_delivery_waits_for_every_delivery_before_it() {
+        let mut deliveries = Deliveries::default();
+        for (pkid, withheld) in [(1, false), (2, true), (3, true), (4, false), (5, true)] {
+            deliveries.sent(pkid, withheld);
+        }
+        assert_eq!(releasable(&mut deliveries), [0u16; 0]);
+        deliveries.acknowledged(1);
+        assert_eq!(releasable(&mut deliveries), [2, 3]);
+        deliveries.acknowledged(9);
+        assert_eq!(releasable(&mut deliveries), [0u16; 0]);
+        deliveries.acknowledged(4);
+        assert_eq!(releasable(&mut deliveries), [5]);
+        // Nothing waits: a withheld delivery is acknowledged at once.
+        deliveries.sent(6, true);
+        assert_eq!(releasable(&mut deliveries), [6]);
+        // The client acknowledges out of order.
+        for (pkid, withheld) in [(7, false), (8, false), (9, true)] {
+            deliveries.sent(pkid, withheld);
+        }
+        deliveries.acknowledged(8);
+        assert_eq!(releasable(&mut deliveries), [0u16; 0]);
+        deliveries.acknowledged(7);
+        assert_eq!(releasable(&mut deliveries), [9]);
+    }
+
+    #[tokio::test]
+    async fn rumqttd_gets_the_acknowledgements_of_withheld_deliveries_in_the_order_it_sent() {
+        let gate = gate(BrokerOptions::default());
+        let blue = conn(&gate, true);
+        let (to_client, mut client) = Queue::new();
+        let (to_upstream, mut upstream) = Queue::new();
+        let sent = [
+            publish("/exercise/blue/feed", QoS::AtLeastOnce, 1),
+            publish("/exercise/red/feed", QoS::AtLeastOnce, 2),
+            publish("/exercise/red/feed", QoS::AtLeastOnce, 3),
+            publish("/exercise/blue/feed", QoS::AtLeastOnce, 4),
+            publish("/exercise/red/feed", QoS::AtLeastOnce, 5),
+            publish("/exercise/red/feed", QoS::AtMostOnce, 0),
+            publish("/exercise/blue/feed", QoS::AtMostOnce, 0),
+            publish("/exercise/red/feed", QoS::ExactlyOnce, 6),
+        ];
+        for frame in &sent {
+            blue.deliver(header(frame), frame.clone(), &to_upstream, &to_client)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            taken(&mut client),
+            [sent[0].clone(), sent[3].clone(), sent[6].clone()]
+        );
+        assert_eq!(
+            taken(&mut upstream),
+            [encode(Packet::PubRec(PubRec::new(6))).unwrap()]
+        );
+        assert!(blue.state().dropped_to_client.contains(&6));
+
+        blue.client_acked(1, puback(1), &to_upstream).await.unwrap();
+        assert_eq!(taken(&mut upstream), [puback(1), puback(2), puback(3)]);
+        blue.client_acked(4, puback(4), &to_upstream).await.unwrap();
+        assert_eq!(taken(&mut upstream), [puback(4), puback(5)]);
+        let withheld = publish("/exercise/red/feed", QoS::AtLeastOnce, 7);
+        blue.deliver(header(&withheld), withheld, &to_upstream, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), [puback(7)]);
+        assert_eq!(taken(&mut client), nothing());
+
+        // An unchecked client gets everything, and its acknowledgements
+        // pass as they are.
+        let engine = conn(&gate, false);
+        for frame in &sent {
+            engine
+                .deliver(header(frame), frame.clone(), &to_upstream, &to_client)
+                .await
+                .unwrap();
+        }
+        assert_eq!(taken(&mut client), sent);
+        engine
+            .client_acked(2, puback(2), &to_upstream)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), [puback(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_publish_the_user_may_not_write_is_acknowledged_and_dropped() {
+        let gate = gate(BrokerOptions::default());
+        let blue = conn(&gate, true);
+        let (to_client, mut client) = Queue::new();
+        let (to_upstream, mut upstream) = Queue::new();
+        let cases = [
+            (
+                publish("/exercise/blue/commands", QoS::AtLeastOnce, 1),
+                true,
+                Vec::new(),
+            ),
+            (
+                publish("/exercise/blue/feed", QoS::AtLeastOnce, 2),
+                false,
+                vec![puback(2)],
+            ),
+            (
+                publish("/exercise/blue/feed", QoS::ExactlyOnce, 3),
+                false,
+                vec![encode(Packet::PubRec(PubRec::new(3))).unwrap()],
+            ),
+            (
+                publish("/exercise/red/commands", QoS::AtMostOnce, 0),
+                false,
+                Vec::new(),
+            ),
+        ];
+        for (frame, passed, answer) in cases {
+            let packet = Publish::read(header(&frame), frame.clone()).unwrap();
+            blue.publish(packet, frame.clone(), &to_upstream, &to_client)
+                .await
+                .unwrap();
+            let expected = if passed {
+                vec![frame.clone()]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(taken(&mut upstream), expected, "{frame:02x?}");
+            assert_eq!(taken(&mut client), answer, "{frame:02x?}");
+        }
+        assert!(blue.state().dropped_from_client.contains(&3));
+
+        let engine = conn(&gate, false);
+        let frame = publish("/exercise/red/commands", QoS::AtLeastOnce, 4);
+        let packet = Publish::read(header(&frame), frame.clone()).unwrap();
+        engine
+            .publish(packet, frame.clone(), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), [frame]);
+        assert_eq!(taken(&mut client), nothing());
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_is_granted_filter_by_filter_and_answered_for_every_filter() {
+        let gate = gate(BrokerOptions::default());
+        let blue = conn(&gate, true);
+        let engine = conn(&gate, false);
+        let (to_client, mut client) = Queue::new();
+        let (to_upstream, mut upstream) = Queue::new();
+        let frame = |s: &Subscribe| encode(Packet::Subscribe(s.clone())).unwrap();
+
+        // Some granted: rumqttd gets those (QoS 2 lowered to 1), and its
+        // SUBACK is rebuilt for every filter the client asked for.
+        let asked = subscribe(
+            3,
+            &[
+                ("/exercise/blue/#", QoS::ExactlyOnce),
+                ("/exercise/red/#", QoS::AtLeastOnce),
+                ("/exercise/blue/feed", QoS::AtMostOnce),
+            ],
+        );
+        blue.subscribe(asked.clone(), frame(&asked), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        let passed = subscribe(
+            3,
+            &[
+                ("/exercise/blue/#", QoS::AtLeastOnce),
+                ("/exercise/blue/feed", QoS::AtMostOnce),
+            ],
+        );
+        assert_eq!(taken(&mut upstream), [frame(&passed)]);
+        assert_eq!(taken(&mut client), nothing());
+        let answer = suback(
+            3,
+            vec![GRANTED, SubscribeReasonCode::Success(QoS::AtMostOnce)],
+        );
+        blue.suback(header(&answer), answer, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(
+            taken(&mut client),
+            [suback(
+                3,
+                vec![
+                    GRANTED,
+                    FAILED,
+                    SubscribeReasonCode::Success(QoS::AtMostOnce)
+                ]
+            )]
+        );
+        assert!(blue.state().partial.is_empty());
+
+        // None granted: the gate answers, rumqttd hears nothing.
+        let asked = subscribe(
+            4,
+            &[
+                ("/exercise/red/#", QoS::AtLeastOnce),
+                ("/other/#", QoS::AtMostOnce),
+            ],
+        );
+        blue.subscribe(asked.clone(), frame(&asked), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), nothing());
+        assert_eq!(taken(&mut client), [suback(4, vec![FAILED, FAILED])]);
+
+        // All granted as asked: the client's own packet, and rumqttd's
+        // SUBACK as it is.
+        let asked = subscribe(5, &[("/exercise/blue/feed", QoS::AtLeastOnce)]);
+        blue.subscribe(asked.clone(), frame(&asked), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), [frame(&asked)]);
+        let answer = suback(5, vec![GRANTED]);
+        blue.suback(header(&answer), answer.clone(), &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut client), [answer]);
+
+        // All granted, one lowered to QoS 1: rewritten, nothing to rebuild.
+        let asked = subscribe(6, &[("/exercise/blue/feed", QoS::ExactlyOnce)]);
+        blue.subscribe(asked.clone(), frame(&asked), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        let passed = subscribe(6, &[("/exercise/blue/feed", QoS::AtLeastOnce)]);
+        assert_eq!(taken(&mut upstream), [frame(&passed)]);
+        assert!(blue.state().partial.is_empty());
+
+        // An unchecked client keeps QoS 2, and gets no shared subscription.
+        let asked = subscribe(7, &[("/exercise/red/#", QoS::ExactlyOnce)]);
+        engine
+            .subscribe(asked.clone(), frame(&asked), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), [frame(&asked)]);
+        let asked = subscribe(8, &[("$share/g/exercise/#", QoS::AtLeastOnce)]);
+        engine
+            .subscribe(asked.clone(), frame(&asked), &to_upstream, &to_client)
+            .await
+            .unwrap();
+        assert_eq!(taken(&mut upstream), nothing());
+        assert_eq!(taken(&mut client), [suback(8, vec![FAILED])]);
+    }
+
+    #[test]
+    fn filters_are_held_up_to_the_limits() {
+        // rumqttd as a whole: two filters.
+        let gate_of_two = gate(BrokerOptions {
+            max_filters: 2,
+            ..BrokerOptions::default()
+        });
+        let (one, other) = (conn(&gate_of_two, false), conn(&gate_of_two, false));
+        assert!(one.may_hold("a"));
+        assert!(one.may_hold("b"));
+        assert!(one.may_hold("a"));
+        assert!(!one.may_hold("c"));
+        assert!(other.may_hold("b"));
+        assert!(!other.may_hold("c"));
+
+        // One client: MAX_FILTERS_PER_CLIENT.
+        let gate = gate(BrokerOptions::default());
+        let (one, other) = (conn(&gate, false), conn(&gate, false));
+        for i in 0..MAX_FILTERS_PER_CLIENT {
+            assert!(one.may_hold(&format!("/f/{i}")), "{i}");
+        }
+        assert!(!one.may_hold("/f/more"));
+        assert!(one.may_hold("/f/0"));
+        assert!(other.may_hold("/f/more"));
+    }
+
+    #[test]
+    fn a_subscribe_is_planned_from_what_was_granted() {
+        let asked = subscribe(
+            1,
+            &[
+                ("a", QoS::AtLeastOnce),
+                ("b", QoS::ExactlyOnce),
+                ("c", QoS::AtMostOnce),
+            ],
+        );
+        let mut capped = asked.clone();
+        assert!(cap_at_qos1(&mut capped.filters));
+        assert_eq!(
+            capped,
+            subscribe(
+                1,
+                &[
+                    ("a", QoS::AtLeastOnce),
+                    ("b", QoS::AtLeastOnce),
+                    ("c", QoS::AtMostOnce)
+                ]
+            )
+        );
+        assert!(!cap_at_qos1(&mut capped.filters));
+
+        let plan = |granted: &[bool], capped: bool| {
+            plan_subscribe(asked.clone(), granted.to_vec(), capped)
+        };
+        assert_eq!(plan(&[true, true, true], false), Subscription::AsAsked);
+        assert_eq!(
+            plan(&[true, true, true], true),
+            Subscription::Rewritten {
+                subscribe: asked.clone(),
+                partial: None
+            }
+        );
+        assert_eq!(
+            plan(&[false, false, false], true),
+            Subscription::Refused(SubAck::new(1, vec![FAILED, FAILED, FAILED]))
+        );
+        assert_eq!(
+            plan(&[false, true, false], false),
+            Subscription::Rewritten {
+                subscribe: subscribe(1, &[("b", QoS::ExactlyOnce)]),
+                partial: Some(vec![false, true, false])
+            }
+        );
+    }
+
+    #[test]
+    fn the_client_hears_of_every_filter_it_asked_for() {
+        let ok = SubscribeReasonCode::Success(QoS::AtMostOnce);
+        let check =
+            |granted: &[bool], codes: &[SubscribeReasonCode], expected: &[SubscribeReasonCode]| {
+                assert_eq!(
+                    merge_suback(granted, codes.to_vec()),
+                    expected,
+                    "{granted:?} {codes:?}"
+                );
+            };
+        check(&[true, false, true], &[GRANTED, ok], &[GRANTED, FAILED, ok]);
+        check(&[false, true], &[FAILED], &[FAILED, FAILED]);
+        // rumqttd answered fewer filters than it was given.
+        check(&[true, true], &[ok], &[ok, FAILED]);
+        check(&[false], &[], &[FAILED]);
+    }
+}

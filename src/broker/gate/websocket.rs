@@ -111,3 +111,83 @@ impl async_tungstenite::tungstenite::handshake::server::Callback for Handshake<'
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_tungstenite::tungstenite::handshake::server::{Callback, Request, Response};
+    use async_tungstenite::tungstenite::http::HeaderValue;
+
+    use super::Handshake;
+    use crate::broker::Origins;
+
+    /// Header names and values of a handshake request.
+    type Headers = &'static [(&'static str, &'static [u8])];
+
+    /// The subprotocol the gate picks for a handshake with `headers`, or
+    /// the status it refuses with.
+    fn handshake(
+        origins: &Origins,
+        headers: &[(&'static str, &[u8])],
+    ) -> Result<Option<String>, u16> {
+        let mut request = Request::builder().uri("/mqtt").body(()).unwrap();
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .append(*name, HeaderValue::from_bytes(value).unwrap());
+        }
+        match (Handshake { origins }).on_request(&request, Response::new(())) {
+            Ok(response) => Ok(response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned())),
+            Err(refusal) => Err(refusal.status().as_u16()),
+        }
+    }
+
+    #[test]
+    fn a_page_from_another_origin_is_refused_and_mqtt_is_picked() {
+        let own = Origins::parse(["http://127.0.0.1:8080"]).unwrap();
+        let check = |origins: &Origins, headers: Headers, expected: Result<Option<&str>, u16>| {
+            let expected = expected.map(|p| p.map(str::to_owned));
+            assert_eq!(handshake(origins, headers), expected, "{headers:?}");
+        };
+        check(&Origins::Any, &[], Ok(None));
+        check(
+            &Origins::Any,
+            &[("origin", b"http://evil.example")],
+            Ok(None),
+        );
+        check(&own, &[], Ok(None));
+        check(&own, &[("origin", b"http://127.0.0.1:8080")], Ok(None));
+        check(&own, &[("origin", b"http://evil.example")], Err(403));
+        check(&own, &[("origin", b"null")], Err(403));
+        check(&own, &[("origin", b"\xff")], Err(403));
+        check(
+            &own,
+            &[
+                ("origin", b"http://evil.example"),
+                ("sec-websocket-protocol", b"mqtt"),
+            ],
+            Err(403),
+        );
+        check(
+            &own,
+            &[("sec-websocket-protocol", b"mqtt")],
+            Ok(Some("mqtt")),
+        );
+        check(
+            &own,
+            &[("sec-websocket-protocol", b"wamp, mqttv3.1")],
+            Ok(Some("mqttv3.1")),
+        );
+        check(
+            &own,
+            &[
+                ("sec-websocket-protocol", b"wamp"),
+                ("sec-websocket-protocol", b"mqtt"),
+            ],
+            Ok(Some("mqtt")),
+        );
+        check(&own, &[("sec-websocket-protocol", b"mqttv5")], Ok(None));
+    }
+}
