@@ -277,3 +277,263 @@ pub(super) fn fail(ack: Option<AckTo>, error: PublishError) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rumqttc::QoS;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use super::{AckEvent, AckTo, Tickets};
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Tickets, and what they report for publishes asking for an outcome.
+    struct Check {
+        tickets: Tickets,
+        outcomes: mpsc::UnboundedReceiver<AckEvent>,
+        to: mpsc::UnboundedSender<AckEvent>,
+        start: Instant,
+    }
+
+    impl Check {
+        fn new() -> Self {
+            let (to, outcomes) = mpsc::unbounded_channel();
+            Self {
+                tickets: Tickets::new(TIMEOUT),
+                outcomes,
+                to,
+                start: Instant::now(),
+            }
+        }
+
+        fn at(&self, secs: u64) -> Instant {
+            self.start + Duration::from_secs(secs)
+        }
+
+        /// Submits a publish tagged `tag` at `secs`.
+        fn submit(&mut self, tag: u64, qos: QoS, secs: u64) -> u64 {
+            let ack = AckTo {
+                tag,
+                to: self.to.clone(),
+            };
+            self.tickets.submit(Some(ack), qos, self.at(secs))
+        }
+
+        /// The outcomes reported since the last look, as text: `+tag` for
+        /// an acknowledgement (and its second), `-tag` and why for a
+        /// failure.
+        fn reported(&mut self) -> Vec<String> {
+            let start = self.start;
+            std::iter::from_fn(|| self.outcomes.try_recv().ok())
+                .map(|event| match event {
+                    AckEvent::Acked { tag, at } => {
+                        format!("+{tag} at {}", (at - start).as_secs())
+                    }
+                    AckEvent::Failed { tag, error } => format!("-{tag} {error}"),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn packet_ids_are_matched_in_submission_order_and_pubacks_to_them() {
+        let mut c = Check::new();
+        for tag in 1..=3 {
+            c.submit(tag, QoS::AtLeastOnce, 0);
+        }
+        c.tickets.on_sent(10, c.at(0));
+        c.tickets.on_sent(11, c.at(0));
+        c.tickets.on_sent(12, c.at(0));
+        assert_eq!(c.reported(), [""; 0]);
+        c.tickets.on_puback(11, c.at(1));
+        c.tickets.on_puback(10, c.at(2));
+        c.tickets.on_puback(99, c.at(2));
+        c.tickets.on_puback(11, c.at(2));
+        assert_eq!(c.reported(), ["+2 at 1", "+1 at 2"]);
+        // A resend of a publish in flight takes no new ticket.
+        c.submit(4, QoS::AtLeastOnce, 3);
+        c.tickets.on_sent(12, c.at(3));
+        c.tickets.on_sent(13, c.at(3));
+        c.tickets.on_puback(13, c.at(4));
+        c.tickets.on_puback(12, c.at(4));
+        assert_eq!(c.reported(), ["+4 at 4", "+3 at 4"]);
+        assert!(c.tickets.all_timed_out());
+        assert_eq!(c.tickets.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_qos_0_publish_is_done_once_written() {
+        let mut c = Check::new();
+        c.submit(1, QoS::AtMostOnce, 0);
+        c.submit(2, QoS::AtLeastOnce, 0);
+        c.submit(3, QoS::AtMostOnce, 0);
+        c.tickets.on_sent(0, c.at(1));
+        c.tickets.on_sent(7, c.at(1));
+        c.tickets.on_sent(0, c.at(2));
+        assert_eq!(c.reported(), ["+1 at 1", "+3 at 2"]);
+        // Nothing submitted: a write is no one's.
+        c.tickets.on_sent(0, c.at(2));
+        c.tickets.on_puback(7, c.at(3));
+        assert_eq!(c.reported(), ["+2 at 3"]);
+    }
+
+    /// rumqttc holds a publish back while its packet id is in use, and
+    /// writes it once that is acknowledged.
+    #[test]
+    fn a_publish_held_back_by_a_packet_id_in_use_keeps_its_ticket() {
+        let mut c = Check::new();
+        c.submit(1, QoS::AtLeastOnce, 0);
+        c.submit(2, QoS::AtLeastOnce, 0);
+        c.submit(3, QoS::AtLeastOnce, 0);
+        c.tickets.on_sent(1, c.at(0));
+        c.tickets.on_await_ack(1);
+        c.tickets.on_sent(2, c.at(0));
+        c.tickets.on_puback(1, c.at(1));
+        c.tickets.on_sent(1, c.at(1));
+        c.tickets.on_puback(2, c.at(2));
+        c.tickets.on_puback(1, c.at(3));
+        assert_eq!(c.reported(), ["+1 at 1", "+3 at 2", "+2 at 3"]);
+    }
+
+    #[test]
+    fn what_the_broker_lost_with_the_session_is_reported_failed() {
+        let mut c = Check::new();
+        for tag in 1..=6 {
+            c.submit(tag, QoS::AtLeastOnce, 0);
+        }
+        c.tickets.on_sent(1, c.at(0));
+        c.tickets.on_sent(2, c.at(0));
+        c.tickets.on_await_ack(1);
+        c.tickets.on_puback(2, c.at(1));
+        assert_eq!(c.reported(), ["+2 at 1"]);
+        // Down, with two fresh publishes taken back from rumqttc.
+        c.tickets.suspend(2);
+        c.tickets.resume(false, c.at(2));
+        let mut lost = c.reported();
+        lost.sort();
+        assert_eq!(
+            lost,
+            [
+                "-1 the broker lost the session before acknowledging",
+                "-3 the broker lost the session before acknowledging",
+                "-4 the broker lost the session before acknowledging",
+                "-5 the broker lost the session before acknowledging",
+            ]
+        );
+        // The one left is written after the reconnect, and acknowledged.
+        c.tickets.on_sent(1, c.at(3));
+        c.tickets.on_puback(1, c.at(3));
+        assert_eq!(c.reported(), ["+6 at 3"]);
+        // A packet id of the lost session is no one's any more.
+        c.tickets.on_puback(2, c.at(3));
+        assert_eq!(c.reported(), [""; 0]);
+    }
+
+    #[test]
+    fn a_resumed_session_loses_nothing() {
+        let mut c = Check::new();
+        c.submit(1, QoS::AtLeastOnce, 0);
+        c.submit(2, QoS::AtLeastOnce, 0);
+        c.tickets.on_sent(1, c.at(0));
+        c.tickets.suspend(1);
+        c.tickets.resume(true, c.at(1));
+        assert_eq!(c.reported(), [""; 0]);
+        // rumqttc resends the first and writes the second.
+        c.tickets.on_sent(1, c.at(1));
+        c.tickets.on_sent(2, c.at(1));
+        c.tickets.on_puback(1, c.at(2));
+        c.tickets.on_puback(2, c.at(2));
+        assert_eq!(c.reported(), ["+1 at 2", "+2 at 2"]);
+        // The next reconnect has nothing at risk.
+        c.submit(3, QoS::AtLeastOnce, 3);
+        c.tickets.resume(false, c.at(3));
+        assert_eq!(c.reported(), [""; 0]);
+    }
+
+    #[test]
+    fn an_unacknowledged_publish_fails_at_its_deadline_and_may_still_be_acknowledged() {
+        let mut c = Check::new();
+        c.submit(1, QoS::AtLeastOnce, 0);
+        c.submit(2, QoS::AtLeastOnce, 2);
+        c.tickets.on_sent(1, c.at(2));
+        c.tickets.on_sent(2, c.at(2));
+        assert_eq!(c.tickets.next_deadline(), Some(c.at(5)));
+        c.tickets.expire(c.at(4));
+        assert_eq!(c.reported(), [""; 0]);
+        c.tickets.expire(c.at(5));
+        assert_eq!(c.reported(), ["-1 no acknowledgement within 5000 ms"]);
+        assert_eq!(c.tickets.next_deadline(), Some(c.at(7)));
+        assert!(!c.tickets.all_timed_out());
+        c.tickets.on_puback(2, c.at(6));
+        assert_eq!(c.reported(), ["+2 at 6"]);
+        assert!(c.tickets.all_timed_out());
+        assert_eq!(c.tickets.next_deadline(), None);
+        // Late, but it counts.
+        c.tickets.on_puback(1, c.at(9));
+        assert_eq!(c.reported(), ["+1 at 9"]);
+        // Timed out and then lost with the session: reported once.
+        c.submit(3, QoS::AtLeastOnce, 10);
+        c.tickets.on_sent(3, c.at(10));
+        c.tickets.expire(c.at(15));
+        c.tickets.suspend(0);
+        c.tickets.resume(false, c.at(16));
+        assert_eq!(c.reported(), ["-3 no acknowledgement within 5000 ms"]);
+    }
+
+    #[test]
+    fn no_deadline_runs_while_disconnected() {
+        let mut c = Check::new();
+        c.submit(1, QoS::AtLeastOnce, 0);
+        c.submit(2, QoS::AtLeastOnce, 0);
+        c.tickets.on_sent(1, c.at(0));
+        c.tickets.on_sent(2, c.at(0));
+        c.tickets.expire(c.at(5));
+        assert_eq!(c.reported().len(), 2);
+        c.submit(3, QoS::AtLeastOnce, 6);
+        c.tickets.on_sent(3, c.at(6));
+        c.tickets.suspend(0);
+        assert_eq!(c.tickets.next_deadline(), None);
+        c.tickets.expire(c.at(100));
+        assert_eq!(c.reported(), [""; 0]);
+        // Back: a full delivery timeout from the reconnect, and none for
+        // the tickets that already timed out.
+        c.tickets.resume(true, c.at(200));
+        assert_eq!(c.tickets.next_deadline(), Some(c.at(205)));
+        c.tickets.expire(c.at(204));
+        assert_eq!(c.reported(), [""; 0]);
+        c.tickets.expire(c.at(205));
+        assert_eq!(c.reported(), ["-3 no acknowledgement within 5000 ms"]);
+        assert_eq!(c.tickets.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_publish_rumqttc_refuses_or_never_sends_is_reported_closed() {
+        let mut c = Check::new();
+        c.submit(1, QoS::AtLeastOnce, 0);
+        let refused = c.submit(2, QoS::AtLeastOnce, 0);
+        c.tickets.withdraw(refused);
+        assert_eq!(c.reported(), ["-2 the MQTT client has shut down"]);
+        assert_eq!(c.tickets.next_deadline(), Some(c.at(5)));
+        // The refused one took no packet id.
+        c.tickets.on_sent(1, c.at(1));
+        c.tickets.on_puback(1, c.at(1));
+        assert_eq!(c.reported(), ["+1 at 1"]);
+        c.submit(3, QoS::AtLeastOnce, 2);
+        c.submit(4, QoS::AtMostOnce, 2);
+        c.tickets.on_sent(2, c.at(2));
+        c.tickets.close();
+        let mut closed = c.reported();
+        closed.sort();
+        assert_eq!(
+            closed,
+            [
+                "-3 the MQTT client has shut down",
+                "-4 the MQTT client has shut down"
+            ]
+        );
+        assert!(c.tickets.all_timed_out());
+    }
+}
