@@ -4,10 +4,8 @@
 //! Two tasks. The *poller* owns rumqttc's `EventLoop` and does nothing but poll
 //! it (sleeping between reconnect attempts) and forward what it yields. The
 //! *manager* owns the `AsyncClient`: it submits publishes, keeps a ticket per
-//! publish and matches rumqttc's events to them. rumqttc has no "publish and
-//! await PUBACK": it reports `Outgoing::Publish(pkid)` in the order requests
-//! were submitted, then `Incoming::PubAck(pkid)`. So submitted publishes wait
-//! in a FIFO until their pkid is known, then in a map until acknowledged.
+//! publish and matches rumqttc's events to them (`tickets`: rumqttc has no
+//! "publish and await PUBACK").
 //!
 //! While the connection is down nothing is submitted (messages wait in the
 //! manager), acknowledgement deadlines are suspended, and on reconnect any
@@ -30,81 +28,24 @@
 //! own publishes (at most two events per attempt), and publishes come from
 //! the exercises' schedules, their clocks and their rate-limited reports.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Request,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, Outgoing, QoS, Request};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
-pub use crate::config::{Credentials, Password, SettingsError, tls_client_config};
+use super::settings::MqttSettings;
+use super::tickets::{AckEvent, AckTo, PublishError, Tickets, fail};
+
 #[cfg(test)]
 pub(crate) use played::{Asked, PlayedBroker};
 
 #[cfg(test)]
 mod played;
 
-/// How to reach the broker.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    pub host: String,
-    pub port: u16,
-    /// Stable for the life of the process, so reconnects resume the session.
-    pub client_id: String,
-    /// No acknowledgement within this long is a failed attempt.
-    pub delivery_timeout: Duration,
-    pub keep_alive: Duration,
-    /// Largest packet in either direction.
-    pub max_packet_size: usize,
-    /// The login (MQTT_USERNAME); None connects anonymously.
-    pub credentials: Option<Credentials>,
-    /// TLS (MQTT_TLS) with the roots it trusts; None is plain TCP.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl MqttSettings {
-    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
-        Self {
-            host: host.into(),
-            port,
-            client_id: client_id.into(),
-            delivery_timeout: Duration::from_secs(5),
-            keep_alive: Duration::from_secs(5),
-            max_packet_size: MAX_PACKET_SIZE,
-            credentials: None,
-            tls: None,
-        }
-    }
-
-    fn options(&self, clean_session: bool) -> MqttOptions {
-        let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
-        o.set_keep_alive(self.keep_alive)
-            .set_clean_session(clean_session)
-            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
-            .set_inflight(INFLIGHT);
-        if let Some(c) = &self.credentials {
-            o.set_credentials(&c.username, c.password.expose());
-        }
-        if let Some(tls) = &self.tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
-        o
-    }
-}
-
-/// Largest MQTT packet by default, in either direction: room for injects
-/// with long content. The embedded broker accepts the same.
-pub const MAX_PACKET_SIZE: usize = 8 * 1024 * 1024;
-/// Publishes with QoS 1 awaiting acknowledgement at once (rumqttc's window).
-pub const INFLIGHT: u16 = 1000;
 /// Requests rumqttc may hold before `publish` waits.
 const CHANNEL_CAPACITY: usize = 16 * 1024;
 /// Messages on subscribed topics between the poller and the manager.
@@ -141,41 +82,6 @@ pub enum ConnectError {
         port: u16,
         reason: String,
     },
-}
-
-/// Why one publish attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error("no acknowledgement within {0} ms")]
-    NotAcknowledged(u128),
-    #[error("the broker lost the session before acknowledging")]
-    SessionLost,
-    #[error("the MQTT client has shut down")]
-    Closed,
-}
-
-/// The outcome of a publish that asked for one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckEvent {
-    /// Acknowledged (QoS 1) or written to the socket (QoS 0).
-    Acked {
-        tag: u64,
-        at: Instant,
-    },
-    Failed {
-        tag: u64,
-        error: PublishError,
-    },
-}
-
-/// Where to report a publish's outcome. Unbounded, and bounded by what the
-/// owner publishes: at most an acknowledgement and a failure per attempt,
-/// taken by the owner at every turn of its loop. (A bounded queue would make
-/// one slow exercise stall every other's publishes, or lose an outcome.)
-#[derive(Debug, Clone)]
-pub struct AckTo {
-    pub tag: u64,
-    pub to: mpsc::UnboundedSender<AckEvent>,
 }
 
 /// One message to publish.
@@ -231,19 +137,14 @@ impl Mqtt {
         // our own schedules, clocks and rate-limited reports.
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
+        let delivery_timeout = settings.delivery_timeout;
         let manager = Manager {
             client,
             settings,
             connected: connected_tx,
             up: false,
-            at_risk: 0,
             queue: VecDeque::new(),
-            next_ticket: 0,
-            tickets: HashMap::new(),
-            unassigned: VecDeque::new(),
-            by_pkid: HashMap::new(),
-            collided: None,
-            deadlines: BTreeSet::new(),
+            tickets: Tickets::new(delivery_timeout),
             subscriptions: Vec::new(),
             closing: None,
             dropped: Dropped::default(),
@@ -415,34 +316,14 @@ async fn poll(
     }
 }
 
-type TicketId = u64;
-
-struct Ticket {
-    ack: Option<AckTo>,
-    submitted: Instant,
-    deadline: Option<Instant>,
-    /// Already reported as failed by timeout; a late acknowledgement still counts.
-    timed_out: bool,
-    qos: QoS,
-}
-
 struct Manager {
     client: AsyncClient,
     settings: MqttSettings,
     connected: watch::Sender<bool>,
     up: bool,
-    at_risk: usize,
     /// Messages waiting for the connection.
     queue: VecDeque<Message>,
-    next_ticket: TicketId,
-    tickets: HashMap<TicketId, Ticket>,
-    /// Submitted to rumqttc, packet id not yet known; in submission order.
-    unassigned: VecDeque<TicketId>,
-    /// Sent with QoS 1, awaiting PUBACK.
-    by_pkid: HashMap<u16, TicketId>,
-    /// A publish rumqttc holds back until `pkid` is acknowledged.
-    collided: Option<(u16, TicketId)>,
-    deadlines: BTreeSet<(Instant, TicketId)>,
+    tickets: Tickets,
     subscriptions: Vec<(String, mpsc::Sender<Received>)>,
     closing: Option<(Instant, oneshot::Sender<()>)>,
     dropped: Dropped,
@@ -481,7 +362,7 @@ impl Manager {
         poller: JoinHandle<()>,
     ) {
         loop {
-            let deadline = self.deadlines.first().map(|&(at, _)| at);
+            let deadline = self.tickets.next_deadline();
             let close_at = self.closing.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 biased;
@@ -498,7 +379,7 @@ impl Manager {
                     Command::Close(grace, done) => self.closing = Some((Instant::now() + grace, done)),
                 },
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.expire(Instant::now());
+                    self.tickets.expire(Instant::now());
                 }
                 _ = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => break,
                 else => break,
@@ -519,9 +400,7 @@ impl Manager {
             .await;
         }
         poller.abort();
-        for (_, ticket) in self.tickets.drain() {
-            fail(ticket.ack, PublishError::Closed);
-        }
+        self.tickets.close();
         for m in self.queue.drain(..) {
             fail(m.ack, PublishError::Closed);
         }
@@ -549,7 +428,7 @@ impl Manager {
     }
 
     fn is_drained(&self) -> bool {
-        self.queue.is_empty() && self.tickets.values().all(|t| t.timed_out)
+        self.queue.is_empty() && self.tickets.all_timed_out()
     }
 
     async fn publish(&mut self, m: Message) {
@@ -557,22 +436,7 @@ impl Manager {
             self.enqueue(m);
             return;
         }
-        let id = self.next_ticket;
-        self.next_ticket += 1;
-        let now = Instant::now();
-        let deadline = now + self.settings.delivery_timeout;
-        self.tickets.insert(
-            id,
-            Ticket {
-                ack: m.ack,
-                submitted: now,
-                deadline: Some(deadline),
-                timed_out: false,
-                qos: m.qos,
-            },
-        );
-        self.deadlines.insert((deadline, id));
-        self.unassigned.push_back(id);
+        let id = self.tickets.submit(m.ack, m.qos, Instant::now());
         if let Err(e) = self
             .client
             .publish(m.topic, m.qos, m.retain, m.payload)
@@ -580,11 +444,7 @@ impl Manager {
         {
             // Only when the event loop is gone, i.e. we are shutting down.
             warn!(error = %e, "MQTT client closed");
-            self.unassigned.pop_back();
-            self.deadlines.remove(&(deadline, id));
-            if let Some(t) = self.tickets.remove(&id) {
-                fail(t.ack, PublishError::Closed);
-            }
+            self.tickets.withdraw(id);
         }
     }
 
@@ -614,26 +474,20 @@ impl Manager {
                 } else {
                     debug!(%error, "MQTT reconnect failed");
                 }
-                self.at_risk = at_risk;
                 // No deadline runs while the broker is away.
-                self.deadlines.clear();
-                for t in self.tickets.values_mut() {
-                    t.deadline = None;
-                }
+                self.tickets.suspend(at_risk);
             }
             Polled::Event(Event::Incoming(Incoming::ConnAck(ack))) => {
                 self.on_connected(ack.session_present).await
             }
-            Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => self.on_sent(pkid),
+            Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                self.tickets.on_sent(pkid, Instant::now())
+            }
             Polled::Event(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                if let Some(id) = self.unassigned.pop_front() {
-                    self.collided = Some((pkid, id));
-                }
+                self.tickets.on_await_ack(pkid)
             }
             Polled::Event(Event::Incoming(Incoming::PubAck(ack))) => {
-                if let Some(id) = self.by_pkid.remove(&ack.pkid) {
-                    self.acknowledge(id);
-                }
+                self.tickets.on_puback(ack.pkid, Instant::now())
             }
             Polled::Event(_) => {}
         }
@@ -646,36 +500,7 @@ impl Manager {
             session_present,
             "MQTT connected"
         );
-        if !session_present {
-            // The broker forgot our session: rumqttc dropped what it would
-            // have resent, and the oldest `at_risk` queued requests.
-            let lost: Vec<TicketId> = self
-                .by_pkid
-                .drain()
-                .map(|(_, id)| id)
-                .chain(self.collided.take().map(|(_, id)| id))
-                .chain(
-                    self.unassigned
-                        .drain(..self.at_risk.min(self.unassigned.len())),
-                )
-                .collect();
-            for id in lost {
-                if let Some(t) = self.tickets.remove(&id)
-                    && !t.timed_out
-                {
-                    fail(t.ack, PublishError::SessionLost);
-                }
-            }
-        }
-        self.at_risk = 0;
-        let now = Instant::now();
-        for (&id, t) in self.tickets.iter_mut() {
-            if !t.timed_out {
-                let at = now + self.settings.delivery_timeout;
-                t.deadline = Some(at);
-                self.deadlines.insert((at, id));
-            }
-        }
+        self.tickets.resume(session_present, Instant::now());
         for (topic, _) in &self.subscriptions {
             let _ = self.client.subscribe(topic, QoS::AtLeastOnce).await;
         }
@@ -684,77 +509,5 @@ impl Manager {
             self.publish(m).await;
         }
         let _ = self.connected.send(true);
-    }
-
-    /// rumqttc wrote a publish: the oldest unassigned one, unless it is a
-    /// resend of one we know or the one held back by a collision.
-    fn on_sent(&mut self, pkid: u16) {
-        let id = match self.collided {
-            Some((held, id)) if held == pkid && pkid != 0 => {
-                self.collided = None;
-                id
-            }
-            _ if pkid != 0 && self.by_pkid.contains_key(&pkid) => return,
-            _ => match self.unassigned.pop_front() {
-                Some(id) => id,
-                None => return,
-            },
-        };
-        let qos = self.tickets.get(&id).map(|t| t.qos);
-        if pkid == 0 || qos == Some(QoS::AtMostOnce) {
-            self.acknowledge(id);
-        } else {
-            self.by_pkid.insert(pkid, id);
-        }
-    }
-
-    fn acknowledge(&mut self, id: TicketId) {
-        let Some(t) = self.tickets.remove(&id) else {
-            return;
-        };
-        if let Some(at) = t.deadline {
-            self.deadlines.remove(&(at, id));
-        }
-        let now = Instant::now();
-        if let Some(ack) = t.ack {
-            let _ = ack.to.send(AckEvent::Acked {
-                tag: ack.tag,
-                at: now,
-            });
-        }
-        debug!(
-            latency_us = now.saturating_duration_since(t.submitted).as_micros() as u64,
-            "acknowledged"
-        );
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if let Some(t) = self.tickets.get_mut(&id) {
-                t.deadline = None;
-                t.timed_out = true;
-                if let Some(ack) = &t.ack {
-                    let _ = ack.to.send(AckEvent::Failed {
-                        tag: ack.tag,
-                        error: PublishError::NotAcknowledged(
-                            self.settings.delivery_timeout.as_millis(),
-                        ),
-                    });
-                }
-            }
-        }
-    }
-}
-
-fn fail(ack: Option<AckTo>, error: PublishError) {
-    if let Some(ack) = ack {
-        let _ = ack.to.send(AckEvent::Failed {
-            tag: ack.tag,
-            error,
-        });
     }
 }
