@@ -69,24 +69,6 @@ mod tests {
         }
     }
 
-    /// A plain plan: one team, injects at `times`.
-    fn scenario(teams: usize, times: &[u32], duration: u32) -> Plan {
-        Plan {
-            duration,
-            injects: (0..teams)
-                .flat_map(|team| {
-                    times.iter().enumerate().map(move |(inject, &t)| Planned {
-                        team: team as u32,
-                        inject: inject as u32,
-                        due: ExerciseSeconds::new(t),
-                        turn: 0,
-                    })
-                })
-                .collect(),
-            turn_ends: Vec::new(),
-        }
-    }
-
     /// Two teams sharing a turn-based timeline: turn 1 at +0 and +10, turn 2 at
     /// +0 and +5, turn 3 at +20; no duration given.
     fn turn_based() -> Scenario {
@@ -243,7 +225,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn next_turn_needs_a_turn_based_exercise_and_a_restored_one_waits_for_it() {
-        let plain = scenario(1, &[5], 60);
+        let plain = Plan {
+            duration: 60,
+            injects: vec![Planned {
+                team: 0,
+                inject: 0,
+                due: ExerciseSeconds::new(5),
+                turn: 0,
+            }],
+            turn_ends: Vec::new(),
+        };
         let mut engine = Engine::new(&plain, Speed::ONE, policy());
         let refused = engine
             .handle_command(Command::NextTurn, None, now())
