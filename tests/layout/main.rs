@@ -22,10 +22,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Files allowed past [`MAX_LINES`], each one cohesive thing.
-const LONG_FILES: &[(&str, &str)] = &[
-    ("tests/broker_hostile/main.rs", "split pending"),
-    ("tests/broker_security/main.rs", "split pending"),
-];
+const LONG_FILES: &[(&str, &str)] = &[];
 
 const MAX_LINES: usize = 800;
 
