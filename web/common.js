@@ -141,6 +141,13 @@ const SCIP = (() => {
     return { close() { closed = true; es.close(); } };
   }
 
+  // The banner a team dashboard shows in each state (none while running). Its
+  // reason, the one given with the last pause or stop, follows the title.
+  // The control room previews the same banner before a command is sent.
+  const BANNERS = { initialized: "Waiting for the exercise to start", paused: "Exercise paused",
+                    stopped: "Exercise stopped", completed: "Exercise completed" };
+  const bannerTitle = (state) => BANNERS[state] || "";
+
   // Sets a connection indicator element (data-status drives its colour).
   function setConnection(node, status) {
     node.dataset.status = status;
@@ -148,5 +155,5 @@ const SCIP = (() => {
   }
 
   return { pathParts, enc, el, api, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
-           mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken };
+           mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken, bannerTitle };
 })();

@@ -28,8 +28,6 @@
   let es = null;
 
   const HIGHLIGHT_MS = 10000;
-  const BANNERS = { initialized: "Waiting for the exercise to start", paused: "Exercise paused",
-                    stopped: "Exercise stopped", completed: "Exercise completed" };
   const TYPE_LABELS = {
     social: "Social media", email: "Email", sms: "Text message", news: "News",
     intel: "Intelligence report", briefing: "Briefing", video: "Video", image: "Image",
@@ -47,7 +45,7 @@
       c.total_turns && `turn ${c.turn || 0} of ${c.total_turns}`]
       .filter(Boolean).join(" · ");
     $("state").textContent = $("state").dataset.state = c.status;
-    const title = BANNERS[c.status];
+    const title = SCIP.bannerTitle(c.status);
     $("banner").hidden = !title;
     $("banner").dataset.state = c.status;
     $("banner-title").textContent = title || "";
