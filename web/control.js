@@ -216,27 +216,75 @@
       refreshDueRows();
     }
 
-    function updateButtons() {
+    function allowedCommands() {
       const allowed = [...((ex && ALLOWED[ex.state]) || [])];
       if (ex && ex.total_turns && (ex.turn || 0) < ex.total_turns) allowed.push(...(TURN_ALLOWED[ex.state] || []));
+      return allowed;
+    }
+
+    function updateButtons() {
+      const allowed = allowedCommands();
       for (const b of document.querySelectorAll("button[data-command]")) {
         b.disabled = busy || !allowed.includes(b.dataset.command);
       }
+      renderPreview(allowed);
     }
 
+    // ---- reason and "Teams will see" ----
+    // The state each command leads to (the server's State::apply), whose banner
+    // the team dashboards then show. Only pause and stop carry the reason: the
+    // server hands the dashboards a reason only while paused or stopped.
+    const LEADS_TO = { start: "running", pause: "paused", resume: "running", stop: "stopped",
+                       reset: "initialized", next_turn: "running" };
+    const TAKES_REASON = ["pause", "stop"];
+    const reasonOf = (cmd) => (TAKES_REASON.includes(cmd) ? $("pause-reason").value.trim() : "");
+    // The banner as one line of text, for the confirmation dialogs.
+    function bannerText(cmd) {
+      const title = SCIP.bannerTitle(LEADS_TO[cmd]);
+      const reason = reasonOf(cmd);
+      return reason ? `${title}: ${reason}` : title;
+    }
+
+    // Per command the state allows, the banner it leaves on the team dashboards,
+    // drawn as team.js draws it: the title, then the reason.
+    let previewKey = "";
+    function renderPreview(allowed = allowedCommands()) {
+      const rows = allowed.map((cmd) => [cmd, LEADS_TO[cmd], reasonOf(cmd)]);
+      const key = JSON.stringify(rows);
+      if (key === previewKey) return;
+      previewKey = key;
+      $("preview").replaceChildren(...rows.map(([cmd, state, reason]) => {
+        const title = SCIP.bannerTitle(state);
+        const label = document.querySelector(`button[data-command=${cmd}]`).textContent;
+        return el("li", { "data-command": cmd },
+          el("span", { class: "preview-command", text: label }),
+          title
+            ? el("span", { class: "banner mini", "data-state": state },
+              el("strong", { class: "banner-title", text: title }),
+              reason ? el("span", { class: "banner-reason", text: reason }) : null)
+            : el("span", { class: "muted no-banner", text: "no banner: the clock runs" }),
+          cmd === "reset" ? el("span", { class: "muted", text: "and an empty feed" }) : null);
+      }));
+    }
+    $("pause-reason").addEventListener("input", () => renderPreview());
+
     const CONFIRM = {
-      stop: "Stop the exercise? The teams see “Exercise stopped” and nothing more is delivered until a reset.",
-      reset: "Reset the exercise to T+00:00? Every team's feed is cleared and a new run starts.",
+      stop: () => `Stop the exercise? The teams see “${bannerText("stop")}” and nothing more is delivered until a reset.`,
+      reset: () => "Reset the exercise to T+00:00? Every team's feed is cleared and a new run starts.",
     };
 
     async function command(cmd) {
-      if (CONFIRM[cmd] && !window.confirm(CONFIRM[cmd])) return;
-      const reason = $("pause-reason").value.trim();
+      if (CONFIRM[cmd] && !window.confirm(CONFIRM[cmd]())) return;
+      const typed = $("pause-reason").value;
+      const reason = reasonOf(cmd);
       busy = true;
       updateButtons();
       try {
-        const r = await api("POST", `${base}/${cmd}`, (cmd === "pause" || cmd === "stop") && reason ? { reason } : {});
+        const r = await api("POST", `${base}/${cmd}`, reason ? { reason } : {});
         say(`${cmd}: ${r.from} → ${r.to} at ${fmtT(r.exercise_time)}${r.reason ? ` (${r.reason})` : ""}`);
+        // A reason belongs to the moment it was typed for: once a command is
+        // carried out, the next one starts without it (unless retyped meanwhile).
+        if ($("pause-reason").value === typed) $("pause-reason").value = "";
         if (ex) ex.state = r.to; // the stream confirms shortly; enable the right buttons now
       } catch (err) {
         sayError(err, `${cmd} refused: `);
