@@ -538,6 +538,137 @@ async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follow
     team.quit().await;
 }
 
+/// The control room's "Teams will see": per command it allows, the banner's
+/// title and reason (null: no banner).
+const PREVIEW: &str = "Object.fromEntries([...document.querySelectorAll('#preview li')].map(li => \
+     [li.dataset.command, li.querySelector('.banner') ? [li.querySelector('.banner .banner-title').textContent, \
+     (li.querySelector('.banner .banner-reason') || {textContent: ''}).textContent] : null]))";
+/// The team dashboard's banner: its title and reason (null: none shown).
+const BANNER: &str = "(document.querySelector('#banner').hidden ? null : \
+     [document.querySelector('#banner-title').textContent, document.querySelector('#banner-reason').textContent])";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_command_carries_its_own_reason_and_the_room_shows_what_teams_will_see() {
+    const COFFEE: &str = "Coffee break, back in 10 minutes";
+    let app = spawn_app().await;
+    let created = app
+        .create(
+            "reason",
+            1.0,
+            every_kind(600, &[("blue", "Port Authority")]),
+        )
+        .await;
+    let control = Browser::start().await;
+    let team = Browser::start().await;
+    team.open(created["teams"][0]["dashboard_url"].as_str().unwrap())
+        .await;
+    control
+        .open(&app.url(&format!("/exercises/reason#token={ADMIN_TOKEN}")))
+        .await;
+    let enabled = |command: &str| {
+        format!("!document.querySelector('button[data-command={command}]').disabled")
+    };
+
+    control.wait("start enabled", &enabled("start"), SECS).await;
+    assert_eq!(
+        control.eval(&format!("return {PREVIEW}")).await,
+        json!({"start": null, "reset": ["Waiting for the exercise to start", ""]})
+    );
+    control.click("button[data-command=start]").await;
+    control.wait("pause enabled", &enabled("pause"), SECS).await;
+
+    // Typed, the reason shows on the commands that carry it, as the teams will see it.
+    control.type_into("#pause-reason", COFFEE).await;
+    let before_pause = control
+        .wait(
+            "the reason in the preview",
+            &format!("(p => p.pause && p.pause[1] === '{COFFEE}' && p)({PREVIEW})"),
+            SECS,
+        )
+        .await;
+    assert_eq!(
+        before_pause,
+        json!({"pause": ["Exercise paused", COFFEE], "stop": ["Exercise stopped", COFFEE],
+               "reset": ["Waiting for the exercise to start", ""]})
+    );
+    control.click("button[data-command=pause]").await;
+    let paused = team
+        .wait(
+            "the pause banner",
+            &format!("document.querySelector('#state').textContent === 'paused' && {BANNER}"),
+            SECS,
+        )
+        .await;
+    assert_eq!(paused, before_pause["pause"], "the teams see the preview");
+
+    // Once sent, the reason is gone: the stop after the resume has none.
+    control
+        .wait("resume enabled", &enabled("resume"), SECS)
+        .await;
+    control.click("button[data-command=resume]").await;
+    team.wait(
+        "no banner after resume",
+        &format!("{BANNER} === null"),
+        SECS,
+    )
+    .await;
+    let before_stop = control
+        .wait(
+            "running in the control room",
+            &format!("{} && {PREVIEW}", enabled("pause")),
+            SECS,
+        )
+        .await;
+    assert_eq!(
+        before_stop,
+        json!({"pause": ["Exercise paused", ""], "stop": ["Exercise stopped", ""],
+               "reset": ["Waiting for the exercise to start", ""]}),
+        "no reason left over from the pause"
+    );
+    let field = control
+        .eval("return document.querySelector('#pause-reason').value")
+        .await;
+    assert_eq!(field, "", "the reason field is cleared once sent");
+    control.click("button[data-command=stop]").await;
+    // The next command to the control room's browser confirms the dialog.
+    control
+        .wait(
+            "stopped in the control room",
+            "document.querySelector('#state').textContent === 'stopped'",
+            SECS,
+        )
+        .await;
+    let stopped = team
+        .wait(
+            "the stop banner",
+            &format!("document.querySelector('#state').textContent === 'stopped' && {BANNER}"),
+            SECS,
+        )
+        .await;
+    assert_eq!(
+        stopped,
+        json!(["Exercise stopped", ""]),
+        "not the pause's reason"
+    );
+    assert_eq!(stopped, before_stop["stop"], "the teams see the preview");
+    let (_, log) = app.get("/api/v1/exercises/reason/control-log").await;
+    let reasons: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["reason"])
+        .collect();
+    assert_eq!(
+        reasons,
+        [&Value::Null, &json!(COFFEE), &Value::Null, &Value::Null]
+    );
+    control
+        .assert_no_policy_violations("the control room")
+        .await;
+    control.quit().await;
+    team.quit().await;
+}
+
 /// Sends a news inject to team blue now, from the control room's form.
 async fn send_news(control: &Browser, id: &str, headline: &str) {
     control.type_into("#send-form input[name=id]", id).await;
