@@ -131,15 +131,17 @@ pub struct Config {
     #[arg(long, env = "BROKER_BIND", default_value = "127.0.0.1", global = true)]
     pub broker_bind: IpAddr,
 
-    /// MQTT (TCP) port of the embedded broker.
-    #[arg(long, env = "BROKER_PORT", default_value_t = 1883,
+    /// MQTT (TCP) port of the embedded broker (default: 1883; when that is
+    /// taken, `demo` moves to a free port and prints it).
+    #[arg(long, env = "BROKER_PORT",
           value_parser = clap::value_parser!(u16).range(1..), global = true)]
-    pub broker_port: u16,
+    pub broker_port: Option<u16>,
 
-    /// MQTT-over-WebSocket port of the embedded broker, for browser clients.
-    #[arg(long, env = "BROKER_WS_PORT", default_value_t = 8083,
+    /// MQTT-over-WebSocket port of the embedded broker, for browser clients
+    /// (default: 8083; when that is taken, `demo` moves to a free port).
+    #[arg(long, env = "BROKER_WS_PORT",
           value_parser = clap::value_parser!(u16).range(1..), global = true)]
-    pub broker_ws_port: u16,
+    pub broker_ws_port: Option<u16>,
 
     /// Web origins (`scheme://host[:port]`, comma separated, or `*` for
     /// any) whose pages may use the embedded broker's WebSocket listener;
@@ -227,6 +229,12 @@ impl Default for Limits {
 
 /// The broker host when MQTT_BROKER_HOST is unset (and no embedded broker runs).
 pub const DEFAULT_MQTT_HOST: &str = "localhost";
+
+/// The embedded broker's MQTT port when BROKER_PORT is unset.
+pub const DEFAULT_BROKER_PORT: u16 = 1883;
+
+/// The embedded broker's WebSocket port when BROKER_WS_PORT is unset.
+pub const DEFAULT_BROKER_WS_PORT: u16 = 8083;
 
 impl Config {
     /// The external broker's host: MQTT_BROKER_HOST, else `localhost`.

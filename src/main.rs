@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use scip_orchestrator::app::logging::{self, LogFormat};
-use scip_orchestrator::app::{self, BrokerAclArgs, DemoArgs, RunArgs, ServeArgs};
+use scip_orchestrator::app::{self, BrokerAclArgs, DemoArgs, DemoDefaults, RunArgs, ServeArgs};
 use scip_orchestrator::config::Config;
 use scip_orchestrator::domain::Speed;
 
@@ -70,9 +70,14 @@ enum Cmd {
     /// Run the built-in sample exercise with the embedded broker, a fresh
     /// SQLite store and the dashboards; prints their URLs.
     Demo {
-        /// Address of the HTTP API and pages.
-        #[arg(long, env = "HTTP_BIND", default_value = "127.0.0.1:8080")]
-        http_bind: String,
+        /// Address of the HTTP API and pages (default: 127.0.0.1:8080, or a
+        /// free port when 8080 is taken).
+        #[arg(long, env = "HTTP_BIND")]
+        http_bind: Option<String>,
+        /// The default ports, `HTTP,MQTT,WS`, in place of 8080,1883,8083:
+        /// for tests, which cannot rely on those being taken or free.
+        #[arg(long, env = "DEMO_DEFAULT_PORTS", hide = true)]
+        default_ports: Option<DemoDefaults>,
         /// Folder of the demo's database (replaced at every run) and, unless
         /// MEDIA_STORAGE_PATH is set, of the sample scenario's files.
         #[arg(long, default_value = "demo-data")]
@@ -188,11 +193,13 @@ fn main() -> ExitCode {
         }
         Cmd::Demo {
             http_bind,
+            default_ports,
             data_dir,
             speed,
         } => {
             let args = DemoArgs {
                 http_bind,
+                defaults: default_ports.unwrap_or_default(),
                 data_dir,
                 speed,
             };

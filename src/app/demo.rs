@@ -1,14 +1,17 @@
 //! `demo`: the built-in sample scenario on embedded defaults, its links and
 //! tokens printed, its progress logged.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::Context;
 use tracing::info;
 
-use super::serve::{Ports, open_ports, raise_open_file_limit, reachable, start_service};
+use super::serve::{Listen, Ports, open_ports, raise_open_file_limit, reachable, start_service};
 use super::shutdown_signal;
-use crate::config::Config;
+use crate::broker::MovablePorts;
+use crate::config::{Config, DEFAULT_BROKER_PORT, DEFAULT_BROKER_WS_PORT};
 use crate::core::{Command, State};
 use crate::domain::Speed;
 use crate::runtime::service::{CreateExercise, ExerciseInfo, ScenarioSource, Service};
@@ -16,11 +19,75 @@ use crate::runtime::service::{CreateExercise, ExerciseInfo, ScenarioSource, Serv
 /// Arguments of `demo`.
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
-    pub http_bind: String,
+    /// HTTP_BIND, when given: then a taken port is an error.
+    pub http_bind: Option<String>,
+    /// The ports used when none is given; each moves when taken.
+    pub defaults: DemoDefaults,
     /// Holds the demo's database (`demo.db`, new at every run) and, unless
     /// MEDIA_STORAGE_PATH is set, the sample's folder under `media/`.
     pub data_dir: PathBuf,
     pub speed: Speed,
+}
+
+/// The ports `demo` listens on when no flag or variable gives them: the
+/// HTTP address, and the embedded broker's MQTT and WebSocket ports. When
+/// one is taken (a Mosquitto on 1883, say), a free port replaces it and
+/// `demo` prints where it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoDefaults {
+    pub http: SocketAddr,
+    pub mqtt: u16,
+    pub ws: u16,
+}
+
+impl Default for DemoDefaults {
+    /// 127.0.0.1:8080, 1883 and 8083.
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 8080),
+            mqtt: DEFAULT_BROKER_PORT,
+            ws: DEFAULT_BROKER_WS_PORT,
+        }
+    }
+}
+
+impl FromStr for DemoDefaults {
+    type Err = String;
+
+    /// `HTTP,MQTT,WS`: three ports, the HTTP one on 127.0.0.1.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ports: Vec<u16> = s
+            .split(',')
+            .map(|p| p.trim().parse::<u16>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        match ports[..] {
+            [http, mqtt, ws] if !ports.contains(&0) => Ok(Self {
+                http: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), http),
+                mqtt,
+                ws,
+            }),
+            _ => Err(format!("{s:?}: expected three ports HTTP,MQTT,WS, none 0")),
+        }
+    }
+}
+
+/// Where `demo` listens: each port given by flag or variable stays (taken,
+/// it is an error naming the flag); each default moves when taken.
+fn listen(args: &DemoArgs, config: &Config) -> Listen {
+    Listen {
+        http_bind: args
+            .http_bind
+            .clone()
+            .unwrap_or_else(|| args.defaults.http.to_string()),
+        http_movable: args.http_bind.is_none(),
+        mqtt: config.broker_port.unwrap_or(args.defaults.mqtt),
+        ws: config.broker_ws_port.unwrap_or(args.defaults.ws),
+        broker_movable: MovablePorts {
+            mqtt: config.broker_port.is_none(),
+            ws: config.broker_ws_port.is_none(),
+        },
+    }
 }
 
 /// The folder name of the sample scenario, under MEDIA_STORAGE_PATH.
@@ -53,14 +120,18 @@ pub const SAMPLE_FILES: [(&str, &str); 5] = [
 
 /// `demo`: the sample exercise with nothing but the binary: the embedded
 /// broker (unless MQTT_BROKER_HOST is set), a fresh SQLite store, the HTTP
-/// server and its pages. Prints where to look, starts the exercise at
+/// server and its pages. A default port that is taken moves to a free one.
+/// Prints where to look, starts the exercise at
 /// `speed`, logs its progress and serves until SIGTERM or Ctrl-C.
 pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     raise_open_file_limit();
     let package = sample_package()?;
-    // Ports first: a taken one fails before anything is written.
-    let ports = open_ports(&args.http_bind, None, config, true).await?;
+    // Ports first: a taken one fails (or moves) before anything is written.
+    let ports = open_ports(&listen(&args, config), None, config, true).await?;
+    for line in &ports.moved {
+        println!("{line}");
+    }
     let mut config = config.clone();
     let mut source = ScenarioSource::Inline(package);
     if config.media_storage_path.is_none() {
@@ -239,5 +310,33 @@ async fn log_progress(service: Service, id: String) {
         if snapshot.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_read_as_http_mqtt_ws() {
+        let check = |text: &str, expected: Option<[u16; 3]>| {
+            let read = text.parse::<DemoDefaults>().ok();
+            let expected = expected.map(|[http, mqtt, ws]| DemoDefaults {
+                http: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), http),
+                mqtt,
+                ws,
+            });
+            assert_eq!(read, expected, "{text:?}");
+        };
+        check("8080,1883,8083", Some([8080, 1883, 8083]));
+        check(" 1, 2 ,3", Some([1, 2, 3]));
+        check("8080,1883", None);
+        check("8080,1883,8083,1", None);
+        check("0,1883,8083", None);
+        check("8080,x,8083", None);
+        assert_eq!(
+            "8080,1883,8083".parse::<DemoDefaults>(),
+            Ok(DemoDefaults::default())
+        );
     }
 }

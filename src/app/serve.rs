@@ -9,8 +9,10 @@ use anyhow::{Context, bail};
 use tracing::info;
 
 use super::{connect_mqtt, redact, shutdown_signal};
-use crate::broker::{BrokerAuth, BrokerOptions, BrokerSettings, EmbeddedBroker, Origins};
-use crate::config::Config;
+use crate::broker::{
+    BrokerAuth, BrokerOptions, BrokerSettings, EmbeddedBroker, MovablePorts, Origins,
+};
+use crate::config::{Config, DEFAULT_BROKER_PORT, DEFAULT_BROKER_WS_PORT};
 use crate::mqtt::Credentials;
 use crate::runtime::service::Service;
 use crate::store::Store;
@@ -31,7 +33,8 @@ pub struct ServeArgs {
 pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     raise_open_file_limit();
-    let ports = open_ports(&args.http_bind, args.public_url.as_deref(), config, false).await?;
+    let listen = Listen::fixed(&args.http_bind, config);
+    let ports = open_ports(&listen, args.public_url.as_deref(), config, false).await?;
     let database_url = args
         .database_url
         .clone()
@@ -71,6 +74,32 @@ pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
         .await
 }
 
+/// Where `serve` or `demo` listens. A movable port is one of `demo`'s
+/// defaults, given by no flag or variable: when it is taken, a free port
+/// the system picks replaces it; any other taken port is an error naming
+/// the flag that changes it.
+pub(super) struct Listen {
+    pub(super) http_bind: String,
+    pub(super) http_movable: bool,
+    /// The embedded broker's MQTT and WebSocket ports.
+    pub(super) mqtt: u16,
+    pub(super) ws: u16,
+    pub(super) broker_movable: MovablePorts,
+}
+
+impl Listen {
+    /// `serve`'s: every port where it is given, or its default; none moves.
+    pub(super) fn fixed(http_bind: &str, config: &Config) -> Self {
+        Self {
+            http_bind: http_bind.to_owned(),
+            http_movable: false,
+            mqtt: config.broker_port.unwrap_or(DEFAULT_BROKER_PORT),
+            ws: config.broker_ws_port.unwrap_or(DEFAULT_BROKER_WS_PORT),
+            broker_movable: MovablePorts::default(),
+        }
+    }
+}
+
 /// The listening side of `serve` and `demo`, opened first so that a taken
 /// port fails before anything else happens.
 pub(super) struct Ports {
@@ -81,6 +110,9 @@ pub(super) struct Ports {
     /// Where the process's MQTT connection goes.
     pub(super) mqtt_host: String,
     pub(super) mqtt_port: u16,
+    /// A line for each movable port that was taken: where its listener
+    /// went instead.
+    pub(super) moved: Vec<String>,
 }
 
 impl Ports {
@@ -98,13 +130,20 @@ impl Ports {
 /// else the embedded one, started here. A build without it uses localhost
 /// for `serve`, and fails when `need_broker` (`demo`).
 pub(super) async fn open_ports(
-    http_bind: &str,
+    listen: &Listen,
     public_url: Option<&str>,
     config: &Config,
     need_broker: bool,
 ) -> anyhow::Result<Ports> {
-    let listener = bind_http(http_bind).await?;
+    let (listener, http_taken) = bind_http(&listen.http_bind, listen.http_movable).await?;
     let local = listener.local_addr()?;
+    let mut moved = Vec::new();
+    if let Some(port) = http_taken {
+        moved.push(format!(
+            "port {port} is taken: the pages and the API are on http://{} instead",
+            reachable(local)
+        ));
+    }
     let mut broker_files = None;
     let (broker, mqtt_host, mqtt_port) = match &config.mqtt_broker_host {
         Some(host) => (None, host.clone(), config.mqtt_broker_port),
@@ -126,11 +165,30 @@ pub(super) async fn open_ports(
                     None => default_max_clients(),
                 },
                 max_filters: config.broker_max_filters as usize,
+                movable: listen.broker_movable,
                 ..BrokerOptions::default()
             };
-            let broker =
-                EmbeddedBroker::start_with(BrokerSettings::from_config(config), auth, options)
-                    .await?;
+            let settings = BrokerSettings {
+                bind: config.broker_bind,
+                port: listen.mqtt,
+                ws_port: listen.ws,
+            };
+            let broker = EmbeddedBroker::start_with(settings, auth, options).await?;
+            let now = broker.settings();
+            if now.port != settings.port {
+                moved.push(format!(
+                    "port {} is taken (another MQTT broker?): the embedded broker listens on {} instead",
+                    settings.port,
+                    broker.tcp_addr()
+                ));
+            }
+            if now.ws_port != settings.ws_port {
+                moved.push(format!(
+                    "port {} is taken: the embedded broker's WebSocket listener is on {} instead",
+                    settings.ws_port,
+                    broker.ws_addr()
+                ));
+            }
             info!(
                 mqtt = %broker.mqtt_url(),
                 websocket = %broker.ws_url(),
@@ -149,6 +207,7 @@ pub(super) async fn open_ports(
         broker,
         mqtt_host,
         mqtt_port,
+        moved,
     })
 }
 
@@ -234,11 +293,23 @@ fn reload_on_hangup(auth: Option<BrokerAuth>) {
     let _ = auth;
 }
 
-/// The HTTP listener; a taken port names the flag that changes it.
-async fn bind_http(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+/// The HTTP listener, with the port it left when that was taken and
+/// `movable` (then it listens on a free one of the same address); a taken
+/// port that does not move names the flag that changes it.
+async fn bind_http(
+    addr: &str,
+    movable: bool,
+) -> anyhow::Result<(tokio::net::TcpListener, Option<u16>)> {
     match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => Ok(listener),
+        Ok(listener) => Ok((listener, None)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if let (true, Ok(wanted)) = (movable, addr.parse::<SocketAddr>()) {
+                let free = SocketAddr::new(wanted.ip(), 0);
+                let listener = tokio::net::TcpListener::bind(free).await.with_context(|| {
+                    format!("cannot listen on {free} (HTTP_BIND / --http-bind)")
+                })?;
+                return Ok((listener, Some(wanted.port())));
+            }
             let port = addr.rsplit(':').next().unwrap_or(addr);
             bail!("port {port} is taken: choose another with --http-bind / HTTP_BIND")
         }

@@ -6,7 +6,8 @@
 //! clients of the earlier platform), both on BROKER_BIND and both served by
 //! the gate. rumqttd's `Broker::start` blocks for good and only logs when a
 //! listener cannot bind, so the public ports are bound here first (a taken
-//! port is an error naming the flag that changes it), rumqttd runs on a
+//! port is an error naming the flag that changes it, unless it may move to
+//! a free one: `demo`'s defaults), rumqttd runs on a
 //! thread of its own on a loopback port, and start-up waits until it accepts
 //! connections. rumqttd has no shutdown: the broker lives as long as the
 //! process.
@@ -59,7 +60,7 @@ use std::time::Duration;
 use crate::mqtt::{Credentials, SettingsError};
 
 pub use auth::BrokerAuth;
-pub use settings::{BrokerOptions, BrokerSettings, Origins};
+pub use settings::{BrokerOptions, BrokerSettings, MovablePorts, Origins};
 
 /// How long start-up waits for the listeners to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,14 +151,29 @@ impl EmbeddedBroker {
         if settings.port == settings.ws_port {
             return Err(BrokerError::SamePort(settings.port));
         }
-        let tcp = listen(settings.bind, settings.port, "--broker-port", "BROKER_PORT").await?;
-        let ws = listen(
-            settings.bind,
-            settings.ws_port,
-            "--broker-ws-port",
-            "BROKER_WS_PORT",
-        )
-        .await?;
+        let movable = options.movable;
+        let tcp_port = Port {
+            bind: settings.bind,
+            port: settings.port,
+            movable: movable.mqtt,
+            flag: "--broker-port",
+            env: "BROKER_PORT",
+        };
+        let ws_port = Port {
+            bind: settings.bind,
+            port: settings.ws_port,
+            movable: movable.ws,
+            flag: "--broker-ws-port",
+            env: "BROKER_WS_PORT",
+        };
+        let (tcp, port) = tcp_port.listen().await?;
+        let (ws, ws_port) = ws_port.listen().await?;
+        // The ports listened on, should one have moved.
+        let settings = BrokerSettings {
+            port,
+            ws_port,
+            ..settings
+        };
         let started = upstream::start(settings, auth, options, tcp, ws).await?;
         Ok(Self {
             settings,
@@ -180,6 +196,8 @@ impl EmbeddedBroker {
         self.health.clone()
     }
 
+    /// Where the broker listens: the ports it was given, or the free ones
+    /// it moved to.
     pub fn settings(&self) -> BrokerSettings {
         self.settings
     }
@@ -218,34 +236,56 @@ impl EmbeddedBroker {
     }
 }
 
-/// A listener on `port` of `bind`; a taken port names the flag that
-/// changes it.
-async fn listen(
+/// A public port of the broker, and the flag and variable that change it.
+struct Port {
     bind: IpAddr,
     port: u16,
+    /// Whether a free port the system picks replaces it when taken.
+    movable: bool,
     flag: &'static str,
     env: &'static str,
-) -> Result<tokio::net::TcpListener, BrokerError> {
-    let addr = SocketAddr::new(bind, port);
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => Ok(listener),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(BrokerError::PortTaken { port, flag, env })
+}
+
+impl Port {
+    /// A listener on the port, or on a free one when it is taken and
+    /// movable; with the port it listens on. A taken port that does not
+    /// move names the flag that changes it.
+    async fn listen(&self) -> Result<(tokio::net::TcpListener, u16), BrokerError> {
+        let listener = match self.bind_to(self.port).await {
+            Err(BrokerError::PortTaken { .. }) if self.movable => self.bind_to(0).await?,
+            bound => bound?,
+        };
+        let port = listener
+            .local_addr()
+            .map_err(|e| self.cannot_listen(self.port, &e))?
+            .port();
+        Ok((listener, port))
+    }
+
+    async fn bind_to(&self, port: u16) -> Result<tokio::net::TcpListener, BrokerError> {
+        match tokio::net::TcpListener::bind(SocketAddr::new(self.bind, port)).await {
+            Ok(listener) => Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(BrokerError::PortTaken {
+                port,
+                flag: self.flag,
+                env: self.env,
+            }),
+            Err(e) => Err(self.cannot_listen(port, &e)),
         }
-        Err(e) => Err(BrokerError::CannotListen {
-            addr,
-            flag: if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-                "--broker-bind"
-            } else {
-                flag
-            },
-            env: if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-                "BROKER_BIND"
-            } else {
-                env
-            },
+    }
+
+    fn cannot_listen(&self, port: u16, e: &std::io::Error) -> BrokerError {
+        let (flag, env) = if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            ("--broker-bind", "BROKER_BIND")
+        } else {
+            (self.flag, self.env)
+        };
+        BrokerError::CannotListen {
+            addr: SocketAddr::new(self.bind, port),
+            flag,
+            env,
             reason: e.to_string(),
-        }),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_BROKER_PORT, DEFAULT_BROKER_WS_PORT};
 
 /// Where the embedded broker listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +18,24 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
-    /// BROKER_BIND, BROKER_PORT and BROKER_WS_PORT.
+    /// BROKER_BIND, BROKER_PORT and BROKER_WS_PORT, each port its default
+    /// when not given.
     pub fn from_config(config: &Config) -> Self {
         Self {
             bind: config.broker_bind,
-            port: config.broker_port,
-            ws_port: config.broker_ws_port,
+            port: config.broker_port.unwrap_or(DEFAULT_BROKER_PORT),
+            ws_port: config.broker_ws_port.unwrap_or(DEFAULT_BROKER_WS_PORT),
         }
     }
+}
+
+/// Which public ports move to a free one, picked by the system, when they
+/// are taken (`demo`'s defaults); the others fail with
+/// `BrokerError::PortTaken`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MovablePorts {
+    pub mqtt: bool,
+    pub ws: bool,
 }
 
 /// How the embedded broker treats clients beyond logins: timing and
@@ -50,6 +60,8 @@ pub struct BrokerOptions {
     /// (BROKER_MAX_FILTERS): rumqttd keeps a log for every filter it was
     /// ever given, so a new one past this is refused (SUBACK 0x80).
     pub max_filters: usize,
+    /// Which public ports move when taken (none by default).
+    pub movable: MovablePorts,
 }
 
 impl Default for BrokerOptions {
@@ -61,6 +73,7 @@ impl Default for BrokerOptions {
             probe_every: Duration::from_secs(2),
             max_clients: 10_000,
             max_filters: 20_000,
+            movable: MovablePorts::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The embedded broker in-process: retained messages and 1 MiB payloads, the
-//! engine's client resuming its session, and a taken port named with its flag.
+//! engine's client resuming its session, a taken port named with its flag,
+//! and taken movable ports left for free ones.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use rumqttc::QoS;
 use tokio::sync::mpsc as tokio_mpsc;
 
-use scip_orchestrator::broker::{BrokerError, BrokerOptions, BrokerSettings, EmbeddedBroker};
+use scip_orchestrator::broker::{
+    BrokerError, BrokerOptions, BrokerSettings, EmbeddedBroker, MovablePorts,
+};
 use scip_orchestrator::mqtt::{AckEvent, AckTo, Message, Mqtt, MqttSettings};
 use scip_orchestrator::testing::{Proxy, Subscriber, embedded_broker, on_free_ports_async};
 
@@ -176,4 +179,47 @@ async fn embedded_broker_names_a_taken_port_and_its_flag() {
             format!("port {port} is taken: choose another with {flag}")
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_moves_taken_movable_ports_to_free_ones() {
+    let held = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+    let [port, ws_port] = held.each_ref().map(|l| l.local_addr().unwrap().port());
+    let settings = BrokerSettings {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port,
+        ws_port,
+    };
+    let options = BrokerOptions {
+        movable: MovablePorts {
+            mqtt: true,
+            ws: true,
+        },
+        ..BrokerOptions::default()
+    };
+    let broker = EmbeddedBroker::start_with(settings, None, options)
+        .await
+        .expect("taken movable ports move");
+    let now = broker.settings();
+    assert_ne!(now.port, port);
+    assert_ne!(now.ws_port, ws_port);
+    assert_ne!(now.port, now.ws_port);
+    assert_eq!(broker.tcp_addr().port(), now.port);
+    assert_eq!(
+        broker.ws_url(),
+        format!("ws://127.0.0.1:{}/mqtt", now.ws_port)
+    );
+    // The moved listener is the broker's: a message goes through it.
+    let mut sub = Subscriber::connect(now.port, "/exercise/moved/#").await;
+    sub.client
+        .publish("/exercise/moved/timer", QoS::AtLeastOnce, false, "tick")
+        .await
+        .unwrap();
+    let seen = sub
+        .collect_until(Duration::from_secs(10), |m| {
+            m.topic == "/exercise/moved/timer"
+        })
+        .await;
+    assert_eq!(seen.last().unwrap().raw, b"tick");
+    drop(held);
 }

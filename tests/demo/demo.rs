@@ -1,6 +1,7 @@
 //! `demo` as a user runs it: the sample running on the embedded broker,
 //! reached over TCP, WebSocket and HTTP, stopped by SIGTERM and started
-//! afresh; a taken port named with the flag that changes it.
+//! afresh; taken default ports left for free ones, and a taken port given
+//! by flag or variable named with the flag that changes it.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -288,5 +289,115 @@ fn demo_names_a_taken_port_and_the_flag_that_changes_it() {
         );
     }
     // Nothing was started, so nothing was written.
+    assert!(!dir.path().join("demo.db").exists());
+}
+
+/// Three loopback ports held by the test, as a web server on 8080 and a
+/// Mosquitto on 1883 and 8083 would hold `demo`'s defaults, and their
+/// `DEMO_DEFAULT_PORTS`.
+fn taken_defaults() -> ([TcpListener; 3], String) {
+    let held = [(); 3].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+    let ports = held.each_ref().map(|l| l.local_addr().unwrap().port());
+    (held, format!("{},{},{}", ports[0], ports[1], ports[2]))
+}
+
+/// The port at the end of `url` (`scheme://host:port[/path]`).
+fn port_of(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    authority.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_moves_from_taken_default_ports_and_prints_where_it_went() {
+    let (held, defaults) = taken_defaults();
+    let [http, mqtt, ws] = held.each_ref().map(|l| l.local_addr().unwrap().port());
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Proc::spawn_with(
+        &[
+            "demo",
+            "--speed",
+            "30",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("DEMO_DEFAULT_PORTS", &defaults)],
+    );
+    if !demo.started(" running at speed 30") {
+        let (status, stderr) = demo.finish();
+        panic!("demo ended at start ({status:?}):\n{stderr}");
+    }
+    let mqtt_url = demo.url("MQTT broker:");
+    let ws_url = demo.url("MQTT WebSocket:");
+    let control_room = demo.url("control room:");
+    let (new_http, new_mqtt, new_ws) =
+        (port_of(&control_room), port_of(&mqtt_url), port_of(&ws_url));
+    for (taken, now) in [(http, new_http), (mqtt, new_mqtt), (ws, new_ws)] {
+        assert_ne!(taken, now, "{:?}", demo.stdout());
+    }
+    // Each move is said before the banner, with the address it went to.
+    let said = demo.stdout().join("\n");
+    for line in [
+        format!(
+            "port {http} is taken: the pages and the API are on http://127.0.0.1:{new_http} instead"
+        ),
+        format!(
+            "port {mqtt} is taken (another MQTT broker?): the embedded broker listens on 127.0.0.1:{new_mqtt} instead"
+        ),
+        format!(
+            "port {ws} is taken: the embedded broker's WebSocket listener is on 127.0.0.1:{new_ws} instead"
+        ),
+    ] {
+        assert!(said.contains(&line), "no {line:?} in:\n{said}");
+    }
+    assert_eq!(mqtt_url, format!("mqtt://127.0.0.1:{new_mqtt}"));
+    assert_eq!(ws_url, format!("ws://127.0.0.1:{new_ws}/mqtt"));
+    assert!(
+        demo.url("team blue:").starts_with(&format!(
+            "http://127.0.0.1:{new_http}/exercises/{EXERCISE}/teams/blue?token="
+        )),
+        "{said}"
+    );
+
+    // An outside client on the printed port gets the feeds.
+    let mut tcp = Subscriber::connect(new_mqtt, &format!("/exercise/{EXERCISE}/#")).await;
+    let feed = tcp
+        .collect_until(Duration::from_secs(20), is_feed_message)
+        .await;
+    assert!(!feed.last().unwrap().retain);
+    let page = reqwest::get(control_room.split('#').next().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+
+    let (status, stderr) = demo.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    drop(held);
+}
+
+#[test]
+fn demo_keeps_a_taken_port_given_by_variable_an_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // The defaults are taken too: they move, the given port does not.
+    let (_held, defaults) = taken_defaults();
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, env, value) in [
+        ("--http-bind", "HTTP_BIND", format!("127.0.0.1:{port}")),
+        ("--broker-port", "BROKER_PORT", port.to_string()),
+        ("--broker-ws-port", "BROKER_WS_PORT", port.to_string()),
+    ] {
+        let demo = Proc::spawn_with(
+            &["demo", "--data-dir", dir.path().to_str().unwrap()],
+            &[(env, &value), ("DEMO_DEFAULT_PORTS", &defaults)],
+        );
+        let (status, stderr) = demo.finish();
+        assert!(!status.success(), "{env}: exit {status:?}");
+        assert!(
+            stderr.contains(&format!(
+                "port {port} is taken: choose another with {flag} / {env}"
+            )),
+            "{env}: {stderr}"
+        );
+    }
     assert!(!dir.path().join("demo.db").exists());
 }

@@ -22,12 +22,23 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with(args, &[])
+    }
+
+    /// The binary with `args` and the variables `env` (the ports' others
+    /// removed).
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let spawned = Instant::now();
         let mut child = Command::new(BIN)
             .args(args)
             .env_remove("MQTT_BROKER_HOST")
             .env_remove("MEDIA_STORAGE_PATH")
             .env_remove("RUST_LOG")
+            .env_remove("HTTP_BIND")
+            .env_remove("BROKER_PORT")
+            .env_remove("BROKER_WS_PORT")
+            .env_remove("DEMO_DEFAULT_PORTS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -75,6 +86,11 @@ impl Proc {
                 ),
             }
         }
+    }
+
+    /// The lines read from stdout so far.
+    pub fn stdout(&self) -> &[String] {
+        &self.stdout
     }
 
     /// The URL on the banner line labelled `label`.
