@@ -35,12 +35,11 @@ async fn control_commands_are_rate_limited_per_client_and_per_control_topic() {
     assert!((1..=10).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("6 control commands a minute"), "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("6 control commands a minute"),
-        "{body}"
+        message.contains("more than a burst of 5 control commands"),
+        "the burst tripped, not the rate: {body}"
     );
     let (_, info) = app.get("/api/v1/exercises/rate").await;
     assert_eq!(
@@ -81,11 +80,11 @@ async fn control_commands_are_rate_limited_per_client_and_per_control_topic() {
         .filter(|c| c["source"] == "mqtt" && c["accepted"] == false)
         .collect();
     assert_eq!(refused.len(), 1, "{log}");
+    let message = refused[0]["message"].as_str().unwrap();
+    assert!(message.contains("rate limited"), "{message}");
     assert!(
-        refused[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("rate limited")
+        message.contains("more than a burst of 5 commands on the control topic"),
+        "{message}"
     );
 }
 
