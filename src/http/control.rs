@@ -11,7 +11,7 @@ use crate::core::Command;
 use crate::core::engine::SeekMode;
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::{ApiJson, ClientSource, OptionalJson};
+use crate::http::extract::{ApiJson, ClientSource, JsonBody, OptionalJson};
 use crate::http::types::{CommandName, ControlLogEntry, TransitionResponse};
 use crate::runtime::service::Service;
 
@@ -23,6 +23,10 @@ pub struct CommandRequest {
     pub reason: Option<String>,
 }
 
+impl JsonBody for CommandRequest {
+    const EXPECTED: &str = "a JSON object with an optional \"reason\", or no body";
+}
+
 /// Jump a paused exercise forward.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +34,10 @@ pub struct SeekRequest {
     /// Exercise second to jump to.
     pub to: u32,
     pub mode: SeekModeName,
+}
+
+impl JsonBody for SeekRequest {
+    const EXPECTED: &str = "a JSON object with \"to\" and \"mode\"";
 }
 
 /// What happens to the injects a seek passes over.

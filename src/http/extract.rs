@@ -1,6 +1,6 @@
 //! What handlers take from a request: JSON bodies (`application/json`
-//! only, parsed with the path of any field that does not fit), and the
-//! client's address as the audit log names it.
+//! only, always a JSON object, parsed with the path of any field that does
+//! not fit), and the client's address as the audit log names it.
 
 use std::net::SocketAddr;
 
@@ -13,6 +13,14 @@ use serde::de::DeserializeOwned;
 
 use crate::http::ApiError;
 
+/// A request body: a JSON object, whose shape `EXPECTED` says in the answer
+/// to a body that is not an object (serde would otherwise read an array
+/// as the struct's fields in order, and complain about an element).
+pub(super) trait JsonBody: DeserializeOwned {
+    /// "a JSON object with …", naming its fields.
+    const EXPECTED: &'static str;
+}
+
 /// A JSON body: `application/json`, parsed with the path of any field that
 /// does not fit in the message.
 pub(super) struct ApiJson<T>(pub(super) T);
@@ -20,7 +28,7 @@ pub(super) struct ApiJson<T>(pub(super) T);
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: JsonBody,
 {
     type Rejection = ApiError;
 
@@ -36,7 +44,7 @@ pub(super) struct OptionalJson<T>(pub(super) T);
 impl<S, T> FromRequest<S> for OptionalJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Default,
+    T: JsonBody + Default,
 {
     type Rejection = ApiError;
 
@@ -73,10 +81,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientSource {
 
 /// A request body that must be JSON: not empty, of a JSON type, and
 /// parsed as [`ApiJson`] parses it.
-pub(super) fn json_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> Result<T, ApiError> {
+pub(super) fn json_body<T: JsonBody>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("the request needs a JSON body"));
     }
@@ -120,7 +125,25 @@ fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse_json<T: JsonBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Valid JSON of another type: say what was expected. Invalid JSON
+        // gets serde's own message below, with its line and column.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            let got = match first {
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b't' | b'f') => "a boolean",
+                Some(b'n') => "null",
+                _ => "a number",
+            };
+            return Err(ApiError::invalid(format!(
+                "request body: expected {}, got {got}",
+                T::EXPECTED
+            )));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
