@@ -193,6 +193,31 @@ async fn oversized_bodies_and_injects_are_refused() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_over_the_duration_limit_is_told_the_setting_that_admits_it() {
+    // The earlier platform's key: "duration", in minutes; five hours.
+    let mut long = package(60, &[("blue", &[("a", 30)])]);
+    let fields = long.as_object_mut().unwrap();
+    fields.remove("duration_minutes");
+    fields.insert("duration".into(), json!(300));
+    let create = json!({"package": long, "exercise_id": "long"});
+
+    let app = spawn_app().await;
+    let reply = app.post("/api/v1/exercises", Some(create.clone())).await;
+    let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_input");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"duration\" 300 (18000 s) is over the limit of 7200 s"),
+        "{error}"
+    );
+    assert!(message.contains("MAX_EXERCISE_DURATION"), "{error}");
+
+    let app = spawn_app_with(&["--max-exercise-duration", "18000"]).await;
+    let (status, created) = app.post("/api/v1/exercises", Some(create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["total"], 18000);
+}
+
 fn package_small() -> serde_json::Value {
     package(60, &[("blue", &[("a", 30)])])
 }
