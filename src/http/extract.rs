@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::http::ApiError;
+use crate::http::errors::ErrorCode;
 
 /// A request body: a JSON object, whose shape `EXPECTED` says in the answer
 /// to a body that is not an object (serde would otherwise read an array
@@ -116,7 +117,7 @@ fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "expected Content-Type: application/json, got {}",
                 other.unwrap_or("none")

@@ -8,7 +8,7 @@ use axum::http::header::CONTENT_LENGTH;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::errors::ErrorResponse;
+use crate::http::errors::{ErrorCode, ErrorResponse};
 use crate::http::extract::{JsonBody, json_body};
 use crate::http::types::{TeamPath, TeamResponse};
 use crate::http::{ApiError, MAX_RECEIPT_BYTES};
@@ -107,7 +107,7 @@ pub(super) async fn receipts(
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!(
                 "a receipt is at most {MAX_RECEIPT_BYTES} bytes: send fewer inject ids at once"
             ),
