@@ -11,7 +11,7 @@ use crate::core::Command;
 use crate::core::engine::SeekMode;
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::{ApiJson, ClientSource, OptionalJson};
+use crate::http::extract::{ApiJson, ClientSource, JsonBody, OptionalJson};
 use crate::http::types::{CommandName, ControlLogEntry, TransitionResponse};
 use crate::runtime::service::Service;
 
@@ -23,6 +23,10 @@ pub struct CommandRequest {
     pub reason: Option<String>,
 }
 
+impl JsonBody for CommandRequest {
+    const EXPECTED: &str = "a JSON object with an optional \"reason\", or no body";
+}
+
 /// Jump a paused exercise forward.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +34,10 @@ pub struct SeekRequest {
     /// Exercise second to jump to.
     pub to: u32,
     pub mode: SeekModeName,
+}
+
+impl JsonBody for SeekRequest {
+    const EXPECTED: &str = "a JSON object with \"to\" and \"mode\"";
 }
 
 /// What happens to the injects a seek passes over.
@@ -59,8 +67,10 @@ pub struct PassedOverResponse {
     request_body(content = Option<CommandRequest>, description = "Optional; the body may be empty"),
     responses(
         (status = 200, description = "Carried out", body = TransitionResponse),
-        (status = 404, description = "No such exercise or command", body = ErrorResponse),
+        (status = 400, description = "Unknown command (the message lists the commands) or invalid body", body = ErrorResponse),
+        (status = 404, description = "No such exercise", body = ErrorResponse),
         (status = 409, description = "Refused: the command does not fit the state; nothing changed", body = ErrorResponse),
+        (status = 429, description = "`rate_limited`: the message names the limit that tripped, the burst or the rate a minute; `Retry-After` says when to try again", body = ErrorResponse),
     )
 )]
 pub(super) async fn control(
@@ -71,7 +81,7 @@ pub(super) async fn control(
 ) -> Result<Json<TransitionResponse>, ApiError> {
     let command: Command = command
         .parse()
-        .map_err(|e: crate::core::lifecycle::UnknownCommand| ApiError::not_found(e.to_string()))?;
+        .map_err(|e: crate::core::lifecycle::UnknownCommand| ApiError::invalid(e.to_string()))?;
     let transition = service.control(&id, command, body.reason, source.0).await?;
     Ok(Json(transition.into()))
 }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::core::DeliveryStatus;
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, JsonBody};
 use crate::http::types::{DeliveryResponse, DeliveryStatusName, parse_status};
 use crate::runtime::exercise::DeliveryKey;
 use crate::runtime::service::Service;
@@ -32,12 +32,20 @@ pub struct SendInjectRequest {
     pub inject: Value,
 }
 
+impl JsonBody for SendInjectRequest {
+    const EXPECTED: &str = "a JSON object with \"teams\", \"inject\" and optionally \"at\"";
+}
+
 /// Where to move a delivery that is not yet due.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleRequest {
     /// Exercise second, not in the past and not after the end.
     pub at: u32,
+}
+
+impl JsonBody for RescheduleRequest {
+    const EXPECTED: &str = "a JSON object with \"at\"";
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -18,7 +18,7 @@ use crate::runtime::service::ServiceError;
 #[derive(Debug)]
 pub struct ApiError {
     pub(super) status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     pub(super) message: String,
     pub(super) details: Vec<String>,
     /// Seconds, for a `Retry-After` header.
@@ -26,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -37,18 +37,18 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     pub(super) fn invalid(message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
             details: vec![message.clone()],
-            ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+            ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message)
         }
     }
 
@@ -56,16 +56,16 @@ impl ApiError {
     /// the handlers (rejections, fallbacks, the body limit).
     pub(super) fn from_status(status: StatusCode, message: String) -> Self {
         let code = match status {
-            StatusCode::NOT_FOUND => "not_found",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            StatusCode::CONFLICT => "conflict",
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-            s if s.is_client_error() => "invalid_input",
-            _ => "internal",
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+            s if s.is_client_error() => ErrorCode::InvalidInput,
+            _ => ErrorCode::Internal,
         };
-        if code == "invalid_input" {
+        if code == ErrorCode::InvalidInput {
             Self {
                 status,
                 ..Self::invalid(message)
@@ -78,7 +78,7 @@ impl ApiError {
     pub(super) fn body(&self) -> ErrorResponse {
         ErrorResponse {
             error: ErrorBody {
-                code: self.code.to_owned(),
+                code: self.code,
                 message: self.message.clone(),
                 details: self.details.clone(),
             },
@@ -108,19 +108,19 @@ impl From<ServiceError> for ApiError {
                 };
                 Self {
                     details,
-                    ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+                    ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message)
                 }
             }
             ServiceError::NotFound(m) => Self::not_found(m),
-            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, m),
             ServiceError::Unavailable(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
             }
             ServiceError::Store(e) if e.is_transient() => {
                 error!(error = %e, "database error while serving a request");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the database failed or refused the request; try again (see the server log)",
                 )
             }
@@ -128,15 +128,15 @@ impl From<ServiceError> for ApiError {
                 error!(error = %e, "database error while serving a request");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "the database failed; see the server log",
                 )
             }
             ServiceError::Internal(m) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, m)
             }
             ServiceError::Unauthorized(m) => Self::unauthorized(m),
-            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),
             ServiceError::TooMany {
                 message,
                 retry_after,
@@ -145,15 +145,68 @@ impl From<ServiceError> for ApiError {
                 ..Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     if retry_after.is_some() {
-                        "rate_limited"
+                        ErrorCode::RateLimited
                     } else {
-                        "limit_reached"
+                        ErrorCode::LimitReached
                     },
                     message,
                 )
             },
         }
     }
+}
+
+/// What went wrong, stably, for programs: every code the API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400 (or another client error): a body, parameter or scenario that
+    /// does not fit, an unknown command; every problem is in `details`.
+    InvalidInput,
+    /// 401: no token, or an unknown, revoked, forged or expired one.
+    Unauthorized,
+    /// 403: a valid token whose role or link does not allow this.
+    Forbidden,
+    /// 404: no such exercise, team, inject, scenario or endpoint.
+    NotFound,
+    /// 405: the path exists, the method does not (see `Allow`).
+    MethodNotAllowed,
+    /// 409: a refused transition, a duplicate, or an exercise that could
+    /// not be restored.
+    Conflict,
+    /// 413: a body over its limit.
+    PayloadTooLarge,
+    /// 415: a body that is not of the media type the endpoint takes.
+    UnsupportedMediaType,
+    /// 429 with `Retry-After`: too many control commands; the message names
+    /// the limit that tripped, the burst or the rate a minute.
+    RateLimited,
+    /// 429 without `Retry-After`: a limit of the service (MAX_EXERCISES) is
+    /// reached; waiting does not help, deleting does.
+    LimitReached,
+    /// 503: the database or broker failed, or the exercise is shutting
+    /// down; try again.
+    Unavailable,
+    /// 500: a bug or a database failure; see the server log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the README lists them.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidInput,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitReached,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
 }
 
 /// Every error response.
@@ -164,9 +217,7 @@ pub struct ErrorResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// `invalid_input`, `not_found`, `conflict`, `unavailable`, `internal`,
-    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`.
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// Every problem, for `invalid_input`; otherwise empty.
     pub details: Vec<String>,
@@ -212,7 +263,7 @@ pub(super) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
     error!(panic = what, "a request handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "internal error; see the server log",
     )
     .into_response()
@@ -228,7 +279,7 @@ pub fn denied(denied: crate::http::auth::Denied) -> ApiError {
         crate::http::auth::Denied::Unauthenticated(why) => ApiError::unauthorized(why),
         crate::http::auth::Denied::Forbidden { have, need } => ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("this needs the {need} role; the token is {have}"),
         ),
     }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::domain::Speed;
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, JsonBody};
 use crate::http::types::{ExerciseResponse, ScenarioResponse};
 use crate::runtime::service::{CreateExercise, ScenarioSource, Service};
 
@@ -32,6 +32,10 @@ pub struct CreateExerciseRequest {
     pub exercise_id: Option<String>,
     /// Exercise seconds per wall second, above 0 and at most 1000 (default 1).
     pub speed: Option<f64>,
+}
+
+impl JsonBody for CreateExerciseRequest {
+    const EXPECTED: &str = "a JSON object with \"scenario\" (a folder name) or \"package\" (an inline scenario), and optionally \"exercise_id\" and \"speed\"";
 }
 
 #[utoipa::path(

@@ -1,6 +1,6 @@
 //! What handlers take from a request: JSON bodies (`application/json`
-//! only, parsed with the path of any field that does not fit), and the
-//! client's address as the audit log names it.
+//! only, always a JSON object, parsed with the path of any field that does
+//! not fit), and the client's address as the audit log names it.
 
 use std::net::SocketAddr;
 
@@ -12,6 +12,15 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::http::ApiError;
+use crate::http::errors::ErrorCode;
+
+/// A request body: a JSON object, whose shape `EXPECTED` says in the answer
+/// to a body that is not an object (serde would otherwise read an array
+/// as the struct's fields in order, and complain about an element).
+pub(super) trait JsonBody: DeserializeOwned {
+    /// "a JSON object with …", naming its fields.
+    const EXPECTED: &'static str;
+}
 
 /// A JSON body: `application/json`, parsed with the path of any field that
 /// does not fit in the message.
@@ -20,7 +29,7 @@ pub(super) struct ApiJson<T>(pub(super) T);
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: JsonBody,
 {
     type Rejection = ApiError;
 
@@ -36,7 +45,7 @@ pub(super) struct OptionalJson<T>(pub(super) T);
 impl<S, T> FromRequest<S> for OptionalJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Default,
+    T: JsonBody + Default,
 {
     type Rejection = ApiError;
 
@@ -73,10 +82,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientSource {
 
 /// A request body that must be JSON: not empty, of a JSON type, and
 /// parsed as [`ApiJson`] parses it.
-pub(super) fn json_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> Result<T, ApiError> {
+pub(super) fn json_body<T: JsonBody>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("the request needs a JSON body"));
     }
@@ -111,7 +117,7 @@ fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "expected Content-Type: application/json, got {}",
                 other.unwrap_or("none")
@@ -120,7 +126,25 @@ fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse_json<T: JsonBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Valid JSON of another type: say what was expected. Invalid JSON
+        // gets serde's own message below, with its line and column.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            let got = match first {
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b't' | b'f') => "a boolean",
+                Some(b'n') => "null",
+                _ => "a number",
+            };
+            return Err(ApiError::invalid(format!(
+                "request body: expected {}, got {got}",
+                T::EXPECTED
+            )));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

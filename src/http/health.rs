@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::http::ApiError;
+use crate::http::errors::ErrorCode;
 use crate::http::errors::ErrorResponse;
 use crate::runtime::service::Service;
 
@@ -40,10 +41,9 @@ pub(super) async fn healthz() -> Json<StatusResponse> {
 pub(super) async fn readyz(
     State(service): State<Service>,
 ) -> Result<Json<StatusResponse>, ApiError> {
-    service
-        .ready()
-        .await
-        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why))?;
+    service.ready().await.map_err(|why| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, why)
+    })?;
     Ok(Json(StatusResponse {
         status: "ready".into(),
     }))

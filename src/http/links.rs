@@ -8,8 +8,8 @@ use axum::http::header::CONTENT_LENGTH;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::errors::ErrorResponse;
-use crate::http::extract::json_body;
+use crate::http::errors::{ErrorCode, ErrorResponse};
+use crate::http::extract::{JsonBody, json_body};
 use crate::http::types::{TeamPath, TeamResponse};
 use crate::http::{ApiError, MAX_RECEIPT_BYTES};
 use crate::runtime::service::Service;
@@ -29,6 +29,10 @@ pub struct ReceiptsRequest {
     pub run: u16,
     #[schema(example = json!(["inject-001", "inject-002"]))]
     pub inject_ids: Vec<String>,
+}
+
+impl JsonBody for ReceiptsRequest {
+    const EXPECTED: &str = "a JSON object with \"run\" and \"inject_ids\"";
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,7 +107,7 @@ pub(super) async fn receipts(
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!(
                 "a receipt is at most {MAX_RECEIPT_BYTES} bytes: send fewer inject ids at once"
             ),

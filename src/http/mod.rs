@@ -49,7 +49,7 @@ use crate::runtime::service::Service;
 
 use errors::{json_errors, no_route, panicked};
 
-pub use errors::{ApiError, denied};
+pub use errors::{ApiError, ErrorCode, denied};
 pub use metrics::{LATENCY_BUCKETS, install_metrics};
 
 /// Largest request body accepted: an inline scenario package with every

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::http::errors::ErrorResponse;
+use crate::http::errors::{ErrorCode, ErrorResponse};
 use crate::http::extract::content_type_essence;
 use crate::http::types::ScenarioResponse;
 use crate::http::{ApiError, content_disposition};
@@ -65,7 +65,7 @@ pub(super) async fn import_package(
     ) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "send the package as a .tar.gz archive (Content-Type: application/gzip), not {kind:?}"
             ),

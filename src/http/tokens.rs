@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, JsonBody};
 use crate::http::types::wall;
 use crate::runtime::service::Service;
 
@@ -20,6 +20,10 @@ pub struct IssueTokenRequest {
     pub role: String,
     /// What it is for, shown in the list.
     pub name: Option<String>,
+}
+
+impl JsonBody for IssueTokenRequest {
+    const EXPECTED: &str = "a JSON object with \"role\" and optionally \"name\"";
 }
 
 #[derive(Debug, Serialize, ToSchema)]

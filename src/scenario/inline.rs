@@ -539,7 +539,7 @@ mod tests {
                 &limits
             ),
             [
-                r#"<upload>: "duration_minutes" 11 (660 s) is over the limit of 600 s"#,
+                r#"<upload>: "duration_minutes" 11 (660 s) is over the limit of 600 s (MAX_EXERCISE_DURATION; raise it to allow longer exercises)"#,
                 "<upload>: too many teams: 3, the limit is 2",
                 "<upload>/timelines/three: too many injects: 3, the limit is 2",
             ]

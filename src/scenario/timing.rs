@@ -143,7 +143,7 @@ pub(super) fn duration_secs(
     let max = limits.max_duration_secs;
     if whole > f64::from(max) {
         return Err(format!(
-            "\"{key}\" {value} ({whole} s) is over the limit of {max} s"
+            "\"{key}\" {value} ({whole} s) is over the limit of {max} s (MAX_EXERCISE_DURATION; raise it to allow longer exercises)"
         ));
     }
     // In range: 1 <= whole <= max, a whole number.
@@ -340,7 +340,7 @@ mod tests {
         );
         check_duration(
             r#""duration_minutes": 121, "#,
-            r#"scenario.json: "duration_minutes" 121 (7260 s) is over the limit of 7200 s"#,
+            r#"scenario.json: "duration_minutes" 121 (7260 s) is over the limit of 7200 s (MAX_EXERCISE_DURATION; raise it to allow longer exercises)"#,
         );
         check_duration(
             r#""duration_minutes": 45, "duration": 30, "#,

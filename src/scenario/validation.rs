@@ -216,7 +216,7 @@ impl Header {
                     file: path.to_owned(),
                     location: None,
                     reason: format!(
-                        "no duration given, and the injects run to {} s: over the limit of {} s",
+                        "no duration given, and the injects run to {} s: over the limit of {} s (MAX_EXERCISE_DURATION; raise it to allow longer exercises)",
                         last, limits.max_duration_secs
                     ),
                 });
@@ -532,7 +532,7 @@ mod tests {
                 ("timelines/three.json", &three),
             ],
             &[
-                r#"scenario.json: "duration_minutes" 11 (660 s) is over the limit of 600 s"#,
+                r#"scenario.json: "duration_minutes" 11 (660 s) is over the limit of 600 s (MAX_EXERCISE_DURATION; raise it to allow longer exercises)"#,
                 "scenario.json: too many teams: 3, the limit is 2",
                 "timelines/three.json: too many injects: 3, the limit is 2",
             ],

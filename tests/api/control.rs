@@ -100,10 +100,21 @@ async fn commands_follow_the_lifecycle_and_are_audited() {
     );
     let error = assert_error(
         &app.post(&command("explode"), None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("explode"), "{message}");
+    for valid in ["start", "pause", "resume", "stop", "reset", "next_turn"] {
+        assert!(message.contains(valid), "{message} lists {valid}");
+    }
+    // A valid command for an exercise that does not exist stays a 404.
+    assert_error(
+        &app.post("/api/v1/exercises/no-such-exercise/pause", None)
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    assert!(error["message"].as_str().unwrap().contains("explode"));
 
     let reset = app.command(id, "reset").await;
     assert_eq!(

@@ -38,6 +38,31 @@ async fn malformed_requests_get_json_errors() {
         "invalid_input",
         "scenario: invalid type",
     );
+    // A body that is JSON but not an object says what was expected, not
+    // which element of it did not fit.
+    for (body, got) in [
+        (json!([1, 2]), "got an array"),
+        (json!("four-teams"), "got a string"),
+        (json!(5), "got a number"),
+        (json!(null), "got null"),
+    ] {
+        let reply = app.post(create, Some(body)).await;
+        check(
+            reply.clone(),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "expected a JSON object with \"scenario\"",
+        );
+        check(reply, StatusCode::BAD_REQUEST, "invalid_input", got);
+    }
+    // Other bodies name their own fields.
+    check(
+        app.post("/api/v1/exercises/any/seek", Some(json!([10, "skip"])))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "expected a JSON object with \"to\" and \"mode\", got an array",
+    );
     check(
         app.post(
             create,

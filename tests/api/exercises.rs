@@ -1,10 +1,14 @@
 //! Creating exercises, from a scenario folder under the media root or an
 //! inline package, and listing them; an invalid scenario is refused whole.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::*;
+
+const SECS: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_an_exercise_from_a_scenario_folder() {
@@ -65,11 +69,10 @@ async fn creates_an_exercise_from_a_scenario_folder() {
         ]
     );
 
-    let (status, mut one) = app.get("/api/v1/exercises/four-teams-demo").await;
+    // The connection as it is: the broker is up from the start.
+    assert_eq!(created["connected"], true, "{created}");
+    let (status, one) = app.get("/api/v1/exercises/four-teams-demo").await;
     assert_eq!(status, StatusCode::OK);
-    // Whether the actor has seen the broker connection yet is a race.
-    assert!(one["connected"].is_boolean());
-    one["connected"] = created["connected"].clone();
     assert_eq!(one, created);
 
     // The same folder again: the id is taken, unless another one is given.
@@ -229,4 +232,31 @@ async fn an_invalid_scenario_is_refused_with_every_error() {
     }
     let (_, list) = app.get("/api/v1/exercises").await;
     assert_eq!(list, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_exercise_reports_the_broker_connection_as_it_is() {
+    let app = spawn_app().await;
+    let small = || package(60, &[("blue", &[("a", 30)])]);
+    let up = app.create("while-up", 1.0, small()).await;
+    assert_eq!(up["connected"], true, "{up}");
+
+    // The broker link goes; once an exercise has seen it go, a new one is
+    // created knowing it too.
+    app.proxy.set_up(false);
+    app.wait_for("/api/v1/exercises/while-up", SECS, |e| {
+        e["connected"] == false
+    })
+    .await;
+    let down = app.create("while-down", 1.0, small()).await;
+    assert_eq!(down["connected"], false, "{down}");
+    let (status, got) = app.get("/api/v1/exercises/while-down").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, down);
+
+    app.proxy.set_up(true);
+    app.wait_for("/api/v1/exercises/while-down", SECS, |e| {
+        e["connected"] == true
+    })
+    .await;
 }

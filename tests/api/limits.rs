@@ -35,12 +35,11 @@ async fn control_commands_are_rate_limited_per_client_and_per_control_topic() {
     assert!((1..=10).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("6 control commands a minute"), "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("6 control commands a minute"),
-        "{body}"
+        message.contains("more than a burst of 5 control commands"),
+        "the burst tripped, not the rate: {body}"
     );
     let (_, info) = app.get("/api/v1/exercises/rate").await;
     assert_eq!(
@@ -81,11 +80,11 @@ async fn control_commands_are_rate_limited_per_client_and_per_control_topic() {
         .filter(|c| c["source"] == "mqtt" && c["accepted"] == false)
         .collect();
     assert_eq!(refused.len(), 1, "{log}");
+    let message = refused[0]["message"].as_str().unwrap();
+    assert!(message.contains("rate limited"), "{message}");
     assert!(
-        refused[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("rate limited")
+        message.contains("more than a burst of 5 commands on the control topic"),
+        "{message}"
     );
 }
 
@@ -192,6 +191,31 @@ async fn oversized_bodies_and_injects_are_refused() {
             .contains("MAX_INJECT_BYTES"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_over_the_duration_limit_is_told_the_setting_that_admits_it() {
+    // The earlier platform's key: "duration", in minutes; five hours.
+    let mut long = package(60, &[("blue", &[("a", 30)])]);
+    let fields = long.as_object_mut().unwrap();
+    fields.remove("duration_minutes");
+    fields.insert("duration".into(), json!(300));
+    let create = json!({"package": long, "exercise_id": "long"});
+
+    let app = spawn_app().await;
+    let reply = app.post("/api/v1/exercises", Some(create.clone())).await;
+    let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_input");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"duration\" 300 (18000 s) is over the limit of 7200 s"),
+        "{error}"
+    );
+    assert!(message.contains("MAX_EXERCISE_DURATION"), "{error}");
+
+    let app = spawn_app_with(&["--max-exercise-duration", "18000"]).await;
+    let (status, created) = app.post("/api/v1/exercises", Some(create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["total"], 18000);
 }
 
 fn package_small() -> serde_json::Value {

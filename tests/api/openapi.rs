@@ -86,3 +86,58 @@ async fn the_openapi_document_lists_every_endpoint() {
     // The document is what the router serves as well.
     assert_eq!(doc, serde_json::to_value(http::openapi_document()).unwrap());
 }
+
+#[test]
+fn the_error_schema_and_the_readme_list_every_error_code() {
+    // The codes the API can answer with: `ApiError` holds an `ErrorCode`.
+    let codes: BTreeSet<String> = http::ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(codes.len(), http::ErrorCode::ALL.len(), "{codes:?}");
+
+    let doc = serde_json::to_value(http::openapi_document()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let code = &schemas["ErrorBody"]["properties"]["code"];
+    let schema = match code["$ref"].as_str() {
+        Some(path) => &schemas[path.trim_start_matches("#/components/schemas/")],
+        None => code,
+    };
+    let listed: BTreeSet<String> = schema["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the error code schema lists no values: {schema}"))
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    // Derived from the enum itself: a code added there and left out of
+    // `ALL` shows here.
+    assert_eq!(listed, codes);
+
+    // The README's table of error codes: one row per code, with its status.
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let table: BTreeSet<String> = readme
+        .split_once("| error code | status | when |")
+        .expect("the README's error code table")
+        .1
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert!(
+                cells[2].chars().next().is_some_and(|c| c.is_ascii_digit()),
+                "{row}: no status"
+            );
+            cells[1].trim_matches('`').to_owned()
+        })
+        .collect();
+    assert_eq!(table, codes);
+}

@@ -31,11 +31,10 @@ impl Actor {
                 self.refuse_control(command, reason, why);
             }
             ControlInput::Command { command, reason } => {
-                if let Err(wait) = self.control_rate.check("mqtt", Instant::now()) {
+                if let Err(refused) = self.control_rate.check("mqtt", Instant::now()) {
                     let why = format!(
-                        "rate limited: more than {} commands a minute on the control topic; try again in {} s",
-                        self.options.max_commands_per_minute,
-                        wait.as_secs_f64().ceil()
+                        "rate limited: {}",
+                        refused.describe("commands", "on the control topic")
                     );
                     self.refuse_control(command, reason, why);
                     return;

@@ -285,7 +285,10 @@ impl Actor {
             run: engine.run(),
             speed: options.speed,
             counts: engine.counts(),
-            connected: false,
+            // As the connection is now, so that the first answer about a
+            // new exercise (the create's) does not say "disconnected"
+            // before the loop has run.
+            connected: *mqtt.connected().borrow(),
             turn: engine.turn(),
         })
         .0;

@@ -163,19 +163,15 @@ impl Service {
         reason: Option<String>,
         source: String,
     ) -> Result<Transition, ServiceError> {
-        if let Err(wait) = self
+        if let Err(refused) = self
             .inner
             .command_rate
             .check(&source, tokio::time::Instant::now())
         {
             warn!(exercise_id = id, %command, %source, "control command refused: rate limited");
             return Err(ServiceError::TooMany {
-                message: format!(
-                    "more than {} control commands a minute from {source}; try again in {} s",
-                    self.inner.config.max_commands_per_minute,
-                    wait.as_secs_f64().ceil()
-                ),
-                retry_after: Some(wait),
+                message: refused.describe("control commands", &format!("from {source}")),
+                retry_after: Some(refused.retry_after),
             });
         }
         self.ask(id, |reply| Request::Control {
