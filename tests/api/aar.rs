@@ -13,6 +13,7 @@ const REASON: &str = "Broker hung <restarting it> & \"checking\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_of_a_run_lists_every_delivery_the_summary_and_the_control_log() {
+    let _receipts = RECEIPT_METRICS.lock().await;
     let mut app = spawn_app_with(&[
         "--delivery-timeout-ms",
         "1000",

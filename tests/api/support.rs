@@ -10,10 +10,16 @@ use clap::Parser;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, oneshot};
 
 use scip_orchestrator::config::Config;
 use scip_orchestrator::http;
+
+/// Held by every test that posts receipts: the receipt latency histogram of
+/// `/metrics` is the process's own (one recorder for every app of this test
+/// binary), so a test that counts it must not share it with another that
+/// adds to it meanwhile.
+pub static RECEIPT_METRICS: Mutex<()> = Mutex::const_new(());
 use scip_orchestrator::mqtt::{Mqtt, MqttSettings};
 use scip_orchestrator::runtime::service::Service;
 use scip_orchestrator::store::{self, Store};
