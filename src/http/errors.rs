@@ -40,6 +40,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// An API token in the address of a route that takes it only as a
+    /// header.
+    pub fn token_in_query(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "token_in_query", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -165,7 +171,8 @@ pub struct ErrorResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// `invalid_input`, `not_found`, `conflict`, `unavailable`, `internal`,
-    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`.
+    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`,
+    /// `token_in_query`.
     pub code: String,
     pub message: String,
     /// Every problem, for `invalid_input`; otherwise empty.
