@@ -51,26 +51,52 @@ const SCIP = (() => {
     } catch (_) { /* storage disabled: the token lasts for this page only */ }
   }
 
-  // fetch + JSON both ways. Resolves with the parsed body (null when empty), rejects with ApiError.
-  async function api(method, path, body) {
-    const init = { method, headers: { Accept: "application/json" } };
+  // The API token goes in a header, never in the address (which history and logs
+  // keep); only what a browser fetches by itself (EventSource, <img>) takes it there.
+  async function request(path, init) {
     const token = apiToken();
     if (token) init.headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
     let res;
     try {
       res = await fetch(path, init);
     } catch (err) {
       throw new ApiError(0, null, `Network error: ${err.message}`);
     }
+    if (!res.ok) throw await errorOf(res);
+    return res;
+  }
+  async function errorOf(res) {
     const raw = await res.text();
     let data = null;
     try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON: the text is the message */ }
-    if (!res.ok) throw new ApiError(res.status, data, raw.trim().slice(0, 200) || `HTTP ${res.status}`);
-    return data;
+    return new ApiError(res.status, data, raw.trim().slice(0, 200) || `HTTP ${res.status}`);
+  }
+
+  // fetch + JSON both ways. Resolves with the parsed body (null when empty), rejects with ApiError.
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const raw = await (await request(path, init)).text();
+    try { return raw ? JSON.parse(raw) : null; } catch (_) { return null; }
+  }
+
+  // GETs `path` with the API token and saves it as a file, named as the server's
+  // Content-Disposition says, else `fallback`.
+  async function download(path, fallback) {
+    const res = await request(path, { headers: {} });
+    const disposition = res.headers.get("Content-Disposition") || "";
+    const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || fallback;
+    const url = URL.createObjectURL(await res.blob());
+    const link = el("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // Revoked once the browser has taken it (a click starts the download at once).
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    return name;
   }
 
   // The server's details are strings; anything else is shown as JSON.
@@ -154,6 +180,6 @@ const SCIP = (() => {
     node.textContent = { live: "live", reconnecting: "reconnecting…", error: "offline" }[status] || status;
   }
 
-  return { pathParts, enc, el, api, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
+  return { pathParts, enc, el, api, download, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
            mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken, bannerTitle };
 })();

@@ -185,8 +185,22 @@
   function roomPage(exId) {
     $("room-view").hidden = false;
     const base = `/api/v1/exercises/${enc(exId)}`;
-    // After-action report of the current run, as it stands when opened.
-    for (const a of document.querySelectorAll("#report-links a[data-report]")) a.href = `${base}/${a.dataset.report}`;
+    // After-action report of the current run, as it stands when clicked: fetched with
+    // the API token in its header and saved as a file (the HTML one opens on its own,
+    // with its own styles: as a blob of this page it would take this page's policy).
+    for (const a of document.querySelectorAll("#report-links a[data-report]")) {
+      a.href = `${base}/${a.dataset.report}`;
+      a.addEventListener("click", async (ev) => {
+        ev.preventDefault();
+        try {
+          const name = await SCIP.download(a.href, `${exId}-${a.dataset.report.replace("/", "-")}.json`);
+          say(`Saved ${name}`);
+        } catch (err) {
+          if (err.status === 401 || err.status === 403) needLogin(err);
+          sayError(err, "Report not saved: ");
+        }
+      });
+    }
     let ex = null; // last Exercise from the stream
     let busy = false; // a command is in flight
     const ALLOWED = {

@@ -49,16 +49,24 @@ pub fn required(method: &Method, path: &str) -> Access {
     Access::Open
 }
 
-/// The bearer token of a request: `Authorization: Bearer ...`, or
-/// `?access_token=` (browsers' EventSource cannot set headers).
-pub fn bearer(request: &Request) -> Option<String> {
-    if let Some(value) = request.headers().get(axum::http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
-    }
+/// Whether the route `path` (as routed) takes its API token as
+/// `?access_token=`: only what a browser fetches without a way to set a
+/// header, the control room's event stream (`EventSource`) and an
+/// exercise's media (`<img>`, `<video>`). Everywhere else a token in the
+/// address is refused: it would stay in the browser's history and in the
+/// logs of every proxy on the way.
+pub fn takes_query_token(path: &str) -> bool {
+    path == "/api/v1/exercises/{id}/events" || path == "/exercises/{id}/media/{*path}"
+}
+
+/// What the caller should do instead of `?access_token=` on a route that
+/// does not take it.
+pub const NO_QUERY_TOKEN: &str = "this route does not take ?access_token= (a token in an address \
+    stays in browser history and server logs): send it as Authorization: Bearer <token>; only \
+    the control room's event stream and an exercise's media take ?access_token=";
+
+/// The `?access_token=` of a request, decoded.
+fn query_token(request: &Request) -> Option<String> {
     request.uri().query().and_then(|q| {
         q.split('&')
             .filter_map(|pair| pair.split_once('='))
@@ -69,6 +77,21 @@ pub fn bearer(request: &Request) -> Option<String> {
                     .into_owned()
             })
     })
+}
+
+/// The bearer token of a request: `Authorization: Bearer ...`, or
+/// `?access_token=` on a route that takes it (see [`takes_query_token`]).
+pub fn bearer(request: &Request, path: &str) -> Option<String> {
+    if let Some(value) = request.headers().get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    takes_query_token(path)
+        .then(|| query_token(request))
+        .flatten()
 }
 
 /// Why a request was not let through.
@@ -107,8 +130,10 @@ pub fn check(
     Ok(Some(entry))
 }
 
-/// The middleware every route passes: lets a request through when its token
-/// has the role the route needs; answers 401 or 403 otherwise.
+/// The middleware every route passes: refuses `?access_token=` where the
+/// route does not take it (400, saying what to send instead); lets a
+/// request through when its token has the role the route needs; answers
+/// 401 or 403 otherwise.
 pub async fn require(
     State(service): State<crate::runtime::service::Service>,
     mut request: Request,
@@ -119,8 +144,11 @@ pub async fn require(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| request.uri().path().to_owned());
+    if !takes_query_token(&path) && query_token(&request).is_some() {
+        return crate::http::ApiError::token_in_query(NO_QUERY_TOKEN).into_response();
+    }
     let access = required(request.method(), &path);
-    match check(service.tokens(), access, bearer(&request).as_deref()) {
+    match check(service.tokens(), access, bearer(&request, &path).as_deref()) {
         Ok(entry) => {
             // For handlers that outlive the request, as event streams do.
             if let Some(entry) = entry {
@@ -190,6 +218,21 @@ mod tests {
             "/assets/{name}",
         ] {
             check(Method::GET, open, Open);
+        }
+    }
+
+    #[test]
+    fn only_what_a_browser_cannot_send_a_header_for_takes_a_token_in_its_address() {
+        for (path, takes) in [
+            ("/api/v1/exercises/{id}/events", true),
+            ("/exercises/{id}/media/{*path}", true),
+            ("/api/v1/exercises/{id}/teams/{team}/events", false),
+            ("/api/v1/exercises/{id}/report.html", false),
+            ("/api/v1/exercises/{id}/report.csv", false),
+            ("/api/v1/exercises", false),
+            ("/metrics", false),
+        ] {
+            assert_eq!(takes_query_token(path), takes, "{path}");
         }
     }
 

@@ -40,6 +40,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
+    /// An API token in the address of a route that takes it only as a
+    /// header.
+    pub fn token_in_query(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::TokenInQuery, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
@@ -163,6 +169,9 @@ pub enum ErrorCode {
     /// 400 (or another client error): a body, parameter or scenario that
     /// does not fit, an unknown command; every problem is in `details`.
     InvalidInput,
+    /// 400: an API token in the address (`?access_token=`) of a route that
+    /// takes it only as an `Authorization: Bearer` header.
+    TokenInQuery,
     /// 401: no token, or an unknown, revoked, forged or expired one.
     Unauthorized,
     /// 403: a valid token whose role or link does not allow this.
@@ -193,8 +202,9 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README lists them.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidInput,
+        ErrorCode::TokenInQuery,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,

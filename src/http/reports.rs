@@ -30,7 +30,7 @@ pub struct ReportQuery {
     params(("id" = String, Path, description = "Exercise id"), ReportQuery),
     responses(
         (status = 200, description = "The after-action report of the run: every delivery record with planned, due, sent, acknowledged and received times, lateness and receipt latency; a summary per team and overall; the commands given during the run", body = crate::report::aar::AfterActionReport),
-        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 400, description = "Malformed run, or a token in the address (`token_in_query`: send it as `Authorization: Bearer`)", body = ErrorResponse),
         (status = 404, description = "No such exercise or run", body = ErrorResponse),
     )
 )]
@@ -51,7 +51,7 @@ pub(super) async fn report_json(
     params(("id" = String, Path, description = "Exercise id"), ReportQuery),
     responses(
         (status = 200, description = "The run's delivery records, one row each, for a spreadsheet: UTF-8 with a byte-order mark, CRLF line ends, RFC 4180 quoting, a header row; columns run, team_id, team_name, inject_id, type, planned, due_exercise_seconds, due_at, published_at, acknowledged_at, received_at, actual_exercise_seconds, lateness_ms, receipt_latency_ms, attempts, status, late, last_error, live", content_type = "text/csv", body = String),
-        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 400, description = "Malformed run, or a token in the address (`token_in_query`: send it as `Authorization: Bearer`)", body = ErrorResponse),
         (status = 404, description = "No such exercise or run", body = ErrorResponse),
     )
 )]
@@ -76,7 +76,7 @@ pub(super) async fn report_csv(
     params(("id" = String, Path, description = "Exercise id"), ReportQuery),
     responses(
         (status = 200, description = "The commands given during the run (the reset that ended it included), one row each, in the same CSV form as report.csv; columns run, at, command, reason, source, accepted, message", content_type = "text/csv", body = String),
-        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 400, description = "Malformed run, or a token in the address (`token_in_query`: send it as `Authorization: Bearer`)", body = ErrorResponse),
         (status = 404, description = "No such exercise or run", body = ErrorResponse),
     )
 )]
@@ -101,7 +101,7 @@ pub(super) async fn report_control_log_csv(
     params(("id" = String, Path, description = "Exercise id"), ReportQuery),
     responses(
         (status = 200, description = "The report as one self-contained page (inline CSS and SVG, no script, nothing fetched): summary tables, a chart per team of planned against actual delivery time, the delivery table and the control log", content_type = "text/html", body = String),
-        (status = 400, description = "Malformed run", body = ErrorResponse),
+        (status = 400, description = "Malformed run, or a token in the address (`token_in_query`: send it as `Authorization: Bearer`)", body = ErrorResponse),
         (status = 404, description = "No such exercise or run", body = ErrorResponse),
     )
 )]

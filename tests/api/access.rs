@@ -206,7 +206,8 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked above");
-    let status = app
+    // Elsewhere a token in the address is refused, saying what to send.
+    let response = app
         .anonymous
         .get(app.url(&format!(
             "/api/v1/scenarios?access_token={}",
@@ -214,9 +215,54 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
         )))
         .send()
         .await
-        .unwrap()
-        .status();
-    assert_eq!(status, StatusCode::OK);
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_in_query", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_a_report_address_is_refused_saying_to_send_it_as_a_header() {
+    let app = spawn_app().await;
+    app.create("aar-q", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    for route in [
+        "report",
+        "report.csv",
+        "report/control-log.csv",
+        "report.html",
+    ] {
+        let path = format!("/api/v1/exercises/aar-q/{route}");
+        // As a header, the report.
+        let response = app
+            .anonymous
+            .get(app.url(&path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        // In the address, with a header or without one: refused, with what
+        // to do instead, before the token is even looked at.
+        for (token, header) in [(ADMIN_TOKEN, false), (ADMIN_TOKEN, true), ("forged", false)] {
+            let mut request = app
+                .anonymous
+                .get(app.url(&format!("{path}?run=1&access_token={token}")));
+            if header {
+                request = request.bearer_auth(ADMIN_TOKEN);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {token}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "token_in_query", "{path}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("?access_token=")
+                    && message.contains("Authorization: Bearer <token>"),
+                "{path}: {message}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ impl Browser {
         let driver_path = find("CHROMEDRIVER", "chromedriver");
         let chromium = find("CHROMIUM", "chromium");
         let profile = tempfile::tempdir().expect("profile dir");
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir(&downloads).expect("downloads dir");
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -39,6 +41,11 @@ impl Browser {
                     "--hide-scrollbars",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
+                // Downloads go to `downloads()`, without asking.
+                "prefs": {
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                },
             }),
         );
         // Stop and reset ask for confirmation: the tests confirm.
@@ -123,6 +130,11 @@ impl Browser {
             .filter(|m| m.contains("Content Security Policy"))
             .collect();
         assert!(violations.is_empty(), "{page}: {violations:#?}");
+    }
+
+    /// Where this browser saves downloads.
+    pub fn downloads(&self) -> PathBuf {
+        self._profile.path().join("downloads")
     }
 
     pub async fn open(&self, url: &str) {
