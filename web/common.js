@@ -99,6 +99,23 @@ const SCIP = (() => {
     return name;
   }
 
+  // Why a GET of `path` (an event stream) is refused: its ApiError, or null when it
+  // is not (the answer's body is then dropped unread). An EventSource does not say.
+  async function refusal(path) {
+    const abort = new AbortController();
+    let res;
+    try {
+      res = await fetch(path, { headers: { Accept: "text/event-stream" }, signal: abort.signal });
+    } catch (err) {
+      return null; // the network, not the server: the stream retries by itself
+    }
+    if (res.ok) {
+      abort.abort();
+      return null;
+    }
+    return errorOf(res);
+  }
+
   // The server's details are strings; anything else is shown as JSON.
   const detailText = (d) => (typeof d === "string" ? d : JSON.stringify(d));
 
@@ -142,8 +159,9 @@ const SCIP = (() => {
 
   // EventSource with a status callback ("live" on open, "reconnecting" on error).
   // EventSource retries network errors by itself, but an HTTP error (404, 502 from a
-  // proxy...) closes it for good: then open a new one after 2 s. onError lets the page
-  // check whether the URL is gone for good (404) and close() the stream.
+  // proxy...) closes it for good: then open a new one after 2 s. onError(refused) lets
+  // the page check whether the URL is gone for good (404) and close() the stream;
+  // `refused` is true when the server answered with an error rather than dropping.
   function stream(url, handlers, onStatus, onError) {
     let es = null;
     let closed = false;
@@ -152,8 +170,9 @@ const SCIP = (() => {
       es.onopen = () => onStatus("live");
       es.onerror = () => {
         onStatus("reconnecting");
-        if (es.readyState === EventSource.CLOSED) setTimeout(() => closed || open(), 2000);
-        if (onError) onError();
+        const refused = es.readyState === EventSource.CLOSED;
+        if (refused) setTimeout(() => closed || open(), 2000);
+        if (onError) onError(refused);
       };
       for (const [name, fn] of Object.entries(handlers)) {
         es.addEventListener(name, (ev) => {
@@ -180,6 +199,6 @@ const SCIP = (() => {
     node.textContent = { live: "live", reconnecting: "reconnecting…", error: "offline" }[status] || status;
   }
 
-  return { pathParts, enc, el, api, download, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
+  return { pathParts, enc, el, api, download, refusal, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
            mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken, bannerTitle };
 })();

@@ -15,6 +15,7 @@
   // The link's signed token: the team's stream and receipts need it.
   const token = new URLSearchParams(location.search).get("token") || "";
   const withToken = token ? `?token=${encodeURIComponent(token)}` : "";
+  const streamUrl = `${teamBase}/events${withToken}`;
   const feed = $("feed");
 
   let run = null;             // run of the list on screen; a new run clears it
@@ -62,21 +63,6 @@
     box.hidden = false;
   }
 
-  // Names for the header; also tells a wrong address (404, unknown team) from a network blip.
-  async function loadExercise() {
-    try {
-      const ex = await api("GET", exBase);
-      const team = (ex.teams || []).find((t) => t.id === teamId);
-      if (!team) return fatal(`Team “${teamId}” is not part of exercise “${exId}”.`);
-      names = { exercise: ex.name || ex.id, team: team.name || team.id };
-      $("exercise-name").textContent = [ex.id, ex.name !== ex.id && ex.name, team.name && `team ${team.id}`].filter(Boolean).join(" · ");
-      $("team-name").textContent = team.name || team.id;
-      updateTitle();
-    } catch (err) {
-      if (err.status === 404) fatal(`There is no exercise “${exId}”. Check the address with the exercise control.`);
-    }
-  }
-
   // The header's names come with the stream (the API itself needs a token the team has not).
   function onNames(n) {
     const ex = n.exercise || {}, team = n.team || {};
@@ -86,21 +72,22 @@
     updateTitle();
   }
 
-  // An empty receipt tells a refused link (401/403, with the reason) or an unknown
-  // exercise or team (404) from a network blip.
+  // Why the stream closed: a refused link (401/403, with the reason) or an unknown
+  // exercise or team (404) ends the page, and with it the receipts; anything else
+  // is a blip the stream retries. Asked of the stream itself: nothing else this
+  // page may read tells, and a receipt is sent only for what was shown.
+  let refused = false;
   async function checkLink() {
-    try {
-      await api("POST", `${teamBase}/receipts${withToken}`, { run: 0, inject_ids: [] });
-    } catch (err) {
-      if (err.status === 404) {
-        if (es) es.close();
-        fatal(`${err.message}. Check the address with the exercise control.`);
-      } else if (err.status === 401 || err.status === 403) {
-        if (es) es.close();
-        SCIP.setConnection($("connection"), "error");
-        fatal(`${err.message} This dashboard opens only with its team's current link.`);
-      }
-    }
+    const err = await SCIP.refusal(streamUrl);
+    if (!err || refused) return;
+    if (err.status === 404) refuse(`${err.message}. Check the address with the exercise control.`);
+    else if (err.status === 401 || err.status === 403) refuse(`${err.message} This dashboard opens only with its team's current link.`);
+  }
+  function refuse(message) {
+    refused = true;
+    clearTimeout(retryTimer);
+    pending.clear();
+    fatal(message);
   }
 
   // ---- feed -------------------------------------------------------------
@@ -339,7 +326,7 @@
   }
 
   async function flushReceipts() {
-    if (inFlight || !pending.size) return;
+    if (inFlight || refused || !pending.size) return;
     clearTimeout(retryTimer);
     retryTimer = null;
     const ids = [...pending].slice(0, 100); // the server takes receipts of up to 1 MiB
@@ -349,7 +336,9 @@
       await api("POST", `${teamBase}/receipts${withToken}`, { run: forRun, inject_ids: ids });
       if (forRun === run) for (const id of ids) { pending.delete(id); confirmed.add(id); }
     } catch (err) {
-      console.warn("receipts failed, will retry", err.message);
+      // Refused: the link is no longer valid, and the stream's answer says why.
+      if (err.status === 401 || err.status === 403) checkLink();
+      else console.warn("receipts failed, will retry", err.message);
       retryTimer = setTimeout(flushReceipts, 2000);
     } finally {
       inFlight = false;
@@ -366,13 +355,12 @@
   $("exercise-name").textContent = exId;
   $("team-name").textContent = teamId;
   let opened = false;
-  es = SCIP.stream(`${teamBase}/events${withToken}`,
+  es = SCIP.stream(streamUrl,
     { clock: onClock, names: onNames, history: onHistory, inject: onInject },
     (status) => {
       if (status === "live") opened = true;
       SCIP.setConnection($("connection"), status);
       if (status === "reconnecting" && !opened) $("banner-title").textContent = "Connecting…";
     },
-    () => { loadExercise(); checkLink(); }); // on every error: gone for good, or a bad link?
-  loadExercise();
+    (closed) => { if (closed) checkLink(); }); // answered with an error: gone for good, or a bad link?
 })();
