@@ -7,18 +7,25 @@
 
   // ---- sign-in ------------------------------------------------------------
   // A token in the address (#token=..., as `demo` prints it) is kept and removed
-  // from the address; a 401 or 403 asks for one.
+  // from the address. Without one the page asks for one and asks the API nothing;
+  // a 401 (the token unknown or revoked) forgets it, stops the polling and the
+  // stream and asks again; a 403 asks for a token that may do what was refused.
   const fromHash = location.hash.match(/(?:^#|&)token=([^&]+)/);
   if (fromHash) {
     SCIP.setApiToken(decodeURIComponent(fromHash[1]));
     history.replaceState(null, "", location.pathname + location.search);
   }
+  const stops = []; // what polls the API, stopped once the token is refused
   function needLogin(err) {
     const form = $("login-form");
     form.hidden = false;
-    $("login-why").textContent = err.status === 403
+    $("login-why").textContent = err && err.status === 403
       ? `${err.message}. Sign in with a token that may do this.`
       : "This control room needs an API token (ask your administrator).";
+    if (err && err.status === 401) {
+      SCIP.setApiToken("");
+      for (const stop of stops.splice(0)) stop();
+    }
   }
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -111,7 +118,8 @@
     }
 
     refresh();
-    setInterval(refresh, 2000);
+    const poll = setInterval(refresh, 2000);
+    stops.push(() => clearInterval(poll));
     createForm();
   }
 
@@ -703,8 +711,8 @@
     const es = SCIP.stream(`${base}/events${token ? `?access_token=${encodeURIComponent(token)}` : ""}`,
       { exercise: onExercise, deliveries: onDeliveries, delivery: onDelivery },
       (status) => { $("connection").hidden = false; SCIP.setConnection($("connection"), status); },
-      async () => { // is it gone for good (404) or just a blip?
-        if (checking) return;
+      async () => { // is it gone for good (404), the token refused (401) or just a blip?
+        if (checking || !stops.length) return;
         checking = true;
         try { await api("GET", base); } catch (err) {
           if (err.status === 404) {
@@ -714,8 +722,13 @@
           }
         } finally { checking = false; }
       });
+    stops.push(() => {
+      es.close();
+      SCIP.setConnection($("connection"), "error");
+    });
   }
 
-  if (parts[0] === "exercises" && parts[1] && parts.length === 2) roomPage(parts[1]);
+  if (!SCIP.apiToken()) needLogin();
+  else if (parts[0] === "exercises" && parts[1] && parts.length === 2) roomPage(parts[1]);
   else listPage();
 })();
