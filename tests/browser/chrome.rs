@@ -11,6 +11,15 @@ use serde_json::{Value, json};
 
 use scip_orchestrator::testing::on_free_ports_async;
 
+/// A request a page made, as the browser's network log has it.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    /// None: not answered (yet), or cancelled.
+    pub status: Option<u16>,
+}
+
 /// One browser: its own chromedriver, Chromium and profile.
 pub struct Browser {
     pub client: Client,
@@ -50,8 +59,12 @@ impl Browser {
         );
         // Stop and reset ask for confirmation: the tests confirm.
         caps.insert("unhandledPromptBehavior".into(), json!("accept"));
-        // The console, to find Content-Security-Policy violations.
-        caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+        // The console, to find Content-Security-Policy violations and
+        // errors; the network (as DevTools sees it), for each answer's status.
+        caps.insert(
+            "goog:loggingPrefs".into(),
+            json!({"browser": "ALL", "performance": "ALL"}),
+        );
         // chromedriver on a free port; should another process take it
         // first, chromedriver exits and starts again on another.
         let (driver, url, client) = on_free_ports_async(async |[port]| {
@@ -96,9 +109,66 @@ impl Browser {
         }
     }
 
-    /// The browser console's messages since the last call (chromedriver's
-    /// log endpoint, which WebDriver itself lacks).
+    /// The browser console's messages since the last call.
     pub async fn console(&self) -> Vec<String> {
+        self.console_entries()
+            .await
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect()
+    }
+
+    /// The browser console's entries since the last call, each with its
+    /// level (`SEVERE` for errors, failed loads included).
+    pub async fn console_entries(&self) -> Vec<(String, String)> {
+        self.log("browser")
+            .await
+            .iter()
+            .map(|e| {
+                let text = |key: &str| e[key].as_str().unwrap_or_default().to_owned();
+                (text("level"), text("message"))
+            })
+            .collect()
+    }
+
+    /// The requests the pages made since the last call, in order, each with
+    /// the status it was answered with (None: no answer, or cancelled).
+    pub async fn network(&self) -> Vec<Exchange> {
+        let mut exchanges: Vec<(String, Exchange)> = Vec::new();
+        for entry in self.log("performance").await {
+            let event: Value = serde_json::from_str(entry["message"].as_str().unwrap_or("{}"))
+                .expect("a DevTools event");
+            let (method, params) = (&event["message"]["method"], &event["message"]["params"]);
+            let id = params["requestId"].as_str().unwrap_or_default().to_owned();
+            match method.as_str() {
+                Some("Network.requestWillBeSent") => {
+                    let request = &params["request"];
+                    exchanges.push((
+                        id,
+                        Exchange {
+                            method: request["method"].as_str().unwrap_or_default().to_owned(),
+                            url: request["url"].as_str().unwrap_or_default().to_owned(),
+                            status: None,
+                        },
+                    ));
+                }
+                Some("Network.responseReceived") => {
+                    let status = params["response"]["status"].as_u64();
+                    if let Some((_, exchange)) =
+                        exchanges.iter_mut().rev().find(|(other, _)| *other == id)
+                    {
+                        exchange.status = status.and_then(|s| u16::try_from(s).ok());
+                    }
+                }
+                _ => {}
+            }
+        }
+        exchanges.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// chromedriver's log of `kind` since the last call (its own endpoint,
+    /// which WebDriver itself lacks).
+    async fn log(&self, kind: &str) -> Vec<Value> {
         let session = self
             .client
             .session_id()
@@ -107,7 +177,7 @@ impl Browser {
             .expect("a session");
         let response = reqwest::Client::new()
             .post(format!("{}/session/{session}/se/log", self.driver_url))
-            .json(&json!({"type": "browser"}))
+            .json(&json!({"type": kind}))
             .send()
             .await
             .expect("chromedriver answers");
@@ -115,9 +185,7 @@ impl Browser {
         body["value"]
             .as_array()
             .unwrap_or_else(|| panic!("no log entries in {body}"))
-            .iter()
-            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
-            .collect()
+            .clone()
     }
 
     /// Panics if the console reported a Content-Security-Policy violation
