@@ -185,3 +185,62 @@ async fn a_dashboard_whose_link_is_refused_sends_no_receipt() {
     );
     team.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_the_room_and_is_forgotten() {
+    let app = spawn_app().await;
+    app.create("gone", 1.0, three_injects()).await;
+    let (status, issued) = app
+        .post(
+            "/api/v1/tokens",
+            Some(serde_json::json!({"role": "observer", "name": "room"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{issued}");
+    let token = issued["token"].as_str().unwrap();
+    let control = Browser::start().await;
+    control
+        .open(&app.url(&format!("/exercises/gone#token={token}")))
+        .await;
+    control
+        .wait(
+            "the room live",
+            "document.querySelector('#connection').dataset.status === 'live' && document.querySelector('#state').textContent === 'initialized'",
+            SECS,
+        )
+        .await;
+    assert_quiet(&control, "the room signed in").await;
+
+    let revoked = app
+        .client
+        .delete(app.url(&format!(
+            "/api/v1/tokens/{}",
+            issued["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .expect("DELETE the token");
+    assert_eq!(revoked.status(), reqwest::StatusCode::NO_CONTENT);
+    // The stream is refused: the room asks for a token, closes the stream
+    // for good and forgets the refused token.
+    control
+        .wait(
+            "the sign-in form, the stream closed and the token forgotten",
+            &format!(
+                "{LOGIN_SHOWN} && document.querySelector('#connection').dataset.status === 'error' \
+                 && !localStorage.getItem('scip.apiToken')"
+            ),
+            SECS,
+        )
+        .await;
+    control.network().await;
+    control.console_entries().await;
+
+    // Reloaded, it asks nothing until someone signs in again.
+    control.client.refresh().await.expect("reload");
+    control.wait("the sign-in form", LOGIN_SHOWN, SECS).await;
+    let network = assert_quiet(&control, "the room reloaded").await;
+    let asked = api_requests(&network);
+    assert!(asked.is_empty(), "after the revocation: {asked:#?}");
+    control.quit().await;
+}
