@@ -96,11 +96,48 @@
   const field = (cls, label, value) =>
     value ? el("div", { class: "field-row" }, el("span", { class: "label", text: label }), el("span", { class: cls, text: list(value) })) : null;
 
+  // ---- media, and a card where one is missing ------------------------------
+  // A media file that is not there (no address, or its request fails) shows a grey card
+  // naming it instead of an empty frame; an attachment, a link that opens nothing.
+  const fileName = (ref) => String(ref || "").split(/[?#]/)[0].split("/").filter(Boolean).pop() || "file";
+  const missingCard = (what, ref) =>
+    el("div", { class: "media-missing", role: "img", "data-missing": fileName(ref), text: `${what} not available: ${fileName(ref)}` });
+  // Hides `node` (it keeps its address) and puts the card after it.
+  function showMissing(node, what, ref) {
+    if (node.hidden) return;
+    node.hidden = true;
+    node.after(missingCard(what, ref));
+  }
+  const picture = (ref, attrs) =>
+    el("img", { ...attrs, src: mediaUrl(ref), onerror: (e) => showMissing(e.target, "Picture", ref) });
+  // A clip; its poster, when that fails to load, is dropped rather than left blank.
+  function clip(ref, poster) {
+    if (!ref) return missingCard("Video", "");
+    const node = el("video", { src: mediaUrl(ref), controls: true, preload: "metadata",
+      poster: poster ? mediaUrl(poster) : null, onerror: (e) => showMissing(e.target, "Video", ref) });
+    if (poster) el("img", { src: mediaUrl(poster), onerror: () => node.removeAttribute("poster") });
+    return node;
+  }
+  // A link to a file of the package, checked with a HEAD request: a missing one becomes a
+  // disabled link saying so. Addresses elsewhere are left as they are.
+  function attachment(ref, text) {
+    const href = mediaUrl(ref);
+    const link = el("a", { href, target: "_blank", rel: "noopener", text });
+    if (href.startsWith("/")) {
+      fetch(href, { method: "HEAD", credentials: "same-origin" }).then((r) => {
+        if (r.ok) return;
+        link.replaceWith(el("a", { class: "media-missing-link", "aria-disabled": "true",
+          "data-missing": fileName(ref), text: `Attachment not available: ${fileName(ref)}` }));
+      }, () => {});
+    }
+    return link;
+  }
+
   function mediaNode(ref, alt) {
     const src = mediaUrl(ref);
-    if (isVideo(src)) return el("video", { src, controls: true, preload: "metadata" });
-    if (isImage(src)) return el("img", { src, alt: alt || "" });
-    return el("a", { href: src, target: "_blank", rel: "noopener", text: String(ref) });
+    if (isVideo(src)) return clip(ref);
+    if (isImage(src)) return picture(ref, { alt: alt || "" });
+    return attachment(ref, String(ref));
   }
   const mediaBlock = (refs, alt) => (refs.length ? el("div", { class: "media" }, refs.map((r) => mediaNode(r, alt))) : null);
 
@@ -109,7 +146,7 @@
       const name = c.display_name || c.username || "Unknown";
       const handle = c.username ? (String(c.username).startsWith("@") ? c.username : `@${c.username}`) : "";
       const avatar = c.avatar
-        ? el("img", { class: "avatar", src: mediaUrl(c.avatar), alt: "" })
+        ? el("img", { class: "avatar", src: mediaUrl(c.avatar), alt: "", onerror: (e) => { e.target.hidden = true; } })
         : el("div", { class: "avatar", text: String(name).replace(/^@/, "").charAt(0).toUpperCase() });
       const reposts = c.reposts ?? c.retweets;
       return el("div", { class: "social-card", "data-platform": c.platform || "" },
@@ -136,7 +173,7 @@
           const name = typeof a === "string" ? a : a.name || a.filename || a.url || "attachment";
           const url = typeof a === "string" ? a : a.url;
           const size = a && a.size_bytes ? ` (${Math.max(1, Math.round(a.size_bytes / 1024))} KB)` : "";
-          return el("li", {}, url ? el("a", { href: mediaUrl(url), target: "_blank", rel: "noopener", text: name }) : name, size);
+          return el("li", {}, url ? attachment(url, name) : name, size);
         })) : null,
         mediaBlock(media));
     },
@@ -154,7 +191,7 @@
       return el("div", { class: "news" },
         el("div", { class: "outlet", text: c.outlet || "News" }),
         el("h3", { class: "headline", text: c.headline || c.title || "" }),
-        c.image ? el("img", { class: "lead-image", src: mediaUrl(c.image), alt: c.headline || "" }) : null,
+        c.image ? picture(c.image, { class: "lead-image", alt: c.headline || "" }) : null,
         mediaBlock(media, c.headline),
         el("div", { class: "body", text: c.body || c.text || "" }),
         c.url ? el("div", { class: "news-url", text: c.url }) : null);
@@ -175,10 +212,10 @@
       // A still image in `media` serves as the poster; other media are shown below.
       const poster = media.find((r) => isImage(mediaUrl(r)));
       const rest = media.filter((r) => r !== poster);
-      const src = c.url ? mediaUrl(c.url) : rest.length ? mediaUrl(rest.shift()) : "";
+      const src = c.url ? c.url : rest.length ? rest.shift() : "";
       return el("div", { class: "video" },
         c.title ? el("h3", { class: "title", text: c.title }) : null,
-        el("video", { src, controls: true, preload: "metadata", poster: poster ? mediaUrl(poster) : null }),
+        clip(src, poster),
         el("div", { class: "caption" }, c.caption || "",
           c.duration_seconds ? el("span", { class: "duration", text: fmtT(c.duration_seconds).slice(2) }) : null),
         mediaBlock(rest));
@@ -187,7 +224,7 @@
     image(c, media) {
       return el("figure", { class: "image" },
         c.title ? el("h3", { class: "title", text: c.title }) : null,
-        c.url ? el("img", { src: mediaUrl(c.url), alt: c.caption || c.title || "" }) : null,
+        c.url ? picture(c.url, { alt: c.caption || c.title || "" }) : null,
         mediaBlock(media, c.title),
         c.caption ? el("figcaption", { class: "caption", text: c.caption }) : null);
     },

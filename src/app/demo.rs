@@ -118,6 +118,61 @@ pub const SAMPLE_FILES: [(&str, &str); 5] = [
     ),
 ];
 
+/// The sample's media, built into the binary beside [`SAMPLE_FILES`]: each
+/// file's path in the scenario folder and its bytes. Small, self-made
+/// pictures, clips and attachments (`examples/make_four_teams_media.py`
+/// makes them), one for every media reference of the sample's injects.
+pub const SAMPLE_MEDIA: [(&str, &[u8]); 12] = [
+    (
+        "media/bay-plan-34.pdf",
+        include_bytes!("../../examples/four-teams/media/bay-plan-34.pdf"),
+    ),
+    (
+        "media/berth7-site-map.png",
+        include_bytes!("../../examples/four-teams/media/berth7-site-map.png"),
+    ),
+    (
+        "media/bodycam-bay34.webm",
+        include_bytes!("../../examples/four-teams/media/bodycam-bay34.webm"),
+    ),
+    (
+        "media/drone-plume-eastharbour-still.jpg",
+        include_bytes!("../../examples/four-teams/media/drone-plume-eastharbour-still.jpg"),
+    ),
+    (
+        "media/drone-plume-eastharbour.webm",
+        include_bytes!("../../examples/four-teams/media/drone-plume-eastharbour.webm"),
+    ),
+    (
+        "media/inbound-traffic-1000.pdf",
+        include_bytes!("../../examples/four-teams/media/inbound-traffic-1000.pdf"),
+    ),
+    (
+        "media/nordic-aurora-dg-manifest.pdf",
+        include_bytes!("../../examples/four-teams/media/nordic-aurora-dg-manifest.pdf"),
+    ),
+    (
+        "media/psc-inspection-screenshot.png",
+        include_bytes!("../../examples/four-teams/media/psc-inspection-screenshot.png"),
+    ),
+    (
+        "media/psc-report-march.pdf",
+        include_bytes!("../../examples/four-teams/media/psc-report-march.pdf"),
+    ),
+    (
+        "media/smoke-over-terminal.jpg",
+        include_bytes!("../../examples/four-teams/media/smoke-over-terminal.jpg"),
+    ),
+    (
+        "media/st-brendan-location.png",
+        include_bytes!("../../examples/four-teams/media/st-brendan-location.png"),
+    ),
+    (
+        "media/vts-traffic-picture.png",
+        include_bytes!("../../examples/four-teams/media/vts-traffic-picture.png"),
+    ),
+];
+
 /// `demo`: the sample exercise with nothing but the binary: the embedded
 /// broker (unless MQTT_BROKER_HOST is set), a fresh SQLite store, the HTTP
 /// server and its pages. A default port that is taken moves to a free one.
@@ -212,15 +267,19 @@ fn sample_package() -> anyhow::Result<serde_json::Value> {
     Ok(package)
 }
 
-/// Writes the sample's files to `folder` (replacing earlier copies).
+/// Writes the sample's files and media to `folder` (replacing earlier
+/// copies).
 fn write_sample(folder: &Path) -> anyhow::Result<()> {
-    for (path, text) in SAMPLE_FILES {
+    let texts = SAMPLE_FILES
+        .iter()
+        .map(|(path, text)| (*path, text.as_bytes()));
+    for (path, bytes) in texts.chain(SAMPLE_MEDIA) {
         let file = folder.join(path);
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        std::fs::write(&file, bytes).with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(())
 }

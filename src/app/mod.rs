@@ -10,7 +10,7 @@ mod run;
 mod serve;
 
 pub use admin::{BrokerAclArgs, broker_acl, export_package, hash_token, import_package};
-pub use demo::{DemoArgs, DemoDefaults, SAMPLE_FILES, SAMPLE_FOLDER, demo};
+pub use demo::{DemoArgs, DemoDefaults, SAMPLE_FILES, SAMPLE_FOLDER, SAMPLE_MEDIA, demo};
 pub use run::{RunArgs, run};
 pub use serve::{ServeArgs, serve};
 

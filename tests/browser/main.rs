@@ -2,6 +2,7 @@
 //! against the whole `serve` stack (Mosquitto, SQLite, the HTTP server).
 
 mod chrome;
+mod media;
 mod noise;
 mod reports;
 #[allow(dead_code)]

@@ -15,13 +15,13 @@ use scip_orchestrator::testing::{Seen, Subscriber, on_free_ports};
 
 use crate::support::{DemoPorts, Proc};
 
-const EXERCISE: &str = "four-teams-demo";
+pub(crate) const EXERCISE: &str = "four-teams-demo";
 /// The goal for `demo`, from process start to "exercise running".
 const RUNNING_WITHIN: Duration = Duration::from_secs(5);
 
 /// `demo` on `ports`, once it runs its exercise; None when it ended
 /// because one of them was taken.
-fn start_demo(ports: &DemoPorts, data_dir: &Path, speed: &str) -> Option<Proc> {
+pub(crate) fn start_demo(ports: &DemoPorts, data_dir: &Path, speed: &str) -> Option<Proc> {
     let mut demo = spawn_demo(ports, data_dir, speed);
     if demo.started(&format!(" running at speed {speed}")) {
         return Some(demo);

@@ -4,5 +4,6 @@
 
 mod broker;
 mod demo;
+mod media;
 mod serve;
 mod support;
