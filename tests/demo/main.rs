@@ -6,3 +6,4 @@ mod broker;
 mod demo;
 mod serve;
 mod support;
+mod wait;
