@@ -6,6 +6,7 @@ mod reports;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
+mod vocabularies;
 
 use std::time::Duration;
 
