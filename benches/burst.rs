@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use common::{pass, sorted};
 use scip_orchestrator::core::{Counts, DeliveryStatus};
-use scip_orchestrator::domain::ExerciseId;
 use scip_orchestrator::domain::TeamId;
+use scip_orchestrator::domain::{ExerciseId, ExerciseSeconds};
 use scip_orchestrator::mqtt::wire::FeedTemplate;
 use scip_orchestrator::scenario::Scenario;
 use scip_orchestrator::testing::Mosquitto;
@@ -67,6 +67,7 @@ async fn main() {
             &scenario.teams[0].id,
             &ExerciseId::parse("burst-eng-0").unwrap(),
             OffsetDateTime::now_utc(),
+            ExerciseSeconds::new(0),
         )
         .len();
     println!(
@@ -191,7 +192,12 @@ async fn bare_trial(port: u16, i: usize, scenario: &Scenario) -> Trial {
         let client = client.clone();
         tokio::spawn(async move {
             for (topic, template, team) in messages {
-                let payload = template.render(&team, &exercise, OffsetDateTime::now_utc());
+                let payload = template.render(
+                    &team,
+                    &exercise,
+                    OffsetDateTime::now_utc(),
+                    ExerciseSeconds::new(0),
+                );
                 client
                     .publish(topic, QoS::AtLeastOnce, false, payload)
                     .await

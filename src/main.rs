@@ -86,6 +86,11 @@ enum Cmd {
         /// under 3 minutes (above 0, at most 1000).
         #[arg(long, default_value = "5")]
         speed: Speed,
+        /// Create the exercise but hold it at T+0 until it is started (Enter
+        /// on the terminal, the control room, the API or the control topic),
+        /// so dashboards can join first.
+        #[arg(long)]
+        wait_for_start: bool,
     },
     /// Import a scenario package folder (scenario file, timelines, media)
     /// into MEDIA_STORAGE_PATH, validated first.
@@ -196,12 +201,14 @@ fn main() -> ExitCode {
             default_ports,
             data_dir,
             speed,
+            wait_for_start,
         } => {
             let args = DemoArgs {
                 http_bind,
                 defaults: default_ports.unwrap_or_default(),
                 data_dir,
                 speed,
+                wait_for_start,
             };
             finish(block_on(app::demo(args, &cli.config)))
         }

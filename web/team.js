@@ -31,7 +31,7 @@
   const HIGHLIGHT_MS = 10000;
   const TYPE_LABELS = {
     social: "Social media", email: "Email", sms: "Text message", news: "News",
-    intel: "Intelligence report", briefing: "Briefing", video: "Video", image: "Image",
+    intel: "Intelligence report", briefing: "Briefing", video: "Video", image: "Image", tweet: "Social media",
   };
 
   // ---- header -----------------------------------------------------------
@@ -139,11 +139,18 @@
     if (isImage(src)) return picture(ref, { alt: alt || "" });
     return attachment(ref, String(ref));
   }
+  // Content comes in two vocabularies (SPEC section 4): ours (`title`, `text`,
+  // `username`, `caption`) and the earlier platform's (`headline`, `body`, `message`,
+  // `source`, `from`, `to`, `subject`). Every card reads its words from either.
+  const first = (...vs) => vs.find((v) => v !== undefined && v !== null && v !== "");
+  const titleOf = (c) => first(c.title, c.headline, c.subject);
+  const textOf = (c) => first(c.text, c.body, c.message, c.caption);
+  const senderOf = (c) => first(c.from, c.source, c.username, c.sender_name);
   const mediaBlock = (refs, alt) => (refs.length ? el("div", { class: "media" }, refs.map((r) => mediaNode(r, alt))) : null);
 
   const RENDER = {
     social(c, media) {
-      const name = c.display_name || c.username || "Unknown";
+      const name = first(c.display_name, c.username, c.source, c.from) || "Unknown";
       const handle = c.username ? (String(c.username).startsWith("@") ? c.username : `@${c.username}`) : "";
       const avatar = c.avatar
         ? el("img", { class: "avatar", src: mediaUrl(c.avatar), alt: "", onerror: (e) => { e.target.hidden = true; } })
@@ -156,8 +163,9 @@
               c.verified ? el("span", { class: "verified", title: "Verified account", text: "✓" }) : null),
             el("div", { class: "handle", text: handle })),
           c.platform ? el("span", { class: "platform", text: c.platform }) : null),
-        el("p", { class: "text", text: c.text || "" }),
-        mediaBlock(media, c.text),
+        titleOf(c) ? el("h3", { class: "title", text: titleOf(c) }) : null,
+        el("p", { class: "text", text: textOf(c) || "" }),
+        mediaBlock(media, textOf(c)),
         el("div", { class: "social-stats" },
           el("span", { class: "likes", title: "Likes", text: c.likes ?? 0 }),
           el("span", { class: "reposts", title: "Reposts", text: reposts ?? 0 })));
@@ -166,9 +174,9 @@
     email(c, media) {
       const atts = Array.isArray(c.attachments) ? c.attachments : c.attachments ? [c.attachments] : [];
       return el("div", { class: "email" },
-        el("h3", { class: "subject", text: c.subject || "(no subject)" }),
-        el("div", { class: "email-meta" }, field("from", "From", c.from), field("to", "To", c.to), field("cc", "Cc", c.cc)),
-        el("div", { class: "body", text: c.body || "" }),
+        el("h3", { class: "subject", text: first(c.subject, c.title, c.headline) || "(no subject)" }),
+        el("div", { class: "email-meta" }, field("from", "From", senderOf(c)), field("to", "To", c.to), field("cc", "Cc", c.cc)),
+        el("div", { class: "body", text: first(c.body, c.text, c.message) || "" }),
         atts.length ? el("ul", { class: "attachments" }, atts.map((a) => {
           const name = typeof a === "string" ? a : a.name || a.filename || a.url || "attachment";
           const url = typeof a === "string" ? a : a.url;
@@ -179,21 +187,23 @@
     },
 
     sms(c, media) {
-      const who = c.sender_name || c.from || "Unknown sender";
+      const who = first(c.sender_name, c.from, c.source, c.username) || "Unknown sender";
       return el("div", { class: "sms" },
         el("div", { class: "sms-head" }, el("strong", { class: "sender", text: who }),
-          c.sender_name && c.from ? el("span", { class: "number", text: c.from }) : null),
-        el("div", { class: "bubble", text: c.text || c.body || "" }),
+          c.sender_name && c.from ? el("span", { class: "number", text: c.from }) : null,
+          c.to ? el("span", { class: "to", text: `to ${list(c.to)}` }) : null),
+        titleOf(c) ? el("div", { class: "title", text: titleOf(c) }) : null,
+        el("div", { class: "bubble", text: first(c.text, c.message, c.body) || "" }),
         mediaBlock(media));
     },
 
     news(c, media) {
       return el("div", { class: "news" },
-        el("div", { class: "outlet", text: c.outlet || "News" }),
-        el("h3", { class: "headline", text: c.headline || c.title || "" }),
-        c.image ? picture(c.image, { class: "lead-image", alt: c.headline || "" }) : null,
-        mediaBlock(media, c.headline),
-        el("div", { class: "body", text: c.body || c.text || "" }),
+        el("div", { class: "outlet", text: first(c.outlet, c.source, c.from) || "News" }),
+        el("h3", { class: "headline", text: first(c.headline, c.title, c.subject) || "" }),
+        c.image ? picture(c.image, { class: "lead-image", alt: first(c.headline, c.title) || "" }) : null,
+        mediaBlock(media, first(c.headline, c.title)),
+        el("div", { class: "body", text: first(c.body, c.text, c.message) || "" }),
         c.url ? el("div", { class: "news-url", text: c.url }) : null);
     },
 
@@ -201,10 +211,11 @@
       return el("div", { class: "report" },
         c.classification ? el("div", { class: "classification", text: c.classification }) : null,
         el("div", { class: "report-kind", text: m.type === "briefing" ? "Briefing" : "Intelligence report" }),
-        el("h3", { class: "title", text: c.title || "" }),
-        c.source ? el("div", { class: "source", text: `Source: ${c.source}` }) : null,
-        el("div", { class: "body", text: c.body || c.text || "" }),
-        mediaBlock(media, c.title),
+        el("h3", { class: "title", text: titleOf(c) || "" }),
+        senderOf(c) ? el("div", { class: "source", text: `Source: ${senderOf(c)}` }) : null,
+        c.to ? el("div", { class: "to", text: `To: ${list(c.to)}` }) : null,
+        el("div", { class: "body", text: first(c.body, c.text, c.message) || "" }),
+        mediaBlock(media, titleOf(c)),
         c.classification ? el("div", { class: "classification-foot", text: c.classification }) : null);
     },
 
@@ -214,34 +225,36 @@
       const rest = media.filter((r) => r !== poster);
       const src = c.url ? c.url : rest.length ? rest.shift() : "";
       return el("div", { class: "video" },
-        c.title ? el("h3", { class: "title", text: c.title }) : null,
+        titleOf(c) ? el("h3", { class: "title", text: titleOf(c) }) : null,
+        senderOf(c) ? el("div", { class: "source", text: senderOf(c) }) : null,
         clip(src, poster),
-        el("div", { class: "caption" }, c.caption || "",
+        el("div", { class: "caption" }, first(c.caption, c.body, c.text, c.message) || "",
           c.duration_seconds ? el("span", { class: "duration", text: fmtT(c.duration_seconds).slice(2) }) : null),
         mediaBlock(rest));
     },
 
     image(c, media) {
       return el("figure", { class: "image" },
-        c.title ? el("h3", { class: "title", text: c.title }) : null,
-        c.url ? picture(c.url, { alt: c.caption || c.title || "" }) : null,
-        mediaBlock(media, c.title),
-        c.caption ? el("figcaption", { class: "caption", text: c.caption }) : null);
+        titleOf(c) ? el("h3", { class: "title", text: titleOf(c) }) : null,
+        c.url ? picture(c.url, { alt: textOf(c) || titleOf(c) || "" }) : null,
+        mediaBlock(media, titleOf(c)),
+        textOf(c) ? el("figcaption", { class: "caption", text: textOf(c) }) : null);
     },
 
     // Unknown types: a title, a body and the rest as a key/value list.
     other(c, media) {
-      const used = ["title", "headline", "body", "text"];
+      const used = ["title", "headline", "body", "text", "message"];
       const rest = Object.entries(c).filter(([k]) => !used.includes(k));
       return el("div", { class: "generic" },
-        el("h3", { class: "title", text: c.title || c.headline || "" }),
-        el("div", { class: "body", text: c.body || c.text || "" }),
+        el("h3", { class: "title", text: first(c.title, c.headline) || "" }),
+        el("div", { class: "body", text: first(c.body, c.text, c.message) || "" }),
         mediaBlock(media),
         rest.length ? el("dl", {}, rest.map(([k, v]) =>
           [el("dt", { text: k }), el("dd", { text: typeof v === "object" ? JSON.stringify(v) : String(v) })])) : null);
     },
   };
   RENDER.briefing = RENDER.intel;
+  RENDER.tweet = RENDER.social;
 
   function renderItem(item) {
     mediaUrls = item.media_urls && typeof item.media_urls === "object" ? item.media_urls : {};

@@ -1,6 +1,7 @@
 //! `demo`: the built-in sample scenario on embedded defaults, its links and
 //! tokens printed, its progress logged.
 
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -27,6 +28,9 @@ pub struct DemoArgs {
     /// MEDIA_STORAGE_PATH is set, the sample's folder under `media/`.
     pub data_dir: PathBuf,
     pub speed: Speed,
+    /// Leave the exercise initialized until someone starts it: Enter on the
+    /// terminal, the control room, the API or the control topic.
+    pub wait_for_start: bool,
 }
 
 /// The ports `demo` listens on when no flag or variable gives them: the
@@ -176,8 +180,9 @@ pub const SAMPLE_MEDIA: [(&str, &[u8]); 12] = [
 /// `demo`: the sample exercise with nothing but the binary: the embedded
 /// broker (unless MQTT_BROKER_HOST is set), a fresh SQLite store, the HTTP
 /// server and its pages. A default port that is taken moves to a free one.
-/// Prints where to look, starts the exercise at
-/// `speed`, logs its progress and serves until SIGTERM or Ctrl-C.
+/// Prints where to look, starts the exercise at `speed` (or, with
+/// `wait_for_start`, waits for a start), logs its progress and serves until
+/// SIGTERM or Ctrl-C.
 pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     raise_open_file_limit();
@@ -224,24 +229,30 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
         .await
         .context("cannot issue the demo's controller token")?;
     print!("{}", demo_banner(&hosted.ports, &base, &exercise, &token));
-    service
-        .control(
-            &exercise.id,
-            Command::Start,
-            Some("demo".into()),
-            "demo".into(),
-        )
-        .await
-        .context("cannot start the sample exercise")?;
+    let progress = tokio::spawn(log_progress(service.clone(), exercise.id.clone()));
+    let waiting = if args.wait_for_start {
+        println!("{}", start_hint(&base, &exercise.id, &token));
+        Some(tokio::spawn(wait_for_start(
+            service.clone(),
+            exercise.id.clone(),
+        )))
+    } else {
+        start(service, &exercise.id, "demo").await?;
+        None
+    };
     let total = exercise.snapshot().map_or(0, |s| s.total.get());
     println!(
-        "exercise {} running at speed {}: {} exercise minutes in {:.0} s; Ctrl-C stops",
+        "exercise {} {} at speed {}: {} exercise minutes in {:.0} s; Ctrl-C stops",
         exercise.id,
+        if args.wait_for_start {
+            "runs, once started,"
+        } else {
+            "running"
+        },
         args.speed,
         total / 60,
         f64::from(total) / args.speed.get()
     );
-    let progress = tokio::spawn(log_progress(service.clone(), exercise.id.clone()));
     let result = hosted
         .serve_until_signal(
             shutdown,
@@ -249,7 +260,82 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
         )
         .await;
     progress.abort();
+    if let Some(waiting) = waiting {
+        waiting.abort();
+    }
     result
+}
+
+async fn start(service: &Service, id: &str, source: &str) -> anyhow::Result<()> {
+    service
+        .control(id, Command::Start, Some("demo".into()), source.into())
+        .await
+        .context("cannot start the sample exercise")?;
+    Ok(())
+}
+
+/// How to start an exercise the demo holds at T+0.
+fn start_hint(base: &str, id: &str, token: &str) -> String {
+    let mut out = format!(
+        "exercise {id} waits for a start (dashboards can join now); start it
+"
+    );
+    if std::io::stdin().is_terminal() {
+        out.push_str(
+            "  - here: press Enter
+",
+        );
+    }
+    out.push_str(&format!(
+        "  - in the control room: {base}/#token={token}
+"
+    ));
+    out.push_str(&format!(
+        "  - with the API: curl -X POST -H 'Authorization: Bearer {token}' {base}/api/v1/exercises/{id}/start
+"
+    ));
+    out.push_str(&format!(
+        "  - over MQTT: mosquitto_pub -t /exercise/{id}/control -m '{{\"command\":\"start\"}}'
+"
+    ));
+    out
+}
+
+/// Starts the exercise when Enter is pressed on the terminal, unless a
+/// controller started it first; returns once it has left `initialized`.
+async fn wait_for_start(service: Service, id: String) {
+    let Ok(watch) = service.watch(&id).await else {
+        return;
+    };
+    let mut snapshot = watch.snapshot;
+    let enter = async {
+        if !std::io::stdin().is_terminal() {
+            return std::future::pending().await;
+        }
+        let line = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|n| n > 0)
+        })
+        .await;
+        if !matches!(line, Ok(Ok(true))) {
+            // Stdin closed: only a controller can start it now.
+            std::future::pending::<()>().await;
+        }
+    };
+    let started = async {
+        let _ = snapshot
+            .wait_for(|s| s.state != State::Initialized)
+            .await
+            .map(|_| ());
+    };
+    let pressed = tokio::select! {
+        () = enter => true,
+        () = started => false,
+    };
+    if pressed && let Err(e) = start(&service, &id, "terminal").await {
+        tracing::warn!("{e:#}");
+    }
+    info!(exercise_id = %id, "the exercise has started");
 }
 
 /// The sample as one inline package: the scenario plus its timelines keyed

@@ -80,7 +80,9 @@ impl From<TimerSnapshot> for TimerMessage {
 }
 
 /// The part of a feed message that does not change between attempts; the
-/// publish time is appended when it goes out.
+/// publish time and the exercise second it went out (`delivered_at`) are
+/// appended when it goes out. `time` is the inject's due second, which the
+/// earlier platform's dashboards show on every card.
 #[derive(Debug, Clone)]
 pub struct FeedTemplate {
     /// Serialized object without its closing brace.
@@ -89,15 +91,17 @@ pub struct FeedTemplate {
 
 impl FeedTemplate {
     /// The inject's part of its feed messages, shared by every team that
-    /// gets it; team, exercise and publish time are added by [`Self::render`].
+    /// gets it; team, exercise, publish time and `delivered_at` are added by
+    /// [`Self::render`].
     pub fn new(inject: &Inject) -> Self {
         // Optional fields pass through; the fields SPEC defines win a clash.
         let mut m: Map<String, Value> = inject.extra.clone();
-        for ours in ["timestamp", "team_id", "exercise_id"] {
+        for ours in ["timestamp", "team_id", "exercise_id", "delivered_at"] {
             m.remove(ours);
         }
         m.insert("id".into(), inject.id.as_str().into());
         m.insert("exerciseTime".into(), inject.time.get().into());
+        m.insert("time".into(), inject.time.get().into());
         m.insert("type".into(), inject.kind.clone().into());
         m.insert("content".into(), Value::Object(inject.content.clone()));
         let mut prefix = Value::Object(m).to_string();
@@ -105,8 +109,15 @@ impl FeedTemplate {
         Self { prefix }
     }
 
-    /// The message for `team` of `exercise` as published at `at`.
-    pub fn render(&self, team: &TeamId, exercise: &ExerciseId, at: OffsetDateTime) -> Vec<u8> {
+    /// The message for `team` of `exercise` as published at `at`, exercise
+    /// second `delivered_at`.
+    pub fn render(
+        &self,
+        team: &TeamId,
+        exercise: &ExerciseId,
+        at: OffsetDateTime,
+        delivered_at: ExerciseSeconds,
+    ) -> Vec<u8> {
         let ts = timestamp(at);
         let mut out = String::with_capacity(self.prefix.len() + ts.len() + 80);
         out.push_str(&self.prefix);
@@ -114,6 +125,8 @@ impl FeedTemplate {
         out.push_str(&Value::from(team.as_str()).to_string());
         out.push_str(",\"exercise_id\":");
         out.push_str(&Value::from(exercise.as_str()).to_string());
+        out.push_str(",\"delivered_at\":");
+        out.push_str(&delivered_at.get().to_string());
         out.push_str(",\"timestamp\":\"");
         out.push_str(&ts);
         out.push_str("\"}");
@@ -327,6 +340,7 @@ mod tests {
         extra.insert("priority".into(), json!("high"));
         extra.insert("media".into(), json!(["/media/a.jpg"]));
         extra.insert("team_id".into(), json!("spoofed"));
+        extra.insert("delivered_at".into(), json!(1));
         let inject = Inject {
             id: InjectId::parse("inject-042").unwrap(),
             time: ExerciseSeconds::new(332),
@@ -340,12 +354,13 @@ mod tests {
             &TeamId::parse("blue").unwrap(),
             &ExerciseId::parse("ex-1").unwrap(),
             at,
+            ExerciseSeconds::new(335),
         ))
         .unwrap();
         assert_eq!(
             v,
             json!({"id":"inject-042","timestamp":"2024-01-15T10:05:32.000Z","exerciseTime":332,
-                   "type":"social","content":{"text":"BREAKING"},"team_id":"blue","exercise_id":"ex-1",
+                   "time":332,"delivered_at":335,"type":"social","content":{"text":"BREAKING"},"team_id":"blue","exercise_id":"ex-1",
                    "priority":"high","media":["/media/a.jpg"]})
         );
     }

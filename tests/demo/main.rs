@@ -7,3 +7,4 @@ mod demo;
 mod media;
 mod serve;
 mod support;
+mod wait;

@@ -104,6 +104,8 @@ pub struct DeliveryRecord {
     pub due_wall: Option<OffsetDateTime>,
     pub attempts: u32,
     pub published_wall: Option<OffsetDateTime>,
+    /// The exercise second of the last attempt; never before `due`.
+    pub published_at: Option<ExerciseSeconds>,
     pub acked_at: Option<Instant>,
     pub acked_wall: Option<OffsetDateTime>,
     /// Acknowledged minus due.
@@ -130,6 +132,7 @@ impl DeliveryRecord {
             due_wall: None,
             attempts: 0,
             published_wall: None,
+            published_at: None,
             acked_at: None,
             acked_wall: None,
             latency: None,

@@ -174,9 +174,13 @@ impl Actor {
     fn deliver(&mut self, tag: DeliveryTag) {
         let e = &self.entries[tag.slot as usize];
         let team = &self.scenario.teams[e.team].id;
-        let payload =
-            e.template()
-                .render(team, &self.options.exercise_id, OffsetDateTime::now_utc());
+        let r = &self.engine.records()[tag.slot as usize];
+        let payload = e.template().render(
+            team,
+            &self.options.exercise_id,
+            OffsetDateTime::now_utc(),
+            r.published_at.unwrap_or(r.due),
+        );
         if self.live.receiver_count() > 0 {
             let item = FeedItem {
                 team: e.team,

@@ -343,6 +343,7 @@ impl Actor {
             &self.scenario.teams[e.team].id,
             &self.options.exercise_id,
             at,
+            r.published_at.unwrap_or(r.due),
         );
         FeedItem {
             team: e.team,

@@ -690,6 +690,7 @@ impl Engine {
             self.waiting.push_back(slot);
             return;
         }
+        let at = self.exercise_time(now.mono).max(self.records[slot].due);
         let record = &mut self.records[slot];
         record.attempts += 1;
         // The ticket carries 16 bits of the attempt. MAX_RETRY_ATTEMPTS fits
@@ -698,6 +699,7 @@ impl Engine {
         let attempt = u16::try_from(record.attempts).unwrap_or(u16::MAX);
         record.phase = Phase::InFlight(u32::from(attempt));
         record.published_wall = Some(now.wall);
+        record.published_at = Some(at);
         self.outputs.push_back(Output::Deliver(DeliveryTag {
             run: self.run,
             slot: slot as u32,
