@@ -217,6 +217,20 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
+    /// A new browser on a team dashboard, once its stream is live.
+    pub async fn on_live_dashboard(url: &str, within: Duration) -> Self {
+        let browser = Self::start().await;
+        browser.open(url).await;
+        browser
+            .wait(
+                "the stream is live",
+                "document.querySelector('#connection').dataset.status === 'live'",
+                within,
+            )
+            .await;
+        browser
+    }
+
     /// Polls `expression` until it is truthy and returns its value; panics
     /// after `within`, naming `what` and the last value.
     pub async fn wait(&self, what: &str, expression: &str, within: Duration) -> Value {

@@ -48,15 +48,7 @@ async fn a_team_page_shows_the_sample_media_and_a_card_for_each_missing_file() {
         .and_then(|t| t["dashboard_url"].as_str())
         .expect("the orange team's link")
         .to_owned();
-    let browser = Browser::start().await;
-    browser.open(&url).await;
-    browser
-        .wait(
-            "the stream is live",
-            "document.querySelector('#connection').dataset.status === 'live'",
-            SECS,
-        )
-        .await;
+    let browser = Browser::on_live_dashboard(&url, SECS).await;
     app.command("media", "start").await;
     browser
         .wait(

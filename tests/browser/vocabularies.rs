@@ -39,15 +39,7 @@ async fn a_team_page_shows_injects_written_in_the_earlier_vocabulary() {
         .as_str()
         .unwrap()
         .to_owned();
-    let browser = Browser::start().await;
-    browser.open(&url).await;
-    browser
-        .wait(
-            "the stream is live",
-            "document.querySelector('#connection').dataset.status === 'live'",
-            SECS,
-        )
-        .await;
+    let browser = Browser::on_live_dashboard(&url, SECS).await;
     app.command("earlier", "start").await;
     browser
         .wait(

@@ -13,7 +13,7 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 use scip_orchestrator::testing::{Seen, Subscriber, on_free_ports};
 
-use crate::support::{DemoPorts, Proc};
+use crate::support::{DemoPorts, Proc, get_json};
 
 pub(crate) const EXERCISE: &str = "four-teams-demo";
 /// The goal for `demo`, from process start to "exercise running".
@@ -134,17 +134,7 @@ fn is_feed_message(m: &Seen) -> bool {
 }
 
 async fn exercises(api: &str, token: &str) -> Vec<Value> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{api}/api/v1/exercises"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(&format!("{api}/api/v1/exercises"), token).await;
     body.as_array().expect("a list").clone()
 }
 

@@ -139,3 +139,18 @@ impl DemoPorts {
         Self { http, mqtt, ws }
     }
 }
+
+/// `GET {url}` with an API token, as JSON; panics unless 2xx.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -5,11 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use rumqttc::QoS;
-use serde_json::Value;
 
 use scip_orchestrator::testing::{Subscriber, on_free_ports};
 
-use crate::support::{DemoPorts, Proc};
+use crate::support::{DemoPorts, Proc, get_json};
 
 const EXERCISE: &str = "four-teams-demo";
 
@@ -42,17 +41,7 @@ fn spawn_waiting_demo(ports: &DemoPorts, data_dir: &Path) -> Option<Proc> {
 }
 
 async fn state(api: &str, token: &str) -> String {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{api}/api/v1/exercises/{EXERCISE}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(&format!("{api}/api/v1/exercises/{EXERCISE}"), token).await;
     body["state"].as_str().unwrap().to_owned()
 }
 
