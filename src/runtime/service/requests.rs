@@ -77,7 +77,8 @@ impl Service {
             let index = handle.team_index(id, team)?;
             let link = self.check_link(handle, id, team, index, token)?;
             let names = serde_json::json!({
-                "exercise": {"id": id, "name": handle.scenario.name},
+                "exercise": {"id": id, "name": handle.scenario.name,
+                    "start_time": handle.scenario.start_time.map(crate::scenario::format_start_time)},
                 "team": {"id": team, "name": handle.scenario.teams[index].name},
             });
             (index, handle.presence.clone(), names, link)
