@@ -73,7 +73,6 @@ async fn on_a_phone_the_header_is_compact_and_the_feed_has_channel_tabs() {
         .eval("const [a, b] = ['#clock', '#world-clock'].map(s => document.querySelector(s).getBoundingClientRect()); return Math.abs(a.bottom - b.bottom) < 12 && b.left >= a.right")
         .await;
     assert_eq!(beside, true, "the in-world time is beside the clock");
-    team.screenshot("team-dashboard-phone").await;
 
     // Tabs in a tablist; "All" selected, nothing unread.
     assert_eq!(
@@ -138,6 +137,7 @@ async fn on_a_phone_the_header_is_compact_and_the_feed_has_channel_tabs() {
         team.eval(&format!("return {VISIBLE_IDS}")).await,
         json!(["tweet", "mail", "text", "article", "report", "clip"])
     );
+    team.screenshot("team-dashboard-phone").await;
 
     // At the end (T+00:08), the in-world clock is past midnight.
     team.wait(
