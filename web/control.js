@@ -716,6 +716,8 @@
       } catch (err) {
         sayError(err, "Not sent: ");
         setText($("send-result"), `Not sent: ${err.message}`);
+        // A team has that id already: the error goes under the id too.
+        if (/already has an inject/.test(err.message)) SCIP.fieldError(f.id, err.message);
       } finally {
         button.disabled = false;
       }

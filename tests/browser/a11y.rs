@@ -281,6 +281,22 @@ async fn form_errors_show_beside_their_fields() {
         .eval("return document.querySelectorAll('#send-form .field-error, #send-form [aria-invalid=true]').length")
         .await;
     assert_eq!(left, 0, "no error left once sent");
+    // The server's refusal of an id a team has already: under the id.
+    control
+        .type_into("#send-form input[name=id]", "fixed-1")
+        .await;
+    control.click("#send-form [type=submit]").await;
+    let refused = control
+        .wait(
+            "the refusal under the id",
+            "(i => i.getAttribute('aria-invalid') === 'true' && document.getElementById(i.getAttribute('aria-describedby')).textContent)(document.querySelector('#send-form input[name=id]'))",
+            SECS,
+        )
+        .await;
+    assert!(
+        refused.as_str().unwrap().contains("already has an inject"),
+        "{refused}"
+    );
 
     // The create form: nothing chosen, the error under the scenario folder.
     control.open(&app.url("/")).await;
