@@ -3,6 +3,7 @@
 
 mod chrome;
 mod media;
+mod msel;
 mod noise;
 mod reports;
 #[allow(dead_code)]
