@@ -117,11 +117,9 @@ enum Cmd {
     /// media (Media, Attachment(s), File: separated by ;), action (Action,
     /// Expected action), id (ID, Inject ID, Ref) and details (Details: a
     /// JSON object of further fields).
-    #[command(
-        after_help = "Examples:
+    #[command(after_help = "Examples:
   scip-orchestrator msel-import drill.xlsx --out drill
-  scip-orchestrator msel-import plan.csv --column time=When --column team=\"Sent to\" --out plan.json"
-    )]
+  scip-orchestrator msel-import plan.csv --column time=When --column team=\"Sent to\" --out plan.json")]
     MselImport {
         /// The MSEL: a .xlsx workbook or a .csv file (UTF-8, , or ; separated).
         file: PathBuf,
@@ -282,9 +280,7 @@ fn main() -> ExitCode {
             },
             &cli.config,
         )),
-        Cmd::MselExport { scenario, out } => {
-            finish(app::msel_export(&scenario, &out, &cli.config))
-        }
+        Cmd::MselExport { scenario, out } => finish(app::msel_export(&scenario, &out, &cli.config)),
         Cmd::HashToken { token, new, role } => finish(app::hash_token(token, new, &role)),
         Cmd::BrokerAcl {
             exercise,

@@ -26,11 +26,13 @@ pub struct MselImportArgs {
 /// (`scenario.json` and `timelines/`) or as one inline package file;
 /// nothing is written when the MSEL is invalid.
 pub fn msel_import(args: MselImportArgs, config: &Config) -> anyhow::Result<()> {
-    let mapping = Mapping::parse(&args.columns).map_err(|errors| {
-        anyhow::anyhow!("bad --column: {}", errors.join("; "))
-    })?;
+    let mapping = Mapping::parse(&args.columns)
+        .map_err(|errors| anyhow::anyhow!("bad --column: {}", errors.join("; ")))?;
     if args.out.exists() {
-        bail!("{} exists already: write to a new folder or file", args.out.display());
+        bail!(
+            "{} exists already: write to a new folder or file",
+            args.out.display()
+        );
     }
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;

@@ -11,7 +11,13 @@ use crate::support::*;
 
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
-async fn import(client: &reqwest::Client, app: &TestApp, query: &str, body: Vec<u8>, content_type: &str) -> Reply {
+async fn import(
+    client: &reqwest::Client,
+    app: &TestApp,
+    query: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Reply {
     let response = client
         .post(app.url(&format!("/api/v1/msel/import{query}")))
         .header("content-type", content_type)
@@ -24,7 +30,11 @@ async fn import(client: &reqwest::Client, app: &TestApp, query: &str, body: Vec<
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn export(client: &reqwest::Client, app: &TestApp, name: &str) -> (StatusCode, String, Vec<u8>) {
+async fn export(
+    client: &reqwest::Client,
+    app: &TestApp,
+    name: &str,
+) -> (StatusCode, String, Vec<u8>) {
     let response = client
         .get(app.url(&format!("/api/v1/packages/{name}/msel.xlsx")))
         .send()
@@ -86,7 +96,10 @@ async fn a_csv_msel_is_mapped_and_every_problem_is_named() {
     let (status, body) = import(&app.client, &app, "?file=drill.csv", csv.into(), "text/csv").await;
     let body = assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_input");
     let details = body["details"].to_string();
-    assert!(details.contains(r#"Sheet \"drill\", row 1: no time column"#), "{details}");
+    assert!(
+        details.contains(r#"Sheet \"drill\", row 1: no time column"#),
+        "{details}"
+    );
     assert!(details.contains("no team column"), "{details}");
 
     let (status, package) = import(
@@ -107,7 +120,14 @@ async fn a_csv_msel_is_mapped_and_every_problem_is_named() {
     );
 
     let bad = "Time,Team,Type,Title\n0,blue,news,Fine\nT+5:6x,blue,news,Bad\n9,blue,,Untyped\n";
-    let (status, body) = import(&app.client, &app, "?format=csv&file=msel.csv", bad.into(), "application/octet-stream").await;
+    let (status, body) = import(
+        &app.client,
+        &app,
+        "?format=csv&file=msel.csv",
+        bad.into(),
+        "application/octet-stream",
+    )
+    .await;
     let body = assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_input");
     assert_eq!(
         body["details"],
@@ -118,12 +138,29 @@ async fn a_csv_msel_is_mapped_and_every_problem_is_named() {
     );
 
     let (status, body) = import(&app.client, &app, "", "x".into(), "image/png").await;
-    assert_error(&(status, body), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_error(
+        &(status, body),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
     let (status, body) = import(&app.client, &app, "?format=ods", "x".into(), "text/csv").await;
     assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_input");
-    let (status, body) = import(&app.client, &app, "", b"PK\x03\x04 not a zip".to_vec(), XLSX).await;
+    let (status, body) = import(
+        &app.client,
+        &app,
+        "",
+        b"PK\x03\x04 not a zip".to_vec(),
+        XLSX,
+    )
+    .await;
     let body = assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_input");
-    assert!(body["message"].as_str().unwrap().contains("not a readable .xlsx"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a readable .xlsx"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,14 +183,26 @@ async fn only_controllers_import_and_observers_may_export() {
     assert_eq!((status, kind.as_str()), (StatusCode::OK, XLSX));
 
     // A team's dashboard link opens neither.
-    app.create("links", 1.0, package(60, &[("blue", &[("a", 30)])])).await;
+    app.create("links", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
     let path = team_path(&app, "links", "blue", "events").await;
     let link = path.split_once("token=").unwrap().1;
-    let (status, _) = import(&app.anonymous, &app, &format!("?token={link}"), csv.into(), "text/csv").await;
+    let (status, _) = import(
+        &app.anonymous,
+        &app,
+        &format!("?token={link}"),
+        csv.into(),
+        "text/csv",
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Uploads are held to the request limit.
     let big = format!("Time,Team,Type\n{}", "0,blue,news\n".repeat(500));
     let (status, body) = import(&controller, &app, "", big.into(), "text/csv").await;
-    assert_error(&(status, body), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_error(
+        &(status, body),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
 }

@@ -5,16 +5,19 @@ use std::path::Path;
 
 use rust_xlsxwriter::Workbook;
 
+use crate::SECS;
 use crate::chrome::Browser;
 use crate::support::*;
-use crate::SECS;
 
 /// An MSEL workbook: a header row, then `rows` (time, team, type, title).
 fn workbook(path: &Path, rows: &[(&str, &str, &str, &str)]) {
     let mut workbook = Workbook::new();
     let sheet = workbook.add_worksheet();
     sheet.set_name("MSEL").unwrap();
-    for (column, header) in ["Time", "Team", "Type", "Title", "Body"].into_iter().enumerate() {
+    for (column, header) in ["Time", "Team", "Type", "Title", "Body"]
+        .into_iter()
+        .enumerate()
+    {
         sheet.write_string(0, column as u16, header).unwrap();
     }
     for (index, (time, team, kind, title)) in rows.iter().enumerate() {
@@ -23,7 +26,9 @@ fn workbook(path: &Path, rows: &[(&str, &str, &str, &str)]) {
         sheet.write_string(row, 1, *team).unwrap();
         sheet.write_string(row, 2, *kind).unwrap();
         sheet.write_string(row, 3, *title).unwrap();
-        sheet.write_string(row, 4, format!("{title}: details")).unwrap();
+        sheet
+            .write_string(row, 4, format!("{title}: details"))
+            .unwrap();
     }
     workbook.save(path).unwrap();
 }
@@ -62,7 +67,10 @@ async fn an_uploaded_msel_becomes_an_exercise_and_a_bad_row_is_named() {
     let bad = app.media.join("bad-drill.xlsx");
     workbook(
         &bad,
-        &[("T+00:00", "blue", "news", "Fog"), ("T+5:6x", "red", "sms", "Tug")],
+        &[
+            ("T+00:00", "blue", "news", "Fog"),
+            ("T+5:6x", "red", "sms", "Tug"),
+        ],
     );
     upload(&control, &bad, "bad-msel").await;
     control
@@ -105,7 +113,10 @@ async fn an_uploaded_msel_becomes_an_exercise_and_a_bad_row_is_named() {
         )
         .await;
     let (_, exercise) = app.get("/api/v1/exercises/msel-room").await;
-    assert_eq!(exercise["name"], "drill", "named after the file: {exercise}");
+    assert_eq!(
+        exercise["name"], "drill",
+        "named after the file: {exercise}"
+    );
     assert_eq!(exercise["teams"].as_array().unwrap().len(), 2, "{exercise}");
     control.quit().await;
 }

@@ -44,7 +44,10 @@ fn an_exported_msel_imports_as_the_same_scenario() {
     assert!(stdout.contains("15 deliveries"), "{stdout}");
     let (ok, _, stderr) = run(&["validate", folder.join("scenario.json").to_str().unwrap()]);
     assert!(ok, "{stderr}");
-    assert_eq!(inline_of(&folder.join("scenario.json")), inline_of(sample()));
+    assert_eq!(
+        inline_of(&folder.join("scenario.json")),
+        inline_of(sample())
+    );
 }
 
 #[test]
@@ -77,14 +80,24 @@ fn a_bad_msel_reports_every_problem_and_writes_nothing() {
     )
     .unwrap();
     let out = dir.path().join("drill");
-    let (ok, _, stderr) = run(&["msel-import", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, _, stderr) = run(&[
+        "msel-import",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok);
     assert!(stderr.contains("2 problems"), "{stderr}");
     assert!(
-        stderr.contains(r#"Sheet "drill", row 3, column A (Time): "T+5:6x" is not seconds or T+mm:ss"#),
+        stderr.contains(
+            r#"Sheet "drill", row 3, column A (Time): "T+5:6x" is not seconds or T+mm:ss"#
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains(r#"Sheet "drill", row 4, column B (Team): no team"#), "{stderr}");
+    assert!(
+        stderr.contains(r#"Sheet "drill", row 4, column B (Team): no team"#),
+        "{stderr}"
+    );
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
@@ -93,9 +106,18 @@ fn a_bad_msel_reports_every_problem_and_writes_nothing() {
 fn columns_can_be_mapped_explicitly() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("plan.csv");
-    std::fs::write(&csv, "When;Sent to;Channel;Body\nT+01:00;blue, red;email;Hello\n").unwrap();
+    std::fs::write(
+        &csv,
+        "When;Sent to;Channel;Body\nT+01:00;blue, red;email;Hello\n",
+    )
+    .unwrap();
     let json = dir.path().join("plan.json");
-    let (ok, _, stderr) = run(&["msel-import", csv.to_str().unwrap(), "--out", json.to_str().unwrap()]);
+    let (ok, _, stderr) = run(&[
+        "msel-import",
+        csv.to_str().unwrap(),
+        "--out",
+        json.to_str().unwrap(),
+    ]);
     assert!(!ok && stderr.contains("no time column"), "{stderr}");
     let (ok, _, stderr) = run(&[
         "msel-import",
@@ -115,9 +137,19 @@ fn columns_can_be_mapped_explicitly() {
     assert_eq!(package["scenario_id"], "harbour-drill");
     assert_eq!(package["teams"].as_array().unwrap().len(), 2);
     assert_eq!(package["timelines"][1]["injects"][0]["time"], 60);
-    assert_eq!(package["timelines"][1]["injects"][0]["content"]["body"], "Hello");
+    assert_eq!(
+        package["timelines"][1]["injects"][0]["content"]["body"],
+        "Hello"
+    );
 
-    let (ok, _, stderr) = run(&["msel-import", csv.to_str().unwrap(), "--column", "when=When", "--out", "x.json"]);
+    let (ok, _, stderr) = run(&[
+        "msel-import",
+        csv.to_str().unwrap(),
+        "--column",
+        "when=When",
+        "--out",
+        "x.json",
+    ]);
     assert!(!ok && stderr.contains("unknown field \"when\""), "{stderr}");
     let (ok, stdout, _) = run(&["msel-import", "--help"]);
     assert!(ok && stdout.contains("--column <FIELD=HEADER>") && stdout.contains("T+mm:ss"));

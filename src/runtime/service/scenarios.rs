@@ -53,7 +53,9 @@ impl Service {
         tokio::task::spawn_blocking(move || msel::import(&bytes, &options, &limits))
             .await
             .map_err(|e| ServiceError::Internal(format!("the MSEL import failed: {e}")))?
-            .map_err(|e| ServiceError::Invalid(e.problems.iter().map(ToString::to_string).collect()))
+            .map_err(|e| {
+                ServiceError::Invalid(e.problems.iter().map(ToString::to_string).collect())
+            })
     }
 
     /// Stored package `name` as an MSEL workbook (`.xlsx`).

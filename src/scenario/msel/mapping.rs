@@ -96,7 +96,13 @@ impl Field {
             Field::Title => &["title", "subject", "headline"],
             Field::Content => &["content", "body", "message", "text", "description"],
             Field::Priority => &["priority"],
-            Field::Media => &["media", "attachment", "attachments", "attachment(s)", "file"],
+            Field::Media => &[
+                "media",
+                "attachment",
+                "attachments",
+                "attachment(s)",
+                "file",
+            ],
             Field::Action => &["action", "expected action"],
             Field::Details => &["details", "fields"],
         }
@@ -146,7 +152,9 @@ impl Mapping {
             if header.trim().is_empty() {
                 errors.push(format!("column mapping {choice:?}: the header is empty"));
             } else if mapping.explicit.iter().any(|(f, _)| *f == field) {
-                errors.push(format!("column mapping {choice:?}: {field} is mapped twice"));
+                errors.push(format!(
+                    "column mapping {choice:?}: {field} is mapped twice"
+                ));
             } else {
                 mapping.explicit.push((field, header.trim().to_owned()));
             }
@@ -176,7 +184,10 @@ pub struct Columns {
 
 impl Columns {
     pub fn get(&self, field: Field) -> Option<usize> {
-        self.found.iter().find(|(f, _)| *f == field).map(|(_, c)| *c)
+        self.found
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, c)| *c)
     }
 
     /// `C (Time)`: a column's letter and header.
@@ -350,7 +361,13 @@ mod tests {
 
     #[test]
     fn recognises_synonyms_and_explicit_choices() {
-        let rows = headers(&["Exercise Time", "Recipient(s)", "Channel", "Subject", "Body"]);
+        let rows = headers(&[
+            "Exercise Time",
+            "Recipient(s)",
+            "Channel",
+            "Subject",
+            "Body",
+        ]);
         let columns = find_columns("S", &rows, &Mapping::default()).unwrap();
         assert_eq!(columns.get(Field::Time), Some(0));
         assert_eq!(columns.get(Field::Team), Some(1));
@@ -366,13 +383,16 @@ mod tests {
 
         let rows = headers(&["Time", "Team", "To", "Type"]);
         let problems = find_columns("S", &rows, &Mapping::default()).unwrap_err();
-        assert!(problems[0].to_string().contains("B (Team), C (To)"), "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("B (Team), C (To)"),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn bad_mappings_are_all_reported() {
-        let errors = Mapping::parse(&["time", "when=Offset", "team=", "type=A", "type=B"])
-            .unwrap_err();
+        let errors =
+            Mapping::parse(&["time", "when=Offset", "team=", "type=A", "type=B"]).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
     }
 }

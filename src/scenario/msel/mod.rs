@@ -4,9 +4,9 @@
 //!
 //! - `mapping`: which column holds which inject field ([`Field`],
 //!   [`Mapping`]): common headers by default, or chosen explicitly.
-//! - `read`: cells from `.xlsx` (calamine) and `.csv` (a small reader of
-//!   its own: quotes, embedded separators and newlines, a BOM, `;` files),
-//!   and rows turned into a scenario package.
+//! - `read`: cells from `.xlsx` (calamine), rows turned into a scenario
+//!   package; `csv`: a small reader of its own for `.csv` (quotes,
+//!   embedded separators and newlines, a BOM, `;` files).
 //! - `write`: a scenario as a workbook (rust_xlsxwriter).
 //!
 //! An import never stops at the first problem: every one is reported,
@@ -20,6 +20,7 @@
 //! sheet (field, value: id, name, duration_minutes, ...), which an import
 //! reads when present, so a scenario comes back as it went out.
 
+mod csv;
 mod mapping;
 mod read;
 mod write;
@@ -148,7 +149,12 @@ impl Problem {
         }
     }
 
-    pub(crate) fn at_cell(sheet: &str, row: u32, column: String, reason: impl Into<String>) -> Problem {
+    pub(crate) fn at_cell(
+        sheet: &str,
+        row: u32,
+        column: String,
+        reason: impl Into<String>,
+    ) -> Problem {
         Problem {
             column: Some(column),
             ..Problem::at_row(sheet, row, reason)

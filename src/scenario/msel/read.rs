@@ -7,10 +7,9 @@ use std::io::Cursor;
 use calamine::{Data, Reader, Xlsx};
 use serde_json::{Map, Value};
 
+use super::csv;
 use super::mapping::{Columns, Field, find_columns, has_header_row, letter};
-use super::{
-    Cell, Format, ImportOptions, MselError, Problem, SCENARIO_SHEET, TEAMS_SHEET,
-};
+use super::{Cell, Format, ImportOptions, MselError, Problem, SCENARIO_SHEET, TEAMS_SHEET};
 use crate::config::Limits;
 use crate::scenario::{Scenario, UPLOAD, load_inline};
 
@@ -30,12 +29,16 @@ pub struct Imported {
 
 /// Reads an MSEL from `bytes` into a validated scenario package; every
 /// problem at once otherwise.
-pub fn import(bytes: &[u8], options: &ImportOptions, limits: &Limits) -> Result<Imported, MselError> {
+pub fn import(
+    bytes: &[u8],
+    options: &ImportOptions,
+    limits: &Limits,
+) -> Result<Imported, MselError> {
     let fail = |problems: Vec<Problem>| MselError { problems };
     let format = options.format.unwrap_or_else(|| Format::sniff(bytes));
     let sheets = match format {
         Format::Xlsx => read_xlsx(bytes),
-        Format::Csv => read_csv(bytes, &csv_sheet_name(&options.file_name)),
+        Format::Csv => csv::read(bytes, &csv_sheet_name(&options.file_name)),
     }
     .map_err(|reason| fail(vec![Problem::file(reason)]))?;
 
@@ -107,7 +110,10 @@ pub fn import(bytes: &[u8], options: &ImportOptions, limits: &Limits) -> Result<
                                 Some(row) => Problem::at_row(
                                     &msel.name,
                                     *row,
-                                    format!("inject {inject:?} of team timeline {timeline:?}: {}", e.reason),
+                                    format!(
+                                        "inject {inject:?} of team timeline {timeline:?}: {}",
+                                        e.reason
+                                    ),
                                 ),
                                 None => Problem::file(e.to_string()),
                             }
@@ -178,100 +184,6 @@ fn cell(data: &Data) -> Cell {
     }
 }
 
-/// A CSV file as one sheet: UTF-8 (a BOM is skipped), fields separated by
-/// `,` or, when the first line has more of them outside quotes, by `;`
-/// (as spreadsheets write it where `,` is the decimal mark); `"` quotes a
-/// field, which may then hold separators, newlines and `""`.
-pub(super) fn read_csv(bytes: &[u8], name: &str) -> Result<Vec<Sheet>, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| format!("the CSV file is not UTF-8 text (save it as \"CSV UTF-8\"): {e}"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let separator = separator(text);
-    let mut rows = Vec::new();
-    let mut row: Vec<Cell> = Vec::new();
-    let mut field = String::new();
-    let mut line: u32 = 1;
-    let mut row_line = 1;
-    let mut quoted = false;
-    let mut was_quoted = false;
-    let mut chars = text.chars().peekable();
-    let finish_field = |field: &mut String, row: &mut Vec<Cell>, was_quoted: &mut bool| {
-        let text = std::mem::take(field);
-        row.push(if text.is_empty() && !*was_quoted {
-            Cell::Empty
-        } else {
-            Cell::Text(text)
-        });
-        *was_quoted = false;
-    };
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push('\n');
-                }
-                '\r' if chars.peek() == Some(&'\n') => {}
-                c => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() && !was_quoted => {
-                quoted = true;
-                was_quoted = true;
-            }
-            c if c == separator => finish_field(&mut field, &mut row, &mut was_quoted),
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                finish_field(&mut field, &mut row, &mut was_quoted);
-                push_row(&mut rows, row_line, std::mem::take(&mut row));
-                line += 1;
-                row_line = line;
-            }
-            c => field.push(c),
-        }
-    }
-    if quoted {
-        return Err(format!(
-            "Sheet {name:?}, row {row_line}: a quoted field is not closed (a \" is missing)"
-        ));
-    }
-    if !field.is_empty() || was_quoted || !row.is_empty() {
-        finish_field(&mut field, &mut row, &mut was_quoted);
-        push_row(&mut rows, row_line, row);
-    }
-    Ok(vec![Sheet {
-        name: name.to_owned(),
-        rows,
-    }])
-}
-
-fn push_row(rows: &mut Vec<(u32, Vec<Cell>)>, number: u32, row: Vec<Cell>) {
-    if row.iter().any(|c| !c.is_empty()) {
-        rows.push((number, row));
-    }
-}
-
-fn separator(text: &str) -> char {
-    let (mut commas, mut semicolons, mut quoted) = (0, 0, false);
-    for c in text.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => commas += 1,
-            ';' if !quoted => semicolons += 1,
-            '\n' if !quoted => break,
-            _ => {}
-        }
-    }
-    if semicolons > commas { ';' } else { ',' }
-}
-
 /// One inject row, its fields read.
 struct Row {
     number: u32,
@@ -330,13 +242,19 @@ fn inject_rows(sheet: &Sheet, columns: &Columns, problems: &mut Vec<Problem>) ->
                 .map(str::to_owned)
                 .collect();
             if teams.is_empty() {
-                bad(column, "no team: name one or more, separated by , or ;, or \"all\"".into());
+                bad(
+                    column,
+                    "no team: name one or more, separated by , or ;, or \"all\"".into(),
+                );
             }
         }
         if let Some((column, c)) = get(Field::Type) {
             let kind = c.text().trim().to_lowercase();
             if kind.is_empty() {
-                bad(column, "no type: news, social, email, sms, video, intel, briefing, ...".into());
+                bad(
+                    column,
+                    "no type: news, social, email, sms, video, intel, briefing, ...".into(),
+                );
             }
             inject.insert("type".into(), Value::from(kind));
         }
@@ -456,7 +374,9 @@ pub(super) fn seconds(c: &Cell) -> Result<u64, String> {
                 .collect();
             match numbers.as_deref() {
                 Some([m, s]) if *s < 60 && parts[1].len() == 2 => Ok(m * 60 + s),
-                Some([h, m, s]) if *m < 60 && *s < 60 && parts[1].len() == 2 && parts[2].len() == 2 => {
+                Some([h, m, s])
+                    if *m < 60 && *s < 60 && parts[1].len() == 2 && parts[2].len() == 2 =>
+                {
                     Ok(h * 3600 + m * 60 + s)
                 }
                 _ => Err(shown),
@@ -482,7 +402,9 @@ fn scenario_fields(sheet: &Sheet, problems: &mut Vec<Problem>) -> Map<String, Va
                 &sheet.name,
                 *number,
                 format!("{} ({key})", letter(0)),
-                format!("{key:?} come from the {TEAMS_SHEET} sheet and the MSEL rows, not from here"),
+                format!(
+                    "{key:?} come from the {TEAMS_SHEET} sheet and the MSEL rows, not from here"
+                ),
             ));
             continue;
         }
@@ -590,7 +512,11 @@ fn package(
     let mut timelines: Vec<(String, Option<String>, Vec<Value>)> = Vec::new();
     for team in &teams {
         if !timelines.iter().any(|(id, _, _)| *id == team.timeline) {
-            timelines.push((team.timeline.clone(), team.timeline_name.clone(), Vec::new()));
+            timelines.push((
+                team.timeline.clone(),
+                team.timeline_name.clone(),
+                Vec::new(),
+            ));
         }
     }
     let team_column = "Team";
@@ -666,7 +592,10 @@ fn package(
             .filter_map(|r| r.inject.get("time").and_then(Value::as_u64))
             .max()
             .unwrap_or(0);
-        root.insert("duration_minutes".into(), Value::from(last.div_ceil(60).max(1)));
+        root.insert(
+            "duration_minutes".into(),
+            Value::from(last.div_ceil(60).max(1)),
+        );
     }
     let teams_value = teams
         .iter()

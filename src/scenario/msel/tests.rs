@@ -3,7 +3,8 @@ use std::path::Path;
 use rust_xlsxwriter::Workbook;
 use serde_json::json;
 
-use super::read::{read_csv, seconds};
+use super::csv::read as read_csv;
+use super::read::seconds;
 use super::*;
 use crate::config::Limits;
 use crate::scenario::fixtures::{assert_same, expect_valid};
@@ -120,14 +121,25 @@ fn every_problem_names_its_sheet_row_and_column() {
     );
     let found = problems(csv("When,Team,Type\n0,blue,news\n"));
     assert_eq!(found.len(), 1);
-    assert!(found[0].starts_with(r#"Sheet "drill", row 1: no time column"#), "{found:?}");
+    assert!(
+        found[0].starts_with(r#"Sheet "drill", row 1: no time column"#),
+        "{found:?}"
+    );
 
     // Validation of the built scenario points at the rows.
-    let found = problems(csv("ID,Time,Team,Type\nx-1,0,blue,news\nx-1,5,blue,News\nx-2,9,blue,Not a word\n"));
+    let found = problems(csv(
+        "ID,Time,Team,Type\nx-1,0,blue,news\nx-1,5,blue,News\nx-2,9,blue,Not a word\n",
+    ));
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found[0].starts_with(r#"Sheet "drill", row 3: inject "x-1""#), "{found:?}");
+    assert!(
+        found[0].starts_with(r#"Sheet "drill", row 3: inject "x-1""#),
+        "{found:?}"
+    );
     assert!(found[0].contains("duplicate"), "{found:?}");
-    assert!(found[1].starts_with(r#"Sheet "drill", row 4: inject "x-2""#), "{found:?}");
+    assert!(
+        found[1].starts_with(r#"Sheet "drill", row 4: inject "x-2""#),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -166,7 +178,10 @@ fn explicit_columns_and_sheets_are_used() {
     assert!(found[1].starts_with(r#"Sheet "Notes", row 1: no time column"#));
     options.sheet = Some("Missing".into());
     let found = problems(import(&bytes, &options, &Limits::default()));
-    assert_eq!(found, [r#"no sheet "Missing"; the sheets are "Notes", "Plan""#]);
+    assert_eq!(
+        found,
+        [r#"no sheet "Missing"; the sheets are "Notes", "Plan""#]
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ pub fn export(scenario: &Scenario) -> Result<Vec<u8>, ExportError> {
         sheet.write_string_with_format(0, column as u16, field.header(), &bold)?;
     }
     sheet.set_freeze_panes(1, 0)?;
-    for (column, width) in [10, 10, 18, 10, 40, 60, 10, 30, 30, 40].into_iter().enumerate() {
+    for (column, width) in [10, 10, 18, 10, 40, 60, 10, 30, 30, 40]
+        .into_iter()
+        .enumerate()
+    {
         sheet.set_column_width(column as u16, width)?;
     }
     let mut row: u32 = 1;
@@ -57,7 +60,10 @@ pub fn export(scenario: &Scenario) -> Result<Vec<u8>, ExportError> {
 
     let sheet = workbook.add_worksheet();
     sheet.set_name(TEAMS_SHEET)?;
-    for (column, header) in ["Team", "Name", "Timeline", "Timeline name"].into_iter().enumerate() {
+    for (column, header) in ["Team", "Name", "Timeline", "Timeline name"]
+        .into_iter()
+        .enumerate()
+    {
         sheet.write_string_with_format(0, column as u16, header, &bold)?;
         sheet.set_column_width(column as u16, if column % 2 == 1 { 40 } else { 18 })?;
     }
