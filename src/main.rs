@@ -104,6 +104,51 @@ enum Cmd {
         #[arg(long)]
         replace: bool,
     },
+    /// Read a spreadsheet MSEL (.xlsx or .csv, one row per inject) into a
+    /// scenario: a new folder (scenario.json and timelines/) or one package
+    /// file (.json), validated first; every problem names its sheet, row
+    /// and column.
+    ///
+    /// Columns are recognised by their headers (case does not matter):
+    /// time (Time, T+, Offset, Exercise time, Seconds: seconds or T+mm:ss),
+    /// team (Team, Teams, Recipient(s), To: separated by , or ;, or "all"),
+    /// type (Type, Channel, Inject type), title (Title, Subject, Headline),
+    /// content (Content, Body, Message, Text, Description), priority,
+    /// media (Media, Attachment(s), File: separated by ;), action (Action,
+    /// Expected action), id (ID, Inject ID, Ref) and details (Details: a
+    /// JSON object of further fields).
+    #[command(after_help = "Examples:
+  scip-orchestrator msel-import drill.xlsx --out drill
+  scip-orchestrator msel-import plan.csv --column time=When --column team=\"Sent to\" --out plan.json")]
+    MselImport {
+        /// The MSEL: a .xlsx workbook or a .csv file (UTF-8, , or ; separated).
+        file: PathBuf,
+        /// The sheet of injects (default: the first with a recognised header row).
+        #[arg(long)]
+        sheet: Option<String>,
+        /// FIELD=HEADER: the column of a field, where its header is not one
+        /// recognised (fields: id, time, team, type, title, content,
+        /// priority, media, action, details). Repeat for several.
+        #[arg(long = "column", value_name = "FIELD=HEADER")]
+        columns: Vec<String>,
+        /// scenario_id and name of the scenario (default: the workbook's
+        /// Scenario sheet, else the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// A new folder, or a file ending in .json for one package file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a scenario as a spreadsheet MSEL (.xlsx): an MSEL sheet with
+    /// one row per inject, and the Teams and Scenario sheets msel-import
+    /// reads back into the same scenario.
+    MselExport {
+        /// The scenario JSON file, or a folder holding one.
+        scenario: PathBuf,
+        /// The new .xlsx file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the API_TOKENS entry of a token (`role:sha256`); with --new,
     /// make a new random token first. The token is read from standard input
     /// when not given.
@@ -219,6 +264,23 @@ fn main() -> ExitCode {
             &cli.config,
         )),
         Cmd::Export { name, to } => finish(app::export_package(&name, &to, &cli.config)),
+        Cmd::MselImport {
+            file,
+            sheet,
+            columns,
+            name,
+            out,
+        } => finish(app::msel_import(
+            app::MselImportArgs {
+                file,
+                sheet,
+                columns,
+                name,
+                out,
+            },
+            &cli.config,
+        )),
+        Cmd::MselExport { scenario, out } => finish(app::msel_export(&scenario, &out, &cli.config)),
         Cmd::HashToken { token, new, role } => finish(app::hash_token(token, new, &role)),
         Cmd::BrokerAcl {
             exercise,

@@ -162,6 +162,30 @@
       reader.readAsText(file);
     });
 
+    // A spreadsheet MSEL is read by the server into a package (not stored);
+    // its problems, each naming sheet, row and column, show next to the form.
+    const isMsel = (file) => /\.(xlsx|csv)$/i.test(file.name);
+    async function importMsel(file) {
+      const format = /\.csv$/i.test(file.name) ? "csv" : "xlsx";
+      const headers = { "Content-Type": "application/octet-stream", Accept: "application/json" };
+      const token = SCIP.apiToken();
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const path = `/api/v1/msel/import?format=${format}&file=${encodeURIComponent(file.name)}`;
+      const res = await fetch(path, { method: "POST", headers, body: file });
+      const raw = await res.text();
+      let data = null;
+      try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON */ }
+      if (!res.ok) throw new SCIP.ApiError(res.status, data, raw.trim().slice(0, 200));
+      return data;
+    }
+    const clearMselErrors = () => document.querySelectorAll("#scenario-errors .msel-error").forEach((e) => e.remove());
+    function showMselErrors(file, err) {
+      const problems = err.details && err.details.length ? err.details : [err.message];
+      $("scenario-errors").append(el("div", { class: "scenario-error msel-error" },
+        el("strong", { text: file.name }), ": not imported",
+        el("ul", {}, problems.map((p) => el("li", { text: SCIP.detailText(p) })))));
+    }
+
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const f = form.elements;
@@ -171,8 +195,20 @@
       const wrong = (field, text) => { SCIP.fieldError(field, text); say(text, "error"); };
       try {
         const file = f.package.files[0];
-        const text = file ? await readFile(file) : f.package_text.value.trim();
-        if (text) {
+        clearMselErrors();
+        if (file && isMsel(file)) {
+          try {
+            body.package = await importMsel(file);
+          } catch (err) {
+            if (err.status === 401 || err.status === 403) needLogin(err);
+            showMselErrors(file, err);
+            return sayError(err, "Not created: ");
+          }
+        }
+        const text = body.package ? "" : file ? await readFile(file) : f.package_text.value.trim();
+        if (body.package) {
+          // Read from the MSEL.
+        } else if (text) {
           try { body.package = JSON.parse(text); } catch (e) {
             return wrong(file ? f.package : f.package_text, `The package is not valid JSON: ${e.message}`);
           }
@@ -659,6 +695,30 @@
       form.querySelectorAll("input[name=team]").forEach((b) => (b.checked = e.target.checked));
     });
     $("send-teams").addEventListener("change", syncAll);
+
+    // A spreadsheet MSEL is read by the server into a package (not stored);
+    // its problems, each naming sheet, row and column, show next to the form.
+    const isMsel = (file) => /\.(xlsx|csv)$/i.test(file.name);
+    async function importMsel(file) {
+      const format = /\.csv$/i.test(file.name) ? "csv" : "xlsx";
+      const headers = { "Content-Type": "application/octet-stream", Accept: "application/json" };
+      const token = SCIP.apiToken();
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const path = `/api/v1/msel/import?format=${format}&file=${encodeURIComponent(file.name)}`;
+      const res = await fetch(path, { method: "POST", headers, body: file });
+      const raw = await res.text();
+      let data = null;
+      try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON */ }
+      if (!res.ok) throw new SCIP.ApiError(res.status, data, raw.trim().slice(0, 200));
+      return data;
+    }
+    const clearMselErrors = () => document.querySelectorAll("#scenario-errors .msel-error").forEach((e) => e.remove());
+    function showMselErrors(file, err) {
+      const problems = err.details && err.details.length ? err.details : [err.message];
+      $("scenario-errors").append(el("div", { class: "scenario-error msel-error" },
+        el("strong", { text: file.name }), ": not imported",
+        el("ul", {}, problems.map((p) => el("li", { text: SCIP.detailText(p) })))));
+    }
 
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();

@@ -1,16 +1,18 @@
 //! The subcommands, called by `main` once the command line is parsed: `run`,
-//! `serve`, `demo` and the administration commands, one file each, with what
+//! `serve`, `demo`, the MSEL spreadsheet commands and the administration commands, one file each, with what
 //! they share here (loading a scenario, signals, the MQTT connection), and
 //! the logging set-up.
 
 mod admin;
 mod demo;
 pub mod logging;
+mod msel;
 mod run;
 mod serve;
 
 pub use admin::{BrokerAclArgs, broker_acl, export_package, hash_token, import_package};
 pub use demo::{DemoArgs, DemoDefaults, SAMPLE_FILES, SAMPLE_FOLDER, SAMPLE_MEDIA, demo};
+pub use msel::{MselImportArgs, msel_export, msel_import};
 pub use run::{RunArgs, run};
 pub use serve::{ServeArgs, serve};
 

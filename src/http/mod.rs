@@ -5,7 +5,7 @@
 //! This file assembles the router and runs the server and its connections;
 //! each resource's handlers have a file of their own (`exercises`,
 //! `control`, `deliveries`, `reports`, `links`, `tokens`, `packages`,
-//! `health`, `metrics`), as have the event streams (`streams`), the pages
+//! `msel`, `health`, `metrics`), as have the event streams (`streams`), the pages
 //! (`pages`) and the access check every route passes (`auth`).
 //!
 //! Request and response bodies are this module's own serde types (the wire,
@@ -23,6 +23,7 @@ mod extract;
 mod health;
 mod links;
 mod metrics;
+mod msel;
 mod packages;
 pub mod pages;
 mod reports;
@@ -124,7 +125,9 @@ pub fn router(service: Service) -> Router {
             axum::routing::delete(tokens::revoke_token),
         )
         .route("/packages", post(packages::import_package))
-        .route("/packages/{name}/archive", get(packages::export_package));
+        .route("/packages/{name}/archive", get(packages::export_package))
+        .route("/packages/{name}/msel.xlsx", get(msel::export_msel))
+        .route("/msel/import", post(msel::import_msel));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi))
@@ -351,6 +354,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         links::revoke_link,
         packages::import_package,
         packages::export_package,
+        msel::import_msel,
+        msel::export_msel,
         links::receipts,
         streams::team_events,
         streams::exercise_events,

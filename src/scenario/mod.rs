@@ -14,6 +14,8 @@
 //! - [`package`]: scenario packages (a folder or `.tar.gz` with its timelines
 //!   and media) imported into and exported from MEDIA_STORAGE_PATH.
 //! - [`media`]: which files of a package are media, and references to them.
+//! - [`msel`]: spreadsheet MSELs (`.xlsx`, `.csv`, one row per inject)
+//!   imported as a scenario package, and any scenario exported as `.xlsx`.
 //!
 //! [`load`] never stops at the first problem: it reads the scenario and every
 //! timeline it names and reports every error it finds, each naming the file, the
@@ -32,6 +34,7 @@ mod fixtures;
 mod inline;
 pub mod media;
 mod model;
+pub mod msel;
 pub mod package;
 mod plan;
 mod summary;

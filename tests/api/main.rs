@@ -12,6 +12,7 @@ mod health;
 mod hostile;
 mod injects;
 mod limits;
+mod msel;
 mod openapi;
 mod package_paths;
 mod packages;

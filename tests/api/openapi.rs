@@ -58,6 +58,8 @@ async fn the_openapi_document_lists_every_endpoint() {
         "POST /api/v1/tokens",
         "DELETE /api/v1/tokens/{token}",
         "GET /api/v1/packages/{name}/archive",
+        "GET /api/v1/packages/{name}/msel.xlsx",
+        "POST /api/v1/msel/import",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",

@@ -4,6 +4,7 @@
 mod a11y;
 mod chrome;
 mod media;
+mod msel;
 mod noise;
 mod phone;
 mod reports;

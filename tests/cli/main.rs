@@ -1,5 +1,7 @@
 //! The binary as a user runs it: `validate`, `run`, signals, exit codes.
 
+mod msel;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tracing::{error, info};
 
+use crate::scenario::msel;
 use crate::scenario::package::{self as packages, Imported, is_plain_name};
 use crate::scenario::{self, Scenario, ValidationError};
 
@@ -38,6 +39,32 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Internal(format!("the export failed: {e}")))??;
         Ok(archive)
+    }
+
+    /// Reads a spreadsheet MSEL into a validated scenario package (not
+    /// stored: the caller creates an exercise from it or keeps it).
+    pub async fn import_msel(
+        &self,
+        bytes: Vec<u8>,
+        options: msel::ImportOptions,
+    ) -> Result<msel::Imported, ServiceError> {
+        let _turn = self.inner.file_work.acquire().await;
+        let limits = self.inner.config.limits();
+        tokio::task::spawn_blocking(move || msel::import(&bytes, &options, &limits))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("the MSEL import failed: {e}")))?
+            .map_err(|e| {
+                ServiceError::Invalid(e.problems.iter().map(ToString::to_string).collect())
+            })
+    }
+
+    /// Stored package `name` as an MSEL workbook (`.xlsx`).
+    pub async fn export_msel(&self, name: String) -> Result<Vec<u8>, ServiceError> {
+        let scenario = self.load_off_workers(ScenarioSource::Folder(name)).await?;
+        tokio::task::spawn_blocking(move || msel::export(&scenario))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("the MSEL export failed: {e}")))?
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     fn package_root(&self) -> Result<std::path::PathBuf, ServiceError> {
