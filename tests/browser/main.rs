@@ -8,6 +8,7 @@ mod reports;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
+mod teams;
 mod vocabularies;
 
 use std::time::Duration;

@@ -245,7 +245,8 @@ impl Actor {
                     };
                     format!("from {from} to {to}: {n} passed over, {what}")
                 });
-                self.audit("seek", source, done, Some(to), now);
+                let at = result.is_ok().then_some(to);
+                self.audit("seek", source, done, at, now);
                 if result.is_ok() {
                     self.mark_all_dirty();
                     self.clock_dirty = true;
