@@ -247,7 +247,9 @@ pub(super) async fn reschedule(
     ApiJson(body): ApiJson<RescheduleRequest>,
 ) -> Result<Json<DeliveryResponse>, ApiError> {
     let (id, key) = path.into_key();
-    service.reschedule(&id, key.clone(), body.at, source.0).await?;
+    service
+        .reschedule(&id, key.clone(), body.at, source.0)
+        .await?;
     current_record(&service, &id, &key).await
 }
 

@@ -186,7 +186,10 @@ mod tests {
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         assert_eq!(presence.dashboards(), vec![2, 0, 1]);
-        assert_eq!((presence.open(0), presence.open(1), presence.open(9)), (2, 0, 0));
+        assert_eq!(
+            (presence.open(0), presence.open(1), presence.open(9)),
+            (2, 0, 0)
+        );
         assert_eq!(presence.teams_connected(), 2);
         drop(a);
         assert_eq!(presence.teams_connected(), 2);

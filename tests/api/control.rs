@@ -259,7 +259,12 @@ async fn a_paused_exercise_seeks_forward_delivering_or_skipping() {
     let log = log.as_array().unwrap();
     let commands: Vec<(&str, bool)> = log
         .iter()
-        .map(|r| (r["command"].as_str().unwrap(), r["accepted"].as_bool().unwrap()))
+        .map(|r| {
+            (
+                r["command"].as_str().unwrap(),
+                r["accepted"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         commands,
@@ -274,7 +279,10 @@ async fn a_paused_exercise_seeks_forward_delivering_or_skipping() {
             ("seek", false),
         ]
     );
-    assert!(log.iter().all(|r| r["source"] == "api:127.0.0.1"), "{log:?}");
+    assert!(
+        log.iter().all(|r| r["source"] == "api:127.0.0.1"),
+        "{log:?}"
+    );
     assert_eq!(log[1]["exercise_time"], 0, "start at T+0");
     let (skip, deliver) = (&log[4], &log[5]);
     assert_eq!(skip["exercise_time"], 150);

@@ -16,4 +16,5 @@ mod openapi;
 mod package_paths;
 mod packages;
 mod support;
+mod teams;
 mod turns;

@@ -30,7 +30,12 @@ async fn the_room_flags_the_team_whose_dashboard_is_not_open() {
     )
     .await;
     let (_, info) = app.get("/api/v1/exercises/behind").await;
-    let url = |i: usize| info["teams"][i]["dashboard_url"].as_str().unwrap().to_owned();
+    let url = |i: usize| {
+        info["teams"][i]["dashboard_url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     // Blue watches from the start; red's dashboard is not open.
     let blue = Browser::on_live_dashboard(&url(0), SECS).await;
     let control = Browser::start().await;
@@ -136,8 +141,18 @@ async fn the_room_flags_the_team_whose_dashboard_is_not_open() {
             SECS,
         )
         .await;
-    assert_eq!(control.eval(&format!("return {}", cell("red", "receipt_latency"))).await, "—");
-    assert_eq!(control.eval(&format!("return {}", cell("red", "not_watched"))).await, "2");
+    assert_eq!(
+        control
+            .eval(&format!("return {}", cell("red", "receipt_latency")))
+            .await,
+        "—"
+    );
+    assert_eq!(
+        control
+            .eval(&format!("return {}", cell("red", "not_watched")))
+            .await,
+        "2"
+    );
     control
         .wait(
             "red's receipts are marked not watched in the delivery log",
@@ -176,7 +191,8 @@ async fn the_report_plots_each_injects_lateness_and_marks_the_seek() {
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     for inject in ["m1", "m2", "m5"] {
-        app.wait_delivery("seeky", "blue", inject, "delivered").await;
+        app.wait_delivery("seeky", "blue", inject, "delivered")
+            .await;
     }
     let html = authorized(ADMIN_TOKEN)
         .get(app.url("/api/v1/exercises/seeky/report.html"))
@@ -205,7 +221,10 @@ async fn the_report_plots_each_injects_lateness_and_marks_the_seek() {
     assert_eq!(marker["at"], "400", "{marker}");
     assert_eq!(marker["label"], "seek");
     assert!(
-        marker["tip"].as_str().unwrap().contains("to T+06:40: 3 passed over, sent"),
+        marker["tip"]
+            .as_str()
+            .unwrap()
+            .contains("to T+06:40: 3 passed over, sent"),
         "{marker}"
     );
     for command in ["start", "pause"] {
@@ -237,18 +256,32 @@ async fn the_report_plots_each_injects_lateness_and_marks_the_seek() {
     assert_eq!(ids, ["m1", "m2", "m5"], "{points:?}");
     let x = marker["x"].as_f64().unwrap();
     for p in points {
-        assert!((p["x"].as_f64().unwrap() - x).abs() < 1.0, "{p} on the seek line at {x}");
+        assert!(
+            (p["x"].as_f64().unwrap() - x).abs() < 1.0,
+            "{p} on the seek line at {x}"
+        );
         let ms = p["ms"].as_f64().unwrap();
         assert!((0.0..5000.0).contains(&ms), "{p}");
         // Above the bottom of the plot, below its top: on the lateness scale.
         let y = p["y"].as_f64().unwrap();
         assert!((40.0..=296.0).contains(&y), "{p}");
-        assert!(p["tip"].as_str().unwrap().contains("(delivered by the seek)"), "{p}");
+        assert!(
+            p["tip"]
+                .as_str()
+                .unwrap()
+                .contains("(delivered by the seek)"),
+            "{p}"
+        );
     }
     let scale = browser
         .eval("return [...document.querySelectorAll('svg text.ytick')].map(t => t.textContent)")
         .await;
-    let scale: Vec<&str> = scale.as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let scale: Vec<&str> = scale
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert_eq!(&scale[..3], ["0.1 ms", "1 ms", "10 ms"], "{scale:?}");
     browser.quit().await;
 }

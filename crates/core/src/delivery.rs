@@ -184,6 +184,13 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The counts of each of `teams` teams, by team index.
+    pub fn by_team(records: &[DeliveryRecord], teams: usize) -> Vec<Counts> {
+        (0..teams)
+            .map(|team| Counts::of(records.iter().filter(|r| r.team == team)))
+            .collect()
+    }
+
     pub fn of<'a>(records: impl IntoIterator<Item = &'a DeliveryRecord>) -> Self {
         let mut c = Counts::default();
         let mut latency_sum = Duration::ZERO;

@@ -706,7 +706,7 @@ async fn a_receipt_of_an_inject_nobody_watched_has_no_latency() {
     assert_eq!(counts.received, 2);
     assert_eq!(counts.unread, 0);
     assert_eq!(counts.not_watched, 1);
-    let teams = engine.team_counts(2);
+    let teams = Counts::by_team(engine.records(), 2);
     assert_eq!((teams[0].delivered, teams[0].received), (2, 2));
     assert_eq!(teams[1], Counts::default());
     let first = engine.records()[0].receipt_latency.unwrap();

@@ -161,7 +161,12 @@ pub(super) fn team_chart(
     let x_extent = points
         .iter()
         .map(|p| p.at)
-        .chain(control.iter().filter_map(|c| c.exercise_time).map(|t| t as f64))
+        .chain(
+            control
+                .iter()
+                .filter_map(|c| c.exercise_time)
+                .map(|t| t as f64),
+        )
         .fold(duration as f64, f64::max);
     let max_lateness = points
         .iter()
@@ -284,7 +289,10 @@ fn point(c: &Chart, p: &ChartPoint) -> Markup {
                 .last_error
                 .as_deref()
                 .map_or_else(String::new, |e| format!(" ({e})"));
-            let tip = format!("{}: planned {}, {}{error}", d.inject_id, d.planned, d.status);
+            let tip = format!(
+                "{}: planned {}, {}{error}",
+                d.inject_id, d.planned, d.status
+            );
             let y = Chart::STRIP;
             if p.mark == Mark::Outstanding {
                 markup! {
@@ -419,8 +427,14 @@ mod tests {
             ]
         );
         let svg = team_chart("Blue", &deliveries, &report.control_log, 720).into_string();
-        assert!(svg.contains(r#"class="control" data-command="seek" data-at="400""#), "{svg}");
-        assert!(svg.contains(r#"class="seek""#) && svg.contains(r#"data-inject="a" data-lateness-ms="3.000""#));
+        assert!(
+            svg.contains(r#"class="control" data-command="seek" data-at="400""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="seek""#)
+                && svg.contains(r#"data-inject="a" data-lateness-ms="3.000""#)
+        );
         assert!(svg.contains("(delivered by the seek)"));
         assert!(svg.contains("Lateness (log scale)"));
     }

@@ -617,7 +617,13 @@ mod tests {
             vec![passed("a", 60), passed("b", 120), passed("c", 300), on_time],
             vec![pause, seek],
         ));
-        let by_id = |id: &str| report.deliveries.iter().find(|d| d.inject_id == id).unwrap();
+        let by_id = |id: &str| {
+            report
+                .deliveries
+                .iter()
+                .find(|d| d.inject_id == id)
+                .unwrap()
+        };
         for id in ["a", "b", "c"] {
             let d = by_id(id);
             assert!(d.delivered_by_seek, "{id}");

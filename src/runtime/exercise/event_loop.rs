@@ -220,7 +220,10 @@ impl Actor {
         let teams = self.scenario.teams.len();
         let engine = &self.engine;
         self.counts
-            .get_or_insert_with(|| (engine.counts(), Arc::new(engine.team_counts(teams))))
+            .get_or_insert_with(|| {
+                let by_team = Counts::by_team(engine.records(), teams);
+                (engine.counts(), Arc::new(by_team))
+            })
             .clone()
     }
 

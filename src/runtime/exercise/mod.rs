@@ -297,7 +297,7 @@ impl Actor {
             run: engine.run(),
             speed: options.speed,
             counts: engine.counts(),
-            teams: Arc::new(engine.team_counts(scenario.teams.len())),
+            teams: Arc::new(Counts::by_team(engine.records(), scenario.teams.len())),
             // As the connection is now, so that the first answer about a
             // new exercise (the create's) does not say "disconnected"
             // before the loop has run.

@@ -119,7 +119,9 @@ impl Actor {
                 let _ = reply.send(Ok(self.views()));
             }
             Request::Retry { key, source, reply } => {
-                let what = key.as_ref().map_or("every failed delivery".to_owned(), describe_key);
+                let what = key
+                    .as_ref()
+                    .map_or("every failed delivery".to_owned(), describe_key);
                 let result = match key {
                     Some(key) => self
                         .slot(&key)

@@ -72,7 +72,7 @@ impl Service {
             source,
             reply,
         })
-            .await
+        .await
     }
 
     /// Jumps a paused exercise to T+`to`; what it passes over is delivered at
@@ -91,7 +91,7 @@ impl Service {
             source,
             reply,
         })
-            .await
+        .await
     }
 
     /// Follows one team's feed; the dashboard counts as open while the

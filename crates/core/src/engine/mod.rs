@@ -326,13 +326,6 @@ impl Engine {
         Counts::of(&self.records)
     }
 
-    /// [`Self::counts`] of each of `teams` teams, by team index.
-    pub fn team_counts(&self, teams: usize) -> Vec<Counts> {
-        (0..teams)
-            .map(|team| Counts::of(self.records.iter().filter(|r| r.team == team)))
-            .collect()
-    }
-
     /// Exercise time at `now`, in whole seconds, capped at the duration.
     pub fn exercise_time(&self, now: Instant) -> ExerciseSeconds {
         ExerciseSeconds::new(self.clock.whole_seconds(now).min(self.duration))
