@@ -193,6 +193,32 @@ const SCIP = (() => {
                     stopped: "Exercise stopped", completed: "Exercise completed" };
   const bannerTitle = (state) => BANNERS[state] || "";
 
+  // A form's error shown under the field it is about (`node`: a control, or a
+  // fieldset), tied to it with aria-describedby and aria-invalid; a label
+  // holding the control gets the message after it.
+  function fieldError(node, message) {
+    const id = `${node.id || node.name || "field"}-error`;
+    let box = document.getElementById(id);
+    if (!box) {
+      box = el("p", { id, class: "field-error" });
+      const holder = node.closest("label") || node;
+      if (holder.tagName === "FIELDSET") holder.append(box); else holder.after(box);
+    }
+    box.textContent = message;
+    node.setAttribute("aria-invalid", "true");
+    const ids = (node.getAttribute("aria-describedby") || "").split(" ").filter((x) => x && x !== id);
+    node.setAttribute("aria-describedby", [...ids, id].join(" "));
+  }
+  // Removes the errors fieldError put in `form`.
+  function clearFieldErrors(form) {
+    for (const node of form.querySelectorAll("[aria-invalid=true]")) {
+      const ids = (node.getAttribute("aria-describedby") || "").split(" ").filter((x) => x && !x.endsWith("-error"));
+      if (ids.length) node.setAttribute("aria-describedby", ids.join(" ")); else node.removeAttribute("aria-describedby");
+      node.removeAttribute("aria-invalid");
+    }
+    for (const box of form.querySelectorAll(".field-error")) box.remove();
+  }
+
   // Sets a connection indicator element (data-status drives its colour).
   function setConnection(node, status) {
     node.dataset.status = status;
@@ -200,5 +226,6 @@ const SCIP = (() => {
   }
 
   return { pathParts, enc, el, api, download, refusal, ApiError, detailText, fmtT, parseT, fmtWall, fmtMs,
-           mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken, bannerTitle };
+           mediaUrl, isImage, isVideo, stream, setConnection, apiToken, setApiToken, bannerTitle,
+           fieldError, clearFieldErrors };
 })();

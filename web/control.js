@@ -98,6 +98,13 @@
       return bar;
     }
 
+    function progressOf(ex) {
+      const percent = Math.round(ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0);
+      return el("div", { class: "progress", role: "progressbar", "aria-label": "Exercise progress",
+        "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": percent,
+        "aria-valuetext": `${ex.formatted || fmtT(ex.exercise_time)} of ${fmtT(ex.total).slice(2)} (${percent}%)` }, progressBar(percent));
+    }
+
     function card(ex) {
       const teams = ex.teams || [];
       const c = ex.counts || {};
@@ -107,7 +114,7 @@
           el("span", { class: "state-badge", "data-state": ex.state, text: ex.state })),
         el("div", { class: "ex-clock" }, el("span", { class: "clock", text: ex.formatted || fmtT(ex.exercise_time) }),
           el("span", { class: "muted", text: ` / ${fmtT(ex.total).slice(2)}${ex.speed && ex.speed !== 1 ? ` · ×${ex.speed}` : ""}` })),
-        el("div", { class: "progress" }, progressBar(ex.total ? Math.min(100, (100 * ex.exercise_time) / ex.total) : 0)),
+        progressOf(ex),
         el("div", { class: "ex-meta" },
           el("span", { text: `${ex.teams_connected ?? 0} of ${teams.length} teams connected` }),
           el("span", { text: `${c.delivered ?? 0} delivered · ${c.received ?? 0} received` }),
@@ -159,17 +166,20 @@
       ev.preventDefault();
       const f = form.elements;
       const body = {};
+      // An error about one field is shown under it, as well as above the button.
+      SCIP.clearFieldErrors(form);
+      const wrong = (field, text) => { SCIP.fieldError(field, text); say(text, "error"); };
       try {
         const file = f.package.files[0];
         const text = file ? await readFile(file) : f.package_text.value.trim();
         if (text) {
           try { body.package = JSON.parse(text); } catch (e) {
-            return say(`The package is not valid JSON: ${e.message}`, "error");
+            return wrong(file ? f.package : f.package_text, `The package is not valid JSON: ${e.message}`);
           }
         } else if (f.scenario.value) body.scenario = f.scenario.value;
-        else return say("Pick a scenario folder or load a package first.", "error");
+        else return wrong(f.scenario, "Pick a scenario folder or load a package first.");
       } catch (err) {
-        return say(`Cannot read the file: ${err.message}`, "error");
+        return wrong(f.package, `Cannot read the file: ${err.message}`);
       }
       if (f.exercise_id.value.trim()) body.exercise_id = f.exercise_id.value.trim();
       if (f.speed.value.trim()) body.speed = Number(f.speed.value);
@@ -225,7 +235,10 @@
       setText($("ex-title"), e.name && e.name !== e.id ? `${e.name}` : e.id);
       setText($("clock"), e.formatted || fmtT(e.exercise_time));
       setText($("state"), ($("state").dataset.state = e.state));
-      $("progress-bar").style.width = `${e.total ? Math.min(100, (100 * e.exercise_time) / e.total) : 0}%`;
+      const percent = Math.round(e.total ? Math.min(100, (100 * e.exercise_time) / e.total) : 0);
+      $("progress-bar").style.width = `${percent}%`;
+      $("progress").setAttribute("aria-valuenow", String(percent));
+      $("progress").setAttribute("aria-valuetext", `${e.formatted || fmtT(e.exercise_time)} of ${fmtT(e.total).slice(2)} (${percent}%)`);
       const turn = e.total_turns ? ` · turn ${e.turn || 0} of ${e.total_turns}` : "";
       setText($("clock-sub"), `${e.id} · of ${fmtT(e.total).slice(2)} · speed ×${e.speed} · run ${e.run}${turn}`);
       document.querySelector("button[data-command=next_turn]").hidden = !e.total_turns;
@@ -653,13 +666,16 @@
       const f = form.elements;
       const teams = [...form.querySelectorAll("input[name=team]:checked")].map((i) => i.value);
       const type = currentType();
+      // Each problem is shown under its field, and all of them in the message.
+      SCIP.clearFieldErrors(form);
       const problems = [];
-      if (!teams.length) problems.push("choose at least one team");
-      if (!f.id.value.trim()) problems.push("the inject needs an id");
-      if (!type) problems.push("the inject needs a type");
+      const problem = (field, text) => { problems.push(text); SCIP.fieldError(field, text); };
+      if (!teams.length) problem(form.querySelector(".team-picks"), "choose at least one team");
+      if (!f.id.value.trim()) problem(f.id, "the inject needs an id");
+      if (!type) problem(form.elements.type.value === "__other" ? f.type_other : f.type, "the inject needs a type");
       const atText = f.at.value.trim();
       const at = atText && atText.toLowerCase() !== "now" ? parseT(atText) : null;
-      if (atText && atText.toLowerCase() !== "now" && at === null) problems.push(`“${atText}” is not a time: use mm:ss or seconds`);
+      if (atText && atText.toLowerCase() !== "now" && at === null) problem(f.at, `“${atText}” is not a time: use mm:ss or seconds`);
 
       let content = {};
       for (const input of $("content-fields").querySelectorAll("[name]")) {
@@ -677,7 +693,7 @@
           if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new Error("it must be a JSON object");
           content = Object.assign(content, raw);
         } catch (e) {
-          problems.push(`raw JSON content: ${e.message}`);
+          problem(f.content_json, `raw JSON content: ${e.message}`);
         }
       }
       if (problems.length) return say("Not sent:", "error", problems);
@@ -701,6 +717,8 @@
       } catch (err) {
         sayError(err, "Not sent: ");
         setText($("send-result"), `Not sent: ${err.message}`);
+        // A team has that id already: the error goes under the id too.
+        if (/already has an inject/.test(err.message)) SCIP.fieldError(f.id, err.message);
       } finally {
         button.disabled = false;
       }

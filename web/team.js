@@ -28,6 +28,9 @@
   let names = { exercise: exId, team: teamId };
   let es = null;
 
+  let startTime = null;       // the scenario's start_time, seconds after midnight (null: none)
+  let lastClock = null;
+
   const HIGHLIGHT_MS = 10000;
   const TYPE_LABELS = {
     social: "Social media", email: "Email", sms: "Text message", news: "News",
@@ -39,9 +42,26 @@
     document.title = `${unread ? `(${unread}) ` : ""}${names.team} · ${names.exercise}`;
   }
 
+  // The in-world time of day: the scenario's start_time plus the exercise time,
+  // "HH:MM", past midnight from 00:00 again.
+  function showWorldTime() {
+    const box = $("world-clock");
+    box.hidden = startTime === null || !lastClock;
+    if (box.hidden) return;
+    const secs = (startTime + Math.floor(Number(lastClock.current) || 0)) % 86400;
+    const hhmm = [Math.floor(secs / 3600), Math.floor(secs / 60) % 60].map((n) => String(n).padStart(2, "0")).join(":");
+    if ($("world-time").textContent !== hhmm) $("world-time").textContent = hhmm;
+  }
+
   function onClock(c) {
+    lastClock = c;
     $("clock").textContent = c.formatted || fmtT(c.current);
-    $("progress-bar").style.width = `${Math.min(100, Math.max(0, Number(c.percentage) || 0))}%`;
+    const percent = Math.round(Math.min(100, Math.max(0, Number(c.percentage) || 0)));
+    $("progress-bar").style.width = `${percent}%`;
+    $("progress").setAttribute("aria-valuenow", String(percent));
+    $("progress").setAttribute("aria-valuetext",
+      `${c.formatted || fmtT(c.current)}${c.total ? ` of ${fmtT(c.total).slice(2)}` : ""} (${percent}%)`);
+    showWorldTime();
     $("clock-sub").textContent = [c.total && `of ${fmtT(c.total).slice(2)}`, c.speed && c.speed !== 1 && `×${c.speed} speed`,
       c.total_turns && `turn ${c.turn || 0} of ${c.total_turns}`]
       .filter(Boolean).join(" · ");
@@ -67,6 +87,9 @@
   function onNames(n) {
     const ex = n.exercise || {}, team = n.team || {};
     names = { exercise: ex.name || ex.id, team: team.name || team.id };
+    const start = /^(\d\d):(\d\d)(?::(\d\d))?$/.exec(ex.start_time || "");
+    startTime = start ? Number(start[1]) * 3600 + Number(start[2]) * 60 + Number(start[3] || 0) : null;
+    showWorldTime();
     $("exercise-name").textContent = [ex.id, ex.name && ex.name !== ex.id && ex.name, team.name && `team ${team.id}`].filter(Boolean).join(" · ");
     $("team-name").textContent = team.name || team.id;
     updateTitle();
@@ -90,6 +113,84 @@
     fatal(message);
   }
 
+  // ---- channels ---------------------------------------------------------
+  // Tabs that filter the feed by channel, each with its unread count. An inject is
+  // unread until it has been shown in the selected tab ("All" shows every one);
+  // types no channel names appear under "All" only.
+  const CHANNELS = [
+    { id: "all", label: "All" },
+    { id: "social", label: "Social", types: ["social", "tweet", "post"] },
+    { id: "mail", label: "Mail", types: ["email", "mail"] },
+    { id: "sms", label: "SMS", types: ["sms", "text"] },
+    { id: "news", label: "News", types: ["news", "article", "video", "image"] },
+    { id: "briefings", label: "Briefings", types: ["briefing", "intel", "report", "document"] },
+  ];
+  const channelOf = (type) => (CHANNELS.find((c) => c.types && c.types.includes(type)) || {}).id || null;
+  const inChannel = (node, channel) => channel === "all" || node.dataset.channel === channel;
+  let channel = "all";
+  const unseen = new Set(); // ids of injects not yet shown in the selected tab
+
+  function buildTabs() {
+    $("channel-tabs").replaceChildren(...CHANNELS.map((c) =>
+      el("button", { type: "button", role: "tab", id: `tab-${c.id}`, class: "tab", "data-channel": c.id,
+          "aria-controls": "feed", "aria-selected": String(c.id === channel), tabindex: c.id === channel ? "0" : "-1",
+          onclick: () => selectChannel(c.id) },
+        c.label, " ",
+        el("span", { class: "n", hidden: true }, el("span", { class: "count", text: "0" }), el("span", { class: "sr-only", text: " unread" })))));
+    $("feed").setAttribute("aria-labelledby", `tab-${channel}`);
+  }
+
+  function selectChannel(id, focus) {
+    channel = id;
+    for (const tab of $("channel-tabs").children) {
+      const on = tab.dataset.channel === id;
+      tab.setAttribute("aria-selected", String(on));
+      tab.tabIndex = on ? 0 : -1;
+      if (on && focus) tab.focus();
+    }
+    $("feed").setAttribute("aria-labelledby", `tab-${id}`);
+    applyChannel();
+  }
+
+  // Arrow keys, Home and End move between the tabs (and select the one reached).
+  $("channel-tabs").addEventListener("keydown", (ev) => {
+    const ids = CHANNELS.map((c) => c.id);
+    const at = ids.indexOf(channel);
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: ids.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    selectChannel(ids[(to + ids.length) % ids.length], true);
+  });
+
+  // Shows the selected channel's injects (the rest hidden), marks them read, and
+  // updates the counts.
+  function applyChannel() {
+    let visible = 0;
+    for (const [id, node] of shown) {
+      const hide = !inChannel(node, channel);
+      if (node.hidden !== hide) node.hidden = hide;
+      if (!hide) { visible += 1; unseen.delete(id); }
+    }
+    const counts = { all: 0 };
+    for (const id of unseen) {
+      const node = shown.get(id);
+      if (!node) continue;
+      counts.all += 1;
+      counts[node.dataset.channel] = (counts[node.dataset.channel] || 0) + 1;
+    }
+    $("empty").hidden = visible > 0;
+    $("empty").textContent = shown.size
+      ? "No messages in this channel yet."
+      : "No messages yet. New injects appear here as the exercise runs.";
+    for (const tab of $("channel-tabs").children) {
+      const n = counts[tab.dataset.channel] || 0;
+      const badge = tab.querySelector(".n");
+      badge.hidden = n === 0;
+      tab.dataset.unread = String(n);
+      badge.querySelector(".count").textContent = String(n);
+    }
+  }
+
   // ---- feed -------------------------------------------------------------
   // Text of a value that may be a list ("to": ["a", "b"] or "a").
   const list = (v) => (Array.isArray(v) ? v.join(", ") : v === undefined || v === null ? "" : String(v));
@@ -101,7 +202,8 @@
   // naming it instead of an empty frame; an attachment, a link that opens nothing.
   const fileName = (ref) => String(ref || "").split(/[?#]/)[0].split("/").filter(Boolean).pop() || "file";
   const missingCard = (what, ref) =>
-    el("div", { class: "media-missing", role: "img", "data-missing": fileName(ref), text: `${what} not available: ${fileName(ref)}` });
+    el("div", { class: "media-missing", role: "img", "aria-label": `${what} not available: ${fileName(ref)}`,
+      "data-missing": fileName(ref), text: `${what} not available: ${fileName(ref)}` });
   // Hides `node` (it keeps its address) and puts the card after it.
   function showMissing(node, what, ref) {
     if (node.hidden) return;
@@ -266,7 +368,7 @@
     const label = type === "social" && c.platform ? c.platform : TYPE_LABELS[type] || type.replace(/[_-]+/g, " ");
     return el("article", {
         class: `inject type-${type.replace(/[^a-z0-9_-]/gi, "")}`,
-        "data-inject-id": m.id, "data-type": type, "data-priority": prio,
+        "data-inject-id": m.id, "data-type": type, "data-priority": prio, "data-channel": channelOf(type) || "",
         "data-exercise-time": m.exerciseTime ?? "",
       },
       el("header", { class: "inject-head" },
@@ -298,6 +400,7 @@
     newUntil.clear();
     confirmed.clear();
     pending.clear();
+    unseen.clear();
     feed.replaceChildren();
   }
 
@@ -317,6 +420,7 @@
       if (reconnect && !shown.has(item.message.id)) {
         newUntil.set(item.message.id, Date.now() + HIGHLIGHT_MS);
         unread += 1;
+        unseen.add(item.message.id);
       }
       const node = renderItem(item);
       applyHighlight(node, item.message.id);
@@ -326,7 +430,7 @@
     shown = next;
     feed.replaceChildren(frag);
     updateTitle();
-    $("empty").hidden = items.length > 0;
+    applyChannel();
     queueReceipts(items);
   }
 
@@ -346,11 +450,12 @@
       newUntil.set(id, Date.now() + HIGHLIGHT_MS);
       feed.prepend(node);
       unread += 1;
+      unseen.add(id);
       updateTitle();
     }
     applyHighlight(node, id);
     shown.set(id, node);
-    $("empty").hidden = true;
+    applyChannel();
     queueReceipts([item]);
   }
 
@@ -402,6 +507,8 @@
     return;
   }
   updateTitle();
+  buildTabs();
+  applyChannel();
   $("exercise-name").textContent = exId;
   $("team-name").textContent = teamId;
   let opened = false;

@@ -242,11 +242,17 @@ impl Tickets {
         self.tickets.values().all(|t| t.timed_out)
     }
 
-    /// Reports every ticket left as closed.
+    /// Reports every ticket left as closed and forgets them all: the
+    /// waiting queue, the packet ids and the deadlines with them, so a late
+    /// PUBACK or a deadline after the close reports nothing.
     pub(super) fn close(&mut self) {
         for (_, ticket) in self.tickets.drain() {
             fail(ticket.ack, PublishError::Closed);
         }
+        self.unassigned.clear();
+        self.by_pkid.clear();
+        self.collided = None;
+        self.deadlines.clear();
     }
 
     fn acknowledge(&mut self, id: TicketId, now: Instant) {
@@ -535,5 +541,12 @@ mod tests {
             ]
         );
         assert!(c.tickets.all_timed_out());
+        // Nothing is left waiting: no deadline, and a late PUBACK for the
+        // closed publish (or a packet id for one still queued) reports nothing.
+        assert_eq!(c.tickets.next_deadline(), None);
+        c.tickets.on_puback(2, c.at(3));
+        c.tickets.on_sent(3, c.at(3));
+        c.tickets.expire(c.at(60));
+        assert_eq!(c.reported(), Vec::<String>::new());
     }
 }

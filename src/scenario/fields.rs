@@ -92,6 +92,42 @@ pub(super) fn as_array<'v>(value: &'v Value, key: &str) -> Result<&'v Vec<Value>
         .ok_or_else(|| format!("\"{key}\" must be an array, got {}", describe(value)))
 }
 
+/// `start_time`: the wall-clock time of day at T+0, "HH:MM" or "HH:MM:SS"
+/// (24-hour, two digits each), as seconds after midnight.
+pub(super) fn parse_start_time(text: &str) -> Result<u32, String> {
+    let err = || {
+        format!(
+            "\"start_time\" must be a time of day as \"HH:MM\" or \"HH:MM:SS\" (24-hour), got {}",
+            describe(&Value::from(text))
+        )
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len())
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(err());
+    }
+    let numbers: Vec<u32> = parts.iter().map(|p| p.parse().unwrap_or(99)).collect();
+    let (h, m, s) = (numbers[0], numbers[1], numbers.get(2).copied().unwrap_or(0));
+    if h > 23 || m > 59 || s > 59 {
+        return Err(err());
+    }
+    Ok(h * 3600 + m * 60 + s)
+}
+
+/// Seconds after midnight as `start_time` writes them: "HH:MM", or
+/// "HH:MM:SS" when the seconds are not zero.
+pub fn format_start_time(secs: u32) -> String {
+    let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if s == 0 {
+        format!("{h:02}:{m:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
 /// A wrong value as an error message shows it: scalars as JSON, containers by kind.
 pub(super) fn describe(value: &Value) -> String {
     const MAX_CHARS: usize = 40;
@@ -103,5 +139,37 @@ pub(super) fn describe(value: &Value) -> String {
             format!("{}...", Value::String(head))
         }
         scalar => scalar.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_start_time_of_day() {
+        assert_eq!(parse_start_time("09:42"), Ok(9 * 3600 + 42 * 60));
+        assert_eq!(parse_start_time("23:59:59"), Ok(86_399));
+        assert_eq!(parse_start_time("00:00"), Ok(0));
+        for bad in [
+            "9:42",
+            "24:00",
+            "12:60",
+            "12:00:60",
+            "12",
+            "12:00:00:00",
+            "ab:cd",
+            "",
+            "+1:00",
+            "09:42 ",
+        ] {
+            let err = parse_start_time(bad).unwrap_err();
+            assert!(
+                err.contains("\"start_time\"") && err.contains("HH:MM"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(format_start_time(9 * 3600 + 42 * 60), "09:42");
+        assert_eq!(format_start_time(86_399), "23:59:59");
     }
 }

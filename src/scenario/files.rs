@@ -346,6 +346,7 @@ mod tests {
                 r#"{
                     "id": "maritime-crisis-01", "scenario_id": "mc-1", "name": "Maritime Crisis",
                     "description": "Fire at berth 7", "duration_minutes": 45,
+                    "start_time": "09:42",
                     "teams": [
                         {"id": "blue", "name": "Blue Team", "timeline_id": "blue-standard"},
                         {"id": "orange", "timeline_id": "blue-standard"},
@@ -371,6 +372,7 @@ mod tests {
         assert_eq!(loaded.name.as_deref(), Some("Maritime Crisis"));
         assert_eq!(loaded.description.as_deref(), Some("Fire at berth 7"));
         assert_eq!(loaded.duration, ExerciseSeconds::new(2700));
+        assert_eq!(loaded.start_time, Some(9 * 3600 + 42 * 60));
         let ids: Vec<&str> = loaded.teams.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["blue", "orange", "red", "green"]);
         assert_eq!(loaded.teams[0].name.as_deref(), Some("Blue Team"));
@@ -443,6 +445,20 @@ mod tests {
             &[
                 r#"scenario.json: team "blue": timeline file not found: timelines/gone.json or storage/gone.json"#,
                 r#"scenario.json: team "red": timeline file not found: timelines/red.json"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn reports_a_start_time_that_is_no_time_of_day() {
+        check(
+            &[(
+                "scenario.json",
+                r#"{"duration_minutes": 45, "start_time": "9.42", "teams": [{"id": "blue", "timeline_id": "gone"}]}"#,
+            )],
+            &[
+                r#"scenario.json: "start_time" must be a time of day as "HH:MM" or "HH:MM:SS" (24-hour), got "9.42""#,
+                r#"scenario.json: team "blue": timeline file not found: timelines/gone.json or storage/gone.json"#,
             ],
         );
     }

@@ -124,6 +124,7 @@ pub(super) fn assert_same(actual: &Scenario, expected: &Scenario) {
     assert_eq!(actual.scenario_id, expected.scenario_id);
     assert_eq!(actual.name, expected.name);
     assert_eq!(actual.description, expected.description);
+    assert_eq!(actual.start_time, expected.start_time);
     assert_eq!(actual.duration, expected.duration);
     assert_eq!(actual.teams.len(), expected.teams.len());
     for (a, e) in actual.teams.iter().zip(&expected.teams) {

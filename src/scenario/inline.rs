@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::catalog::Catalog;
-use super::fields::{Report, top_level_object};
+use super::fields::{Report, format_start_time, top_level_object};
 use super::model::{Scenario, Timeline, ValidationError, inject_value};
 use super::timeline::check_timeline;
 use super::validation::{Resolved, check_timeline_id, read_header};
@@ -148,6 +148,12 @@ pub fn to_inline(scenario: &Scenario) -> Value {
     put(&mut root, "scenario_id", scenario.scenario_id.as_deref());
     put(&mut root, "name", scenario.name.as_deref());
     put(&mut root, "description", scenario.description.as_deref());
+    if let Some(start) = scenario.start_time {
+        root.insert(
+            "start_time".to_owned(),
+            Value::from(format_start_time(start)),
+        );
+    }
     root.insert(
         "duration_minutes".to_owned(),
         duration_minutes(scenario.duration),
@@ -579,6 +585,7 @@ mod tests {
             scenario_id: None,
             name: None,
             description: None,
+            start_time: None,
             duration: ExerciseSeconds::new(90),
             teams: teams
                 .iter()
@@ -653,12 +660,14 @@ mod tests {
         let mut scenario = built_scenario(&[("blue", &timeline), ("red", &timeline)]);
         scenario.exercise_id = ExerciseId::parse("ex-1").ok();
         scenario.name = Some("Name".to_owned());
+        scenario.start_time = Some(9 * 3600 + 42 * 60);
         scenario.teams[0].name = Some("Blue".to_owned());
         assert_eq!(
             to_inline(&scenario),
             serde_json::json!({
                 "id": "ex-1",
                 "name": "Name",
+                "start_time": "09:42",
                 "duration_minutes": 1.5,
                 "teams": [
                     {"id": "blue", "name": "Blue", "timeline_id": "t"},

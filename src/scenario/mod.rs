@@ -39,6 +39,7 @@ mod timeline;
 mod timing;
 mod validation;
 
+pub use fields::format_start_time;
 pub use files::{MAX_JSON_VALUES, load, load_package};
 pub use inline::{UPLOAD, load_inline, to_inline};
 pub use model::{

@@ -20,6 +20,9 @@ pub struct Scenario {
     pub name: Option<String>,
     pub description: Option<String>,
     pub duration: ExerciseSeconds,
+    /// `start_time`: the in-world time of day at T+0, in seconds after
+    /// midnight, shown beside the exercise clock.
+    pub start_time: Option<u32>,
     /// In file order.
     pub teams: Vec<Team>,
     /// Set for a turn-based scenario (`turn_based: true`).

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::fields::{Report, as_array, as_str, describe, optional_string, required, required_id};
+use super::fields::{
+    Report, as_array, as_str, describe, optional_string, parse_start_time, required, required_id,
+};
 use super::model::{MAX_TURNS, Scenario, Team, Timeline, ValidationError};
 use super::timing::{scenario_duration, turns};
 use crate::config::Limits;
@@ -21,6 +23,7 @@ pub(super) struct Header {
     scenario_id: Option<String>,
     name: Option<String>,
     description: Option<String>,
+    start_time: Option<u32>,
     /// None when invalid (the error is recorded); injects are still checked.
     duration: Option<ExerciseSeconds>,
     /// No duration given: one follows from the injects.
@@ -82,6 +85,10 @@ pub(super) fn read_header(
     let description = report
         .check(None, optional_string(root, "description"))
         .flatten();
+    let start_time = report
+        .check(None, optional_string(root, "start_time"))
+        .flatten()
+        .and_then(|raw| report.check(None, parse_start_time(&raw)));
     let duration_missing = !root.contains_key("duration_minutes") && !root.contains_key("duration");
     let duration = if duration_missing {
         None
@@ -166,6 +173,7 @@ pub(super) fn read_header(
         scenario_id,
         name,
         description,
+        start_time,
         duration,
         duration_missing,
         turn_based,
@@ -262,6 +270,7 @@ impl Header {
             scenario_id: self.scenario_id,
             name: self.name,
             description: self.description,
+            start_time: self.start_time,
             duration,
             teams,
             turns,

@@ -260,3 +260,20 @@ async fn a_created_exercise_reports_the_broker_connection_as_it_is() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_learns_the_scenarios_start_time_of_day() {
+    let app = spawn_app().await;
+    let (status, created) = app
+        .post("/api/v1/exercises", Some(json!({"scenario": "four-teams"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let mut blue = EventStream::open(
+        &app,
+        &team_path(&app, "four-teams-demo", "blue", "events").await,
+    )
+    .await;
+    let seen = blue.until(SECS, "names", |_| true).await;
+    let names = &seen.last().expect("the names event").data;
+    assert_eq!(names["exercise"]["start_time"], "09:42", "{names}");
+}

@@ -1,9 +1,11 @@
 //! The team dashboard and the control room in a real headless Chromium,
 //! against the whole `serve` stack (Mosquitto, SQLite, the HTTP server).
 
+mod a11y;
 mod chrome;
 mod media;
 mod noise;
+mod phone;
 mod reports;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]

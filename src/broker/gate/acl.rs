@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::frames::encode;
 use super::relay::{Queue, forward, reply};
-use super::{Conn, GateError, MAX_FILTERS_PER_CLIENT, Principal};
+use super::{Conn, GateError, MAX_FILTERS_PER_CLIENT};
 
 /// QoS 1 deliveries of rumqttd to a checked client not yet acknowledged,
 /// in order, and whether each was withheld. rumqttd takes acknowledgements
@@ -70,15 +70,7 @@ impl Conn {
         to_upstream: &Queue,
         to_client: &Queue,
     ) -> Result<(), GateError> {
-        let Principal::User {
-            name,
-            client_id,
-            acl,
-        } = &self.principal
-        else {
-            return self.up(to_upstream, frame).await;
-        };
-        if acl.may_publish(Some(name), client_id, &publish.topic) {
+        if self.principal.may_publish(&publish.topic) {
             return self.up(to_upstream, frame).await;
         }
         self.refused("publish", &publish.topic);
@@ -101,7 +93,7 @@ impl Conn {
         frame: Bytes,
         to_upstream: &Queue,
     ) -> Result<(), GateError> {
-        if matches!(self.principal, Principal::Unchecked) {
+        if !self.principal.is_checked() {
             return self.up(to_upstream, frame).await;
         }
         let mut deliveries = self.deliveries.lock().await;
@@ -121,8 +113,7 @@ impl Conn {
         // QoS 2 deliveries to a checked user would need their own ordering
         // of withheld messages; it is granted at most QoS 1 (MQTT lets the
         // server grant less than asked).
-        let capped =
-            matches!(self.principal, Principal::User { .. }) && cap_at_qos1(&mut subscribe.filters);
+        let capped = self.principal.is_checked() && cap_at_qos1(&mut subscribe.filters);
         let granted: Vec<bool> = subscribe
             .filters
             .iter()
@@ -145,13 +136,7 @@ impl Conn {
     /// user), no shared subscription, and room under the limits; a filter
     /// granted here counts as held by the client and by rumqttd.
     fn may_hold(&self, filter: &str) -> bool {
-        if let Principal::User {
-            name,
-            client_id,
-            acl,
-        } = &self.principal
-            && !acl.may_subscribe(Some(name), client_id, filter)
-        {
+        if !self.principal.may_subscribe(filter) {
             self.refused("subscribe", filter);
             return false;
         }
@@ -213,16 +198,11 @@ impl Conn {
         to_upstream: &Queue,
         to_client: &Queue,
     ) -> Result<(), GateError> {
-        let Principal::User {
-            name,
-            client_id,
-            acl,
-        } = &self.principal
-        else {
+        if !self.principal.is_checked() {
             return forward(to_client, frame).await;
-        };
+        }
         let publish = Publish::read(header, frame.clone())?;
-        let allowed = acl.may_receive(Some(name), client_id, &publish.topic);
+        let allowed = self.principal.may_receive(&publish.topic);
         if !allowed {
             metrics::counter!("scip_broker_refused_total", "action" => "deliver").increment(1);
         }
@@ -268,12 +248,7 @@ impl Conn {
     /// logged as a warning, the rest at debug level.
     fn refused(&self, action: &'static str, topic: &str) {
         metrics::counter!("scip_broker_refused_total", "action" => action).increment(1);
-        let (name, client_id) = match &self.principal {
-            Principal::User {
-                name, client_id, ..
-            } => (name.as_str(), client_id.as_str()),
-            Principal::Unchecked => ("", ""),
-        };
+        let (name, client_id) = self.principal.who();
         if !self.warned.swap(true, Ordering::Relaxed) {
             warn!(user = name, client_id, action, topic, "MQTT access refused");
         } else {

@@ -70,7 +70,12 @@ pub(super) fn from_client(header: FixedHeader, frame: Bytes) -> Result<FromClien
         }
         PacketType::Subscribe => {
             expect(2, None)?;
-            let subscribe = Subscribe::read(header, frame)?;
+            let subscribe = Subscribe::read(header, frame.clone())?;
+            if reserved_option_bits(&frame) {
+                return Err(GateError::Malformed(
+                    "reserved bits in a SUBSCRIBE's options",
+                ));
+            }
             if subscribe.pkid == 0 {
                 return Err(GateError::Malformed("packet id 0"));
             }
@@ -115,6 +120,25 @@ fn packet_id(frame: &[u8]) -> Result<u16, GateError> {
         [hi, lo] if (*hi, *lo) != (0, 0) => Ok(u16::from_be_bytes([*hi, *lo])),
         _ => Err(GateError::Malformed("packet id 0")),
     }
+}
+
+/// Whether a requested QoS byte of a SUBSCRIBE has one of its upper six
+/// (reserved) bits set: malformed (MQTT 3.1.1 section 3.8.3.1), but
+/// `mqttbytes` masks them off. Called once its reader accepted the packet,
+/// so the packet id and every filter's length are there.
+fn reserved_option_bits(frame: &Bytes) -> bool {
+    let mut body = frame.slice(body_start(frame) + 2..);
+    while body.len() >= 2 {
+        let len = usize::from(body.get_u16());
+        if len >= body.len() {
+            return false;
+        }
+        body.advance(len);
+        if body.get_u8() & 0b1111_1100 != 0 {
+            return true;
+        }
+    }
+    false
 }
 
 /// The filters of an UNSUBSCRIBE: a packet id other than 0 and at least
@@ -323,6 +347,14 @@ mod tests {
             (
                 b"\x82\x08\x00\x01\x00\x03a/#\x03",
                 "closed: malformed MQTT: Invalid QoS level: 3",
+            ),
+            (
+                b"\x82\x08\x00\x01\x00\x03a/#\x05",
+                "closed: malformed MQTT: reserved bits in a SUBSCRIBE's options",
+            ),
+            (
+                b"\x82\x0c\x00\x02\x00\x01+\x00\x00\x03/a/\x81",
+                "closed: malformed MQTT: reserved bits in a SUBSCRIBE's options",
             ),
             // UNSUBSCRIBE, read by the gate itself
             (

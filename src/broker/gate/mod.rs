@@ -117,6 +117,48 @@ enum Principal {
     },
 }
 
+impl Principal {
+    /// Whether the client may publish to `topic` (an unchecked one may).
+    fn may_publish(&self, topic: &str) -> bool {
+        self.allows(topic, Acl::may_publish)
+    }
+
+    /// Whether the client may subscribe to `filter`.
+    fn may_subscribe(&self, filter: &str) -> bool {
+        self.allows(filter, Acl::may_subscribe)
+    }
+
+    /// Whether a message on `topic` may be delivered to the client.
+    fn may_receive(&self, topic: &str) -> bool {
+        self.allows(topic, Acl::may_receive)
+    }
+
+    fn allows(&self, topic: &str, rule: fn(&Acl, Option<&str>, &str, &str) -> bool) -> bool {
+        match self {
+            Principal::Unchecked => true,
+            Principal::User {
+                name,
+                client_id,
+                acl,
+            } => rule(acl, Some(name), client_id, topic),
+        }
+    }
+
+    fn is_checked(&self) -> bool {
+        matches!(self, Principal::User { .. })
+    }
+
+    /// The user name and client id, for the log; empty when unchecked.
+    fn who(&self) -> (&str, &str) {
+        match self {
+            Principal::User {
+                name, client_id, ..
+            } => (name, client_id),
+            Principal::Unchecked => ("", ""),
+        }
+    }
+}
+
 impl Gate {
     /// A gate in front of rumqttd at `upstream`, which takes
     /// `upstream_login`; `logins` None is an open broker.

@@ -107,10 +107,14 @@ impl Service {
             let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
             let index = handle.team_index(id, team)?;
             let link = self.check_link(handle, id, team, index, token)?;
-            let names = serde_json::json!({
+            let mut names = serde_json::json!({
                 "exercise": {"id": id, "name": handle.scenario.name},
                 "team": {"id": team, "name": handle.scenario.teams[index].name},
             });
+            // The in-world time of day at T+0, when the scenario gives one.
+            if let Some(start) = handle.scenario.start_time {
+                names["exercise"]["start_time"] = crate::scenario::format_start_time(start).into();
+            }
             (index, handle.presence.clone(), names, link)
         };
         let seat = presence.join(index);
