@@ -285,6 +285,7 @@
       renderTeams(e.teams || []);
       renderCounts(e.counts || {});
       refreshDueRows();
+      document.dispatchEvent(new CustomEvent("scip:exercise", { detail: e })); // team-summary.js
     }
 
     function allowedCommands() {
@@ -488,7 +489,7 @@
         el("td", { class: "num", text: d.attempts ?? 0 }),
         el("td", { class: "num", text: fmtMs(d.latency_ms) }),
         el("td", { class: "mono", title: d.received_at || "", text: fmtWall(d.received_at) }),
-        el("td", { class: "num", text: fmtMs(d.receipt_latency_ms) }),
+        el("td", { class: "num", text: d.received_at && d.watched === false ? "not watched" : fmtMs(d.receipt_latency_ms) }),
         el("td", { class: "error-cell", title: d.last_error || "", text: d.last_error || "" }),
         el("td", { class: "row-actions" },
           d.status === "failed" ? el("button", { type: "button", class: "retry small warn", text: "Retry" }) : null,

@@ -102,13 +102,14 @@ pub(super) async fn control(
 pub(super) async fn seek(
     State(service): State<Service>,
     Path(id): Path<String>,
+    source: ClientSource,
     ApiJson(body): ApiJson<SeekRequest>,
 ) -> Result<Json<PassedOverResponse>, ApiError> {
     let mode = match body.mode {
         SeekModeName::Deliver => SeekMode::Deliver,
         SeekModeName::Skip => SeekMode::Skip,
     };
-    let passed_over = service.seek(&id, body.to, mode).await?;
+    let passed_over = service.seek(&id, body.to, mode, source.0).await?;
     Ok(Json(PassedOverResponse { passed_over }))
 }
 

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::core::DeliveryStatus;
 use crate::http::ApiError;
 use crate::http::errors::ErrorResponse;
-use crate::http::extract::{ApiJson, JsonBody};
+use crate::http::extract::{ApiJson, ClientSource, JsonBody};
 use crate::http::types::{DeliveryResponse, DeliveryStatusName, parse_status};
 use crate::runtime::exercise::DeliveryKey;
 use crate::runtime::service::Service;
@@ -154,8 +154,9 @@ pub(super) async fn failures(
 pub(super) async fn retry_failed(
     State(service): State<Service>,
     Path(id): Path<String>,
+    source: ClientSource,
 ) -> Result<Json<RetriedResponse>, ApiError> {
-    let retried = service.retry(&id, None).await?;
+    let retried = service.retry(&id, None, source.0).await?;
     Ok(Json(RetriedResponse { retried }))
 }
 
@@ -173,9 +174,10 @@ pub(super) async fn retry_failed(
 pub(super) async fn retry_one(
     State(service): State<Service>,
     Path(path): Path<InjectPath>,
+    source: ClientSource,
 ) -> Result<Json<RetriedResponse>, ApiError> {
     let (id, key) = path.into_key();
-    let retried = service.retry(&id, Some(key)).await?;
+    let retried = service.retry(&id, Some(key), source.0).await?;
     Ok(Json(RetriedResponse { retried }))
 }
 
@@ -195,9 +197,12 @@ pub(super) async fn retry_one(
 pub(super) async fn send_inject(
     State(service): State<Service>,
     Path(id): Path<String>,
+    source: ClientSource,
     ApiJson(body): ApiJson<SendInjectRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scheduled = service.send(&id, body.teams, &body.inject, body.at).await?;
+    let scheduled = service
+        .send(&id, body.teams, &body.inject, body.at, source.0)
+        .await?;
     Ok((StatusCode::CREATED, Json(ScheduledResponse { scheduled })))
 }
 
@@ -215,9 +220,10 @@ pub(super) async fn send_inject(
 pub(super) async fn cancel(
     State(service): State<Service>,
     Path(path): Path<InjectPath>,
+    source: ClientSource,
 ) -> Result<Json<DeliveryResponse>, ApiError> {
     let (id, key) = path.into_key();
-    service.cancel(&id, key.clone()).await?;
+    service.cancel(&id, key.clone(), source.0).await?;
     current_record(&service, &id, &key).await
 }
 
@@ -237,10 +243,13 @@ pub(super) async fn cancel(
 pub(super) async fn reschedule(
     State(service): State<Service>,
     Path(path): Path<InjectPath>,
+    source: ClientSource,
     ApiJson(body): ApiJson<RescheduleRequest>,
 ) -> Result<Json<DeliveryResponse>, ApiError> {
     let (id, key) = path.into_key();
-    service.reschedule(&id, key.clone(), body.at).await?;
+    service
+        .reschedule(&id, key.clone(), body.at, source.0)
+        .await?;
     current_record(&service, &id, &key).await
 }
 

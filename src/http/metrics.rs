@@ -76,7 +76,7 @@ pub fn install_metrics() -> Option<&'static PrometheusHandle> {
     tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected, scip_store_write_failures_total, scip_store_entries_dropped_total, scip_announcements_dropped_total, scip_mqtt_received_dropped_total, scip_control_reports_suppressed_total",
+        description = "Prometheus text exposition: scip_deliveries{status}, scip_deliveries_total{status}, scip_delivery_latency_seconds, scip_timer_tick_lateness_seconds, scip_receipts_total, scip_receipt_latency_seconds, scip_receipts_not_watched_total, scip_exercises{state}, scip_teams_connected, scip_mqtt_connected, scip_store_write_failures_total, scip_store_entries_dropped_total, scip_announcements_dropped_total, scip_mqtt_received_dropped_total, scip_control_reports_suppressed_total",
         body = String,
         content_type = "text/plain; version=0.0.4"
     ))
@@ -187,7 +187,11 @@ fn describe_metrics() {
     metrics::describe_histogram!(
         "scip_receipt_latency_seconds",
         metrics::Unit::Seconds,
-        "Shown on a team dashboard minus due time"
+        "Shown on a team dashboard minus due time, for injects sent while a dashboard of the team was open"
+    );
+    metrics::describe_counter!(
+        "scip_receipts_not_watched_total",
+        "Receipts of injects sent while no dashboard of the team was open (not counted in the latency)"
     );
     metrics::describe_counter!(
         "scip_store_write_failures_total",

@@ -28,7 +28,7 @@ use crate::http::{ApiError, content_disposition, header_safe};
 use crate::runtime::service::Service;
 
 /// The embedded files: name, content type, content.
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 5] = [
     ("app.css", "text/css", include_str!("../../web/app.css")),
     (
         "common.js",
@@ -44,6 +44,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
         "control.js",
         "text/javascript",
         include_str!("../../web/control.js"),
+    ),
+    (
+        "team-summary.js",
+        "text/javascript",
+        include_str!("../../web/team-summary.js"),
     ),
 ];
 const TEAM_PAGE: &str = include_str!("../../web/team.html");

@@ -68,7 +68,13 @@ pub struct CountsResponse {
     pub average_latency_ms: f64,
     /// Shown on a team dashboard.
     pub received: usize,
-    /// Mean of shown minus due over the received, in milliseconds.
+    /// Delivered and not yet shown on a team dashboard.
+    pub unread: usize,
+    /// Sent while no dashboard of the team was open: a later receipt does
+    /// not count toward the receipt latency.
+    pub not_watched: usize,
+    /// Mean of shown minus due over the received that were sent while a
+    /// dashboard of the team was open, in milliseconds.
     pub average_receipt_latency_ms: f64,
 }
 
@@ -87,6 +93,35 @@ pub struct TeamResponse {
     pub link_expires_at: String,
     /// Revoked and not re-issued: `dashboard_url` carries no token.
     pub link_revoked: bool,
+    /// How the team is doing in the current run.
+    pub summary: TeamSummary,
+}
+
+/// One team's part of the current run: what reached it, what its
+/// dashboards showed, and whether it needs attention.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamSummary {
+    /// Acknowledged by the broker.
+    pub delivered: usize,
+    /// Shown on a dashboard of the team (receipts).
+    pub shown: usize,
+    /// Delivered and not yet shown on a dashboard.
+    pub unread: usize,
+    /// Delivered later than TIMER_PRECISION_MS after due.
+    pub late: usize,
+    /// Every attempt failed.
+    pub failed: usize,
+    /// Sent while no dashboard of the team was open.
+    pub not_watched: usize,
+    /// Mean on-screen latency of what was sent while a dashboard was open (ms).
+    pub average_receipt_latency_ms: f64,
+    /// When a dashboard of the team was last seen: opened, closed or sent
+    /// a receipt (null: not since the service started).
+    #[schema(format = DateTime)]
+    pub last_seen_at: Option<String>,
+    /// Why the team needs attention (failed deliveries, unread injects with
+    /// no dashboard open); empty when it does not.
+    pub attention: Vec<String>,
 }
 
 /// The path of a team's routes: `/exercises/{id}/teams/{team}/...`.
@@ -150,8 +185,12 @@ pub struct DeliveryResponse {
     /// When a team dashboard showed it.
     #[schema(format = DateTime)]
     pub received_at: Option<String>,
-    /// Shown minus due.
+    /// Shown minus due; only when a dashboard of the team was open as it
+    /// went out (`watched`).
     pub receipt_latency_ms: Option<f64>,
+    /// Whether a dashboard of the team was open when it first went out
+    /// (null: not sent yet).
+    pub watched: Option<bool>,
     pub last_error: Option<String>,
     /// Sent live through the API rather than from the scenario.
     pub live: bool,
@@ -167,8 +206,12 @@ pub struct ControlLogEntry {
     /// `api:<client ip>`, `mqtt`, `signal` or `start-up`.
     pub source: String,
     pub accepted: bool,
-    /// Why it was refused.
+    /// Why it was refused, or what an edit did (a seek: from where to
+    /// where, how many injects it passed over).
     pub message: Option<String>,
+    /// The exercise second it took effect at (a seek: the second it jumped
+    /// to); null for entries stored before it was kept.
+    pub exercise_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -296,6 +339,30 @@ impl From<TeamLink> for TeamResponse {
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             ),
             link_revoked: t.link_revoked,
+            summary: TeamSummary::new(&t.counts, t.dashboards, t.last_seen_wall_ms),
+        }
+    }
+}
+
+impl TeamSummary {
+    fn new(c: &Counts, dashboards: usize, last_seen_wall_ms: Option<i64>) -> Self {
+        let mut attention = Vec::new();
+        if c.failed > 0 {
+            attention.push(format!("{} failed", c.failed));
+        }
+        if dashboards == 0 && c.unread > 0 {
+            attention.push(format!("{} unread, no dashboard open", c.unread));
+        }
+        Self {
+            delivered: c.delivered,
+            shown: c.received,
+            unread: c.unread,
+            late: c.late,
+            failed: c.failed,
+            not_watched: c.not_watched,
+            average_receipt_latency_ms: c.average_receipt_latency_ms,
+            last_seen_at: last_seen_wall_ms.map(wall),
+            attention,
         }
     }
 }
@@ -313,6 +380,8 @@ impl From<Counts> for CountsResponse {
             skipped: c.skipped,
             average_latency_ms: c.average_latency_ms,
             received: c.received,
+            unread: c.unread,
+            not_watched: c.not_watched,
             average_receipt_latency_ms: c.average_receipt_latency_ms,
         }
     }
@@ -347,6 +416,7 @@ impl From<DeliveryView> for DeliveryResponse {
             late: r.late,
             received_at: opt_timestamp(r.received_wall),
             receipt_latency_ms: r.receipt_latency.map(|l| l.as_secs_f64() * 1000.0),
+            watched: r.watched,
             last_error: r.last_error,
             live: v.live,
         }
@@ -362,6 +432,7 @@ impl From<ControlRow> for ControlLogEntry {
             source: r.source,
             accepted: r.accepted,
             message: r.message,
+            exercise_time: r.exercise_secs,
         }
     }
 }

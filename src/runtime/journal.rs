@@ -652,6 +652,8 @@ mod tests {
             last_error: None,
             position: 0,
             inject_json: None,
+            watched: None,
+            sent_secs: None,
         };
         let clock = |state: &str| ClockRow {
             state: state.into(),

@@ -4,9 +4,10 @@
 //! the dashboards open per team.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use serde::Serialize;
+use time::OffsetDateTime;
 use tokio::sync::{broadcast, watch};
 
 use crate::mqtt::wire::TimerMessage;
@@ -69,10 +70,14 @@ impl FeedItem {
     }
 }
 
-/// Open dashboards per team of one exercise.
+/// Open dashboards per team of one exercise, and when each team's
+/// dashboard was last seen.
 #[derive(Debug)]
 pub struct Presence {
     teams: Vec<AtomicUsize>,
+    /// Unix milliseconds a dashboard of the team last opened, closed or sent
+    /// a receipt; 0 for never.
+    last_seen: Vec<AtomicI64>,
     changed: watch::Sender<u64>,
 }
 
@@ -80,6 +85,7 @@ impl Presence {
     pub fn new(teams: usize) -> Arc<Self> {
         Arc::new(Self {
             teams: (0..teams).map(|_| AtomicUsize::new(0)).collect(),
+            last_seen: (0..teams).map(|_| AtomicI64::new(0)).collect(),
             changed: watch::channel(0).0,
         })
     }
@@ -87,7 +93,7 @@ impl Presence {
     /// Counts a dashboard of `team` open until the seat is dropped.
     pub fn join(self: &Arc<Self>, team: usize) -> Seat {
         self.teams[team].fetch_add(1, Ordering::Relaxed);
-        self.changed.send_modify(|v| *v += 1);
+        self.seen(team, OffsetDateTime::now_utc());
         Seat {
             presence: self.clone(),
             team,
@@ -100,6 +106,30 @@ impl Presence {
             .iter()
             .map(|n| n.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// A dashboard of `team` showed it was there at `at` (a receipt).
+    pub fn seen(&self, team: usize, at: OffsetDateTime) {
+        if let Some(last) = self.last_seen.get(team) {
+            let ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+            last.fetch_max(ms, Ordering::Relaxed);
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// When a dashboard of `team` was last seen, in unix milliseconds: the
+    /// last time one opened, closed or sent a receipt (`None`: never in
+    /// this process's life).
+    pub fn last_seen(&self, team: usize) -> Option<i64> {
+        let ms = self.last_seen.get(team)?.load(Ordering::Relaxed);
+        (ms > 0).then_some(ms)
+    }
+
+    /// Open dashboards of `team`.
+    pub fn open(&self, team: usize) -> usize {
+        self.teams
+            .get(team)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// Teams with at least one dashboard open.
@@ -123,7 +153,7 @@ pub struct Seat {
 impl Drop for Seat {
     fn drop(&mut self) {
         self.presence.teams[self.team].fetch_sub(1, Ordering::Relaxed);
-        self.presence.changed.send_modify(|v| *v += 1);
+        self.presence.seen(self.team, OffsetDateTime::now_utc());
     }
 }
 
@@ -147,12 +177,19 @@ mod tests {
     fn seats_count_teams_with_a_dashboard_open() {
         let presence = Presence::new(3);
         let mut changes = presence.subscribe();
+        assert_eq!(presence.last_seen(0), None);
         let a = presence.join(0);
+        let opened = presence.last_seen(0).expect("seen when it opened");
+        assert_eq!(presence.last_seen(1), None);
         let b = presence.join(0);
         let c = presence.join(2);
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         assert_eq!(presence.dashboards(), vec![2, 0, 1]);
+        assert_eq!(
+            (presence.open(0), presence.open(1), presence.open(9)),
+            (2, 0, 0)
+        );
         assert_eq!(presence.teams_connected(), 2);
         drop(a);
         assert_eq!(presence.teams_connected(), 2);
@@ -161,6 +198,15 @@ mod tests {
         assert_eq!(presence.teams_connected(), 1);
         drop(c);
         assert_eq!(presence.dashboards(), vec![0, 0, 0]);
+        assert!(presence.last_seen(0).unwrap() >= opened);
+        // A receipt counts; an earlier time never moves it back.
+        let later = OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+        presence.seen(1, later);
+        presence.seen(1, later - std::time::Duration::from_secs(30));
+        assert_eq!(
+            presence.last_seen(1),
+            Some((later.unix_timestamp_nanos() / 1_000_000) as i64)
+        );
     }
 
     #[test]

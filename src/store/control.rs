@@ -15,7 +15,11 @@ pub struct ControlRow {
     /// Where it came from: `api:127.0.0.1`, `mqtt`, `signal`.
     pub source: String,
     pub accepted: bool,
+    /// The refusal, or what an edit did (a seek: from where, how many sent).
     pub message: Option<String>,
+    /// The exercise second it took effect at (a seek: the second it jumped
+    /// to); `None` for rows stored before it was kept.
+    pub exercise_secs: Option<i64>,
 }
 
 /// Appends control row `$row` on the transaction `$tx`; a
@@ -33,8 +37,8 @@ macro_rules! insert_control_on {
             .await?;
             sqlx::query(
                 "INSERT INTO control_log \
-                 (id, exercise_id, at_wall_ms, command, reason, source, accepted, message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (id, exercise_id, at_wall_ms, command, reason, source, accepted, message, \
+                 exercise_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(id)
             .bind(&$row.exercise_id)
@@ -44,6 +48,7 @@ macro_rules! insert_control_on {
             .bind(&$row.source)
             .bind($row.accepted)
             .bind(&$row.message)
+            .bind($row.exercise_secs)
             .execute(&mut *$tx)
             .await?;
             Ok::<i64, sqlx::Error>(id)
@@ -74,7 +79,8 @@ impl Store {
 
     /// The control log of an exercise in insertion order.
     pub async fn control_log(&self, exercise_id: &str) -> Result<Vec<ControlRow>, StoreError> {
-        let sql = "SELECT id, exercise_id, at_wall_ms, command, reason, source, accepted, message \
+        let sql = "SELECT id, exercise_id, at_wall_ms, command, reason, source, accepted, message, \
+                   exercise_secs \
                    FROM control_log WHERE exercise_id = $1 ORDER BY id";
         let rows = with_pool!(self, pool => {
             sqlx::query_as(sql).bind(exercise_id).fetch_all(pool).await

@@ -34,6 +34,12 @@ pub struct DeliveryRow {
     pub position: i64,
     /// The inject itself for injects added live; `None` for scenario injects.
     pub inject_json: Option<String>,
+    /// Whether a dashboard of the team was open when it first went out;
+    /// written once.
+    pub watched: Option<bool>,
+    /// The exercise second it last went out (after a seek: the second the
+    /// clock jumped to).
+    pub sent_secs: Option<i64>,
 }
 
 /// Runs the statements that write `$rows` (new delivery records) on the
@@ -150,14 +156,14 @@ impl Store {
     }
 }
 
-/// Most rows in one statement: 512 rows of 16 columns stay far below both
+/// Most rows in one statement: 512 rows of 18 columns stay far below both
 /// backends' limits on bound parameters (SQLite 32766, PostgreSQL 65535).
 const MAX_CHUNK: usize = 512;
 
 /// In the order `insert_deliveries_sql` binds them.
 const DELIVERY_COLUMNS: &str = "exercise_id, run, team_id, inject_id, due_secs, status, \
     attempts, due_wall_ms, published_wall_ms, acked_wall_ms, received_wall_ms, latency_ms, late, \
-    last_error, position, inject_json";
+    last_error, position, inject_json, watched, sent_secs";
 
 /// The statement inserting `rows`, new delivery records. Its parameters are
 /// spelled as the backend's arguments format them: `$1, $2, ..` on
@@ -174,6 +180,7 @@ where
     Option<i64>: Encode<'a, DB> + Type<DB>,
     Option<f64>: Encode<'a, DB> + Type<DB>,
     bool: Encode<'a, DB> + Type<DB>,
+    Option<bool>: Encode<'a, DB> + Type<DB>,
 {
     let mut sql = QueryBuilder::new(format!("INSERT INTO deliveries ({DELIVERY_COLUMNS}) "));
     sql.push_values(rows, |mut row, r| {
@@ -192,7 +199,9 @@ where
             .push_bind(r.late)
             .push_bind(r.last_error.as_deref())
             .push_bind(r.position)
-            .push_bind(r.inject_json.as_deref());
+            .push_bind(r.inject_json.as_deref())
+            .push_bind(r.watched)
+            .push_bind(r.sent_secs);
     });
     sql
 }
@@ -211,6 +220,7 @@ where
     Option<i64>: Encode<'a, DB> + Type<DB>,
     Option<f64>: Encode<'a, DB> + Type<DB>,
     bool: Encode<'a, DB> + Type<DB>,
+    Option<bool>: Encode<'a, DB> + Type<DB>,
 {
     let frozen = format!("d.status = '{DELIVERED}'");
     let keep = |column: &str, new: &str| {
@@ -227,6 +237,8 @@ where
         keep("latency_ms", "column11"),
         keep("late", "column12"),
         keep("last_error", "column13"),
+        once("watched", "column14"),
+        keep("sent_secs", "column15"),
     ];
     let mut sql = QueryBuilder::new(format!(
         "UPDATE deliveries AS d SET {} FROM (",
@@ -245,7 +257,9 @@ where
             .push_bind(r.received_wall_ms)
             .push_bind(r.latency_ms)
             .push_bind(r.late)
-            .push_bind(r.last_error.as_deref());
+            .push_bind(r.last_error.as_deref())
+            .push_bind(r.watched)
+            .push_bind(r.sent_secs);
     });
     sql.push(
         ") AS v WHERE d.exercise_id = v.column1 AND d.run = v.column2 \
@@ -317,6 +331,8 @@ mod tests {
             last_error: None,
             position: 0,
             inject_json: None,
+            watched: None,
+            sent_secs: None,
         }
     }
 
@@ -337,27 +353,27 @@ mod tests {
         assert!(
             insert_deliveries_sql::<Postgres>(&rows)
                 .sql()
-                .ends_with(&format!("VALUES {}, {}", numbered(1, 16), numbered(17, 32)))
+                .ends_with(&format!("VALUES {}, {}", numbered(1, 18), numbered(19, 36)))
         );
         assert!(
             save_deliveries_sql::<Postgres>(&rows)
                 .sql()
                 .contains(&format!(
                     "(VALUES {}, {}) AS v",
-                    numbered(1, 13),
-                    numbered(14, 26)
+                    numbered(1, 15),
+                    numbered(16, 30)
                 ))
         );
         let anonymous = |n: usize| format!("({})", vec!["?"; n].join(", "));
         assert!(
             insert_deliveries_sql::<Sqlite>(&rows[..1])
                 .sql()
-                .ends_with(&format!("VALUES {}", anonymous(16)))
+                .ends_with(&format!("VALUES {}", anonymous(18)))
         );
         assert!(
             save_deliveries_sql::<Sqlite>(&rows[..1])
                 .sql()
-                .contains(&format!("(VALUES {}) AS v", anonymous(13)))
+                .contains(&format!("(VALUES {}) AS v", anonymous(15)))
         );
     }
 }

@@ -215,8 +215,11 @@ async fn a_paused_exercise_seeks_forward_delivering_or_skipping() {
     assert_eq!(status, StatusCode::OK, "{delivered}");
     assert_eq!(delivered, json!({"passed_over": 1}));
     app.wait_delivery(id, "blue", "b-200", "delivered").await;
+    // Sent as the clock jumped: at the second it jumped to.
     feeds
-        .collect_until(SECS, |m| m.payload["id"] == "b-200")
+        .collect_until(SECS, |m| {
+            m.payload["id"] == "b-200" && m.payload["delivered_at"] == 250
+        })
         .await;
     let exercise = app
         .wait_for(&base, SECS, |e| {
@@ -247,4 +250,52 @@ async fn a_paused_exercise_seeks_forward_delivering_or_skipping() {
         StatusCode::BAD_REQUEST,
         "invalid_input",
     );
+
+    // Every seek the exercise was asked for is in the control log, refused
+    // ones included; an accepted one with the second it jumped to and what
+    // it passed over.
+    let (status, log) = app.get(&format!("{base}/control-log")).await;
+    assert_eq!(status, StatusCode::OK);
+    let log = log.as_array().unwrap();
+    let commands: Vec<(&str, bool)> = log
+        .iter()
+        .map(|r| {
+            (
+                r["command"].as_str().unwrap(),
+                r["accepted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            ("seek", false),
+            ("start", true),
+            ("seek", false),
+            ("pause", true),
+            ("seek", true),
+            ("seek", true),
+            ("seek", false),
+            ("seek", false),
+        ]
+    );
+    assert!(
+        log.iter().all(|r| r["source"] == "api:127.0.0.1"),
+        "{log:?}"
+    );
+    assert_eq!(log[1]["exercise_time"], 0, "start at T+0");
+    let (skip, deliver) = (&log[4], &log[5]);
+    assert_eq!(skip["exercise_time"], 150);
+    let message = skip["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("to T+02:30: 1 passed over, skipped"),
+        "{message}"
+    );
+    assert_eq!(deliver["exercise_time"], 250);
+    assert_eq!(
+        deliver["message"],
+        "from T+02:30 to T+04:10: 1 passed over, sent"
+    );
+    let refused = log[6]["message"].as_str().unwrap();
+    assert!(refused.contains("T+01:40"), "{refused}");
 }

@@ -17,4 +17,5 @@ mod openapi;
 mod package_paths;
 mod packages;
 mod support;
+mod teams;
 mod turns;

@@ -11,6 +11,7 @@ mod reports;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
+mod teams;
 mod vocabularies;
 
 use std::time::Duration;
@@ -535,8 +536,17 @@ async fn a_controller_runs_an_exercise_from_the_control_room_while_a_team_follow
         .iter()
         .map(|c| c["command"].as_str().unwrap())
         .collect();
-    assert_eq!(commands, ["start", "pause", "resume", "stop"]);
+    // Every control action: the live injects and the retry are logged too.
+    assert_eq!(
+        commands,
+        ["start", "pause", "resume", "send", "send", "retry", "stop"]
+    );
     assert_eq!(log[1]["reason"], "Fire alarm in the building");
+    assert!(
+        log[3]["message"].as_str().unwrap().contains("\"live-1\""),
+        "{}",
+        log[3]
+    );
     control
         .assert_no_policy_violations("the control room")
         .await;

@@ -35,6 +35,8 @@ async fn delivery_round_trip_in_run_order(db: &TestDb) {
         late: true,
         last_error: Some("not connected".into()),
         inject_json: Some(r#"{"id":"i-1","type":"sms","content":{"text":"é ✓"}}"#.into()),
+        watched: Some(true),
+        sent_secs: Some(1),
         ..rows[1].clone()
     };
     let other_run = delivery("ex-1", 2, "blue", "i-1", 0);

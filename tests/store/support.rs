@@ -172,6 +172,8 @@ pub fn delivery(
         last_error: None,
         position,
         inject_json: None,
+        watched: None,
+        sent_secs: None,
     }
 }
 
@@ -185,5 +187,6 @@ pub fn control(exercise_id: &str, command: &str, source: &str, accepted: bool) -
         source: source.into(),
         accepted,
         message: None,
+        exercise_secs: None,
     }
 }

@@ -114,8 +114,11 @@ pub struct DeliveryRecord {
     pub late: bool,
     /// When a team dashboard confirmed it had shown the inject.
     pub received_wall: Option<OffsetDateTime>,
-    /// Shown minus due.
+    /// Shown minus due; only for a record that was watched.
     pub receipt_latency: Option<Duration>,
+    /// Whether a dashboard of its team was open when it first went out:
+    /// only then does a receipt measure how long it took to be on screen.
+    pub watched: Option<bool>,
     pub status: DeliveryStatus,
     pub last_error: Option<String>,
     pub phase: Phase,
@@ -139,6 +142,7 @@ impl DeliveryRecord {
             late: false,
             received_wall: None,
             receipt_latency: None,
+            watched: None,
             status: DeliveryStatus::Pending,
             last_error: None,
             phase: Phase::Scheduled,
@@ -169,19 +173,35 @@ pub struct Counts {
     pub average_latency_ms: f64,
     /// Shown on a team dashboard.
     pub received: usize,
-    /// Mean of shown minus due over the received, in milliseconds.
+    /// Delivered, and not (yet) shown on a team dashboard.
+    pub unread: usize,
+    /// Sent while no dashboard of its team was open: a later receipt does
+    /// not count toward the receipt latency.
+    pub not_watched: usize,
+    /// Mean of shown minus due over the received that were watched, in
+    /// milliseconds.
     pub average_receipt_latency_ms: f64,
 }
 
 impl Counts {
+    /// The counts of each of `teams` teams, by team index.
+    pub fn by_team(records: &[DeliveryRecord], teams: usize) -> Vec<Counts> {
+        (0..teams)
+            .map(|team| Counts::of(records.iter().filter(|r| r.team == team)))
+            .collect()
+    }
+
     pub fn of<'a>(records: impl IntoIterator<Item = &'a DeliveryRecord>) -> Self {
         let mut c = Counts::default();
         let mut latency_sum = Duration::ZERO;
         let mut receipt_sum = Duration::ZERO;
+        let mut watched_received = 0usize;
         for r in records {
             c.scheduled += 1;
+            c.received += usize::from(r.received_wall.is_some());
+            c.not_watched += usize::from(r.watched == Some(false));
             if let Some(l) = r.receipt_latency {
-                c.received += 1;
+                watched_received += 1;
                 receipt_sum += l;
             }
             match r.status {
@@ -189,6 +209,7 @@ impl Counts {
                 DeliveryStatus::Delivered => {
                     c.delivered += 1;
                     c.late += usize::from(r.late);
+                    c.unread += usize::from(r.received_wall.is_none());
                     latency_sum += r.latency.unwrap_or_default();
                 }
                 DeliveryStatus::Retrying => c.retrying += 1,
@@ -200,8 +221,9 @@ impl Counts {
         if c.delivered > 0 {
             c.average_latency_ms = latency_sum.as_secs_f64() * 1000.0 / c.delivered as f64;
         }
-        if c.received > 0 {
-            c.average_receipt_latency_ms = receipt_sum.as_secs_f64() * 1000.0 / c.received as f64;
+        if watched_received > 0 {
+            c.average_receipt_latency_ms =
+                receipt_sum.as_secs_f64() * 1000.0 / watched_received as f64;
         }
         c
     }

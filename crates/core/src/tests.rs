@@ -656,6 +656,9 @@ async fn a_receipt_is_recorded_once_and_only_for_what_went_out() {
     )
     .await;
     assert_eq!(seen.delivered.len(), 1);
+    engine.set_watched(0, true);
+    // Set once: what held when it first went out stays.
+    engine.set_watched(0, false);
     let shown = now().wall + Duration::from_millis(250);
     // Not yet sent: nothing to confirm.
     assert!(!engine.on_received(1, shown));
@@ -668,10 +671,44 @@ async fn a_receipt_is_recorded_once_and_only_for_what_went_out() {
     assert_eq!(r.receipt_latency, Some(Duration::from_millis(250)));
     let counts = engine.counts();
     assert_eq!(counts.received, 1);
+    assert_eq!(counts.unread, 0);
+    assert_eq!(counts.not_watched, 0);
     assert!((counts.average_receipt_latency_ms - 250.0).abs() < 1e-6);
     // A dashboard whose clock runs behind the due time counts as on time.
     assert_eq!(
         crate::engine::receipt_latency(Some(shown), shown - Duration::from_secs(1)),
         Duration::ZERO
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receipt_of_an_inject_nobody_watched_has_no_latency() {
+    let sc = scenario(1, &[1, 2], 100);
+    let mut engine = Engine::new(&sc, Speed::ONE, policy());
+    engine.set_connected(true, now());
+    engine.handle_command(Command::Start, None, now()).unwrap();
+    let mut seen = Seen::default();
+    run_until(
+        &mut engine,
+        &mut seen,
+        Instant::now() + Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(seen.delivered.len(), 2);
+    engine.set_watched(0, true);
+    engine.set_watched(1, false);
+    let shown = now().wall + Duration::from_secs(28);
+    assert!(engine.on_received(0, shown));
+    // Opened 28 s later: shown, but not a measure of how fast.
+    assert!(engine.on_received(1, shown));
+    assert_eq!(engine.records()[1].receipt_latency, None);
+    let counts = engine.counts();
+    assert_eq!(counts.received, 2);
+    assert_eq!(counts.unread, 0);
+    assert_eq!(counts.not_watched, 1);
+    let teams = Counts::by_team(engine.records(), 2);
+    assert_eq!((teams[0].delivered, teams[0].received), (2, 2));
+    assert_eq!(teams[1], Counts::default());
+    let first = engine.records()[0].receipt_latency.unwrap();
+    assert!((counts.average_receipt_latency_ms - first.as_secs_f64() * 1000.0).abs() < 1e-6);
 }

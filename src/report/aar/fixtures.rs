@@ -22,6 +22,8 @@ pub fn row(team: &str, inject: &str, due: i64, status: &str) -> DeliveryRow {
         last_error: None,
         position: 0,
         inject_json: None,
+        watched: None,
+        sent_secs: None,
     }
 }
 
@@ -35,6 +37,7 @@ pub fn control(command: &str, accepted: bool, reason: Option<&str>) -> ControlRo
         source: "api:127.0.0.1".into(),
         accepted,
         message: None,
+        exercise_secs: None,
     }
 }
 

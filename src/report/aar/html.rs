@@ -6,7 +6,7 @@ use maud::{Markup, PreEscaped, html as markup};
 use super::chart::team_chart;
 use super::model::{
     AfterActionReport, ReportControlEntry, ReportDelivery, ReportStats, ReportSummary,
-    exercise_time,
+    exercise_time, planned,
 };
 
 /// A self-contained page: inline CSS, inline SVG, no script, nothing fetched;
@@ -52,12 +52,15 @@ pub fn html(report: &AfterActionReport) -> String {
                     }
                 }
                 (summary_table(&report.summary))
-                h2 { "Planned against actual delivery" }
+                h2 { "Lateness of each inject" }
                 p class="note" {
-                    "Each dot is an inject: across, the exercise time it was planned for; up, \
-                     the exercise time the broker acknowledged it (due time plus the wall-clock \
-                     delay times the speed). On the dashed diagonal it was on time; above it, \
-                     late. Injects never delivered are marked on the strip below the axis."
+                    "Each dot is an inject: across, the exercise time it was sent (the broker's \
+                     acknowledgement); up, how late it was (acknowledged minus due) on a \
+                     logarithmic scale of its own, so that milliseconds show beside seconds. \
+                     A diamond is an inject a seek sent at once: it stands at the second the \
+                     clock jumped to. Dashed lines are the control actions of the run. Injects \
+                     never delivered are marked on the strip below the axis, at their planned \
+                     time."
                 }
                 div class="charts" {
                     @for t in &e.teams {
@@ -71,7 +74,7 @@ pub fn html(report: &AfterActionReport) -> String {
                             None => t.id.clone(),
                         };
                         figure {
-                            (team_chart(&label, &points, e.duration))
+                            (team_chart(&label, &points, &report.control_log, e.duration))
                             figcaption { (label) }
                         }
                     }
@@ -79,6 +82,8 @@ pub fn html(report: &AfterActionReport) -> String {
                 p class="legend" {
                     span class="key ok" {} "on time "
                     span class="key late" {} "late "
+                    span class="key seek" {} "delivered by a seek "
+                    span class="key control" {} "control action "
                     span class="key failed" {} "failed "
                     span class="key cancelled" {} "cancelled or skipped "
                     span class="key outstanding" {} "not sent yet"
@@ -87,8 +92,9 @@ pub fn html(report: &AfterActionReport) -> String {
                 (control_table(&report.control_log))
                 p class="note" {
                     "Lateness: acknowledged by the broker minus due. Receipt latency: shown on \
-                     a team dashboard minus due. p95: 95th percentile, nearest rank. Times are \
-                     UTC."
+                     a team dashboard minus due, only for injects sent while a dashboard of the \
+                     team was open; the others are counted as not watched. p95: 95th \
+                     percentile, nearest rank. Times are UTC."
                 }
             }
         }
@@ -107,11 +113,14 @@ th{background:#eef1f5}td.num,th.num{text-align:right;font-variant-numeric:tabula
 figure{margin:0;border:1px solid #d6dbe3;border-radius:6px;padding:6px;flex:1 1 460px;max-width:640px}figcaption{text-align:center;font-weight:600}\
 svg{width:100%;height:auto;font:11px system-ui,sans-serif}svg .axis{stroke:#1d2430;stroke-width:1}svg .grid{stroke:#e3e7ed;stroke-width:1}\
 svg .diag{stroke:#8a94a6;stroke-dasharray:5 4;stroke-width:1}svg text{fill:#1d2430}svg .tick{text-anchor:middle}svg .ytick{text-anchor:end}\
-svg .ok{fill:#1b7f3b}svg .late{fill:#e07b00}svg .failed{stroke:#b3261e;stroke-width:2.2;fill:none}\
+svg .ok{fill:#1b7f3b}svg .late{fill:#e07b00}svg .seek{fill:#6a3fb5}\
+svg .control line{stroke:#2458b3;stroke-dasharray:3 3;stroke-width:1}svg .control text{fill:#2458b3;font-size:10px}\
+svg .control.refused line{stroke:#b3261e}svg .control.refused text{fill:#b3261e}svg .failed{stroke:#b3261e;stroke-width:2.2;fill:none}\
 svg .cancelled{stroke:#6b7280;stroke-width:2;fill:none}svg .outstanding{stroke:#6b7280;stroke-width:1.5;fill:#fff}\
 .legend .key{display:inline-block;width:10px;height:10px;border-radius:50%;margin:0 4px 0 12px;vertical-align:middle}\
 .key.ok{background:#1b7f3b}.key.late{background:#e07b00}.key.failed{background:#b3261e;border-radius:0}.key.cancelled{background:#6b7280;border-radius:0}\
 .key.outstanding{border:1.5px solid #6b7280}\
+.key.seek{background:#6a3fb5;border-radius:0;transform:rotate(45deg)}.key.control{border-left:2px dashed #2458b3;border-radius:0;width:0}\
 @media print{body{margin:0;max-width:none}figure{break-inside:avoid}}";
 
 fn fmt_ms(ms: Option<f64>) -> String {
@@ -130,6 +139,7 @@ fn summary_table(summary: &ReportSummary) -> Markup {
             s.skipped,
             s.outstanding,
             s.received,
+            s.not_watched,
         ];
         let timings = [
             s.lateness_ms.mean,
@@ -163,6 +173,7 @@ fn summary_table(summary: &ReportSummary) -> Markup {
                         "Skipped",
                         "Not sent yet",
                         "Received",
+                        "Not watched",
                         "Mean lateness (ms)",
                         "p95 lateness (ms)",
                         "Max lateness (ms)",
@@ -252,6 +263,7 @@ fn control_table(log: &[ReportControlEntry]) -> Markup {
             thead {
                 tr {
                     th { "At" }
+                    th { "Exercise time" }
                     th { "Command" }
                     th { "Reason" }
                     th { "Source" }
@@ -263,6 +275,7 @@ fn control_table(log: &[ReportControlEntry]) -> Markup {
                 @for c in log {
                     tr class=[(!c.accepted).then_some("refused")] {
                         td { (c.at) }
+                        td { (c.exercise_time.map_or_else(|| "–".to_owned(), planned)) }
                         td { (c.command) }
                         td { (c.reason.as_deref().unwrap_or("")) }
                         td { (c.source) }
@@ -271,7 +284,7 @@ fn control_table(log: &[ReportControlEntry]) -> Markup {
                     }
                 }
                 @if log.is_empty() {
-                    tr { td colspan="6" { "No commands in this run." } }
+                    tr { td colspan="7" { "No commands in this run." } }
                 }
             }
         }
@@ -339,8 +352,8 @@ mod tests {
         assert!(!page.contains("<script"), "no script, and none smuggled in");
         assert!(!page.contains("<b>"));
         assert_eq!(page.matches("<svg").count(), 2, "one chart per team");
-        assert!(page.contains("Planned (exercise time)"));
-        assert!(page.contains("Delivered (exercise time)"));
+        assert!(page.contains("Sent (exercise time)"));
+        assert!(page.contains("Lateness (log scale)"));
         assert!(
             page.contains("<path class=\"failed\""),
             "a failed inject is marked"

@@ -129,9 +129,12 @@ pub struct ReportStats {
     pub outstanding: usize,
     /// Shown on a team dashboard.
     pub received: usize,
+    /// Sent while no dashboard of the team was open: its receipt, if any,
+    /// is not counted in the receipt latency.
+    pub not_watched: usize,
     /// Acknowledged minus due over the delivered.
     pub lateness_ms: ReportSpread,
-    /// Shown minus due over the received.
+    /// Shown minus due over the received that were watched.
     pub receipt_latency_ms: ReportSpread,
 }
 
@@ -168,12 +171,17 @@ pub struct ReportDelivery {
     /// UTC time a team dashboard showed it.
     #[schema(format = DateTime)]
     pub received_at: Option<String>,
-    /// Exercise time it was delivered, in seconds: due seconds plus
+    /// Exercise time it was delivered, in seconds: due seconds (for one
+    /// delivered by a seek, the second the seek jumped to) plus
     /// (acknowledged minus due wall time) times the speed.
     pub actual_exercise_time: Option<f64>,
+    /// Sent at once by a seek that passed over its due time.
+    pub delivered_by_seek: bool,
     /// Acknowledged minus due (`latency_ms` of the delivery listing).
     pub lateness_ms: Option<f64>,
-    /// Shown on a dashboard minus due.
+    /// Whether a dashboard of the team was open when it first went out.
+    pub watched: Option<bool>,
+    /// Shown on a dashboard minus due; only for what was watched.
     pub receipt_latency_ms: Option<f64>,
     pub attempts: i64,
     /// pending, delivered, retrying, failed, cancelled or skipped.
@@ -195,8 +203,11 @@ pub struct ReportControlEntry {
     /// `api:<client ip>`, `mqtt`, `signal` or `start-up`.
     pub source: String,
     pub accepted: bool,
-    /// Why it was refused.
+    /// Why it was refused, or what an edit did.
     pub message: Option<String>,
+    /// The exercise second it took effect at (a seek: the second it jumped
+    /// to); null for entries stored before it was kept.
+    pub exercise_time: Option<i64>,
 }
 
 /// The report of `input.run`.
@@ -218,7 +229,18 @@ pub fn build(input: &Input) -> AfterActionReport {
             d.row.position,
         )
     });
-    let deliveries: Vec<ReportDelivery> = rows.iter().map(|d| delivery(d, input.speed)).collect();
+    let runs = control_runs(&input.control_log);
+    let run_log: Vec<&ControlRow> = input
+        .control_log
+        .iter()
+        .zip(&runs)
+        .filter(|(_, run)| **run == input.run)
+        .map(|(c, _)| c)
+        .collect();
+    let deliveries: Vec<ReportDelivery> = rows
+        .iter()
+        .map(|d| delivery(d, input.speed, seek_of(&d.row, &run_log)))
+        .collect();
 
     // Teams of the scenario first, then any a record names that it lacks.
     let mut teams = input.teams.clone();
@@ -241,20 +263,17 @@ pub fn build(input: &Input) -> AfterActionReport {
             })
             .collect(),
     };
-    let runs = control_runs(&input.control_log);
-    let control_log = input
-        .control_log
-        .iter()
-        .zip(runs)
-        .filter(|(_, run)| *run == input.run)
-        .map(|(c, run)| ReportControlEntry {
-            run,
+    let control_log = run_log
+        .into_iter()
+        .map(|c| ReportControlEntry {
+            run: input.run,
             at: timestamp(from_wall_ms(c.at_wall_ms)),
             command: c.command.clone(),
             reason: c.reason.clone(),
             source: c.source.clone(),
             accepted: c.accepted,
             message: c.message.clone(),
+            exercise_time: c.exercise_secs,
         })
         .collect();
     AfterActionReport {
@@ -324,7 +343,22 @@ pub fn exercise_time(secs: f64) -> String {
     )
 }
 
-fn delivery(d: &Delivery, speed: f64) -> ReportDelivery {
+/// The exercise second an accepted seek of the run jumped to, when `r` was
+/// sent by it: passed over (due before that second), and sent at that
+/// second no earlier than the seek.
+fn seek_of(r: &DeliveryRow, log: &[&ControlRow]) -> Option<i64> {
+    log.iter().find_map(|c| {
+        let to = c.exercise_secs?;
+        let by_it = c.accepted
+            && c.command == "seek"
+            && r.due_secs < to
+            && r.sent_secs == Some(to)
+            && r.published_wall_ms.is_some_and(|sent| sent >= c.at_wall_ms);
+        by_it.then_some(to)
+    })
+}
+
+fn delivery(d: &Delivery, speed: f64, seek: Option<i64>) -> ReportDelivery {
     let r = &d.row;
     let lateness_ms = r
         .latency_ms
@@ -337,12 +371,15 @@ fn delivery(d: &Delivery, speed: f64) -> ReportDelivery {
             Some(due) => (acked - due) as f64,
             None => lateness_ms?,
         };
-        Some(r.due_secs as f64 + delay_ms / 1000.0 * speed)
+        Some(seek.unwrap_or(r.due_secs) as f64 + delay_ms / 1000.0 * speed)
     });
-    let receipt_latency_ms = r.received_wall_ms.map(|shown| match r.due_wall_ms {
-        Some(due) => (shown - due).max(0) as f64,
-        None => 0.0,
-    });
+    let receipt_latency_ms = r
+        .received_wall_ms
+        .filter(|_| r.watched == Some(true))
+        .map(|shown| match r.due_wall_ms {
+            Some(due) => (shown - due).max(0) as f64,
+            None => 0.0,
+        });
     let at = |ms: Option<i64>| ms.map(|ms| timestamp(from_wall_ms(ms)));
     ReportDelivery {
         team_id: r.team_id.clone(),
@@ -355,7 +392,9 @@ fn delivery(d: &Delivery, speed: f64) -> ReportDelivery {
         acknowledged_at: at(r.acked_wall_ms),
         received_at: at(r.received_wall_ms),
         actual_exercise_time,
+        delivered_by_seek: seek.is_some(),
         lateness_ms,
+        watched: r.watched,
         receipt_latency_ms,
         attempts: r.attempts,
         status: r.status.clone(),
@@ -386,10 +425,9 @@ fn stats<'a>(deliveries: impl Iterator<Item = &'a ReportDelivery>) -> ReportStat
             "skipped" => s.skipped += 1,
             _ => s.outstanding += 1,
         }
-        if let Some(ms) = d.receipt_latency_ms {
-            s.received += 1;
-            receipt.push(ms);
-        }
+        s.received += usize::from(d.received_at.is_some());
+        s.not_watched += usize::from(d.watched == Some(false));
+        receipt.extend(d.receipt_latency_ms);
     }
     s.lateness_ms = spread(&lateness);
     s.receipt_latency_ms = spread(&receipt);
@@ -454,11 +492,15 @@ mod tests {
         a.acked_wall_ms = Some(1_000_002);
         a.latency_ms = Some(2.5);
         a.received_wall_ms = Some(1_000_040);
+        a.watched = Some(true);
         let mut b = row("blue", "b", 20, "delivered");
         b.due_wall_ms = Some(2_000_000);
         b.acked_wall_ms = Some(2_003_000);
         b.latency_ms = Some(3000.0);
         b.late = true;
+        // Shown, but opened long after it went out: not a latency.
+        b.received_wall_ms = Some(2_028_000);
+        b.watched = Some(false);
         let mut c = row("red", "c", 10, "failed");
         c.due_wall_ms = Some(1_000_000);
         c.attempts = 3;
@@ -484,6 +526,8 @@ mod tests {
         assert_eq!(a.receipt_latency_ms, Some(40.0));
         let b = &report.deliveries[2];
         assert_eq!(b.actual_exercise_time, Some(50.0), "3 s late at speed 10");
+        assert_eq!(b.receipt_latency_ms, None, "nobody watched it go out");
+        assert!(!b.delivered_by_seek);
 
         let blue = &report.summary.teams[0];
         assert_eq!(blue.team_id, "blue");
@@ -495,7 +539,8 @@ mod tests {
                 delivered: 2,
                 on_time: 1,
                 late: 1,
-                received: 1,
+                received: 2,
+                not_watched: 1,
                 lateness_ms: ReportSpread {
                     mean: Some(1501.25),
                     p95: Some(3000.0),
@@ -544,5 +589,57 @@ mod tests {
         assert_eq!(report.control_log[0].at, "2024-01-15T10:05:32.123Z");
         archived.run = 3;
         assert!(build(&archived).control_log.is_empty());
+    }
+
+    #[test]
+    fn injects_a_seek_sent_are_placed_where_the_clock_jumped_to() {
+        let mut seek = control("seek", true, None);
+        seek.at_wall_ms = 5_000_000;
+        seek.exercise_secs = Some(400);
+        let mut pause = control("pause", true, None);
+        pause.exercise_secs = Some(30);
+        let passed = |inject: &str, due: i64| {
+            let mut r = row("blue", inject, due, "delivered");
+            r.due_wall_ms = Some(5_000_000);
+            r.published_wall_ms = Some(5_000_000);
+            r.acked_wall_ms = Some(5_000_003);
+            r.latency_ms = Some(3.0);
+            r.sent_secs = Some(400);
+            r
+        };
+        let mut on_time = row("blue", "d", 10, "delivered");
+        on_time.due_wall_ms = Some(1_000_000);
+        on_time.published_wall_ms = Some(1_000_000);
+        on_time.acked_wall_ms = Some(1_000_001);
+        on_time.latency_ms = Some(1.0);
+        on_time.sent_secs = Some(10);
+        let report = build(&input(
+            vec![passed("a", 60), passed("b", 120), passed("c", 300), on_time],
+            vec![pause, seek],
+        ));
+        let by_id = |id: &str| {
+            report
+                .deliveries
+                .iter()
+                .find(|d| d.inject_id == id)
+                .unwrap()
+        };
+        for id in ["a", "b", "c"] {
+            let d = by_id(id);
+            assert!(d.delivered_by_seek, "{id}");
+            let actual = d.actual_exercise_time.unwrap();
+            // 3 ms at speed 10: 30 ms of exercise time after T+6:40.
+            assert!((actual - 400.03).abs() < 1e-9, "{id}: {actual}");
+            assert_eq!(d.lateness_ms, Some(3.0));
+        }
+        let d = by_id("d");
+        assert!(!d.delivered_by_seek);
+        assert!((d.actual_exercise_time.unwrap() - 10.01).abs() < 1e-9);
+        let commands: Vec<(&str, Option<i64>)> = report
+            .control_log
+            .iter()
+            .map(|c| (c.command.as_str(), c.exercise_time))
+            .collect();
+        assert_eq!(commands, [("pause", Some(30)), ("seek", Some(400))]);
     }
 }

@@ -87,6 +87,8 @@ pub fn from_view(exercise_id: &str, run: i64, position: usize, v: DeliveryView) 
             last_error: r.last_error,
             position: position as i64,
             inject_json: None,
+            watched: r.watched,
+            sent_secs: r.published_at.map(|s| i64::from(s.get())),
         },
         kind: v.kind,
         live: v.live,

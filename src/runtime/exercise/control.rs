@@ -72,6 +72,7 @@ impl Actor {
             source: "mqtt".into(),
             accepted: false,
             message: Some(why.clone()),
+            exercise_secs: Some(i64::from(self.engine.exercise_time(Instant::now()).get())),
         }));
         let mut status = self.status_now("command_refused");
         status.command = Some(command.to_string());

@@ -2,6 +2,7 @@
 //! the control topic, requests and shutdown, until the actor ends.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -10,7 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use tracing::{info, warn};
 
 use super::{Actor, CONTROL_QUEUE, Outcome, Request, Snapshot, now};
-use crate::core::{Command, DeliveryRecord, DeliveryTag, Now, State};
+use crate::core::{Command, Counts, DeliveryRecord, DeliveryTag, Now, State};
 use crate::mqtt::AckEvent;
 use crate::runtime::timer::Wake;
 
@@ -197,8 +198,8 @@ impl Actor {
 
     fn publish_snapshot(&mut self, connected: bool) {
         let now = Instant::now();
-        let counts = *self.counts.get_or_insert_with(|| self.engine.counts());
         // Counting every record is O(n): ten times a second, not per event.
+        let (counts, teams) = self.counts_now();
         self.snapshot.send_replace(Snapshot {
             id: self.options.exercise_id.clone(),
             time: self.engine.exercise_time(now),
@@ -207,9 +208,23 @@ impl Actor {
             run: self.engine.run(),
             speed: self.options.speed,
             counts,
+            teams,
             connected,
             turn: self.engine.turn(),
         });
+    }
+
+    /// The counts overall and by team, counted again only when a record
+    /// may have changed since.
+    pub(super) fn counts_now(&mut self) -> (Counts, Arc<Vec<Counts>>) {
+        let teams = self.scenario.teams.len();
+        let engine = &self.engine;
+        self.counts
+            .get_or_insert_with(|| {
+                let by_team = Counts::by_team(engine.records(), teams);
+                (engine.counts(), Arc::new(by_team))
+            })
+            .clone()
     }
 
     fn on_ack(&mut self, event: AckEvent) {

@@ -79,6 +79,8 @@ pub struct Snapshot {
     pub run: u16,
     pub speed: Speed,
     pub counts: Counts,
+    /// The counts of each team, by team index.
+    pub teams: Arc<Vec<Counts>>,
     pub connected: bool,
     /// Turn-based exercises: the turn under way (or just over) and how many.
     pub turn: Option<(u16, u16)>,
@@ -154,26 +156,36 @@ pub enum Request {
     },
     Retry {
         key: Option<DeliveryKey>,
+        /// Who asked, for the control log: `api:<ip>`.
+        source: String,
         reply: Reply<usize>,
     },
     Send {
         teams: Vec<String>,
         inject: Inject,
         at: Option<ExerciseSeconds>,
+        /// Who asked, for the control log: `api:<ip>`.
+        source: String,
         reply: Reply<usize>,
     },
     Cancel {
         key: DeliveryKey,
+        /// Who asked, for the control log: `api:<ip>`.
+        source: String,
         reply: Reply<()>,
     },
     Reschedule {
         key: DeliveryKey,
         at: ExerciseSeconds,
+        /// Who asked, for the control log: `api:<ip>`.
+        source: String,
         reply: Reply<()>,
     },
     Seek {
         to: ExerciseSeconds,
         mode: SeekMode,
+        /// Who asked, for the control log: `api:<ip>`.
+        source: String,
         reply: Reply<usize>,
     },
     /// Follow the exercise live: a team's feed (`team` Some) or every
@@ -228,7 +240,7 @@ pub struct Actor {
     dirty_all: bool,
     clock_dirty: bool,
     /// The counts of the last snapshot, while no record has changed since.
-    counts: Option<Counts>,
+    counts: Option<(Counts, Arc<Vec<Counts>>)>,
     /// Followers: dashboards and control rooms.
     live: broadcast::Sender<Live>,
     presence: Arc<Presence>,
@@ -285,6 +297,7 @@ impl Actor {
             run: engine.run(),
             speed: options.speed,
             counts: engine.counts(),
+            teams: Arc::new(Counts::by_team(engine.records(), scenario.teams.len())),
             // As the connection is now, so that the first answer about a
             // new exercise (the create's) does not say "disconnected"
             // before the loop has run.

@@ -164,6 +164,8 @@ impl Actor {
             latency_ms: r.latency.map(|l| l.as_secs_f64() * 1000.0),
             late: r.late,
             last_error: r.last_error.clone(),
+            watched: r.watched,
+            sent_secs: r.published_at.map(|s| i64::from(s.get())),
             position: slot as i64,
             inject_json: e
                 .live
@@ -172,6 +174,11 @@ impl Actor {
     }
 
     fn deliver(&mut self, tag: DeliveryTag) {
+        // Whether anyone was looking when it first went out: only then does
+        // its receipt measure how long it took to reach a screen.
+        let team = self.entries[tag.slot as usize].team;
+        self.engine
+            .set_watched(tag.slot as usize, self.presence.open(team) > 0);
         let e = &self.entries[tag.slot as usize];
         let team = &self.scenario.teams[e.team].id;
         let r = &self.engine.records()[tag.slot as usize];
@@ -253,7 +260,7 @@ impl Actor {
     }
 
     pub(super) fn publish_monitoring(&mut self) {
-        let counts = *self.counts.get_or_insert_with(|| self.engine.counts());
+        let (counts, _) = self.counts_now();
         let m = MonitoringMessage::new(
             self.id(),
             self.engine.state(),

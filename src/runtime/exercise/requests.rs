@@ -11,6 +11,7 @@ use tracing::warn;
 use super::clock::wall_ms;
 use super::entries::Entry;
 use super::{Actor, DeliveryKey, DeliveryView, Reply, Request, RequestError, now};
+use crate::core::engine::SeekMode;
 use crate::core::{Command, Now, State, Transition};
 use crate::domain::{ExerciseSeconds, InjectId};
 use crate::mqtt::Message;
@@ -32,6 +33,7 @@ impl Actor {
     ) {
         let now = now();
         let run_before = self.engine.run();
+        let at = self.engine.exercise_time(now.mono);
         let result = self.engine.handle_command(command, reason.clone(), now);
         let audit = ControlRow {
             id: 0,
@@ -42,6 +44,7 @@ impl Actor {
             source,
             accepted: result.is_ok(),
             message: result.as_ref().err().map(|r| r.to_string()),
+            exercise_secs: Some(i64::from(at.get())),
         };
         self.journal.write(JournalEntry::Control(audit));
         match &result {
@@ -115,7 +118,10 @@ impl Actor {
             Request::Deliveries { reply } => {
                 let _ = reply.send(Ok(self.views()));
             }
-            Request::Retry { key, reply } => {
+            Request::Retry { key, source, reply } => {
+                let what = key
+                    .as_ref()
+                    .map_or("every failed delivery".to_owned(), describe_key);
                 let result = match key {
                     Some(key) => self
                         .slot(&key)
@@ -123,30 +129,53 @@ impl Actor {
                         .map(|()| 1),
                     None => self.engine.retry_all_failed(now).map_err(Into::into),
                 };
+                let done = result.as_ref().map(|n| format!("{what}: {n} sent again"));
+                self.audit("retry", source, done, None, now);
                 self.answer(result, reply);
             }
             Request::Send {
                 teams,
                 inject,
                 at,
+                source,
                 reply,
             } => {
+                let what = format!(
+                    "inject {:?} to {} {}",
+                    inject.id.as_str(),
+                    teams.join(", "),
+                    at.map_or("now".to_owned(), |at| format!("at {at}"))
+                );
+                let when = at.unwrap_or_else(|| self.engine.exercise_time(now.mono));
                 let result = self.send(teams, inject, at, now);
+                let done = result.as_ref().map(|_| what);
+                self.audit("send", source, done, Some(when), now);
                 self.answer(result, reply);
             }
-            Request::Cancel { key, reply } => {
+            Request::Cancel { key, source, reply } => {
                 let result = self
                     .slot(&key)
                     .and_then(|slot| self.engine.cancel(slot).map_err(Into::into));
+                let done = result.as_ref().map(|()| describe_key(&key));
+                self.audit("cancel", source, done, None, now);
                 self.answer(result, reply);
             }
-            Request::Reschedule { key, at, reply } => {
+            Request::Reschedule {
+                key,
+                at,
+                source,
+                reply,
+            } => {
                 let result = self.slot(&key).and_then(|slot| {
                     self.engine
                         .reschedule(slot, at, now)
                         .map_err(Into::into)
                         .map(|()| self.retime(slot, at))
                 });
+                let done = result
+                    .as_ref()
+                    .map(|()| format!("{} to {at}", describe_key(&key)));
+                self.audit("reschedule", source, done, None, now);
                 self.answer(result, reply);
             }
             Request::Close { reply } => {
@@ -203,8 +232,23 @@ impl Actor {
                     let _ = reply.send(stored.map_err(RequestError::from).and(result));
                 });
             }
-            Request::Seek { to, mode, reply } => {
+            Request::Seek {
+                to,
+                mode,
+                source,
+                reply,
+            } => {
+                let from = self.engine.exercise_time(now.mono);
                 let result = self.engine.seek(to, mode, now).map_err(RequestError::from);
+                let done = result.as_ref().map(|&n| {
+                    let what = match mode {
+                        SeekMode::Deliver => "sent",
+                        SeekMode::Skip => "skipped",
+                    };
+                    format!("from {from} to {to}: {n} passed over, {what}")
+                });
+                let at = result.is_ok().then_some(to);
+                self.audit("seek", source, done, at, now);
                 if result.is_ok() {
                     self.mark_all_dirty();
                     self.clock_dirty = true;
@@ -212,6 +256,32 @@ impl Actor {
                 self.answer(result, reply);
             }
         }
+    }
+
+    /// Writes a controller's edit to the control log, done or refused: what
+    /// it did, or why not. `at` is the exercise second it took effect at
+    /// (the current one when `None`).
+    fn audit(
+        &mut self,
+        command: &str,
+        source: String,
+        done: Result<String, &RequestError>,
+        at: Option<ExerciseSeconds>,
+        now: Now,
+    ) {
+        let at = at.unwrap_or_else(|| self.engine.exercise_time(now.mono));
+        let row = ControlRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            at_wall_ms: wall_ms(now.wall),
+            command: command.to_owned(),
+            reason: None,
+            source,
+            accepted: done.is_ok(),
+            message: Some(done.unwrap_or_else(|e| e.to_string())),
+            exercise_secs: Some(i64::from(at.get())),
+        };
+        self.journal.write(JournalEntry::Control(row));
     }
 
     /// Replies once the request's effects are stored.
@@ -307,6 +377,7 @@ impl Actor {
             // A page still showing an earlier run: nothing of this run to confirm.
             return Ok(0);
         }
+        self.presence.seen(team, now.wall);
         let mut slots = Vec::with_capacity(inject_ids.len());
         for id in inject_ids {
             let inject = InjectId::parse(id)
@@ -324,11 +395,13 @@ impl Actor {
             if self.engine.on_received(slot, now.wall) {
                 recorded += 1;
                 self.dirty.push(slot);
-                let latency = self.engine.records()[slot]
-                    .receipt_latency
-                    .unwrap_or_default();
                 metrics::counter!("scip_receipts_total").increment(1);
-                metrics::histogram!("scip_receipt_latency_seconds").record(latency.as_secs_f64());
+                // Only what a dashboard watched go out measures on-screen latency.
+                match self.engine.records()[slot].receipt_latency {
+                    Some(latency) => metrics::histogram!("scip_receipt_latency_seconds")
+                        .record(latency.as_secs_f64()),
+                    None => metrics::counter!("scip_receipts_not_watched_total").increment(1),
+                }
             }
         }
         Ok(recorded)
@@ -426,4 +499,9 @@ impl Actor {
             live: e.live,
         }
     }
+}
+
+/// `team/inject`, as the control log names a delivery.
+fn describe_key(key: &DeliveryKey) -> String {
+    format!("{}/{}", key.team_id, key.inject_id)
 }

@@ -178,6 +178,11 @@ pub struct TeamLink {
     pub link_expires: i64,
     /// The link was revoked and not re-issued.
     pub link_revoked: bool,
+    /// This team's delivery records of the current run, counted.
+    pub counts: crate::core::Counts,
+    /// When a dashboard of this team was last seen (opened, closed, sent a
+    /// receipt), in unix milliseconds; `None` for never since the start.
+    pub last_seen_wall_ms: Option<i64>,
 }
 
 /// A scenario folder under MEDIA_STORAGE_PATH that exercises can be created from.

@@ -294,10 +294,11 @@ impl Service {
     fn info(&self, id: &str, handle: &Handle) -> ExerciseInfo {
         let dashboards = handle.presence.dashboards();
         let links = handle.links.borrow().clone();
+        let snapshot = handle.snapshot.borrow().clone();
         ExerciseInfo {
             id: id.to_owned(),
             name: handle.scenario.name.clone(),
-            standing: Standing::Hosted(handle.snapshot.borrow().clone()),
+            standing: Standing::Hosted(snapshot.clone()),
             teams: handle
                 .scenario
                 .teams
@@ -315,6 +316,8 @@ impl Service {
                     dashboards: dashboards.get(i).copied().unwrap_or(0),
                     link_expires: links[i].expires,
                     link_revoked: links[i].revoked,
+                    counts: snapshot.teams.get(i).copied().unwrap_or_default(),
+                    last_seen_wall_ms: handle.presence.last_seen(i),
                 })
                 .collect(),
             teams_connected: dashboards.iter().filter(|&&n| n > 0).count(),

@@ -16,8 +16,14 @@ impl Service {
     }
 
     /// Retries one failed delivery, or every failed one (`key` None).
-    pub async fn retry(&self, id: &str, key: Option<DeliveryKey>) -> Result<usize, ServiceError> {
-        self.ask(id, |reply| Request::Retry { key, reply }).await
+    pub async fn retry(
+        &self,
+        id: &str,
+        key: Option<DeliveryKey>,
+        source: String,
+    ) -> Result<usize, ServiceError> {
+        self.ask(id, |reply| Request::Retry { key, source, reply })
+            .await
     }
 
     /// Sends a new inject (timeline form: id, type, content, optional fields;
@@ -28,6 +34,7 @@ impl Service {
         teams: Vec<String>,
         inject: &Value,
         at: Option<u32>,
+        source: String,
     ) -> Result<usize, ServiceError> {
         let inject = parse_live_inject(inject, at, self.inner.config.limits().max_inject_bytes)?;
         let at = at.map(ExerciseSeconds::new);
@@ -35,13 +42,20 @@ impl Service {
             teams,
             inject,
             at,
+            source,
             reply,
         })
         .await
     }
 
-    pub async fn cancel(&self, id: &str, key: DeliveryKey) -> Result<(), ServiceError> {
-        self.ask(id, |reply| Request::Cancel { key, reply }).await
+    pub async fn cancel(
+        &self,
+        id: &str,
+        key: DeliveryKey,
+        source: String,
+    ) -> Result<(), ServiceError> {
+        self.ask(id, |reply| Request::Cancel { key, source, reply })
+            .await
     }
 
     pub async fn reschedule(
@@ -49,18 +63,35 @@ impl Service {
         id: &str,
         key: DeliveryKey,
         at: u32,
+        source: String,
     ) -> Result<(), ServiceError> {
         let at = ExerciseSeconds::new(at);
-        self.ask(id, |reply| Request::Reschedule { key, at, reply })
-            .await
+        self.ask(id, |reply| Request::Reschedule {
+            key,
+            at,
+            source,
+            reply,
+        })
+        .await
     }
 
     /// Jumps a paused exercise to T+`to`; what it passes over is delivered at
     /// once or recorded as skipped.
-    pub async fn seek(&self, id: &str, to: u32, mode: SeekMode) -> Result<usize, ServiceError> {
+    pub async fn seek(
+        &self,
+        id: &str,
+        to: u32,
+        mode: SeekMode,
+        source: String,
+    ) -> Result<usize, ServiceError> {
         let to = ExerciseSeconds::new(to);
-        self.ask(id, |reply| Request::Seek { to, mode, reply })
-            .await
+        self.ask(id, |reply| Request::Seek {
+            to,
+            mode,
+            source,
+            reply,
+        })
+        .await
     }
 
     /// Follows one team's feed; the dashboard counts as open while the

@@ -207,8 +207,14 @@ fn records_from_rows(
             .and_then(|ms| Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).ok());
         record.late = row.late;
         record.received_wall = row.received_wall_ms.map(from_wall_ms);
+        record.watched = row.watched;
+        record.published_at = row
+            .sent_secs
+            .map(|s| ExerciseSeconds::new(s.clamp(0, i64::from(u32::MAX)) as u32));
+        // Only a receipt of what a dashboard watched go out measures latency.
         record.receipt_latency = record
             .received_wall
+            .filter(|_| record.watched == Some(true))
             .map(|shown| crate::core::engine::receipt_latency(record.due_wall, shown));
         record.last_error = row.last_error.clone();
         records.push(record);

@@ -167,6 +167,14 @@ impl Engine {
                 }
             }
         }
+        if mode == SeekMode::Deliver {
+            // Sent as the clock jumps: at the second it jumps to.
+            for &slot in &passed {
+                if let Some(at) = self.records[slot].published_at.as_mut() {
+                    *at = (*at).max(to);
+                }
+            }
+        }
         self.clock
             .seek(Duration::from_secs(to.get().into()), now.mono);
         self.next_tick = to.get();

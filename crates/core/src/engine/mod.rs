@@ -596,8 +596,17 @@ impl Engine {
             return false;
         }
         record.received_wall = Some(wall);
-        record.receipt_latency = Some(receipt_latency(record.due_wall, wall));
+        record.receipt_latency =
+            (record.watched == Some(true)).then(|| receipt_latency(record.due_wall, wall));
         true
+    }
+
+    /// Whether a dashboard of the team was open when the inject in `slot`
+    /// first went out; set once, by the driver, as it publishes.
+    pub fn set_watched(&mut self, slot: usize, watched: bool) {
+        if let Some(record) = self.records.get_mut(slot) {
+            record.watched.get_or_insert(watched);
+        }
     }
 
     /// Attempt `tag` failed: retry it later, or give up after the last attempt.
