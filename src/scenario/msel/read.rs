@@ -145,29 +145,76 @@ fn csv_sheet_name(file_name: &str) -> String {
     if stem.is_empty() { "MSEL" } else { stem }.to_owned()
 }
 
+/// The most a workbook may unpack to, by the sizes its archive declares:
+/// far above any MSEL, far below what would strain the server. The
+/// shared strings are read whole when the workbook opens, so a small
+/// upload must not unpack to gigabytes.
+pub(super) const MAX_UNPACKED_BYTES: u64 = 64 * 1024 * 1024;
+/// The last row and column (1-based) a cell of an MSEL may be in. The
+/// sheet is read cell by cell and never as one rectangle: a workbook with a
+/// cell at A1 and another at XFD1048576 would otherwise ask for a grid of
+/// 17 billion cells.
+pub(super) const MAX_ROWS: u32 = 20_000;
+pub(super) const MAX_COLUMNS: u32 = 64;
+
 /// Every sheet of a workbook, in workbook order.
 fn read_xlsx(bytes: &[u8]) -> Result<Vec<Sheet>, String> {
+    check_archive(bytes, MAX_UNPACKED_BYTES)?;
     let mut workbook: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes))
         .map_err(|e| format!("not a readable .xlsx workbook: {e}"))?;
     let mut sheets = Vec::new();
     for name in workbook.sheet_names() {
-        let range = workbook
-            .worksheet_range(&name)
-            .map_err(|e| format!("sheet {name:?} is unreadable: {e}"))?;
-        let (top, left) = range.start().unwrap_or((0, 0));
-        let rows = range
-            .rows()
-            .enumerate()
-            .map(|(i, cells)| {
-                let mut row: Vec<Cell> = vec![Cell::Empty; left as usize];
-                row.extend(cells.iter().map(cell));
-                (top + i as u32 + 1, row)
-            })
-            .filter(|(_, cells)| cells.iter().any(|c| !c.is_empty()))
-            .collect();
-        sheets.push(Sheet { name, rows });
+        let unreadable = |e: calamine::XlsxError| format!("sheet {name:?} is unreadable: {e}");
+        let mut reader = workbook.worksheet_cells_reader(&name).map_err(unreadable)?;
+        let mut grid: std::collections::BTreeMap<u32, Vec<Cell>> = Default::default();
+        while let Some(found) = reader.next_cell().map_err(unreadable)? {
+            let (row, column) = found.get_position();
+            if row >= MAX_ROWS || column >= MAX_COLUMNS {
+                return Err(format!(
+                    "sheet {name:?} has a cell at {}{}, beyond the {MAX_ROWS} rows and {MAX_COLUMNS} columns an MSEL may use",
+                    letter(column as usize),
+                    u64::from(row) + 1
+                ));
+            }
+            let value = cell(&Data::from(found.get_value().clone()));
+            if value.is_empty() {
+                continue;
+            }
+            let cells = grid.entry(row + 1).or_default();
+            let column = column as usize;
+            if cells.len() <= column {
+                cells.resize(column + 1, Cell::Empty);
+            }
+            cells[column] = value;
+        }
+        drop(reader);
+        sheets.push(Sheet {
+            name,
+            rows: grid.into_iter().collect(),
+        });
     }
     Ok(sheets)
+}
+
+/// Refuses a workbook whose archive declares more than `max` bytes in all,
+/// before anything is unpacked (the zip reader then stops each entry at
+/// its declared size).
+pub(super) fn check_archive(bytes: &[u8], max: u64) -> Result<(), String> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| format!("not a readable .xlsx workbook: {e}"))?;
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| format!("not a readable .xlsx workbook: {e}"))?;
+        total = total.saturating_add(entry.size());
+    }
+    if total > max {
+        return Err(format!(
+            "the workbook unpacks to {total} bytes, more than the {max} an MSEL may take"
+        ));
+    }
+    Ok(())
 }
 
 fn cell(data: &Data) -> Cell {

@@ -4,7 +4,7 @@ use rust_xlsxwriter::Workbook;
 use serde_json::json;
 
 use super::csv::read as read_csv;
-use super::read::seconds;
+use super::read::{MAX_COLUMNS, MAX_ROWS, check_archive, seconds};
 use super::*;
 use crate::config::Limits;
 use crate::scenario::fixtures::{assert_same, expect_valid};
@@ -201,4 +201,45 @@ fn an_exported_scenario_imports_as_itself() {
         assert_eq!(imported.package, to_inline(&scenario), "{name}");
         assert_same(&imported.scenario, &scenario);
     }
+}
+
+#[test]
+fn a_hostile_workbook_is_refused_before_it_is_unpacked_or_laid_out() {
+    // Two cells at the far corners of a sheet: laid out as one rectangle
+    // they would ask for 17 billion cells.
+    let mut workbook = Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "Time").unwrap();
+    sheet.write_string(1_048_575, 16_383, "far").unwrap();
+    let bytes = workbook.save_to_buffer().unwrap();
+    let options = ImportOptions {
+        file_name: "far.xlsx".into(),
+        ..ImportOptions::default()
+    };
+    assert_eq!(
+        problems(import(&bytes, &options, &Limits::default())),
+        [format!(
+            "sheet \"Sheet1\" has a cell at XFD1048576, beyond the {MAX_ROWS} rows and {MAX_COLUMNS} columns an MSEL may use"
+        )]
+    );
+
+    // What the archive declares is summed before calamine unpacks it.
+    let mut workbook = Workbook::new();
+    workbook
+        .add_worksheet()
+        .write_string(0, 0, "x".repeat(30_000))
+        .unwrap();
+    let bytes = workbook.save_to_buffer().unwrap();
+    assert_eq!(check_archive(&bytes, 10_000_000), Ok(()));
+    let refused = check_archive(&bytes, 20_000).unwrap_err();
+    assert!(
+        refused.starts_with("the workbook unpacks to ")
+            && refused.ends_with(" bytes, more than the 20000 an MSEL may take"),
+        "{refused}"
+    );
+    assert!(
+        check_archive(b"not a zip", 20_000)
+            .unwrap_err()
+            .starts_with("not a readable .xlsx workbook")
+    );
 }
