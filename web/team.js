@@ -150,6 +150,7 @@
     }
     $("feed").setAttribute("aria-labelledby", `tab-${id}`);
     applyChannel();
+    afterPaint(); // what the tab shows now is on screen: its receipts go
   }
 
   // Arrow keys, Home and End move between the tabs (and select the one reached).
@@ -474,17 +475,25 @@
       if (it.received) confirmed.add(id);
       else if (!confirmed.has(id)) pending.add(id);
     }
-    // rAF runs just before the next paint; the timeout after it runs once the frame is
-    // painted, so a receipt means the inject really was on screen. (Hidden tabs do not
-    // paint, so their receipts wait until the tab is shown.)
+    afterPaint();
+  }
+
+  // rAF runs just before the next paint; the timeout after it runs once the frame is
+  // painted, so a receipt means the inject really was on screen. An inject of a
+  // channel whose tab is not selected is not on screen: its receipt waits until it is
+  // (a hidden page does not paint either, so its receipts wait for it to be shown).
+  function afterPaint() {
     if (pending.size) requestAnimationFrame(() => setTimeout(flushReceipts, 0));
   }
 
+  const onScreen = (id) => { const node = shown.get(id); return !!node && !node.hidden; };
+
   async function flushReceipts() {
     if (inFlight || refused || !pending.size) return;
+    const ids = [...pending].filter(onScreen).slice(0, 100); // the server takes receipts of up to 1 MiB
+    if (!ids.length) return;
     clearTimeout(retryTimer);
     retryTimer = null;
-    const ids = [...pending].slice(0, 100); // the server takes receipts of up to 1 MiB
     const forRun = run;
     inFlight = true;
     try {

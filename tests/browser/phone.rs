@@ -26,6 +26,30 @@ fn tabs(counts: [u64; 6], selected: &str) -> Value {
     )
 }
 
+/// The injects whose receipts the server holds, once `must` are all among
+/// them (receipts go in batches: what was sent with them is there too).
+async fn received(app: &TestApp, must: &[&str]) -> Vec<String> {
+    let list = app
+        .wait_for("/api/v1/exercises/phone/deliveries", SECS, |list| {
+            must.iter().all(|id| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["inject_id"] == *id && d["received_at"].is_string())
+            })
+        })
+        .await;
+    let mut ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["received_at"].is_string())
+        .map(|d| d["inject_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_phone_the_header_is_compact_and_the_feed_has_channel_tabs() {
     let app = spawn_app().await;
@@ -97,6 +121,8 @@ async fn on_a_phone_the_header_is_compact_and_the_feed_has_channel_tabs() {
         team.eval(&format!("return {VISIBLE_IDS}")).await,
         json!(["text"])
     );
+    // A receipt says an inject was on screen: only the text message's went.
+    assert_eq!(received(&app, &["text"]).await, ["text"]);
     // The right arrow key moves to the news: shown, they are read.
     team.client
         .find(fantoccini::Locator::Css("#tab-sms"))
@@ -123,6 +149,10 @@ async fn on_a_phone_the_header_is_compact_and_the_feed_has_channel_tabs() {
         "the news and the video"
     );
     assert_eq!(
+        received(&app, &["article", "clip"]).await,
+        ["article", "clip", "text"]
+    );
+    assert_eq!(
         team.eval("return document.querySelector('#feed').getAttribute('aria-labelledby')")
             .await,
         "tab-news"
@@ -136,6 +166,10 @@ async fn on_a_phone_the_header_is_compact_and_the_feed_has_channel_tabs() {
     assert_eq!(
         team.eval(&format!("return {VISIBLE_IDS}")).await,
         json!(["tweet", "mail", "text", "article", "report", "clip"])
+    );
+    assert_eq!(
+        received(&app, &["tweet", "mail", "report"]).await,
+        ["article", "clip", "mail", "report", "text", "tweet"]
     );
     team.screenshot("team-dashboard-phone").await;
 
