@@ -4,3 +4,7 @@
 ALTER TABLE deliveries ADD COLUMN watched BOOLEAN;
 ALTER TABLE deliveries ADD COLUMN sent_secs BIGINT;
 ALTER TABLE control_log ADD COLUMN exercise_secs BIGINT;
+-- Deliveries stored before this change went out when nobody recorded
+-- whether a dashboard was open: their receipts keep measuring latency as
+-- they did (from the due time), rather than losing it.
+UPDATE deliveries SET watched = TRUE WHERE published_wall_ms IS NOT NULL;

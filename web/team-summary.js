@@ -44,7 +44,7 @@
         num("late", s.late),
         num("failed", s.failed),
         num("not_watched", s.not_watched),
-        el("td", { class: "num", "data-field": "receipt_latency", text: s.shown > s.not_watched ? fmtMs(s.average_receipt_latency_ms) : "—" }),
+        el("td", { class: "num", "data-field": "receipt_latency", text: s.average_receipt_latency_ms == null ? "—" : fmtMs(s.average_receipt_latency_ms) }),
         el("td", { "data-field": "attention" }, flagged ? el("strong", { text: `⚠ ${s.attention.join("; ")}` }) : "OK"));
     }));
     const c = e.counts || {};

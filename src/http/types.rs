@@ -113,8 +113,9 @@ pub struct TeamSummary {
     pub failed: usize,
     /// Sent while no dashboard of the team was open.
     pub not_watched: usize,
-    /// Mean on-screen latency of what was sent while a dashboard was open (ms).
-    pub average_receipt_latency_ms: f64,
+    /// Mean on-screen latency of what was sent while a dashboard was open
+    /// (ms); null when no such inject was shown yet.
+    pub average_receipt_latency_ms: Option<f64>,
     /// When a dashboard of the team was last seen: opened, closed or sent
     /// a receipt (null: not since the service started).
     #[schema(format = DateTime)]
@@ -360,7 +361,8 @@ impl TeamSummary {
             late: c.late,
             failed: c.failed,
             not_watched: c.not_watched,
-            average_receipt_latency_ms: c.average_receipt_latency_ms,
+            average_receipt_latency_ms: (c.watched_received > 0)
+                .then_some(c.average_receipt_latency_ms),
             last_seen_at: last_seen_wall_ms.map(wall),
             attention,
         }

@@ -103,6 +103,19 @@ async fn each_team_has_a_summary_and_unwatched_receipts_have_no_latency() {
     assert_eq!(red_summary["unread"], 0);
     assert_eq!(red_summary["attention"], json!([]));
     assert!(red_summary["last_seen_at"].is_string());
+    // Red's receipts measure nothing: it has no on-screen latency, blue has
+    // its one receipt's.
+    assert!(
+        red_summary["average_receipt_latency_ms"].is_null(),
+        "{red_summary}"
+    );
+    let blue_average = info["teams"][0]["summary"]["average_receipt_latency_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (blue_average - a_latency).abs() < 1e-6,
+        "{blue_average} vs {a_latency}"
+    );
     assert_eq!(info["counts"]["received"], 3);
     let average = info["counts"]["average_receipt_latency_ms"]
         .as_f64()

@@ -178,6 +178,9 @@ pub struct Counts {
     /// Sent while no dashboard of its team was open: a later receipt does
     /// not count toward the receipt latency.
     pub not_watched: usize,
+    /// Shown, and sent while a dashboard of the team was open: the receipts
+    /// `average_receipt_latency_ms` is the mean of (0: it means nothing).
+    pub watched_received: usize,
     /// Mean of shown minus due over the received that were watched, in
     /// milliseconds.
     pub average_receipt_latency_ms: f64,
@@ -195,13 +198,12 @@ impl Counts {
         let mut c = Counts::default();
         let mut latency_sum = Duration::ZERO;
         let mut receipt_sum = Duration::ZERO;
-        let mut watched_received = 0usize;
         for r in records {
             c.scheduled += 1;
             c.received += usize::from(r.received_wall.is_some());
             c.not_watched += usize::from(r.watched == Some(false));
             if let Some(l) = r.receipt_latency {
-                watched_received += 1;
+                c.watched_received += 1;
                 receipt_sum += l;
             }
             match r.status {
@@ -221,9 +223,9 @@ impl Counts {
         if c.delivered > 0 {
             c.average_latency_ms = latency_sum.as_secs_f64() * 1000.0 / c.delivered as f64;
         }
-        if watched_received > 0 {
+        if c.watched_received > 0 {
             c.average_receipt_latency_ms =
-                receipt_sum.as_secs_f64() * 1000.0 / watched_received as f64;
+                receipt_sum.as_secs_f64() * 1000.0 / c.watched_received as f64;
         }
         c
     }
