@@ -1,8 +1,9 @@
 //! A small CSV reader for MSELs: UTF-8 with or without a BOM, `,` or `;`
-//! separated, `"` quoting, rows numbered by the line they start on.
+//! separated, `"` quoting, rows numbered as a spreadsheet opening the file
+//! numbers them (one per record: a cell's line breaks stay in the cell).
 
 use super::Cell;
-use super::read::Sheet;
+use super::read::{MAX_COLUMNS, MAX_ROWS, Sheet};
 
 /// A CSV file as one sheet: UTF-8 (a BOM is skipped), fields separated by
 /// `,` or, when the first line has more of them outside quotes, by `;`
@@ -16,8 +17,7 @@ pub(super) fn read(bytes: &[u8], name: &str) -> Result<Vec<Sheet>, String> {
     let mut rows = Vec::new();
     let mut row: Vec<Cell> = Vec::new();
     let mut field = String::new();
-    let mut line: u32 = 1;
-    let mut row_line = 1;
+    let mut row_line: u32 = 1;
     let mut quoted = false;
     let mut was_quoted = false;
     let mut chars = text.chars().peekable();
@@ -38,10 +38,6 @@ pub(super) fn read(bytes: &[u8], name: &str) -> Result<Vec<Sheet>, String> {
                     field.push('"');
                 }
                 '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push('\n');
-                }
                 '\r' if chars.peek() == Some(&'\n') => {}
                 c => field.push(c),
             }
@@ -52,13 +48,21 @@ pub(super) fn read(bytes: &[u8], name: &str) -> Result<Vec<Sheet>, String> {
                 quoted = true;
                 was_quoted = true;
             }
-            c if c == separator => finish_field(&mut field, &mut row, &mut was_quoted),
+            c if c == separator => {
+                finish_field(&mut field, &mut row, &mut was_quoted);
+                if row.len() >= MAX_COLUMNS as usize {
+                    return Err(beyond(name, row_line));
+                }
+            }
             '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
+            // A lone CR ends a line too (old Mac files).
+            '\n' | '\r' => {
+                if row_line > MAX_ROWS {
+                    return Err(beyond(name, row_line));
+                }
                 finish_field(&mut field, &mut row, &mut was_quoted);
                 push_row(&mut rows, row_line, std::mem::take(&mut row));
-                line += 1;
-                row_line = line;
+                row_line += 1;
             }
             c => field.push(c),
         }
@@ -69,6 +73,9 @@ pub(super) fn read(bytes: &[u8], name: &str) -> Result<Vec<Sheet>, String> {
         ));
     }
     if !field.is_empty() || was_quoted || !row.is_empty() {
+        if row_line > MAX_ROWS {
+            return Err(beyond(name, row_line));
+        }
         finish_field(&mut field, &mut row, &mut was_quoted);
         push_row(&mut rows, row_line, row);
     }
@@ -76,6 +83,12 @@ pub(super) fn read(bytes: &[u8], name: &str) -> Result<Vec<Sheet>, String> {
         name: name.to_owned(),
         rows,
     }])
+}
+
+fn beyond(name: &str, row: u32) -> String {
+    format!(
+        "Sheet {name:?}, row {row}: beyond the {MAX_ROWS} rows and {MAX_COLUMNS} columns an MSEL may use"
+    )
 }
 
 fn push_row(rows: &mut Vec<(u32, Vec<Cell>)>, number: u32, row: Vec<Cell>) {

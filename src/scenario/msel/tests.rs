@@ -58,13 +58,38 @@ fn csv_fields_may_be_quoted_across_lines_after_a_bom() {
     assert_eq!(rows[1].0, 2);
     assert_eq!(rows[1].1[1], Cell::Text("blue, red".into()));
     assert_eq!(rows[1].1[2], Cell::Text("two\nlines, \"quoted\"".into()));
-    // Row numbers count lines, as a spreadsheet shows the file.
-    assert_eq!(rows[2].0, 5);
+    // Row numbers count records, as a spreadsheet opening the file numbers
+    // its rows: the two-line cell is one row, the blank line another.
+    assert_eq!(rows[2].0, 4);
     assert_eq!(rows[2].1[2], Cell::Empty);
 
     let semicolons = read_csv("Time;Team\n1;\"a;b\"\n".as_bytes(), "x").unwrap();
     assert_eq!(semicolons[0].rows[1].1[1], Cell::Text("a;b".into()));
     assert!(read_csv(b"Time,\"open\n", "x").is_err());
+    // A lone CR ends a row.
+    let old_mac = read_csv(b"Time,Team\r1,blue\r", "x").unwrap();
+    assert_eq!(old_mac[0].rows.len(), 2);
+    assert_eq!(old_mac[0].rows[1].0, 2);
+    // A file of separators or of empty lines is refused, not held in memory.
+    let wide = format!("Time{}\n", ",".repeat(MAX_COLUMNS as usize));
+    assert_eq!(
+        read_csv(wide.as_bytes(), "x").err().unwrap(),
+        format!(
+            "Sheet \"x\", row 1: beyond the {MAX_ROWS} rows and {MAX_COLUMNS} columns an MSEL may use"
+        )
+    );
+    let full = "1,blue\n".repeat(MAX_ROWS as usize);
+    assert_eq!(
+        read_csv(full.as_bytes(), "x").unwrap()[0].rows.len(),
+        MAX_ROWS as usize
+    );
+    let long = "\n".repeat(MAX_ROWS as usize + 1);
+    assert!(
+        read_csv(long.as_bytes(), "x")
+            .err()
+            .unwrap()
+            .contains(&format!("row {}", MAX_ROWS + 1))
+    );
     assert!(read_csv(&[0xff, 0xfe, 0x00], "x").is_err());
 }
 
