@@ -697,30 +697,6 @@
     });
     $("send-teams").addEventListener("change", syncAll);
 
-    // A spreadsheet MSEL is read by the server into a package (not stored);
-    // its problems, each naming sheet, row and column, show next to the form.
-    const isMsel = (file) => /\.(xlsx|csv)$/i.test(file.name);
-    async function importMsel(file) {
-      const format = /\.csv$/i.test(file.name) ? "csv" : "xlsx";
-      const headers = { "Content-Type": "application/octet-stream", Accept: "application/json" };
-      const token = SCIP.apiToken();
-      if (token) headers.Authorization = `Bearer ${token}`;
-      const path = `/api/v1/msel/import?format=${format}&file=${encodeURIComponent(file.name)}`;
-      const res = await fetch(path, { method: "POST", headers, body: file });
-      const raw = await res.text();
-      let data = null;
-      try { data = raw ? JSON.parse(raw) : null; } catch (_) { /* not JSON */ }
-      if (!res.ok) throw new SCIP.ApiError(res.status, data, raw.trim().slice(0, 200));
-      return data;
-    }
-    const clearMselErrors = () => document.querySelectorAll("#scenario-errors .msel-error").forEach((e) => e.remove());
-    function showMselErrors(file, err) {
-      const problems = err.details && err.details.length ? err.details : [err.message];
-      $("scenario-errors").append(el("div", { class: "scenario-error msel-error" },
-        el("strong", { text: file.name }), ": not imported",
-        el("ul", {}, problems.map((p) => el("li", { text: SCIP.detailText(p) })))));
-    }
-
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const f = form.elements;
