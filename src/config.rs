@@ -197,6 +197,29 @@ pub struct Config {
     /// publish, subscribe to and receive.
     #[arg(long, env = "BROKER_ACL_FILE", global = true)]
     pub broker_acl_file: Option<PathBuf>,
+
+    /// This node's name in a cluster (several `serve` on one PostgreSQL and
+    /// one external broker); default: the host name and the boot id. One
+    /// process per id: a second one with a live id is refused.
+    #[arg(long, env = "NODE_ID", global = true)]
+    pub node_id: Option<String>,
+
+    /// Where the other nodes reach this node's HTTP API (`http://host:port`);
+    /// default: the address `serve` listens on.
+    #[arg(long, env = "NODE_ADDRESS", global = true)]
+    pub node_address: Option<String>,
+
+    /// How often a node renews its exercises' leases and its heartbeat.
+    #[arg(long, env = "LEASE_RENEW_MS", default_value_t = 2000, global = true,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub lease_renew_ms: u64,
+
+    /// How long a lease lasts after its last renewal (by the database's
+    /// clock); at least twice LEASE_RENEW_MS. A node stops publishing once
+    /// its renewals have failed for LEASE_TTL_MS - LEASE_RENEW_MS.
+    #[arg(long, env = "LEASE_TTL_MS", default_value_t = 6000, global = true,
+          value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub lease_ttl_ms: u64,
 }
 
 fn parse_password(raw: &str) -> Result<Password, String> {
@@ -227,6 +250,20 @@ impl Default for Limits {
     }
 }
 
+/// How leases are kept (several nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// Between two renewals (LEASE_RENEW_MS).
+    pub renew: Duration,
+    /// A lease's life after its last renewal, by the database's clock (LEASE_TTL_MS).
+    pub ttl: Duration,
+    /// The trust window: how long after sending a renewal that succeeded
+    /// this node still acts on its leases: TTL - renew interval (4 s by
+    /// default), so it stops at least a renewal interval before any other
+    /// node can claim them.
+    pub trust: Duration,
+}
+
 /// The broker host when MQTT_BROKER_HOST is unset (and no embedded broker runs).
 pub const DEFAULT_MQTT_HOST: &str = "localhost";
 
@@ -237,6 +274,23 @@ pub const DEFAULT_BROKER_PORT: u16 = 1883;
 pub const DEFAULT_BROKER_WS_PORT: u16 = 8083;
 
 impl Config {
+    /// The lease settings, checked against each other.
+    pub fn lease_timing(&self) -> Result<LeaseTiming, String> {
+        if self.lease_ttl_ms < 2 * self.lease_renew_ms {
+            return Err(format!(
+                "LEASE_TTL_MS ({}) must be at least twice LEASE_RENEW_MS ({}): a lease must outlive a lost renewal",
+                self.lease_ttl_ms, self.lease_renew_ms
+            ));
+        }
+        let renew = Duration::from_millis(self.lease_renew_ms);
+        let ttl = Duration::from_millis(self.lease_ttl_ms);
+        Ok(LeaseTiming {
+            renew,
+            ttl,
+            trust: ttl - renew,
+        })
+    }
+
     /// The external broker's host: MQTT_BROKER_HOST, else `localhost`.
     pub fn mqtt_host(&self) -> &str {
         self.mqtt_broker_host

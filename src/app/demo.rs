@@ -205,7 +205,10 @@ pub async fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<()> {
     // A fresh exercise at every run: nothing resumes from the last one.
     let database = args.data_dir.join("demo.db");
     remove_database(&database)?;
-    let client_id = format!("scip-orchestrator-demo-{}", ports.local.port());
+    let client_id = super::serve::ClientId {
+        given: None,
+        default: format!("scip-orchestrator-demo-{}", ports.local.port()),
+    };
     let base = format!("http://{}", reachable(ports.local));
     let hosted = start_service(
         ports,

@@ -7,6 +7,7 @@ mod admin;
 mod demo;
 pub mod logging;
 mod msel;
+mod node;
 mod run;
 mod serve;
 

@@ -39,10 +39,10 @@ pub async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| crate::store::default_sqlite_url(&args.data_dir));
-    let client_id = args
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("scip-orchestrator-serve-{}", ports.local.port()));
+    let client_id = ClientId {
+        given: args.client_id.clone(),
+        default: format!("scip-orchestrator-serve-{}", ports.local.port()),
+    };
     let public_url = args
         .public_url
         .clone()
@@ -324,6 +324,19 @@ pub(super) struct Hosted {
     pub(super) ports: Ports,
     pub(super) store: Store,
     pub(super) service: Service,
+    /// Holds the SQLite lock file while the process serves.
+    _role: RoleGuard,
+}
+
+/// The MQTT client id: the one given, else a node's own, else `default`.
+pub(super) struct ClientId {
+    pub(super) given: Option<String>,
+    pub(super) default: String,
+}
+
+/// What stays held of the node's role while it serves.
+struct RoleGuard {
+    _file: Option<std::fs::File>,
 }
 
 /// Opens the store, connects to the broker and starts the service, which
@@ -331,13 +344,32 @@ pub(super) struct Hosted {
 pub(super) async fn start_service(
     ports: Ports,
     database_url: &str,
-    client_id: String,
+    client_id: ClientId,
     public_url: String,
     config: Config,
 ) -> anyhow::Result<Hosted> {
     let store = Store::connect(database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
+    let role = super::node::place(
+        &store,
+        database_url,
+        &config,
+        ports.broker.is_some(),
+        ports.local,
+    )
+    .await?;
+    let client_id = client_id
+        .given
+        .or_else(|| role.client_id())
+        .unwrap_or(client_id.default);
+    let (node, guard) = match role {
+        super::node::Role::Cluster(settings, lock) => {
+            (Some((settings, lock)), RoleGuard { _file: None })
+        }
+        super::node::Role::Sqlite(file) => (None, RoleGuard { _file: file }),
+        super::node::Role::SinglePostgres => (None, RoleGuard { _file: None }),
+    };
     let credentials = ports.mqtt_credentials(&config)?;
     let mqtt = connect_mqtt(
         &config,
@@ -349,7 +381,7 @@ pub(super) async fn start_service(
     .await?;
     // Before the restored exercises start counting deliveries.
     crate::http::install_metrics();
-    let service = Service::start(store.clone(), mqtt, config, public_url)
+    let service = Service::start_node(store.clone(), mqtt, config, public_url, node)
         .await
         .context("cannot restore the stored exercises")?;
     if let Some(broker) = &ports.broker {
@@ -359,6 +391,7 @@ pub(super) async fn start_service(
         ports,
         store,
         service,
+        _role: guard,
     })
 }
 

@@ -15,6 +15,7 @@
 //! `{"error": {"code", "message", "details"}}` (see `errors`).
 
 pub mod auth;
+mod cluster;
 mod control;
 mod deliveries;
 pub mod errors;
@@ -127,7 +128,8 @@ pub fn router(service: Service) -> Router {
         .route("/packages", post(packages::import_package))
         .route("/packages/{name}/archive", get(packages::export_package))
         .route("/packages/{name}/msel.xlsx", get(msel::export_msel))
-        .route("/msel/import", post(msel::import_msel));
+        .route("/msel/import", post(msel::import_msel))
+        .route("/cluster", get(cluster::cluster));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi))
@@ -361,6 +363,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         streams::exercise_events,
         health::healthz,
         health::readyz,
+        cluster::cluster,
         metrics::metrics,
         openapi,
     ),

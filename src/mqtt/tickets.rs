@@ -27,6 +27,10 @@ pub enum PublishError {
     SessionLost,
     #[error("the MQTT client has shut down")]
     Closed,
+    /// Several nodes: this node's lease renewals stopped succeeding, so it
+    /// may no longer own the exercise; nothing was sent.
+    #[error("not sent: this node's lease is not renewed (it may no longer own the exercise)")]
+    Untrusted,
 }
 
 /// The outcome of a publish that asked for one.

@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{error, info, warn};
 
 use crate::mqtt::{Message, Mqtt};
-use crate::store::{Batch, ClockRow, ControlRow, DeliveryRow, Store, StoreError};
+use crate::store::{Batch, ClockRow, ControlRow, DeliveryRow, Fence, Store, StoreError};
 
 /// A change to store.
 #[derive(Debug, Clone)]
@@ -132,14 +132,41 @@ impl Journal {
     /// Starts the writer task for `store`; announcements go out on `mqtt`.
     /// The task ends when every clone of the journal is dropped.
     pub fn spawn(store: Store, mqtt: Mqtt) -> (Journal, JoinHandle<()>) {
+        let (journal, task, _) = Self::start(store, mqtt, None);
+        (journal, task)
+    }
+
+    /// Like [`Self::spawn`], for one exercise held at a lease epoch (several
+    /// nodes): every batch carries `fence`. When the fence fails, the
+    /// writer drops what it holds (nothing of it is announced), answers the
+    /// waiting replies that it is not stored, turns the returned flag true
+    /// and ends.
+    pub fn spawn_fenced(
+        store: Store,
+        mqtt: Mqtt,
+        fence: Fence,
+    ) -> (Journal, JoinHandle<()>, watch::Receiver<bool>) {
+        Self::start(store, mqtt, Some(fence))
+    }
+
+    fn start(
+        store: Store,
+        mqtt: Mqtt,
+        fence: Option<Fence>,
+    ) -> (Journal, JoinHandle<()>, watch::Receiver<bool>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (health_tx, health) = watch::channel(Health::default());
-        let task = tokio::spawn(Writer::new(store, mqtt, health_tx).run(rx));
+        let (lost_tx, lost) = watch::channel(false);
+        let mut writer = Writer::new(store, mqtt, health_tx);
+        writer.fence = fence;
+        writer.lost = lost_tx;
+        let task = tokio::spawn(writer.run(rx));
         (
             Journal {
                 inner: Inner::Stored { tx, health },
             },
             task,
+            lost,
         )
     }
 
@@ -317,6 +344,7 @@ impl Pending {
             (&a.exercise_id, a.run, a.position).cmp(&(&b.exercise_id, b.run, b.position))
         });
         Batch {
+            fence: None,
             controls: std::mem::take(&mut self.controls),
             inserts: std::mem::take(&mut self.inserts),
             clocks: std::mem::take(&mut self.clocks).into_iter().collect(),
@@ -353,6 +381,10 @@ struct Writer {
     open: bool,
     retry_at: Option<Instant>,
     retry_delay: Duration,
+    /// The lease epoch every batch is written under (several nodes).
+    fence: Option<Fence>,
+    /// Turned true when the fence failed and the writer ended.
+    lost: watch::Sender<bool>,
 }
 
 impl Writer {
@@ -367,6 +399,8 @@ impl Writer {
             open: true,
             retry_at: None,
             retry_delay: RETRY_MIN,
+            fence: None,
+            lost: watch::channel(false).0,
         }
     }
 
@@ -380,6 +414,9 @@ impl Writer {
             let ready = (!self.pending.is_empty() || waiting) && self.retry_at.is_none();
             if ready {
                 self.write(&mut rx, &mut ops).await;
+                if *self.lost.borrow() {
+                    return;
+                }
                 continue;
             }
             if !self.open && self.pending.is_empty() && self.replies.is_empty() {
@@ -436,7 +473,8 @@ impl Writer {
         let written = self.generation;
         self.generation += 1;
         let mut current = std::mem::take(&mut self.pending);
-        let batch = current.batch();
+        let mut batch = current.batch();
+        batch.fence = self.fence.clone();
         self.health
             .send_modify(|h| h.writing_since = Some(Instant::now()));
         let result = {
@@ -464,6 +502,18 @@ impl Writer {
             Err(e) if !e.is_transient() => self.write_each(batch, &e).await,
             other => other.map_err(|e| (e, batch)),
         };
+        if let Err((e @ StoreError::Fenced { .. }, _)) = &result {
+            // Ownership moved on: what this writer holds belongs to an
+            // exercise another node runs now. Nothing is announced.
+            warn!(error = %e, "write refused by the lease fence: this node no longer owns the exercise; its actor stops");
+            metrics::counter!("scip_fenced_writes_total").increment(1);
+            let why = JournalError::NotStored(e.to_string());
+            self.answer(u64::MAX, Err(why));
+            self.pending = Pending::default();
+            self.health.send_replace(Health::default());
+            self.lost.send_replace(true);
+            return;
+        }
         match result {
             Ok(()) => {
                 let recovered = self.health.borrow().failing.is_some();
@@ -504,6 +554,7 @@ impl Writer {
         first: &StoreError,
     ) -> Result<(), (StoreError, Batch)> {
         warn!(error = %first, "the database refused a batch for its rows; writing it entry by entry");
+        let fence = batch.fence.clone();
         let mut singles: VecDeque<Batch> = VecDeque::new();
         singles.extend(batch.controls.into_iter().map(|c| Batch {
             controls: vec![c],
@@ -521,10 +572,11 @@ impl Writer {
             saves: vec![r],
             ..Batch::default()
         }));
-        while let Some(single) = singles.pop_front() {
+        while let Some(mut single) = singles.pop_front() {
+            single.fence = fence.clone();
             match self.store.write(&single).await {
                 Ok(()) => {}
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_transient() || matches!(e, StoreError::Fenced { .. }) => {
                     let mut left = single;
                     for b in singles {
                         left.controls.extend(b.controls);

@@ -11,6 +11,7 @@
 
 pub mod exercise;
 pub mod journal;
+pub mod lease;
 pub mod live;
 pub mod run;
 pub mod service;

@@ -76,6 +76,7 @@ pub async fn run(
             max_commands_per_minute: options.max_commands_per_minute,
             exit_when_over: true,
             sleeper: Sleeper::Precise,
+            trust: None,
         },
         mqtt.clone(),
         Journal::direct(mqtt),

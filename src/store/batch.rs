@@ -6,9 +6,19 @@ use super::deliveries::{DeliveryRow, insert_deliveries_on, save_deliveries_on};
 use super::exercises::{ClockRow, update_clock_on};
 use super::{Store, StoreError, classify};
 
+/// The lease epoch a writer holds an exercise at: a batch carrying one is
+/// written only while the exercise's lease still carries that epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub exercise_id: String,
+    pub epoch: i64,
+}
+
 /// What the journal writes in one transaction: all of it, or none.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
+    /// Checked first, in the same transaction (several nodes only).
+    pub fence: Option<Fence>,
     /// Appended to the control log in this order.
     pub controls: Vec<ControlRow>,
     /// New delivery records.
@@ -32,13 +42,32 @@ impl Store {
     /// Writes `batch` in one transaction: control rows, new records, clocks,
     /// then progress, as if one after another. Nothing is written when any
     /// part fails; [`StoreError::is_transient`] says whether to try again.
+    /// With a fence, the exercise's lease is read first under `FOR SHARE`
+    /// (a claim, which skips locked rows, cannot commit meanwhile) and a
+    /// different epoch is [`StoreError::Fenced`].
     pub async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
+        let fence_sql = match self.pool {
+            super::Pool::Postgres(_) => "SELECT epoch FROM leases WHERE exercise_id = $1 FOR SHARE",
+            // One writer at a time: a SQLite write transaction excludes the rest.
+            super::Pool::Sqlite(_) => "SELECT epoch FROM leases WHERE exercise_id = $1",
+        };
+        let mut fenced = false;
         with_pool!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
+                if let Some(fence) = &batch.fence {
+                    let epoch: Option<i64> = sqlx::query_scalar(fence_sql)
+                        .bind(&fence.exercise_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if epoch != Some(fence.epoch) {
+                        fenced = true;
+                        return tx.rollback().await;
+                    }
+                }
                 for row in &batch.controls {
                     insert_control_on!(tx, row).await?;
                 }
@@ -58,6 +87,12 @@ impl Store {
                 || "the exercise of a row of the batch".to_owned(),
             )
         })?;
+        if fenced && let Some(fence) = &batch.fence {
+            return Err(StoreError::Fenced {
+                exercise_id: fence.exercise_id.clone(),
+                epoch: fence.epoch,
+            });
+        }
         Ok(())
     }
 }

@@ -42,12 +42,14 @@ macro_rules! with_pool {
 }
 
 mod batch;
+mod cluster;
 mod control;
 mod deliveries;
 mod exercises;
 mod tokens;
 
-pub use batch::Batch;
+pub use batch::{Batch, Fence};
+pub use cluster::{Claimed, ClusterRows, LeaseRow, NodeLock, NodeRow};
 pub use control::ControlRow;
 pub use deliveries::{DELIVERED, DeliveryRow};
 pub use exercises::{ClockRow, ExerciseRow};
@@ -78,6 +80,16 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] MigrateError),
+    /// Several nodes need PostgreSQL: SQLite is single-node.
+    #[error("several nodes need PostgreSQL; SQLite is single-node")]
+    SingleNode,
+    /// The batch's fence failed: its exercise's lease moved on to a later
+    /// epoch (another node claimed it), so this writer no longer owns it.
+    /// Nothing of the batch was written.
+    #[error(
+        "exercise {exercise_id}: lease epoch {epoch} is no longer current; another node owns the exercise"
+    )]
+    Fenced { exercise_id: String, epoch: i64 },
     /// The database failed or could not be reached; retrying may help.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -221,8 +233,15 @@ async fn connect_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
     Ok(pool)
 }
 
+/// Longest a PostgreSQL transaction may sit waiting for its client before
+/// the server ends it. Ours take milliseconds; a client that stops midway (a
+/// frozen node) must not keep the row locks a new lease owner needs: a lease
+/// row share-locked by a batch cannot be claimed (`SKIP LOCKED`).
+const IDLE_IN_TRANSACTION: &str = "2000";
+
 async fn connect_postgres(url: &str) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url)?;
+    let options = PgConnectOptions::from_str(url)?
+        .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -35,6 +35,7 @@ async fn a_batch_is_written_whole_or_not_at_all(db: &TestDb) {
     delivered.status = DELIVERED.into();
     delivered.acked_wall_ms = Some(1_700_000_000_400);
     let good = Batch {
+        fence: None,
         controls: vec![control("ex-1", "start", "api:127.0.0.1", true)],
         inserts: vec![delivery("ex-1", 1, "red", "i-1", 1)],
         // The clock of an exercise no longer stored is skipped.

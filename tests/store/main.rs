@@ -30,4 +30,5 @@ mod control;
 mod deliveries;
 mod durability;
 mod exercises;
+mod leases;
 mod support;

@@ -30,7 +30,8 @@ impl Actor {
         self.mqtt.subscribe(self.topics.control.clone(), control_tx);
         let mut connected = self.mqtt.connected();
         let up = *connected.borrow_and_update();
-        self.engine.set_connected(up, now());
+        self.engine.set_connected(up && self.trusted(), now());
+        let mut trust = self.options.trust.as_ref().map(|t| t.watch());
         self.publish_timer_now();
         let status = self.status_now("state_changed");
         self.publish_status(&status);
@@ -100,6 +101,7 @@ impl Actor {
                 }
                 () = async { sleep.as_mut().expect("guarded").1.as_mut().await }, if sleep.is_some() && clock_runs => {
                     sleep = None;
+                    self.check_trust(*connected.borrow());
                     self.engine.handle_timeout(now());
                 }
                 Some(event) = acks.recv() => {
@@ -111,15 +113,22 @@ impl Actor {
                 }
                 Ok(()) = connected.changed() => {
                     let up = *connected.borrow_and_update();
-                    self.engine.set_connected(up, now());
+                    self.engine.set_connected(up && self.trusted(), now());
+                }
+                Ok(()) = async { trust.as_mut().expect("guarded").changed().await }, if trust.is_some() => {
+                    // The window moved (a renewal) or closed.
+                    let up = *connected.borrow();
+                    self.engine.set_connected(up && self.trusted(), now());
                 }
                 Some(message) = control.recv(), if clock_runs => {
+                    self.check_trust(*connected.borrow());
                     self.on_control(message);
                     self.counts = None;
                     self.publish_snapshot(*connected.borrow());
                 }
                 request = requests.recv(), if requests_open => match request {
                     Some(request) => {
+                        self.check_trust(*connected.borrow());
                         self.on_request(request);
                         if self.closed {
                             return self.outcome();
@@ -193,6 +202,23 @@ impl Actor {
             records: self.engine.records().to_vec(),
             names,
             archived: self.engine.archived().to_vec(),
+        }
+    }
+
+    /// Whether this node may act on the exercise now: always on one node;
+    /// on several, while its trust window is open.
+    pub(super) fn trusted(&self) -> bool {
+        self.options.trust.as_ref().is_none_or(|t| t.holds())
+    }
+
+    /// Before anything may go out: a trust window that closed while the
+    /// actor waited (a frozen process that woke, a renewal that hangs)
+    /// holds the injects back at once, as a lost broker does.
+    fn check_trust(&mut self, broker_up: bool) {
+        if !self.trusted() {
+            self.engine.set_connected(false, now());
+        } else if broker_up {
+            self.engine.set_connected(true, now());
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Options {
     /// What the actor waits on for its deadlines: the precise timer, or
     /// tokio's (paused) clock in tests.
     pub sleeper: Sleeper,
+    /// Several nodes: this node's trust window. Outside it nothing goes out
+    /// (due injects wait as they do for the broker). None: one node.
+    pub trust: Option<crate::runtime::lease::Trust>,
 }
 
 /// Where an exercise stands, as controllers and progress displays see it.
@@ -260,6 +263,12 @@ pub struct Actor {
 
 impl Actor {
     /// An initialized exercise.
+    /// Writes through `journal` from now on (a new exercise's, once its
+    /// lease exists).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = journal;
+    }
+
     pub fn new(scenario: Arc<Scenario>, options: Options, mqtt: Mqtt, journal: Journal) -> Self {
         let engine = Engine::new(&scenario.plan(), options.speed, options.policy);
         Self::restored(scenario, options, mqtt, journal, engine, Vec::new())

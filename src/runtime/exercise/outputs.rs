@@ -46,6 +46,9 @@ impl Actor {
                     let timer = TimerMessage::from(t);
                     let payload = serde_json::to_vec(&timer).expect("wire types serialize");
                     self.emit(|| Live::Clock(Arc::new(self.live_clock(timer))));
+                    if !self.trusted() {
+                        continue;
+                    }
                     self.mqtt.publish(Message {
                         topic: self.topics.timer.clone(),
                         payload,
@@ -181,6 +184,15 @@ impl Actor {
             .set_watched(tag.slot as usize, self.presence.open(team) > 0);
         let e = &self.entries[tag.slot as usize];
         let team = &self.scenario.teams[e.team].id;
+        if !self.trusted() {
+            // The window closed within this very step: nothing goes out;
+            // the attempt fails and waits like any other.
+            let _ = self.acks.send(crate::mqtt::AckEvent::Failed {
+                tag: tag.to_u64(),
+                error: crate::mqtt::PublishError::Untrusted,
+            });
+            return;
+        }
         let r = &self.engine.records()[tag.slot as usize];
         let payload = e.template().render(
             team,

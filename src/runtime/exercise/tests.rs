@@ -61,6 +61,7 @@ fn options(exit_when_over: bool) -> Options {
         max_commands_per_minute: 60,
         exit_when_over,
         sleeper: Sleeper::Tokio,
+        trust: None,
     }
 }
 

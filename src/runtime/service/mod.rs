@@ -7,6 +7,7 @@
 //! actors (`requests`), bringing them back at start (`restore`), team links
 //! (`links`), API tokens (`tokens`) and scenarios on disk (`scenarios`).
 
+mod cluster;
 mod links;
 mod registry;
 mod requests;
@@ -28,7 +29,7 @@ use crate::config::Config;
 use crate::domain::{ExerciseId, Speed};
 use crate::mqtt::Mqtt;
 use crate::runtime::exercise::DeliveryView;
-use crate::runtime::exercise::{Options, Outcome, Request, RequestError, Snapshot};
+use crate::runtime::exercise::{Options, Request, RequestError, Snapshot};
 use crate::runtime::journal::Journal;
 use crate::runtime::live::{Presence, Seat, Watch};
 use crate::runtime::timer::Sleeper;
@@ -36,6 +37,7 @@ use crate::scenario::Scenario;
 use crate::scenario::package::PackageError;
 use crate::store::{ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
 
+pub use cluster::{ClusterView, NodeSettings};
 use links::link_key;
 use tokens::load_tokens;
 
@@ -286,7 +288,16 @@ impl Handle {
     }
 }
 
+/// The lease an exercise is run under (several nodes).
+struct HeldLease {
+    epoch: i64,
+    /// Ends the actor's task at once when the lease is lost.
+    abort: tokio::task::AbortHandle,
+}
+
 struct Handle {
+    /// Several nodes: the lease this node runs the exercise under.
+    lease: Option<HeldLease>,
     /// Bounded (REQUEST_QUEUE): a caller waits for room.
     requests: mpsc::Sender<Request>,
     /// Which life of the id this is; team links name it.
@@ -317,7 +328,11 @@ struct Inner {
     exercises: RwLock<BTreeMap<String, Handle>>,
     /// Stored exercises that could not be restored at start.
     unrestorable: RwLock<BTreeMap<String, NotRestored>>,
-    tasks: tokio::sync::Mutex<JoinSet<Outcome>>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    /// Several nodes: this node, its trust and its journals; None on one.
+    node: Option<cluster::Node>,
+    /// How `GET /api/v1/cluster` names a single node.
+    node_name: String,
     stop: watch::Sender<bool>,
     command_rate: crate::access::ratelimit::RateLimit,
     link_key: LinkKey,
@@ -349,10 +364,27 @@ impl Service {
         config: Config,
         public_url: String,
     ) -> Result<Self, ServiceError> {
+        Self::start_node(store, mqtt, config, public_url, None).await
+    }
+
+    /// [`Self::start`], as one node of several when `node` is given: it
+    /// claims its share of the exercises' leases instead of restoring every
+    /// stored exercise, and keeps claiming and renewing until it stops.
+    pub async fn start_node(
+        store: Store,
+        mqtt: Mqtt,
+        config: Config,
+        public_url: String,
+        node: Option<(NodeSettings, crate::store::NodeLock)>,
+    ) -> Result<Self, ServiceError> {
         let (journal, _writer) = Journal::spawn(store.clone(), mqtt.clone());
         let command_rate =
             crate::access::ratelimit::RateLimit::per_minute(config.max_commands_per_minute);
         let link_key = link_key(&store).await?;
+        let node_name = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| "single".to_owned());
         let tokens = load_tokens(&store, &config).await?;
         let service = Self {
             inner: Arc::new(Inner {
@@ -365,6 +397,8 @@ impl Service {
                 exercises: RwLock::new(BTreeMap::new()),
                 unrestorable: RwLock::new(BTreeMap::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                node_name,
+                node: node.map(|(settings, lock)| cluster::Node::new(settings, lock)),
                 stop: watch::channel(false).0,
                 command_rate,
                 link_key,
@@ -375,7 +409,12 @@ impl Service {
                 scenario_cache: std::sync::Mutex::default(),
             }),
         };
-        service.recover().await?;
+        if service.node().is_some() {
+            service.join().await?;
+            service.spawn_lease_task();
+        } else {
+            service.recover().await?;
+        }
         Ok(service)
     }
 
@@ -417,6 +456,7 @@ impl Service {
             return Err(format!("embedded MQTT broker: {e}"));
         }
         self.inner.journal.health()?;
+        self.journals_health()?;
         self.inner
             .store
             .ping()
@@ -451,6 +491,7 @@ impl Service {
                 Ok(Err(_)) => {}
             }
         }
+        self.hand_over().await;
         self.inner.mqtt.close(Duration::from_secs(2)).await;
     }
 
@@ -464,6 +505,7 @@ impl Service {
             max_commands_per_minute: self.inner.config.max_commands_per_minute,
             exit_when_over: false,
             sleeper: Sleeper::Precise,
+            trust: self.node().map(|n| n.trust.clone()),
         }
     }
 

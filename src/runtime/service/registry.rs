@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use crate::access::links::LinkState;
 use crate::core::{Command, Transition};
 use crate::domain::{ExerciseId, Speed};
-use crate::runtime::exercise::{self, Actor, Outcome, Request, wall_ms};
+use crate::runtime::exercise::{self, Actor, Request, wall_ms};
 use crate::scenario::{self, Scenario};
 use crate::store::{ControlRow, ExerciseRow, StoreError};
 
@@ -56,7 +56,7 @@ impl Service {
         }
         let scenario = Arc::new(scenario);
         let now = exercise::now();
-        let actor = Actor::new(
+        let mut actor = Actor::new(
             scenario.clone(),
             self.options(&id, speed),
             self.inner.mqtt.clone(),
@@ -92,17 +92,32 @@ impl Service {
                 other => other.into(),
             })?;
         // The rest of what it is stored with; a failure takes the exercise
-        // back out, so that a refused create leaves nothing behind.
-        let links = async {
+        // back out, so that a refused create leaves nothing behind. On
+        // several nodes, this node holds its lease from the start.
+        let stored = async {
+            let epoch = match self.node() {
+                Some(node) => Some(
+                    self.inner
+                        .store
+                        .insert_lease(
+                            id.as_str(),
+                            &node.settings.id,
+                            node.settings.timing.ttl.as_millis() as i64,
+                        )
+                        .await?,
+                ),
+                None => None,
+            };
             self.inner
                 .store
                 .insert_deliveries(&actor.delivery_rows())
                 .await?;
-            self.issue_links(id.as_str(), &scenario, None).await
+            let links = self.issue_links(id.as_str(), &scenario, None).await?;
+            Ok::<_, ServiceError>((links, epoch))
         }
         .await;
-        let links = match links {
-            Ok(links) => links,
+        let (links, epoch) = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 if let Err(cleanup) = self.inner.store.delete_exercise(id.as_str()).await {
                     error!(exercise_id = %id, error = %cleanup, "cannot remove a half-created exercise; it is restored at the next start");
@@ -111,8 +126,18 @@ impl Service {
             }
         };
         info!(exercise_id = %id, teams = scenario.teams.len(), speed = speed.get(), "exercise created");
-        self.spawn(actor, scenario, row.created_wall_ms, row.incarnation, links)
-            .await;
+        let (journal, lost) = self.journal_for(id.as_str(), epoch);
+        actor.set_journal(journal);
+        let lease = epoch.zip(lost);
+        self.spawn(
+            actor,
+            scenario,
+            row.created_wall_ms,
+            row.incarnation,
+            links,
+            lease,
+        )
+        .await;
         self.get(id.as_str())
     }
 
@@ -222,6 +247,7 @@ impl Service {
         }
         let _ = self.ask(id, |reply| Request::End { reply }).await;
         self.inner.exercises.write().expect("registry").remove(id);
+        self.forget_journal(id);
         reap(&mut *self.inner.tasks.lock().await);
         info!(exercise_id = id, "exercise deleted");
         Ok(())
@@ -325,6 +351,8 @@ impl Service {
         }
     }
 
+    /// Runs `actor`; on several nodes under the lease held at `epoch`,
+    /// ending at once when `lost` (the fence of its journal failed).
     pub(super) async fn spawn(
         &self,
         actor: Actor,
@@ -332,29 +360,57 @@ impl Service {
         created_wall_ms: i64,
         incarnation: String,
         links: Vec<LinkState>,
+        lease: Option<(i64, watch::Receiver<bool>)>,
     ) {
         let id = actor.id().to_string();
         let (requests, requests_rx) = mpsc::channel(exercise::REQUEST_QUEUE);
         let snapshot = actor.snapshots();
-        self.inner.exercises.write().expect("registry").insert(
-            id,
-            Handle {
-                requests,
-                incarnation,
-                snapshot,
-                presence: actor.presence(),
-                scenario,
-                created_wall_ms,
-                links: Arc::new(watch::Sender::new(links)),
-            },
-        );
+        let presence = actor.presence();
         let mut stop = self.inner.stop.subscribe();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         let mut tasks = self.inner.tasks.lock().await;
         reap(&mut tasks);
-        tasks.spawn(actor.run(false, requests_rx, shutdown));
+        let (epoch, abort) = match lease {
+            Some((epoch, mut lost)) => {
+                let service = Arc::downgrade(&self.inner);
+                let fenced_id = id.clone();
+                let abort = tasks.spawn(async move {
+                    tokio::select! {
+                        _ = actor.run(false, requests_rx, shutdown) => {}
+                        _ = lost.wait_for(|l| *l) => {
+                            warn!(exercise_id = %fenced_id, epoch, "ownership lost (the fence refused a write): this node stops running the exercise");
+                            if let Some(inner) = service.upgrade() {
+                                Service { inner }.relinquish(&fenced_id);
+                            }
+                        }
+                    }
+                });
+                (Some(epoch), Some(abort))
+            }
+            None => {
+                tasks.spawn(async move {
+                    actor.run(false, requests_rx, shutdown).await;
+                });
+                (None, None)
+            }
+        };
+        self.inner.exercises.write().expect("registry").insert(
+            id,
+            Handle {
+                lease: epoch
+                    .zip(abort)
+                    .map(|(epoch, abort)| super::HeldLease { epoch, abort }),
+                requests,
+                incarnation,
+                snapshot,
+                presence,
+                scenario,
+                created_wall_ms,
+                links: Arc::new(watch::Sender::new(links)),
+            },
+        );
     }
 }
 
@@ -373,7 +429,7 @@ fn unrestorable_info((id, not): (&String, &NotRestored)) -> ExerciseInfo {
 /// Drops the outcomes of actors that have ended (deleted exercises): a
 /// `JoinSet` keeps each finished task's output until it is joined, which held
 /// about 100 KB per deleted exercise for the life of the process.
-fn reap(tasks: &mut JoinSet<Outcome>) {
+fn reap(tasks: &mut JoinSet<()>) {
     while let Some(ended) = tasks.try_join_next() {
         if let Err(e) = ended
             && e.is_panic()

@@ -32,7 +32,7 @@ impl Service {
                     duration_secs: row.duration_secs,
                 },
             };
-            match self.restore(row).await {
+            match self.restore(row, None).await {
                 Ok(()) => {}
                 // The database failing says nothing about the exercise:
                 // serve does not start.
@@ -53,7 +53,33 @@ impl Service {
         Ok(())
     }
 
-    async fn restore(&self, row: ExerciseRow) -> Result<(), ServiceError> {
+    /// Lists exercise `id`, which this node holds but cannot run, with why.
+    pub(super) async fn list_unrestorable(&self, id: &str, reason: String) {
+        let Ok(Some(row)) = self.inner.store.get_exercise(id).await else {
+            return;
+        };
+        self.inner.unrestorable.write().expect("registry").insert(
+            id.to_owned(),
+            NotRestored {
+                name: row.name,
+                created_wall_ms: row.created_wall_ms,
+                detail: Unrestorable {
+                    reason,
+                    run: row.run,
+                    speed: row.speed,
+                    duration_secs: row.duration_secs,
+                },
+            },
+        );
+    }
+
+    /// Rebuilds the actor of a stored exercise; on several nodes, under the
+    /// lease just claimed at `epoch`.
+    pub(super) async fn restore(
+        &self,
+        row: ExerciseRow,
+        epoch: Option<i64>,
+    ) -> Result<(), ServiceError> {
         let speed = Speed::new(row.speed)
             .map_err(|e| ServiceError::Invalid(vec![format!("stored {e}")]))?;
         let package: Value = serde_json::from_str(&row.scenario_json)
@@ -99,11 +125,12 @@ impl Service {
             "exercise restored"
         );
         let scenario = Arc::new(scenario);
+        let (journal, lost) = self.journal_for(id.as_str(), epoch);
         let actor = Actor::restored(
             scenario.clone(),
             self.options(&id, speed),
             self.inner.mqtt.clone(),
-            self.inner.journal.clone(),
+            journal,
             engine,
             live,
         );
@@ -123,8 +150,15 @@ impl Service {
         } else {
             row.incarnation
         };
-        self.spawn(actor, scenario, row.created_wall_ms, incarnation, links)
-            .await;
+        self.spawn(
+            actor,
+            scenario,
+            row.created_wall_ms,
+            incarnation,
+            links,
+            epoch.zip(lost),
+        )
+        .await;
         Ok(())
     }
 }
