@@ -136,6 +136,27 @@ pub struct MediaClaims {
 }
 
 impl LinkKey {
+    /// Signs what a node forwarding a request to another says of it: the
+    /// client it came from, its method and target (several nodes share this
+    /// key through the database).
+    pub fn sign_forward(&self, client: &str, method: &str, target: &str) -> String {
+        let tag = hmac::sign(&self.0, forward_message(client, method, target).as_bytes());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
+    /// Whether `signature` is [`Self::sign_forward`]'s for these values.
+    pub fn check_forward(&self, client: &str, method: &str, target: &str, signature: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        hmac::verify(
+            &self.0,
+            forward_message(client, method, target).as_bytes(),
+            &tag,
+        )
+        .is_ok()
+    }
+
     /// A media token: opens the one file `path` (as the media route names
     /// it) of the exercise and incarnation `claims` name, for as long as the
     /// team link `claims` describes opens its dashboard (same generation,
@@ -201,6 +222,12 @@ fn media_message(claims: &LinkClaims, path: &str) -> String {
 }
 
 /// A fresh incarnation for a new exercise: 16 random bytes, base64url.
+/// What a forwarding signature covers; its own prefix, so that no other
+/// token of this key can pass for one.
+fn forward_message(client: &str, method: &str, target: &str) -> String {
+    format!("f1\n{client}\n{method}\n{target}")
+}
+
 pub fn new_incarnation() -> String {
     let mut bytes = [0u8; 16];
     SystemRandom::new()

@@ -27,8 +27,9 @@ use crate::store::{NodeLock, Store};
 pub(super) enum Role {
     /// One node on SQLite; the lock file is held while the process lives.
     Sqlite(Option<File>),
-    /// One node on PostgreSQL (the embedded broker); its heartbeat runs.
-    SinglePostgres,
+    /// One node on PostgreSQL (the embedded broker); its heartbeat runs,
+    /// and it holds its node id's lock like a cluster node.
+    SinglePostgres(NodeLock),
     /// A node of a cluster.
     Cluster(NodeSettings, NodeLock),
 }
@@ -44,7 +45,8 @@ impl Role {
     }
 }
 
-/// Decides the role and makes its checks.
+/// Decides the role of a process on PostgreSQL and makes its checks (on
+/// SQLite the role is [`Role::Sqlite`] with [`lock_sqlite`]'s lock).
 pub(super) async fn place(
     store: &Store,
     database_url: &str,
@@ -54,12 +56,22 @@ pub(super) async fn place(
 ) -> anyhow::Result<Role> {
     let timing = config.lease_timing().map_err(anyhow::Error::msg)?;
     let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
-    if node_id.is_empty() || node_id.len() > 100 || node_id.chars().any(|c| c.is_control()) {
-        bail!("NODE_ID must be 1 to 100 characters, none of them control characters");
+    if node_id.is_empty()
+        || node_id.len() > 100
+        || !node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        bail!(
+            "NODE_ID must be 1 to 100 characters, each a letter, a digit or one of - _ . : (got {node_id:?})"
+        );
     }
-    if store.backend() == "sqlite" {
-        return Ok(Role::Sqlite(lock_sqlite(database_url)?));
+    if !embedded_broker && config.node_address.is_none() && http.ip().is_unspecified() {
+        bail!(
+            "set NODE_ADDRESS (http://host:port) to where the other nodes reach this one: it listens on every interface ({http}), which names no address they can use"
+        );
     }
+    let lock = take_node_lock(store, database_url, &node_id, timing.ttl).await?;
     let ttl = timing.ttl.as_millis() as i64;
     let rows = store.cluster().await?;
     let others: Vec<_> = rows
@@ -95,7 +107,7 @@ pub(super) async fn place(
                 }
             }
         });
-        return Ok(Role::SinglePostgres);
+        return Ok(Role::SinglePostgres(lock));
     }
     if let Some(single) = others.iter().find(|n| n.mode == "single") {
         bail!(
@@ -105,20 +117,6 @@ pub(super) async fn place(
             single.address
         );
     }
-    // A restarted node's earlier self may take a moment to let go of the
-    // lock (its connection closing); a live one keeps it.
-    let deadline = tokio::time::Instant::now() + timing.ttl;
-    let lock = loop {
-        if let Some(lock) = store.lock_node(database_url, &node_id).await? {
-            break lock;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "another process runs as node {node_id:?} on this database: give each node its own NODE_ID"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     info!(node = %node_id, %address, peers = others.len(), "joining the cluster");
     Ok(Role::Cluster(
         NodeSettings {
@@ -128,6 +126,29 @@ pub(super) async fn place(
         },
         lock,
     ))
+}
+
+/// The lock of node `node_id`: one live process per id, whatever its mode.
+/// A restarted node's earlier self may take a moment to let go of it (its
+/// connection closing); a live one keeps it.
+async fn take_node_lock(
+    store: &Store,
+    database_url: &str,
+    node_id: &str,
+    within: Duration,
+) -> anyhow::Result<NodeLock> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(lock) = store.lock_node(database_url, node_id).await? {
+            return Ok(lock);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "another process runs as node {node_id:?} on this database: give each node its own NODE_ID"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The host name and the first part of the boot id: stable across
@@ -151,17 +172,31 @@ fn default_node_id() -> String {
     }
 }
 
-/// Locks `<file>.serve-lock` beside a SQLite database file; None for an
-/// in-memory database.
-fn lock_sqlite(url: &str) -> anyhow::Result<Option<File>> {
-    let Some(path) = url.strip_prefix("sqlite://") else {
+/// Locks `<file>.serve-lock` beside a SQLite database file, before the
+/// database is opened (its migrations run); None for an in-memory database
+/// or another backend.
+pub(super) fn lock_sqlite(url: &str) -> anyhow::Result<Option<File>> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
         return Ok(None);
     };
+    let path = rest.strip_prefix("//").unwrap_or(rest);
     let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.contains(":memory:") {
+    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
         return Ok(None);
     }
     let path = PathBuf::from(percent_decode(path));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
+    }
+    // One lock per file, however the address spells it.
+    let path = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => dir
+            .canonicalize()
+            .map(|dir| dir.join(name))
+            .unwrap_or(path.clone()),
+        _ => path,
+    };
     let mut lock_path = path.clone().into_os_string();
     lock_path.push(".serve-lock");
     let lock_path = PathBuf::from(lock_path);

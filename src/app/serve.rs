@@ -337,6 +337,7 @@ pub(super) struct ClientId {
 /// What stays held of the node's role while it serves.
 struct RoleGuard {
     _file: Option<std::fs::File>,
+    _lock: Option<crate::store::NodeLock>,
 }
 
 /// Opens the store, connects to the broker and starts the service, which
@@ -348,27 +349,48 @@ pub(super) async fn start_service(
     public_url: String,
     config: Config,
 ) -> anyhow::Result<Hosted> {
+    let sqlite_lock = super::node::lock_sqlite(database_url)?;
     let store = Store::connect(database_url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
-    let role = super::node::place(
-        &store,
-        database_url,
-        &config,
-        ports.broker.is_some(),
-        ports.local,
-    )
-    .await?;
+    let role = if store.backend() == "sqlite" {
+        super::node::Role::Sqlite(sqlite_lock)
+    } else {
+        super::node::place(
+            &store,
+            database_url,
+            &config,
+            ports.broker.is_some(),
+            ports.local,
+        )
+        .await?
+    };
     let client_id = client_id
         .given
         .or_else(|| role.client_id())
         .unwrap_or(client_id.default);
     let (node, guard) = match role {
-        super::node::Role::Cluster(settings, lock) => {
-            (Some((settings, lock)), RoleGuard { _file: None })
-        }
-        super::node::Role::Sqlite(file) => (None, RoleGuard { _file: file }),
-        super::node::Role::SinglePostgres => (None, RoleGuard { _file: None }),
+        super::node::Role::Cluster(settings, lock) => (
+            Some((settings, lock)),
+            RoleGuard {
+                _file: None,
+                _lock: None,
+            },
+        ),
+        super::node::Role::Sqlite(file) => (
+            None,
+            RoleGuard {
+                _file: file,
+                _lock: None,
+            },
+        ),
+        super::node::Role::SinglePostgres(lock) => (
+            None,
+            RoleGuard {
+                _file: None,
+                _lock: Some(lock),
+            },
+        ),
     };
     let credentials = ports.mqtt_credentials(&config)?;
     let mqtt = connect_mqtt(

@@ -64,13 +64,30 @@ where
 }
 
 /// `api:<client ip>` for the audit log; `api` when the server was not
-/// started with connection info.
+/// started with connection info. A request another node of the cluster
+/// forwarded names its client in a header that node signed.
 pub(super) struct ClientSource(pub(super) String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientSource {
+impl FromRequestParts<crate::runtime::service::Service> for ClientSource {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &crate::runtime::service::Service,
+    ) -> Result<Self, Self::Rejection> {
+        use crate::http::forward::{FORWARD_SIGNATURE, FORWARDED_FOR};
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if let (Some(client), Some(signature)) = (header(FORWARDED_FOR), header(FORWARD_SIGNATURE))
+        {
+            let target = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            if service.check_forward(client, parts.method.as_str(), target, signature) {
+                return Ok(ClientSource(client.to_owned()));
+            }
+        }
         Ok(ClientSource(
             match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
                 Some(ConnectInfo(addr)) => format!("api:{}", addr.ip()),

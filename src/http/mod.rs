@@ -21,6 +21,7 @@ mod deliveries;
 pub mod errors;
 mod exercises;
 mod extract;
+pub mod forward;
 mod health;
 mod links;
 mod metrics;
@@ -137,6 +138,12 @@ pub fn router(service: Service) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(pages::pages())
+        // Several nodes: what another node runs goes there (after the
+        // caller's role is checked below).
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            forward::to_owner,
+        ))
         // Every route checks the caller's role (or is open, or checks a
         // team link itself); see `auth::required`.
         .route_layer(axum::middleware::from_fn_with_state(

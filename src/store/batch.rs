@@ -11,6 +11,9 @@ use super::{Store, StoreError, classify};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     pub exercise_id: String,
+    /// Which life of the id: a lease of a later exercise of the same id
+    /// (deleted and created again) never passes for this one's.
+    pub incarnation: String,
     pub epoch: i64,
 }
 
@@ -46,13 +49,22 @@ impl Store {
     /// (a claim, which skips locked rows, cannot commit meanwhile) and a
     /// different epoch is [`StoreError::Fenced`].
     pub async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
-        if batch.is_empty() {
+        // A fenced batch is checked even with nothing to write: the
+        // announcements it carries go out only while the lease is this
+        // writer's.
+        if batch.is_empty() && batch.fence.is_none() {
             return Ok(());
         }
         let fence_sql = match self.pool {
-            super::Pool::Postgres(_) => "SELECT epoch FROM leases WHERE exercise_id = $1 FOR SHARE",
+            super::Pool::Postgres(_) => {
+                "SELECT l.epoch FROM leases l JOIN exercises e ON e.id = l.exercise_id \
+                 WHERE l.exercise_id = $1 AND e.incarnation = $2 FOR SHARE OF l"
+            }
             // One writer at a time: a SQLite write transaction excludes the rest.
-            super::Pool::Sqlite(_) => "SELECT epoch FROM leases WHERE exercise_id = $1",
+            super::Pool::Sqlite(_) => {
+                "SELECT l.epoch FROM leases l JOIN exercises e ON e.id = l.exercise_id \
+                 WHERE l.exercise_id = $1 AND e.incarnation = $2"
+            }
         };
         let mut fenced = false;
         with_pool!(self, pool => {
@@ -61,6 +73,7 @@ impl Store {
                 if let Some(fence) = &batch.fence {
                     let epoch: Option<i64> = sqlx::query_scalar(fence_sql)
                         .bind(&fence.exercise_id)
+                        .bind(&fence.incarnation)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if epoch != Some(fence.epoch) {

@@ -14,7 +14,8 @@
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{Pool, Store, StoreError};
+use super::exercises::insert_exercise_on;
+use super::{ExerciseRow, Pool, Store, StoreError, classify};
 
 /// The database's clock, in unix milliseconds.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT";
@@ -171,6 +172,27 @@ impl Store {
         })
     }
 
+    /// Who runs exercise `id`: None when it has no lease (not stored);
+    /// else the owner with its address while both its lease and its
+    /// heartbeat are live, or no owner (free, expired, or its node gone).
+    pub async fn lease_owner(
+        &self,
+        id: &str,
+    ) -> Result<Option<Option<(String, String)>>, StoreError> {
+        let sql = format!(
+            "SELECT l.owner, n.address, l.expires_ms > {NOW_MS} AND COALESCE(n.expires_ms > {NOW_MS}, FALSE) \
+             FROM leases l LEFT JOIN nodes n ON n.node_id = l.owner WHERE l.exercise_id = $1"
+        );
+        let row: Option<(Option<String>, Option<String>, bool)> = sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(self.pg()?)
+            .await?;
+        Ok(row.map(|(owner, address, live)| match (owner, address) {
+            (Some(owner), Some(address)) if live => Some((owner, address)),
+            _ => None,
+        }))
+    }
+
     /// Gives every stored exercise without a lease row a free one (rows
     /// stored by a single node before it joined a cluster); how many.
     pub async fn lease_unleased(&self) -> Result<u64, StoreError> {
@@ -183,6 +205,70 @@ impl Store {
         .execute(self.pg()?)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Stores a new exercise and its lease, held by `owner` at epoch 1, in
+    /// one transaction (a lease-less exercise would wait for the next claim
+    /// round); [`StoreError::Conflict`] when its id is taken.
+    pub async fn insert_exercise_leased(
+        &self,
+        row: &ExerciseRow,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let lease = format!(
+            "INSERT INTO leases (exercise_id, owner, epoch, acquired_ms, renewed_ms, expires_ms, takeovers) \
+             VALUES ($1, $2, 1, {NOW_MS}, {NOW_MS}, {NOW_MS} + $3, 0) RETURNING epoch"
+        );
+        let pool = self.pg()?;
+        let result: Result<i64, sqlx::Error> = async {
+            let mut tx = pool.begin().await?;
+            insert_exercise_on!(&mut *tx, row)?;
+            let epoch = sqlx::query_scalar(&lease)
+                .bind(&row.id)
+                .bind(owner)
+                .bind(ttl_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(epoch)
+        }
+        .await;
+        result.map_err(|e| {
+            let what = || format!("exercise {}", row.id);
+            classify(e, what, what)
+        })
+    }
+
+    /// Deletes exercise `id` while the lease is held at `epoch` (its
+    /// records, control log and lease go with it); false when it is not
+    /// stored, [`StoreError::Fenced`] when another node owns it now. The
+    /// lease row is locked first, in the order a batch takes its locks.
+    pub async fn delete_exercise_fenced(&self, id: &str, epoch: i64) -> Result<bool, StoreError> {
+        let pool = self.pg()?;
+        let mut tx = pool.begin().await?;
+        let held: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM leases WHERE exercise_id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match held {
+            None => return Ok(false),
+            Some(current) if current != epoch => {
+                return Err(StoreError::Fenced {
+                    exercise_id: id.to_owned(),
+                    epoch,
+                });
+            }
+            Some(_) => {}
+        }
+        let done = sqlx::query("DELETE FROM exercises WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(done > 0)
     }
 
     /// The lease of a new exercise, held by `owner` at epoch 1.
@@ -234,14 +320,17 @@ impl Store {
         Ok(rows)
     }
 
-    /// Claims up to `limit` leases that are free, expired, or held by
-    /// `owner`'s earlier self (not among `held`), raising each one's epoch.
+    /// Claims up to `limit` leases that are free or expired, and with
+    /// `own`, those held by `owner`'s earlier self (a restarted node, whose
+    /// lock proves that self gone; never among `held`), raising each one's
+    /// epoch.
     /// A lease another node is claiming or writing under at this moment is
     /// skipped (`SKIP LOCKED`): one claimer wins.
     pub async fn claim_leases(
         &self,
         owner: &str,
         held: &[String],
+        own: bool,
         limit: i64,
         ttl_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
@@ -253,7 +342,7 @@ impl Store {
         let sql = format!(
             "WITH cand AS ( \
                SELECT exercise_id, owner AS previous FROM leases \
-               WHERE (owner IS NULL OR expires_ms < {NOW_MS} OR owner = $1) \
+               WHERE (owner IS NULL OR expires_ms < {NOW_MS} OR ($5 AND owner = $1)) \
                  AND NOT (exercise_id = ANY($2::TEXT[])) \
                ORDER BY expires_ms, exercise_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
              UPDATE leases l SET owner = $1, epoch = l.epoch + 1, acquired_ms = {NOW_MS}, \
@@ -267,6 +356,7 @@ impl Store {
             .bind(held)
             .bind(limit)
             .bind(ttl_ms)
+            .bind(own)
             .fetch_all(self.pg()?)
             .await?;
         Ok(rows)

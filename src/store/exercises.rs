@@ -67,40 +67,48 @@ macro_rules! update_clock_on {
 }
 pub(super) use update_clock_on;
 
-const EXERCISE_COLUMNS: &str = "id, name, scenario_json, state, run, speed, duration_secs, \
+pub(super) const EXERCISE_COLUMNS: &str = "id, name, scenario_json, state, run, speed, duration_secs, \
     started_wall_ms, paused_total_ms, paused_since_wall_ms, created_wall_ms, updated_wall_ms, \
     owner, epoch, turn, incarnation";
+
+/// Inserts exercise `$row` on `$conn` (a pool or a transaction); a
+/// `Result<(), sqlx::Error>`.
+macro_rules! insert_exercise_on {
+    ($conn:expr, $row:expr) => {{
+        let sql = format!(
+            "INSERT INTO exercises ({}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            $crate::store::exercises::EXERCISE_COLUMNS
+        );
+        let row: &$crate::store::ExerciseRow = $row;
+        sqlx::query(&sql)
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(&row.scenario_json)
+            .bind(&row.state)
+            .bind(row.run)
+            .bind(row.speed)
+            .bind(row.duration_secs)
+            .bind(row.started_wall_ms)
+            .bind(row.paused_total_ms)
+            .bind(row.paused_since_wall_ms)
+            .bind(row.created_wall_ms)
+            .bind(row.updated_wall_ms)
+            .bind(&row.owner)
+            .bind(row.epoch)
+            .bind(row.turn)
+            .bind(&row.incarnation)
+            .execute($conn)
+            .await
+            .map(drop)
+    }};
+}
+pub(super) use insert_exercise_on;
 
 impl Store {
     /// Stores a new exercise; [`StoreError::Conflict`] when its id is taken.
     pub async fn insert_exercise(&self, row: &ExerciseRow) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO exercises ({EXERCISE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        );
-        with_pool!(self, pool => {
-            sqlx::query(&sql)
-                .bind(&row.id)
-                .bind(&row.name)
-                .bind(&row.scenario_json)
-                .bind(&row.state)
-                .bind(row.run)
-                .bind(row.speed)
-                .bind(row.duration_secs)
-                .bind(row.started_wall_ms)
-                .bind(row.paused_total_ms)
-                .bind(row.paused_since_wall_ms)
-                .bind(row.created_wall_ms)
-                .bind(row.updated_wall_ms)
-                .bind(&row.owner)
-                .bind(row.epoch)
-                .bind(row.turn)
-                .bind(&row.incarnation)
-                .execute(pool)
-                .await
-                .map(drop)
-        })
-        .map_err(|e| {
+        with_pool!(self, pool => insert_exercise_on!(pool, row)).map_err(|e| {
             let what = || format!("exercise {}", row.id);
             classify(e, what, what)
         })?;

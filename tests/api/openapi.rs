@@ -60,6 +60,7 @@ async fn the_openapi_document_lists_every_endpoint() {
         "GET /api/v1/packages/{name}/archive",
         "GET /api/v1/packages/{name}/msel.xlsx",
         "POST /api/v1/msel/import",
+        "GET /api/v1/cluster",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -82,6 +83,7 @@ async fn the_openapi_document_lists_every_endpoint() {
         "ReceiptsRequest",
         "ScenarioResponse",
         "AfterActionReport",
+        "ClusterResponse",
     ] {
         assert!(schemas.contains_key(schema), "no schema {schema}");
     }
@@ -142,4 +144,23 @@ fn the_error_schema_and_the_readme_list_every_error_code() {
         })
         .collect();
     assert_eq!(table, codes);
+}
+
+/// One node (SQLite): the cluster view says so, to callers with a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_view_of_a_single_node() {
+    let app = spawn_app().await;
+    let (status, view) = app.get("/api/v1/cluster").await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["mode"], "single", "{view}");
+    assert_eq!(view["trusted"], true, "{view}");
+    assert_eq!(view["nodes"], serde_json::json!([]), "{view}");
+    assert_eq!(view["leases"], serde_json::json!([]), "{view}");
+    let anonymous = app
+        .anonymous
+        .get(app.url("/api/v1/cluster"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

@@ -6,6 +6,8 @@
 //! what cannot work (two processes as one node, a second process on one
 //! SQLite file, the embedded broker beside another node) is refused at start.
 
+mod any_node;
+mod cut;
 mod refusals;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,8 +34,7 @@ async fn kill_9_of_the_busiest_node_moves_its_exercises_within_10_s_losing_nothi
         .iter()
         .map(|id| Node::start(id, broker.port, &db.url, media.path(), &[]))
         .collect();
-    // 12 exercises on n1, 9 on each of the others: each is run by the node
-    // it was created on.
+    // Thirty exercises asked of the nodes unevenly: placement spreads them.
     let mut exercises = Vec::new();
     for (i, count) in [12, 9, 9].into_iter().enumerate() {
         for k in 0..count {
@@ -72,7 +73,7 @@ async fn kill_9_of_the_busiest_node_moves_its_exercises_within_10_s_losing_nothi
     };
     let busiest = (0..3).max_by_key(|&i| owned(&nodes[i].id).len()).unwrap();
     let victims = owned(&nodes[busiest].id);
-    assert_eq!(victims.len(), 12, "{view}");
+    assert_eq!(victims.len(), 10, "ten on each node: {view}");
 
     // Let every exercise deliver a few injects, then kill the busiest node.
     let mut seen = sub
@@ -273,7 +274,7 @@ async fn sigterm_hands_leases_over_without_waiting_for_them_to_expire() {
     // Leases that would take a minute to expire: only a hand-over is fast.
     let slow = [("LEASE_TTL_MS", "60000")];
     let leaving = Node::start("d1", broker.port, &db.url, media.path(), &slow);
-    let staying = Node::start("d2", broker.port, &db.url, media.path(), &slow);
+    // Created while it is the only node: all three run on it.
     for k in 0..3 {
         let id = format!("drain-{k}");
         create(leaving.port, &id, 20, 1).await;
@@ -289,6 +290,7 @@ async fn sigterm_hands_leases_over_without_waiting_for_them_to_expire() {
             200
         );
     }
+    let staying = Node::start("d2", broker.port, &db.url, media.path(), &slow);
     sub.collect_until(Duration::from_secs(10), |m| m.payload["id"] == "i-02")
         .await;
     assert_eq!(leaving.terminate(), Some(0), "a drained node exits 0");
@@ -428,13 +430,8 @@ impl Drop for Node {
 fn serve_command(mqtt_port: u16, database_url: &str, media: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
-        .args([
-            "serve",
-            "--http-bind",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-        ])
+        .args(["serve", "--database-url", database_url])
+        .env("HTTP_BIND", "127.0.0.1:0")
         .arg("--media-storage-path")
         .arg(media)
         .env("MQTT_BROKER_HOST", "127.0.0.1")

@@ -82,3 +82,24 @@ async fn the_embedded_broker_beside_another_node_is_refused_both_ways() {
     drop(node);
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_or_address_others_cannot_use_is_refused() {
+    let db = PgDatabase::create().await;
+    let broker = Mosquitto::start();
+    let media = tempfile::tempdir().unwrap();
+    let mut spaced = serve_command(broker.port, &db.url, media.path());
+    spaced.env("NODE_ID", "node one");
+    let (code, log) = refused(spaced);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("NODE_ID must be 1 to 100 characters"), "{log}");
+    // Listening on every interface names no address the peers can use.
+    let mut everywhere = serve_command(broker.port, &db.url, media.path());
+    everywhere
+        .env("NODE_ID", "wide")
+        .env("HTTP_BIND", "0.0.0.0:0");
+    let (code, log) = refused(everywhere);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("set NODE_ADDRESS"), "{log}");
+    db.drop().await;
+}

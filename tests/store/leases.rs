@@ -10,6 +10,7 @@ fn fenced(id: &str, epoch: i64, command: &str) -> Batch {
     Batch {
         fence: Some(Fence {
             exercise_id: id.into(),
+            incarnation: format!("life-of-{id}"),
             epoch,
         }),
         controls: vec![control(id, command, "api:127.0.0.1", true)],
@@ -31,7 +32,12 @@ async fn a_write_under_an_old_epoch_is_refused_and_stores_nothing() {
     assert_eq!(s.insert_lease("ex-1", "a", 6000).await.unwrap(), 1);
     s.write(&fenced("ex-1", 1, "start")).await.unwrap();
     // Held and alive: nobody else can claim it, and its owner renews it.
-    assert!(s.claim_leases("b", &[], 10, 6000).await.unwrap().is_empty());
+    assert!(
+        s.claim_leases("b", &[], false, 10, 6000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         s.renew_leases("a", &[("ex-1".into(), 1)], 6000)
             .await
@@ -41,7 +47,7 @@ async fn a_write_under_an_old_epoch_is_refused_and_stores_nothing() {
     // Freed (a drain), then claimed by b at the next epoch: no takeover.
     assert!(s.release_lease("a", "ex-1", 1).await.unwrap());
     assert_eq!(
-        s.claim_leases("b", &[], 10, 6000).await.unwrap(),
+        s.claim_leases("b", &[], false, 10, 6000).await.unwrap(),
         [Claimed {
             exercise_id: "ex-1".into(),
             epoch: 2,
@@ -73,6 +79,36 @@ async fn a_write_under_an_old_epoch_is_refused_and_stores_nothing() {
     let rows = s.cluster().await.unwrap();
     assert_eq!(rows.leases[0].owner.as_deref(), Some("b"));
     assert_eq!(rows.leases[0].takeovers, 0);
+
+    // A delete checks the lease too: a's is refused, b's goes through.
+    assert!(matches!(
+        s.delete_exercise_fenced("ex-1", 1).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(s.delete_exercise_fenced("ex-1", 2).await.unwrap());
+    assert!(s.cluster().await.unwrap().leases.is_empty());
+    // Created again under the same id, by c, at epoch 1: a batch of the
+    // first life at epoch 1 does not pass for this one's.
+    let mut again = exercise("ex-1", 9);
+    again.incarnation = "second-life".into();
+    assert_eq!(
+        s.insert_exercise_leased(&again, "c", 6000).await.unwrap(),
+        1
+    );
+    let err = s.write(&fenced("ex-1", 1, "stop")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+    let mut second = fenced("ex-1", 1, "start");
+    second.fence.as_mut().unwrap().incarnation = "second-life".into();
+    s.write(&second).await.unwrap();
+    // Nothing to write, but announcements wait on the fence all the same.
+    let empty = Batch {
+        fence: fenced("ex-1", 1, "x").fence,
+        ..Batch::default()
+    };
+    assert!(matches!(
+        s.write(&empty).await,
+        Err(StoreError::Fenced { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +126,7 @@ async fn an_expired_lease_is_taken_over_and_never_renewed() {
             .is_empty(),
         "an expired lease is not renewed: only a claim, at a new epoch, takes it back"
     );
-    let claimed = s.claim_leases("c", &[], 10, 6000).await.unwrap();
+    let claimed = s.claim_leases("c", &[], false, 10, 6000).await.unwrap();
     assert_eq!(
         claimed,
         [Claimed {
@@ -110,12 +146,19 @@ async fn an_expired_lease_is_taken_over_and_never_renewed() {
     // A restarted a (its lock proves its earlier self gone) takes back what
     // it held, at a new epoch, but never what it holds now.
     assert!(
-        s.claim_leases("a", &["ex-2".into()], 10, 6000)
+        s.claim_leases("a", &["ex-2".into()], true, 10, 6000)
             .await
             .unwrap()
             .is_empty()
     );
-    let again = s.claim_leases("a", &[], 10, 6000).await.unwrap();
+    // Not without `own` (a running node never takes back its own).
+    assert!(
+        s.claim_leases("a", &[], false, 10, 6000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = s.claim_leases("a", &[], true, 10, 6000).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].exercise_id.as_str(), again[0].epoch), ("ex-2", 2));
 }
@@ -130,8 +173,8 @@ async fn concurrent_claims_have_one_winner_per_lease() {
     assert_eq!(s.lease_unleased().await.unwrap(), 40);
     let other = Store::connect(&db.url).await.unwrap();
     let (a, b) = tokio::join!(
-        s.claim_leases("a", &[], 40, 6000),
-        other.claim_leases("b", &[], 40, 6000)
+        s.claim_leases("a", &[], false, 40, 6000),
+        other.claim_leases("b", &[], false, 40, 6000)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 40, "a {} b {}", a.len(), b.len());
@@ -142,7 +185,13 @@ async fn concurrent_claims_have_one_winner_per_lease() {
     // A limit bounds a claim.
     stored(s, &["late-1", "late-2", "late-3"]).await;
     s.lease_unleased().await.unwrap();
-    assert_eq!(s.claim_leases("c", &[], 2, 6000).await.unwrap().len(), 2);
+    assert_eq!(
+        s.claim_leases("c", &[], false, 2, 6000)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     other.close().await;
 }
 

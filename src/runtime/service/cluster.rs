@@ -42,10 +42,16 @@ pub(super) struct Node {
     draining: AtomicBool,
     /// Held for the life of the process: no second process runs as this node.
     _lock: NodeLock,
-    /// The fenced journal of each exercise held, by id.
-    journals: Mutex<HashMap<String, Journal>>,
+    /// The fenced journal of each exercise held, by id, with its writer.
+    journals: Mutex<HashMap<String, (Journal, tokio::task::AbortHandle)>>,
     /// When the last renewal that succeeded was sent.
     last_renewed: Mutex<Instant>,
+    /// Turned true once the leases are handed over: the lease task ends.
+    done: tokio::sync::watch::Sender<bool>,
+    /// Leases held of exercises that could not be restored (listed as
+    /// unrestorable here, as on a single node): kept, so that no node
+    /// claims them over and over.
+    parked: Mutex<HashMap<String, i64>>,
 }
 
 impl Node {
@@ -58,8 +64,31 @@ impl Node {
             _lock: lock,
             journals: Mutex::default(),
             last_renewed: Mutex::new(now),
+            done: tokio::sync::watch::Sender::new(false),
+            parked: Mutex::default(),
         }
     }
+}
+
+/// Which node runs an exercise, as a request for it needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Not stored (or one node: every exercise is here or nowhere).
+    Absent,
+    /// This node holds its lease.
+    Here,
+    /// Its lease is free or expired, or its node is gone: another node is
+    /// about to claim it.
+    Moving,
+    /// Another live node runs it.
+    At { node: String, address: String },
+}
+
+/// A node requests can be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub node: String,
+    pub address: String,
 }
 
 /// Where the cluster stands, as `GET /api/v1/cluster` shows it.
@@ -85,22 +114,28 @@ impl Service {
     pub(super) fn journal_for(
         &self,
         id: &str,
+        incarnation: &str,
         epoch: Option<i64>,
     ) -> (Journal, Option<tokio::sync::watch::Receiver<bool>>) {
         match (self.node(), epoch) {
             (Some(node), Some(epoch)) => {
-                let (journal, _task, lost) = Journal::spawn_fenced(
+                let (journal, task, lost) = Journal::spawn_fenced(
                     self.inner.store.clone(),
                     self.inner.mqtt.clone(),
                     Fence {
                         exercise_id: id.to_owned(),
+                        incarnation: incarnation.to_owned(),
                         epoch,
                     },
                 );
-                node.journals
+                let replaced = node
+                    .journals
                     .lock()
                     .expect("journals")
-                    .insert(id.to_owned(), journal.clone());
+                    .insert(id.to_owned(), (journal.clone(), task.abort_handle()));
+                if let Some((_, earlier)) = replaced {
+                    earlier.abort();
+                }
                 (journal, Some(lost))
             }
             _ => (self.inner.journal.clone(), None),
@@ -114,14 +149,178 @@ impl Service {
             return Ok(());
         };
         let journals = node.journals.lock().expect("journals");
-        journals.values().try_for_each(Journal::health)
+        journals
+            .values()
+            .try_for_each(|(journal, _)| journal.health())
+    }
+
+    /// Deletes stored exercise `id`; on several nodes only while this node
+    /// still holds its lease (a node that was frozen cannot delete what
+    /// another runs now).
+    pub(super) async fn delete_stored(&self, id: &str) -> Result<bool, ServiceError> {
+        let Some(node) = self.node() else {
+            return Ok(self.inner.store.delete_exercise(id).await?);
+        };
+        let epoch = self
+            .held()
+            .into_iter()
+            .find(|(held, _)| held == id)
+            .map(|(_, epoch)| epoch);
+        let moved = || {
+            ServiceError::Unavailable(format!(
+                "exercise {id} has moved to another node; try again"
+            ))
+        };
+        let epoch = epoch.ok_or_else(moved)?;
+        match self.inner.store.delete_exercise_fenced(id, epoch).await {
+            Ok(done) => Ok(done),
+            Err(StoreError::Fenced { .. }) => {
+                warn!(node = %node.settings.id, exercise_id = id, "delete refused by the lease fence");
+                Err(moved())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Drops the journal of exercise `id` (deleted, or no longer held).
+    /// Its writer ends at once: what it still held is not this node's to
+    /// write any more.
     pub(super) fn forget_journal(&self, id: &str) {
         if let Some(node) = self.node() {
-            node.journals.lock().expect("journals").remove(id);
+            if let Some((_, writer)) = node.journals.lock().expect("journals").remove(id) {
+                writer.abort();
+            }
+            node.parked.lock().expect("parked").remove(id);
         }
+    }
+
+    /// Whether this process is a node of a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.node().is_some()
+    }
+
+    /// This node's id (clustered).
+    pub fn node_id(&self) -> Option<&str> {
+        self.node().map(|n| n.settings.id.as_str())
+    }
+
+    /// Whether exercise `id` is hosted (or listed as unrestorable) here.
+    pub fn hosts(&self, id: &str) -> bool {
+        self.inner
+            .exercises
+            .read()
+            .expect("registry")
+            .contains_key(id)
+            || self
+                .inner
+                .unrestorable
+                .read()
+                .expect("registry")
+                .contains_key(id)
+    }
+
+    /// Which node runs exercise `id`.
+    pub async fn owner_of(&self, id: &str) -> Result<Owner, ServiceError> {
+        let Some(me) = self.node_id() else {
+            return Ok(Owner::Absent);
+        };
+        Ok(match self.inner.store.lease_owner(id).await? {
+            None => Owner::Absent,
+            Some(None) => Owner::Moving,
+            Some(Some((node, _))) if node == me => Owner::Here,
+            Some(Some((node, address))) => Owner::At { node, address },
+        })
+    }
+
+    /// The other live nodes of the cluster (none on one node).
+    pub async fn peers(&self) -> Result<Vec<Peer>, ServiceError> {
+        let Some(me) = self.node_id() else {
+            return Ok(Vec::new());
+        };
+        let rows = self.inner.store.cluster().await?;
+        Ok(rows
+            .nodes
+            .into_iter()
+            .filter(|n| n.expires_ms > rows.now_ms && n.node_id != me && n.mode == "cluster")
+            .map(|n| Peer {
+                node: n.node_id,
+                address: n.address,
+            })
+            .collect())
+    }
+
+    /// Where a new exercise goes: the live node that takes work and runs
+    /// the fewest exercises, if that is not this one (None: here).
+    pub async fn placement(&self) -> Result<Option<Peer>, ServiceError> {
+        let Some(me) = self.node_id() else {
+            return Ok(None);
+        };
+        let rows = self.inner.store.cluster().await?;
+        let load = |node: &str| {
+            rows.leases
+                .iter()
+                .filter(|l| l.owner.as_deref() == Some(node) && l.expires_ms > rows.now_ms)
+                .count()
+        };
+        let mine = load(me);
+        let cap = self.inner.config.max_exercises as usize;
+        let best = rows
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.expires_ms > rows.now_ms && !n.draining && n.mode == "cluster" && n.node_id != me
+            })
+            .map(|n| (load(&n.node_id), n))
+            .filter(|(count, _)| *count < cap)
+            .min_by_key(|(count, n)| (*count, n.node_id.clone()));
+        Ok(match best {
+            Some((count, n)) if count < mine || mine >= cap => Some(Peer {
+                node: n.node_id.clone(),
+                address: n.address.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Signs what a forwarded request says of its client, for the node it
+    /// goes to (nodes share the signing key through the database).
+    pub fn sign_forward(&self, client: &str, method: &str, target: &str) -> String {
+        self.inner.link_key.sign_forward(client, method, target)
+    }
+
+    /// Whether `signature` is this cluster's, for these values.
+    pub fn check_forward(&self, client: &str, method: &str, target: &str, signature: &str) -> bool {
+        self.is_clustered()
+            && self
+                .inner
+                .link_key
+                .check_forward(client, method, target, signature)
+    }
+
+    /// Brings the API tokens in memory in line with the store: issued or
+    /// revoked through another node (several nodes; every renewal round).
+    async fn sync_tokens(&self) -> Result<(), ServiceError> {
+        let rows = self.inner.store.tokens().await?;
+        let tokens = &self.inner.tokens;
+        let recent = crate::runtime::exercise::wall_ms(time::OffsetDateTime::now_utc()) - 10_000;
+        for entry in tokens.list() {
+            // One issued here a moment ago may not be in what was read.
+            if !entry.configured
+                && entry.created_wall_ms < recent
+                && !rows.iter().any(|r| r.id == entry.id)
+            {
+                tokens.remove(&entry.id);
+            }
+        }
+        for row in rows {
+            if tokens.get(&row.id).is_some() {
+                continue;
+            }
+            if let Some((hash, entry)) = super::tokens::issued(row) {
+                tokens.add(hash, entry);
+            }
+        }
+        Ok(())
     }
 
     /// Where the cluster stands.
@@ -170,7 +369,7 @@ impl Service {
         *node.last_renewed.lock().expect("renewed") = Instant::now();
         node.trust
             .extend_to(Instant::now() + node.settings.timing.trust);
-        self.claim_round().await?;
+        self.claim_round(true).await?;
         Ok(())
     }
 
@@ -183,26 +382,17 @@ impl Service {
     async fn lease_loop(self) {
         let node = self.node().expect("cluster mode");
         let timing = node.settings.timing;
-        let mut stop = self.inner.stop.subscribe();
+        // The window's closing is watched by a task of its own, which no
+        // slow statement here can hold up.
+        let watchdog = tokio::spawn(self.clone().trust_watchdog());
+        // Renewals go on while the node drains, until its leases are
+        // handed over.
+        let mut done = node.done.subscribe();
         let mut next = Instant::now() + timing.renew;
-        let mut closed_reported = false;
         loop {
-            let until = node.trust.until();
-            let watch_trust = !closed_reported && until < next;
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return,
-                () = sleep_until(until), if watch_trust => {
-                    closed_reported = true;
-                    node.trust.closed();
-                    error!(
-                        node = %node.settings.id,
-                        window_ms = ms(timing.trust),
-                        "lease renewals have failed for the whole trust window: this node publishes nothing until one succeeds"
-                    );
-                    metrics::counter!("scip_trust_lapses_total").increment(1);
-                    continue;
-                }
+                _ = done.wait_for(|d| *d) => break,
                 () = sleep_until(next) => {}
             }
             let scheduled = next;
@@ -212,18 +402,69 @@ impl Service {
                     .saturating_duration_since(scheduled)
                     .as_secs_f64(),
             );
-            match self.renew_round().await {
-                Ok(()) => closed_reported = false,
-                Err(e) => {
-                    metrics::counter!("scip_lease_renewal_failures_total").increment(1);
-                    warn!(node = %node.settings.id, error = %e, "lease renewal failed; trying again");
-                    continue;
-                }
+            let renewed = self.renew_round().await;
+            match timeout(timing.renew, self.sync_tokens()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "cannot read the API tokens; trying again"),
+                Err(_) => warn!("reading the API tokens took longer than a round; trying again"),
+            }
+            if let Err(e) = renewed {
+                metrics::counter!("scip_lease_renewal_failures_total").increment(1);
+                warn!(node = %node.settings.id, error = %e, "lease renewal failed; trying again");
+                continue;
             }
             if !node.draining.load(Ordering::Relaxed)
-                && let Err(e) = self.claim_round().await
+                && let Err(e) = self.claim_round(false).await
             {
                 warn!(node = %node.settings.id, error = %e, "claiming leases failed; trying again");
+            }
+        }
+        watchdog.abort();
+    }
+
+    /// Wakes every actor the instant the trust window closes (they check it
+    /// themselves before anything goes out, but an idle one must also hold
+    /// its waiting injects back), and once it has been closed for a whole
+    /// TTL, stops running every exercise: each lease has surely expired by
+    /// then and is probably another node's, whatever the database, out of
+    /// reach, would say.
+    async fn trust_watchdog(self) {
+        let node = self.node().expect("cluster mode");
+        let timing = node.settings.timing;
+        let mut moved = node.trust.watch();
+        loop {
+            let until = *moved.borrow_and_update();
+            tokio::select! {
+                () = sleep_until(until) => {}
+                Ok(()) = moved.changed() => continue,
+            }
+            node.trust.closed();
+            moved.borrow_and_update();
+            error!(
+                node = %node.settings.id,
+                window_ms = ms(timing.trust),
+                "lease renewals have failed for the whole trust window: this node publishes nothing until one succeeds"
+            );
+            metrics::counter!("scip_trust_lapses_total").increment(1);
+            tokio::select! {
+                () = sleep_until(until + timing.ttl) => {
+                    let held = self.held();
+                    if !held.is_empty() {
+                        error!(
+                            node = %node.settings.id,
+                            exercises = held.len(),
+                            "no lease renewal for a whole lease TTL: this node stops running its exercises"
+                        );
+                        for (id, epoch) in held {
+                            self.relinquish(&id, epoch);
+                        }
+                    }
+                    // Until a renewal succeeds again.
+                    if moved.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Ok(()) = moved.changed() => {}
             }
         }
     }
@@ -237,12 +478,11 @@ impl Service {
         let sent = Instant::now();
         // Never waits past the window: a renewal that answers later could
         // not open it again anyway.
-        let left = node
-            .trust
-            .until()
-            .saturating_duration_since(sent)
-            .max(Duration::from_millis(100))
-            .min(timing.renew);
+        // Once it has closed, a renewal may take a whole round.
+        let left = match node.trust.until().saturating_duration_since(sent) {
+            left if left.is_zero() => timing.renew,
+            left => left.max(Duration::from_millis(100)).min(timing.renew),
+        };
         let draining = node.draining.load(Ordering::Relaxed);
         let ttl = ms(timing.ttl);
         let renewed = timeout(left, async {
@@ -265,7 +505,7 @@ impl Service {
         for (id, epoch) in held {
             if !renewed.contains(&(id.clone(), epoch)) {
                 warn!(exercise_id = %id, epoch, "lease lost: it expired or another node claimed it; this node stops running the exercise");
-                self.relinquish(&id);
+                self.relinquish(&id, epoch);
             }
         }
         metrics::gauge!("scip_exercises_owned").set(self.held().len() as f64);
@@ -275,7 +515,7 @@ impl Service {
     /// Claims what is free or expired, up to this node's fair share (the
     /// leases over the live nodes that take work) and MAX_EXERCISES, and
     /// restores each exercise claimed.
-    async fn claim_round(&self) -> Result<(), ServiceError> {
+    async fn claim_round(&self, own: bool) -> Result<(), ServiceError> {
         let node = self.node().expect("cluster mode");
         let store = &self.inner.store;
         let rows = store.cluster().await?;
@@ -306,6 +546,7 @@ impl Service {
             .claim_leases(
                 &node.settings.id,
                 &ids,
+                own,
                 limit as i64,
                 ms(node.settings.timing.ttl),
             )
@@ -329,12 +570,24 @@ impl Service {
                 None => continue,
             };
             let id = row.id.clone();
-            if let Err(e) = self.restore(row, Some(claim.epoch)).await {
+            match self.restore(row, Some(claim.epoch)).await {
+                Ok(()) => {}
+                Err(ServiceError::Store(e)) if e.is_transient() => {
+                    // The database failing says nothing about the exercise:
+                    // freed, for this or another node to claim again.
+                    warn!(exercise_id = %id, error = %e, "cannot restore a claimed exercise for now; its lease is freed");
+                    let _ = store
+                        .release_lease(&node.settings.id, &id, claim.epoch)
+                        .await;
+                }
                 // Listed as unrestorable on this node, as at a single
                 // node's start; the lease stays held, so no other node
                 // keeps trying it either.
-                error!(exercise_id = %id, error = %e, "cannot restore a claimed exercise");
-                self.list_unrestorable(&id, e.to_string()).await;
+                Err(e) => {
+                    error!(exercise_id = %id, error = %e, "cannot restore a claimed exercise");
+                    self.list_unrestorable(&id, e.to_string()).await;
+                    node.parked.lock().expect("parked").insert(id, claim.epoch);
+                }
             }
         }
         metrics::gauge!("scip_exercises_owned").set(self.held().len() as f64);
@@ -343,23 +596,46 @@ impl Service {
 
     /// The exercises this node runs, with the epoch each is held at.
     fn held(&self) -> Vec<(String, i64)> {
-        self.inner
+        let mut held: Vec<(String, i64)> = self
+            .inner
             .exercises
             .read()
             .expect("registry")
             .iter()
             .filter_map(|(id, h)| h.lease.as_ref().map(|l| (id.clone(), l.epoch)))
-            .collect()
+            .collect();
+        if let Some(node) = self.node() {
+            held.extend(
+                node.parked
+                    .lock()
+                    .expect("parked")
+                    .iter()
+                    .map(|(id, epoch)| (id.clone(), *epoch)),
+            );
+        }
+        held
     }
 
     /// Stops running exercise `id` at once (its lease was lost): the actor
     /// is dropped mid-step, so nothing more of it is published, written or
     /// announced.
-    pub(super) fn relinquish(&self, id: &str) {
-        let handle = self.inner.exercises.write().expect("registry").remove(id);
-        if let Some(lease) = handle.and_then(|h| h.lease) {
+    pub(super) fn relinquish(&self, id: &str, epoch: i64) {
+        let mut exercises = self.inner.exercises.write().expect("registry");
+        let held_at = exercises
+            .get(id)
+            .and_then(|h| h.lease.as_ref())
+            .map(|l| l.epoch);
+        let parked_at = self
+            .node()
+            .and_then(|n| n.parked.lock().expect("parked").get(id).copied());
+        if held_at != Some(epoch) && parked_at != Some(epoch) {
+            // Held again meanwhile, at another epoch: that one stays.
+            return;
+        }
+        if let Some(lease) = exercises.remove(id).and_then(|h| h.lease) {
             lease.abort.abort();
         }
+        drop(exercises);
         self.forget_journal(id);
         self.inner
             .unrestorable
@@ -371,6 +647,28 @@ impl Service {
     /// SIGTERM, after every actor stopped: each exercise's journal is
     /// written out, then its lease freed for the other nodes to claim at
     /// once, and this node's heartbeat removed.
+    /// SIGTERM: from now on this node takes no new exercise, and says so in
+    /// its heartbeat at once, so placement passes it by.
+    pub(super) async fn begin_drain(&self) {
+        let Some(node) = self.node() else {
+            return;
+        };
+        node.draining.store(true, Ordering::Relaxed);
+        let beat = self.inner.store.heartbeat(
+            &node.settings.id,
+            &node.settings.address,
+            "cluster",
+            true,
+            ms(node.settings.timing.ttl),
+        );
+        if let Err(e) = timeout(node.settings.timing.renew, beat)
+            .await
+            .unwrap_or(Ok(0))
+        {
+            warn!(error = %e, "cannot announce the drain; the next renewal does");
+        }
+    }
+
     pub(super) async fn hand_over(&self) {
         let Some(node) = self.node() else {
             return;
@@ -381,18 +679,24 @@ impl Service {
             .lock()
             .expect("journals")
             .iter()
-            .map(|(id, j)| (id.clone(), j.clone()))
+            .map(|(id, (j, _))| (id.clone(), j.clone()))
             .collect();
         let epochs: HashMap<String, i64> = self.held().into_iter().collect();
         let store = &self.inner.store;
         let mut released = 0;
-        for (id, journal) in journals {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            journal.reply(move |stored| {
-                let _ = tx.send(stored);
-            });
-            let stored = timeout(Duration::from_secs(5), rx).await;
-            if !matches!(stored, Ok(Ok(Ok(())))) {
+        // Every journal written out at once, each within 5 s.
+        let flushed =
+            futures_util::future::join_all(journals.into_iter().map(|(id, journal)| async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                journal.reply(move |stored| {
+                    let _ = tx.send(stored);
+                });
+                let stored = timeout(Duration::from_secs(5), rx).await;
+                (id, matches!(stored, Ok(Ok(Ok(())))))
+            }))
+            .await;
+        for (id, stored) in flushed {
+            if !stored {
                 warn!(exercise_id = %id, "its last changes are not stored: the lease is left to expire");
                 continue;
             }
@@ -407,6 +711,7 @@ impl Service {
                 }
             }
         }
+        node.done.send_replace(true);
         if let Err(e) = store.leave(&node.settings.id).await {
             warn!(error = %e, "cannot remove this node's heartbeat; it expires instead");
         }

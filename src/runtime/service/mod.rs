@@ -37,7 +37,7 @@ use crate::scenario::Scenario;
 use crate::scenario::package::PackageError;
 use crate::store::{ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
 
-pub use cluster::{ClusterView, NodeSettings};
+pub use cluster::{ClusterView, NodeSettings, Owner, Peer};
 use links::link_key;
 use tokens::load_tokens;
 
@@ -471,6 +471,7 @@ impl Service {
     /// Ends every actor without touching its exercise (a running one goes on
     /// at the next start), lets the journal finish, closes MQTT.
     pub async fn shutdown(&self) {
+        self.begin_drain().await;
         self.inner.stop.send_replace(true);
         let mut tasks = self.inner.tasks.lock().await;
         while tasks.join_next().await.is_some() {}

@@ -81,33 +81,30 @@ impl Service {
             turn: 0,
             incarnation: crate::access::links::new_incarnation(),
         };
-        self.inner
-            .store
-            .insert_exercise(&row)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => {
-                    ServiceError::Conflict(format!("exercise {id} already exists"))
-                }
-                other => other.into(),
-            })?;
+        // On several nodes, this node holds its lease from the start, stored
+        // in the same transaction.
+        let stored = match self.node() {
+            Some(node) => self
+                .inner
+                .store
+                .insert_exercise_leased(
+                    &row,
+                    &node.settings.id,
+                    node.settings.timing.ttl.as_millis() as i64,
+                )
+                .await
+                .map(Some),
+            None => self.inner.store.insert_exercise(&row).await.map(|()| None),
+        };
+        let epoch = stored.map_err(|e| match e {
+            StoreError::Conflict { .. } => {
+                ServiceError::Conflict(format!("exercise {id} already exists"))
+            }
+            other => other.into(),
+        })?;
         // The rest of what it is stored with; a failure takes the exercise
-        // back out, so that a refused create leaves nothing behind. On
-        // several nodes, this node holds its lease from the start.
+        // back out, so that a refused create leaves nothing behind.
         let stored = async {
-            let epoch = match self.node() {
-                Some(node) => Some(
-                    self.inner
-                        .store
-                        .insert_lease(
-                            id.as_str(),
-                            &node.settings.id,
-                            node.settings.timing.ttl.as_millis() as i64,
-                        )
-                        .await?,
-                ),
-                None => None,
-            };
             self.inner
                 .store
                 .insert_deliveries(&actor.delivery_rows())
@@ -126,7 +123,7 @@ impl Service {
             }
         };
         info!(exercise_id = %id, teams = scenario.teams.len(), speed = speed.get(), "exercise created");
-        let (journal, lost) = self.journal_for(id.as_str(), epoch);
+        let (journal, lost) = self.journal_for(id.as_str(), &row.incarnation, epoch);
         actor.set_journal(journal);
         let lease = epoch.zip(lost);
         self.spawn(
@@ -218,12 +215,13 @@ impl Service {
             .expect("registry")
             .contains_key(id)
         {
-            self.inner.store.delete_exercise(id).await?;
+            self.delete_stored(id).await?;
             self.inner
                 .unrestorable
                 .write()
                 .expect("registry")
                 .remove(id);
+            self.forget_journal(id);
             info!(
                 exercise_id = id,
                 "exercise that could not be restored deleted"
@@ -233,12 +231,7 @@ impl Service {
         // Stored and taking no more commands, deleted, then ended: a failure
         // on the way leaves the exercise as it was.
         let deleted = match self.ask(id, |reply| Request::Close { reply }).await {
-            Ok(()) => self
-                .inner
-                .store
-                .delete_exercise(id)
-                .await
-                .map_err(Into::into),
+            Ok(()) => self.delete_stored(id).await.map(drop),
             Err(e) => Err(e),
         };
         if let Err(e) = deleted {
@@ -382,7 +375,7 @@ impl Service {
                         _ = lost.wait_for(|l| *l) => {
                             warn!(exercise_id = %fenced_id, epoch, "ownership lost (the fence refused a write): this node stops running the exercise");
                             if let Some(inner) = service.upgrade() {
-                                Service { inner }.relinquish(&fenced_id);
+                                Service { inner }.relinquish(&fenced_id, epoch);
                             }
                         }
                     }

@@ -125,15 +125,6 @@ impl Service {
             "exercise restored"
         );
         let scenario = Arc::new(scenario);
-        let (journal, lost) = self.journal_for(id.as_str(), epoch);
-        let actor = Actor::restored(
-            scenario.clone(),
-            self.options(&id, speed),
-            self.inner.mqtt.clone(),
-            journal,
-            engine,
-            live,
-        );
         let stored = self.inner.store.team_links(id.as_str()).await?;
         let links = self
             .issue_links(id.as_str(), &scenario, Some(&stored))
@@ -150,6 +141,15 @@ impl Service {
         } else {
             row.incarnation
         };
+        let (journal, lost) = self.journal_for(id.as_str(), &incarnation, epoch);
+        let actor = Actor::restored(
+            scenario.clone(),
+            self.options(&id, speed),
+            self.inner.mqtt.clone(),
+            journal,
+            engine,
+            live,
+        );
         self.spawn(
             actor,
             scenario,

@@ -88,7 +88,7 @@ pub(super) async fn load_tokens(
     store: &Store,
     config: &Config,
 ) -> Result<crate::access::tokens::Tokens, ServiceError> {
-    use crate::access::tokens::{Role, TokenEntry, Tokens, parse_configured};
+    use crate::access::tokens::{TokenEntry, Tokens, parse_configured};
     let tokens = Tokens::default();
     for (n, raw) in config
         .api_tokens
@@ -110,20 +110,30 @@ pub(super) async fn load_tokens(
         );
     }
     for row in store.tokens().await? {
-        let Some(role) = Role::parse(&row.role) else {
-            warn!(token_id = %row.id, role = %row.role, "stored token with an unknown role is ignored");
-            continue;
-        };
-        tokens.add(
-            row.hash,
-            TokenEntry {
-                id: row.id,
-                name: row.name,
-                role,
-                configured: false,
-                created_wall_ms: row.created_wall_ms,
-            },
-        );
+        if let Some((hash, entry)) = issued(row) {
+            tokens.add(hash, entry);
+        }
     }
     Ok(tokens)
+}
+
+/// An issued token as stored: its hash and entry; None (logged) for one
+/// with a role this version does not know.
+pub(super) fn issued(
+    row: crate::store::TokenRow,
+) -> Option<(String, crate::access::tokens::TokenEntry)> {
+    let Some(role) = crate::access::tokens::Role::parse(&row.role) else {
+        warn!(token_id = %row.id, role = %row.role, "stored token with an unknown role is ignored");
+        return None;
+    };
+    Some((
+        row.hash,
+        crate::access::tokens::TokenEntry {
+            id: row.id,
+            name: row.name,
+            role,
+            configured: false,
+            created_wall_ms: row.created_wall_ms,
+        },
+    ))
 }
