@@ -14,6 +14,7 @@
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool};
 
+use super::deliveries::insert_deliveries_on;
 use super::exercises::insert_exercise_on;
 use super::{ExerciseRow, Pool, Store, StoreError, classify};
 
@@ -207,12 +208,14 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Stores a new exercise and its lease, held by `owner` at epoch 1, in
-    /// one transaction (a lease-less exercise would wait for the next claim
-    /// round); [`StoreError::Conflict`] when its id is taken.
+    /// Stores a new exercise, its lease, held by `owner` at epoch 1, and
+    /// its first delivery records, in one transaction (no node can claim an
+    /// exercise stored without its records, nor one left without a lease);
+    /// [`StoreError::Conflict`] when its id is taken.
     pub async fn insert_exercise_leased(
         &self,
         row: &ExerciseRow,
+        deliveries: &[super::DeliveryRow],
         owner: &str,
         ttl_ms: i64,
     ) -> Result<i64, StoreError> {
@@ -230,6 +233,7 @@ impl Store {
                 .bind(ttl_ms)
                 .fetch_one(&mut *tx)
                 .await?;
+            insert_deliveries_on!(tx, deliveries).await?;
             tx.commit().await?;
             Ok(epoch)
         }

@@ -92,7 +92,9 @@ async fn a_write_under_an_old_epoch_is_refused_and_stores_nothing() {
     let mut again = exercise("ex-1", 9);
     again.incarnation = "second-life".into();
     assert_eq!(
-        s.insert_exercise_leased(&again, "c", 6000).await.unwrap(),
+        s.insert_exercise_leased(&again, &[], "c", 6000)
+            .await
+            .unwrap(),
         1
     );
     let err = s.write(&fenced("ex-1", 1, "stop")).await.unwrap_err();

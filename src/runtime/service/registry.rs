@@ -89,6 +89,7 @@ impl Service {
                 .store
                 .insert_exercise_leased(
                     &row,
+                    &actor.delivery_rows(),
                     &node.settings.id,
                     node.settings.timing.ttl.as_millis() as i64,
                 )
@@ -105,10 +106,12 @@ impl Service {
         // The rest of what it is stored with; a failure takes the exercise
         // back out, so that a refused create leaves nothing behind.
         let stored = async {
-            self.inner
-                .store
-                .insert_deliveries(&actor.delivery_rows())
-                .await?;
+            if epoch.is_none() {
+                self.inner
+                    .store
+                    .insert_deliveries(&actor.delivery_rows())
+                    .await?;
+            }
             let links = self.issue_links(id.as_str(), &scenario, None).await?;
             Ok::<_, ServiceError>((links, epoch))
         }
