@@ -87,6 +87,12 @@ impl Tokens {
         self.by_hash.write().expect("tokens").insert(hash, entry);
     }
 
+    /// How many revocations so far: a reader of the stored tokens compares
+    /// it before and after, so a revocation meanwhile is not undone.
+    pub fn revision(&self) -> u64 {
+        *self.revocations.borrow()
+    }
+
     /// Forgets the token `id`; false when there is none.
     pub fn remove(&self, id: &str) -> bool {
         let mut tokens = self.by_hash.write().expect("tokens");

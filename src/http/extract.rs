@@ -79,11 +79,13 @@ impl FromRequestParts<crate::runtime::service::Service> for ClientSource {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         if let (Some(client), Some(signature)) = (header(FORWARDED_FOR), header(FORWARD_SIGNATURE))
         {
-            let target = parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
+            // The address as it came, before a nested router stripped its
+            // prefix: what the forwarding node signed.
+            let uri = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or(&parts.uri, |o| &o.0);
+            let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             if service.check_forward(client, parts.method.as_str(), target, signature) {
                 return Ok(ClientSource(client.to_owned()));
             }

@@ -18,6 +18,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -200,7 +201,13 @@ async fn forward(service: &Service, peer: &Peer, request: Request) -> Response {
                 }
             }
             parts.headers = kept;
-            Response::from_parts(parts, Body::new(body))
+            // Ends with this node's own streams when it shuts down, so a
+            // stream passed on never holds its graceful shutdown up.
+            let mut closing = service.closing();
+            let body = Body::new(body).into_data_stream().take_until(async move {
+                let _ = closing.wait_for(|c| *c).await;
+            });
+            Response::from_parts(parts, Body::from_stream(body))
         }
         Err(e) => {
             metrics::counter!("scip_forwarded_requests_total", "outcome" => "unreachable")
@@ -280,6 +287,9 @@ async fn gather(service: &Service, request: Request, next: Next) -> Response {
             }
         }
     }
+    // During a takeover two nodes may both list an exercise: once each.
+    let mut ids = std::collections::HashSet::new();
+    all.retain(|e| ids.insert(e["id"].as_str().unwrap_or_default().to_owned()));
     all.sort_by(|a, b| {
         let created = |v: &Value| v["created_at"].as_str().unwrap_or_default().to_owned();
         created(a).cmp(&created(b))

@@ -302,8 +302,11 @@ pub async fn serve_with(
             }
         });
     }
-    // Event streams never end by themselves; a graceful shutdown waits for
-    // every response to finish.
+    // Several nodes: take no new exercise from now on, said at once in the
+    // heartbeat, before waiting for the responses under way.
+    streams.begin_drain().await;
+    // Event streams never end by themselves (those passed on from another
+    // node neither); a graceful shutdown waits for every response to finish.
     streams.close_streams();
     drop(listener);
     connections.shutdown().await;

@@ -15,10 +15,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Until when this node's leases are trusted. Cheap to clone.
+/// Until when this node's leases are trusted. Cheap to clone. A clone made
+/// by [`Trust::for_exercise`] can also be revoked on its own: one lease
+/// lost, the node's others still held.
 #[derive(Debug, Clone)]
 pub struct Trust {
     until: Arc<watch::Sender<Instant>>,
+    revoked: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Trust {
@@ -26,12 +29,35 @@ impl Trust {
     pub fn new(until: Instant) -> Self {
         Self {
             until: Arc::new(watch::Sender::new(until)),
+            revoked: None,
+        }
+    }
+
+    /// The node's window, as one exercise sees it: closed for good once
+    /// [`Self::revoke`]d.
+    pub fn for_exercise(&self) -> Self {
+        Self {
+            until: self.until.clone(),
+            revoked: Some(Arc::default()),
+        }
+    }
+
+    /// Closes this exercise's window for good (its lease is lost). Done
+    /// before the node's window is moved on, so an actor that sees the new
+    /// end sees this too.
+    pub fn revoke(&self) {
+        if let Some(revoked) = &self.revoked {
+            revoked.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// Whether the window is open now.
     pub fn holds(&self) -> bool {
-        Instant::now() < *self.until.borrow()
+        let revoked = self
+            .revoked
+            .as_ref()
+            .is_some_and(|r| r.load(std::sync::atomic::Ordering::SeqCst));
+        !revoked && Instant::now() < *self.until.borrow()
     }
 
     /// When the window closes.
@@ -76,5 +102,11 @@ mod tests {
         trust.extend_to(Instant::now() + Duration::from_secs(4));
         assert!(trust.holds());
         assert!(watch.has_changed().unwrap());
+        // One exercise's lease lost: its window closes, the node's stays.
+        let one = trust.for_exercise();
+        let other = trust.for_exercise();
+        one.revoke();
+        assert!(!one.holds());
+        assert!(other.holds() && trust.holds());
     }
 }

@@ -248,17 +248,27 @@ impl Store {
     /// records, control log and lease go with it); false when it is not
     /// stored, [`StoreError::Fenced`] when another node owns it now. The
     /// lease row is locked first, in the order a batch takes its locks.
-    pub async fn delete_exercise_fenced(&self, id: &str, epoch: i64) -> Result<bool, StoreError> {
+    pub async fn delete_exercise_fenced(
+        &self,
+        id: &str,
+        owner: &str,
+        incarnation: &str,
+        epoch: i64,
+    ) -> Result<bool, StoreError> {
         let pool = self.pg()?;
         let mut tx = pool.begin().await?;
-        let held: Option<i64> =
-            sqlx::query_scalar("SELECT epoch FROM leases WHERE exercise_id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let held: Option<(i64, Option<String>, String)> = sqlx::query_as(
+            "SELECT l.epoch, l.owner, e.incarnation FROM leases l JOIN exercises e ON e.id = l.exercise_id \
+             WHERE l.exercise_id = $1 FOR UPDATE OF l",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         match held {
             None => return Ok(false),
-            Some(current) if current != epoch => {
+            Some((current, holder, life))
+                if current != epoch || holder.as_deref() != Some(owner) || life != incarnation =>
+            {
                 return Err(StoreError::Fenced {
                     exercise_id: id.to_owned(),
                     epoch,

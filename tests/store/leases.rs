@@ -82,10 +82,26 @@ async fn a_write_under_an_old_epoch_is_refused_and_stores_nothing() {
 
     // A delete checks the lease too: a's is refused, b's goes through.
     assert!(matches!(
-        s.delete_exercise_fenced("ex-1", 1).await,
+        s.delete_exercise_fenced("ex-1", "a", "life-of-ex-1", 1)
+            .await,
         Err(StoreError::Fenced { .. })
     ));
-    assert!(s.delete_exercise_fenced("ex-1", 2).await.unwrap());
+    // Even at the right epoch, not by another owner, nor for another life.
+    assert!(matches!(
+        s.delete_exercise_fenced("ex-1", "a", "life-of-ex-1", 2)
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        s.delete_exercise_fenced("ex-1", "b", "an-earlier-life", 2)
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(
+        s.delete_exercise_fenced("ex-1", "b", "life-of-ex-1", 2)
+            .await
+            .unwrap()
+    );
     assert!(s.cluster().await.unwrap().leases.is_empty());
     // Created again under the same id, by c, at epoch 1: a batch of the
     // first life at epoch 1 does not pass for this one's.

@@ -269,6 +269,11 @@ impl Actor {
         self.journal = journal;
     }
 
+    /// Acts only while `trust` holds from now on (several nodes: its lease's).
+    pub fn set_trust(&mut self, trust: crate::runtime::lease::Trust) {
+        self.options.trust = Some(trust);
+    }
+
     pub fn new(scenario: Arc<Scenario>, options: Options, mqtt: Mqtt, journal: Journal) -> Self {
         let engine = Engine::new(&scenario.plan(), options.speed, options.policy);
         Self::restored(scenario, options, mqtt, journal, engine, Vec::new())

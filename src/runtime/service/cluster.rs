@@ -48,6 +48,8 @@ pub(super) struct Node {
     last_renewed: Mutex<Instant>,
     /// Turned true once the leases are handed over: the lease task ends.
     done: tokio::sync::watch::Sender<bool>,
+    /// The lease task, awaited before the heartbeat row goes.
+    lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Leases held of exercises that could not be restored (listed as
     /// unrestorable here, as on a single node): kept, so that no node
     /// claims them over and over.
@@ -65,6 +67,7 @@ impl Node {
             journals: Mutex::default(),
             last_renewed: Mutex::new(now),
             done: tokio::sync::watch::Sender::new(false),
+            lease_task: Mutex::default(),
             parked: Mutex::default(),
         }
     }
@@ -172,7 +175,27 @@ impl Service {
             ))
         };
         let epoch = epoch.ok_or_else(moved)?;
-        match self.inner.store.delete_exercise_fenced(id, epoch).await {
+        let incarnation = self
+            .inner
+            .exercises
+            .read()
+            .expect("registry")
+            .get(id)
+            .map(|h| h.incarnation.clone());
+        let incarnation = match incarnation {
+            Some(incarnation) => incarnation,
+            // Parked (not restorable): its stored life is the one held.
+            None => match self.inner.store.get_exercise(id).await? {
+                Some(row) => row.incarnation,
+                None => return Ok(false),
+            },
+        };
+        match self
+            .inner
+            .store
+            .delete_exercise_fenced(id, &node.settings.id, &incarnation, epoch)
+            .await
+        {
             Ok(done) => Ok(done),
             Err(StoreError::Fenced { .. }) => {
                 warn!(node = %node.settings.id, exercise_id = id, "delete refused by the lease fence");
@@ -300,8 +323,13 @@ impl Service {
     /// Brings the API tokens in memory in line with the store: issued or
     /// revoked through another node (several nodes; every renewal round).
     async fn sync_tokens(&self) -> Result<(), ServiceError> {
-        let rows = self.inner.store.tokens().await?;
         let tokens = &self.inner.tokens;
+        let revision = tokens.revision();
+        let rows = self.inner.store.tokens().await?;
+        if tokens.revision() != revision {
+            // Revoked here while reading: the rows may still hold it.
+            return Ok(());
+        }
         let recent = crate::runtime::exercise::wall_ms(time::OffsetDateTime::now_utc()) - 10_000;
         for entry in tokens.list() {
             // One issued here a moment ago may not be in what was read.
@@ -376,7 +404,32 @@ impl Service {
     /// Starts the lease task; it ends when the service stops.
     pub(super) fn spawn_lease_task(&self) {
         let service = self.clone();
-        tokio::spawn(async move { service.lease_loop().await });
+        let task = tokio::spawn(async move { service.lease_loop().await });
+        if let Some(node) = self.node() {
+            *node.lease_task.lock().expect("lease task") = Some(task);
+        }
+        // API tokens issued or revoked through other nodes, read again
+        // every round by a task of its own (a slow read never delays a
+        // renewal).
+        let service = self.clone();
+        tokio::spawn(async move {
+            let Some(node) = service.node() else { return };
+            let every = node.settings.timing.renew;
+            let mut done = node.done.subscribe();
+            loop {
+                tokio::select! {
+                    _ = done.wait_for(|d| *d) => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                match timeout(every, service.sync_tokens()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "cannot read the API tokens; trying again"),
+                    Err(_) => {
+                        warn!("reading the API tokens took longer than a round; trying again")
+                    }
+                }
+            }
+        });
     }
 
     async fn lease_loop(self) {
@@ -402,13 +455,7 @@ impl Service {
                     .saturating_duration_since(scheduled)
                     .as_secs_f64(),
             );
-            let renewed = self.renew_round().await;
-            match timeout(timing.renew, self.sync_tokens()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "cannot read the API tokens; trying again"),
-                Err(_) => warn!("reading the API tokens took longer than a round; trying again"),
-            }
-            if let Err(e) = renewed {
+            if let Err(e) = self.renew_round().await {
                 metrics::counter!("scip_lease_renewal_failures_total").increment(1);
                 warn!(node = %node.settings.id, error = %e, "lease renewal failed; trying again");
                 continue;
@@ -437,6 +484,10 @@ impl Service {
             tokio::select! {
                 () = sleep_until(until) => {}
                 Ok(()) = moved.changed() => continue,
+            }
+            if node.trust.holds() {
+                // Extended just as the old end came.
+                continue;
             }
             node.trust.closed();
             moved.borrow_and_update();
@@ -500,14 +551,17 @@ impl Service {
         .await
         .map_err(|_| format!("no answer within {} ms", left.as_millis()))?
         .map_err(|e| e.to_string())?;
-        node.trust.extend_to(sent + timing.trust);
-        *node.last_renewed.lock().expect("renewed") = sent;
+        // The lost ones first: each is revoked before the window moves on,
+        // so an actor woken by the new end still publishes nothing of an
+        // exercise another node runs now.
         for (id, epoch) in held {
             if !renewed.contains(&(id.clone(), epoch)) {
                 warn!(exercise_id = %id, epoch, "lease lost: it expired or another node claimed it; this node stops running the exercise");
                 self.relinquish(&id, epoch);
             }
         }
+        node.trust.extend_to(sent + timing.trust);
+        *node.last_renewed.lock().expect("renewed") = sent;
         metrics::gauge!("scip_exercises_owned").set(self.held().len() as f64);
         Ok(())
     }
@@ -565,9 +619,17 @@ impl Service {
                 from = claim.previous.as_deref().unwrap_or("-"),
                 "lease claimed"
             );
-            let row = match store.get_exercise(&claim.exercise_id).await? {
-                Some(row) => row,
-                None => continue,
+            let row = match store.get_exercise(&claim.exercise_id).await {
+                Ok(Some(row)) => row,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Freed for the next round, and the other claims go on.
+                    warn!(exercise_id = %claim.exercise_id, error = %e, "cannot read a claimed exercise; its lease is freed");
+                    let _ = store
+                        .release_lease(&node.settings.id, &claim.exercise_id, claim.epoch)
+                        .await;
+                    continue;
+                }
             };
             let id = row.id.clone();
             match self.restore(row, Some(claim.epoch)).await {
@@ -633,6 +695,7 @@ impl Service {
             return;
         }
         if let Some(lease) = exercises.remove(id).and_then(|h| h.lease) {
+            lease.trust.revoke();
             lease.abort.abort();
         }
         drop(exercises);
@@ -649,11 +712,13 @@ impl Service {
     /// once, and this node's heartbeat removed.
     /// SIGTERM: from now on this node takes no new exercise, and says so in
     /// its heartbeat at once, so placement passes it by.
-    pub(super) async fn begin_drain(&self) {
+    pub async fn begin_drain(&self) {
         let Some(node) = self.node() else {
             return;
         };
-        node.draining.store(true, Ordering::Relaxed);
+        if node.draining.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let beat = self.inner.store.heartbeat(
             &node.settings.id,
             &node.settings.address,
@@ -695,6 +760,23 @@ impl Service {
                 (id, matches!(stored, Ok(Ok(Ok(())))))
             }))
             .await;
+        // Renewals end here; the last one finishes before anything is freed,
+        // so none can write the heartbeat back after it is gone.
+        node.done.send_replace(true);
+        let task = node.lease_task.lock().expect("lease task").take();
+        if let Some(task) = task {
+            let _ = timeout(node.settings.timing.renew, task).await;
+        }
+        let parked: Vec<String> = node
+            .parked
+            .lock()
+            .expect("parked")
+            .keys()
+            .cloned()
+            .collect();
+        let flushed = flushed
+            .into_iter()
+            .chain(parked.into_iter().map(|id| (id, true)));
         for (id, stored) in flushed {
             if !stored {
                 warn!(exercise_id = %id, "its last changes are not stored: the lease is left to expire");
@@ -703,17 +785,21 @@ impl Service {
             let Some(&epoch) = epochs.get(&id) else {
                 continue;
             };
-            match store.release_lease(&node.settings.id, &id, epoch).await {
-                Ok(true) => released += 1,
-                Ok(false) => {}
-                Err(e) => {
+            let release = store.release_lease(&node.settings.id, &id, epoch);
+            match timeout(Duration::from_secs(2), release).await {
+                Ok(Ok(true)) => released += 1,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
                     warn!(exercise_id = %id, error = %e, "cannot free the lease; it expires instead")
+                }
+                Err(_) => {
+                    warn!(exercise_id = %id, "freeing the lease took too long; it expires instead")
                 }
             }
         }
-        node.done.send_replace(true);
-        if let Err(e) = store.leave(&node.settings.id).await {
-            warn!(error = %e, "cannot remove this node's heartbeat; it expires instead");
+        match timeout(Duration::from_secs(2), store.leave(&node.settings.id)).await {
+            Ok(Ok(())) => {}
+            _ => warn!("cannot remove this node's heartbeat; it expires instead"),
         }
         info!(node = %node.settings.id, released, "leases handed over");
     }

@@ -293,6 +293,8 @@ struct HeldLease {
     epoch: i64,
     /// Ends the actor's task at once when the lease is lost.
     abort: tokio::task::AbortHandle,
+    /// Revoked first: the actor publishes nothing more even before it ends.
+    trust: crate::runtime::lease::Trust,
 }
 
 struct Handle {
@@ -473,8 +475,10 @@ impl Service {
     pub async fn shutdown(&self) {
         self.begin_drain().await;
         self.inner.stop.send_replace(true);
-        let mut tasks = self.inner.tasks.lock().await;
-        while tasks.join_next().await.is_some() {}
+        {
+            let mut tasks = self.inner.tasks.lock().await;
+            while tasks.join_next().await.is_some() {}
+        }
         // Everything the actors journaled is written before the journal's
         // last reply runs; while the database refuses it, a little longer.
         let give_up = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -368,8 +368,11 @@ impl Service {
         };
         let mut tasks = self.inner.tasks.lock().await;
         reap(&mut tasks);
-        let (epoch, abort) = match lease {
-            Some((epoch, mut lost)) => {
+        let mut actor = actor;
+        let (epoch, abort, trust) = match (lease, self.node()) {
+            (Some((epoch, mut lost)), Some(node)) => {
+                let trust = node.trust.for_exercise();
+                actor.set_trust(trust.clone());
                 let service = Arc::downgrade(&self.inner);
                 let fenced_id = id.clone();
                 let abort = tasks.spawn(async move {
@@ -383,21 +386,25 @@ impl Service {
                         }
                     }
                 });
-                (Some(epoch), Some(abort))
+                (Some(epoch), Some(abort), Some(trust))
             }
-            None => {
+            _ => {
                 tasks.spawn(async move {
                     actor.run(false, requests_rx, shutdown).await;
                 });
-                (None, None)
+                (None, None, None)
             }
         };
         self.inner.exercises.write().expect("registry").insert(
             id,
             Handle {
-                lease: epoch
-                    .zip(abort)
-                    .map(|(epoch, abort)| super::HeldLease { epoch, abort }),
+                lease: epoch.zip(abort).zip(trust).map(|((epoch, abort), trust)| {
+                    super::HeldLease {
+                        epoch,
+                        abort,
+                        trust,
+                    }
+                }),
                 requests,
                 incarnation,
                 snapshot,

@@ -55,19 +55,19 @@ impl Service {
 
     /// Lists exercise `id`, which this node holds but cannot run, with why.
     pub(super) async fn list_unrestorable(&self, id: &str, reason: String) {
-        let Ok(Some(row)) = self.inner.store.get_exercise(id).await else {
-            return;
-        };
+        // Listed even when its row cannot be read now: a held exercise that
+        // is nowhere would answer neither requests nor a delete.
+        let row = self.inner.store.get_exercise(id).await.ok().flatten();
         self.inner.unrestorable.write().expect("registry").insert(
             id.to_owned(),
             NotRestored {
-                name: row.name,
-                created_wall_ms: row.created_wall_ms,
+                name: row.as_ref().and_then(|r| r.name.clone()),
+                created_wall_ms: row.as_ref().map_or(0, |r| r.created_wall_ms),
                 detail: Unrestorable {
                     reason,
-                    run: row.run,
-                    speed: row.speed,
-                    duration_secs: row.duration_secs,
+                    run: row.as_ref().map_or(0, |r| r.run),
+                    speed: row.as_ref().map_or(0.0, |r| r.speed),
+                    duration_secs: row.as_ref().map_or(0, |r| r.duration_secs),
                 },
             },
         );
