@@ -9,6 +9,7 @@
 
 mod cluster;
 mod links;
+mod peers;
 mod registry;
 mod requests;
 mod restore;
@@ -37,8 +38,9 @@ use crate::scenario::Scenario;
 use crate::scenario::package::PackageError;
 use crate::store::{ControlRow, DeliveryRow, ExerciseRow, Store, StoreError};
 
-pub use cluster::{ClusterView, NodeSettings, Owner, Peer};
+pub use cluster::NodeSettings;
 use links::link_key;
+pub use peers::{ClusterView, Owner, Peer};
 use tokens::load_tokens;
 
 /// Why a service call failed, split by what the caller (the API) answers.
