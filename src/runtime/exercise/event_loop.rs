@@ -214,11 +214,14 @@ impl Actor {
     /// Before anything may go out: a trust window that closed while the
     /// actor waited (a frozen process that woke, a renewal that hangs)
     /// holds the injects back at once, as a lost broker does.
+    /// One node (no trust): nothing to do, the connection alone decides.
     fn check_trust(&mut self, broker_up: bool) {
-        if !self.trusted() {
-            self.engine.set_connected(false, now());
-        } else if broker_up {
-            self.engine.set_connected(true, now());
+        if self.options.trust.is_none() {
+            return;
+        }
+        let up = broker_up && self.trusted();
+        if up != self.engine.is_connected() {
+            self.engine.set_connected(up, now());
         }
     }
 

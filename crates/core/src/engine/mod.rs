@@ -559,6 +559,12 @@ impl Engine {
 
     /// Deliveries go out while running, and after completion to finish what
     /// was due; never while paused, stopped or before the start.
+    /// Whether the engine holds the broker (and, on several nodes, the
+    /// node's lease) for reachable: what [`Self::set_connected`] last said.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     fn may_send(&self) -> bool {
         self.connected && matches!(self.state, State::Running | State::Completed)
     }
