@@ -35,11 +35,10 @@ use serde_json::{Value, json};
 
 use common::Spread;
 use scip_orchestrator::store::Store;
-use scip_orchestrator::testing::{Lines, Mosquitto, Subscriber};
+use scip_orchestrator::testing::{Lines, Mosquitto, PgDatabase, Subscriber};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
 const ADMIN: &str = "scip_cluster-bench-admin-token";
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 const TARGET_TAKEOVER_P99_S: f64 = 10.0;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -59,20 +58,20 @@ async fn main() {
     let media = tempfile::tempdir().unwrap();
 
     // 1. One node alone with a node's share.
-    let alone_db = database("alone").await;
-    let alone = Node::start("alone", broker.port, &alone_db, media.path());
+    let alone_db = PgDatabase::create("bench_alone").await;
+    let alone = Node::start("alone", broker.port, &alone_db.url, media.path());
     let share = n.div_ceil(3);
     create_and_start(&[alone.port], share, duration, "a").await;
     let alone_p99 = tick_p99_over(&[&alone], window).await[0];
     drop(alone);
-    drop_database(&alone_db).await;
+    alone_db.drop().await;
 
     // 2. Three nodes.
-    let db = database("three").await;
+    let db = PgDatabase::create("bench_three").await;
     let mut sub = Subscriber::connect(broker.port, "/exercise/+/team/+/feed").await;
     let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
         .iter()
-        .map(|id| Node::start(id, broker.port, &db, media.path()))
+        .map(|id| Node::start(id, broker.port, &db.url, media.path()))
         .collect();
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let ids = create_and_start(&ports, n, duration, "c").await;
@@ -103,7 +102,7 @@ async fn main() {
     let mut seen = sub.drain();
     nodes[busiest].kill_9();
     let killed = Instant::now();
-    let store = Store::connect(&db).await.unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
     let mut confirmed = HashSet::new();
     for v in &victims {
         for r in store.deliveries(v, 1).await.unwrap() {
@@ -185,7 +184,7 @@ async fn main() {
         if pass { "PASS" } else { "MISS" }
     );
     drop(nodes);
-    drop_database(&db).await;
+    db.drop().await;
     assert!(
         lost == 0 && repeated == 0,
         "injects lost or confirmed ones repeated"
@@ -334,27 +333,4 @@ async fn request(port: u16, method: &str, path: &str, body: Option<Value>) -> (u
         .expect("an answer");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn database(name: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("bench_{name}_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
-async fn drop_database(url: &str) {
-    use sqlx::Connection;
-    let name = url.rsplit('/').next().unwrap();
-    if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
 }

@@ -569,3 +569,53 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A fresh database on the machine's PostgreSQL (`postgres@127.0.0.1:5432`,
+/// trust auth), named `<prefix>_<pid>_<n>`; [`PgDatabase::drop`] removes it.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+/// Where test databases are created from.
+pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+impl PgDatabase {
+    pub async fn create(prefix: &str) -> Self {
+        use sqlx::Connection;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is needed at {PG_ADMIN}: {e}; start it with \
+                     `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+                )
+            });
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE DATABASE");
+        Self {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
+    }
+
+    pub async fn drop(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}

@@ -164,3 +164,37 @@ async fn the_cluster_view_of_a_single_node() {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// What an outsider, a team and an observer can do with what several nodes
+/// added: a client address claimed in the forwarding headers without the
+/// cluster's signature names nobody (the control log keeps the real one),
+/// and a team's link token opens no cluster view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_the_cluster_view_give_outsiders_nothing() {
+    let app = spawn_app().await;
+    app.create("ex-fw", 1.0, package(60, &[("blue", &[("a", 30)])]))
+        .await;
+    let forged = app
+        .client
+        .post(app.url("/api/v1/exercises/ex-fw/start"))
+        .header("x-scip-forwarded-by", "n9")
+        .header("x-scip-forwarded-for", "api:203.0.113.9")
+        .header("x-scip-forward-signature", "Zm9yZ2Vk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::OK);
+    let (_, log) = app.get("/api/v1/exercises/ex-fw/control-log").await;
+    assert_eq!(log[0]["source"], "api:127.0.0.1", "{log}");
+    // A team's link token is no API token.
+    let events = team_path(&app, "ex-fw", "blue", "events").await;
+    let token = events.split_once("token=").unwrap().1.to_owned();
+    let team = app
+        .anonymous
+        .get(app.url("/api/v1/cluster"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(team.status(), StatusCode::UNAUTHORIZED);
+}

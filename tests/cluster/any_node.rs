@@ -43,7 +43,7 @@ async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_runs_nothing_answers_for_every_exercise() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let mut owner = Node::start("owner", broker.port, &db.url, media.path(), &[]);

@@ -13,7 +13,7 @@ use super::{Node, PgDatabase, cluster, create, http, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_the_database_stops_publishing_and_another_takes_over() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(5432).await;

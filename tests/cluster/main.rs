@@ -13,20 +13,19 @@ mod refusals;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use scip_orchestrator::store::Store;
-use scip_orchestrator::testing::{Lines, Mosquitto, Subscriber};
+use scip_orchestrator::testing::{Lines, Mosquitto, PgDatabase, Subscriber};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
 const ADMIN: &str = "scip_cluster-test-admin-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_busiest_node_moves_its_exercises_within_10_s_losing_nothing() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let mut sub = Subscriber::connect(broker.port, "/exercise/+/team/+/feed").await;
@@ -191,7 +190,7 @@ async fn kill_9_of_the_busiest_node_moves_its_exercises_within_10_s_losing_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_publishes_nothing_once_its_lease_is_taken_over() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let mut sub = Subscriber::connect(broker.port, "/exercise/frozen/#").await;
@@ -267,7 +266,7 @@ async fn a_frozen_owner_publishes_nothing_once_its_lease_is_taken_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leases_over_without_waiting_for_them_to_expire() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let mut sub = Subscriber::connect(broker.port, "/exercise/+/team/+/feed").await;
@@ -480,48 +479,5 @@ async fn wait_for<T>(within: Duration, mut check: impl AsyncFnMut() -> Option<T>
         }
         assert!(Instant::now() < deadline, "not within {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A fresh database on the machine's PostgreSQL, dropped at the end.
-struct PgDatabase {
-    url: String,
-    name: String,
-}
-
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-impl PgDatabase {
-    async fn create() -> Self {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is needed at {PG_ADMIN}: {e}"));
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "cluster_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        Self {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            name,
-        }
-    }
-
-    async fn drop(self) {
-        use sqlx::Connection;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
     }
 }

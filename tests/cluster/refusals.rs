@@ -17,7 +17,7 @@ fn refused(mut command: std::process::Command) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_as_the_same_node_is_refused() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let first = Node::start("same", broker.port, &db.url, media.path(), &[]);
@@ -61,7 +61,7 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_beside_another_node_is_refused_both_ways() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     // A cluster node first: a node with the embedded broker is refused.
@@ -85,7 +85,7 @@ async fn the_embedded_broker_beside_another_node_is_refused_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_id_or_address_others_cannot_use_is_refused() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("cluster").await;
     let broker = Mosquitto::start();
     let media = tempfile::tempdir().unwrap();
     let mut spaced = serve_command(broker.port, &db.url, media.path());

@@ -36,7 +36,7 @@ async fn sigterm_on_due_instants_sends_nothing_twice_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_due_instants_sends_nothing_twice_on_postgres() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("recovery").await;
     sigterm_on_due_instants(&db.url, "term-postgres").await;
     db.drop().await;
 }

@@ -15,13 +15,12 @@ mod store_failure;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use scip_orchestrator::store::Store;
-use scip_orchestrator::testing::{Lines, Mosquitto, Subscriber};
+use scip_orchestrator::testing::{Lines, Mosquitto, PgDatabase, Subscriber};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scip-orchestrator");
 
@@ -34,7 +33,7 @@ async fn kill_9_and_restart_on_sqlite_loses_nothing_and_repeats_nothing_confirme
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_on_postgres_loses_nothing_and_repeats_nothing_confirmed() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("recovery").await;
     kill_and_restart(&db.url, "crash-postgres").await;
     db.drop().await;
 }
@@ -415,54 +414,6 @@ async fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16,
     let status = response.status().as_u16();
     let json = response.json().await.unwrap_or(Value::Null);
     (status, json)
-}
-
-/// A fresh database on the machine's PostgreSQL, dropped at the end.
-struct PgDatabase {
-    url: String,
-    name: String,
-}
-
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-impl PgDatabase {
-    async fn create() -> Self {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is needed at {PG_ADMIN}: {e}; start it with \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
-                )
-            });
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "recovery_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        Self {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            name,
-        }
-    }
-
-    async fn drop(self) {
-        use sqlx::Connection;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-    }
 }
 
 /// Polls `check` until it gives a value; panics after `within`.

@@ -22,7 +22,7 @@ async fn bad_stored_speeds_are_reported_and_the_rest_start_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_stored_speeds_are_reported_and_the_rest_start_on_postgres() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("recovery").await;
     let bad = [
         ("zero", "0"),
         ("infinite", "'Infinity'"),

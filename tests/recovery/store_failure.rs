@@ -25,7 +25,7 @@ async fn refused_writes_are_not_announced_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_writes_are_not_announced_on_postgres() {
-    let db = PgDatabase::create().await;
+    let db = PgDatabase::create("recovery").await;
     refused_writes(&db.url, "refused-postgres").await;
     db.drop().await;
 }

@@ -44,8 +44,6 @@ pub(super) struct Node {
     _lock: NodeLock,
     /// The fenced journal of each exercise held, by id, with its writer.
     journals: Mutex<HashMap<String, (Journal, tokio::task::AbortHandle)>>,
-    /// When the last renewal that succeeded was sent.
-    last_renewed: Mutex<Instant>,
     /// Turned true once the leases are handed over: the lease task ends.
     done: tokio::sync::watch::Sender<bool>,
     /// The lease task, awaited before the heartbeat row goes.
@@ -65,7 +63,6 @@ impl Node {
             draining: AtomicBool::new(false),
             _lock: lock,
             journals: Mutex::default(),
-            last_renewed: Mutex::new(now),
             done: tokio::sync::watch::Sender::new(false),
             lease_task: Mutex::default(),
             parked: Mutex::default(),
@@ -238,7 +235,6 @@ impl Service {
                 "stored exercises without a lease got one, free to claim"
             );
         }
-        *node.last_renewed.lock().expect("renewed") = Instant::now();
         node.trust
             .extend_to(Instant::now() + node.settings.timing.trust);
         self.claim_round(true).await?;
@@ -405,7 +401,6 @@ impl Service {
             }
         }
         node.trust.extend_to(sent + timing.trust);
-        *node.last_renewed.lock().expect("renewed") = sent;
         metrics::gauge!("scip_exercises_owned").set(self.held().len() as f64);
         Ok(())
     }
