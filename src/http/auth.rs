@@ -27,7 +27,10 @@ pub enum Access {
 /// The access a request to the route `path` (as routed, with `{params}`) by
 /// `method` needs.
 pub fn required(method: &Method, path: &str) -> Access {
-    if path.ends_with("/teams/{team}/events") || path.ends_with("/teams/{team}/receipts") {
+    if path.ends_with("/teams/{team}/events")
+        || path.ends_with("/teams/{team}/receipts")
+        || path.ends_with("/teams/{team}/responses")
+    {
         return Access::TeamLink;
     }
     if path == "/exercises/{id}/media/{*path}" {
@@ -207,6 +210,21 @@ mod tests {
             Method::POST,
             "/api/v1/exercises/{id}/teams/{team}/receipts",
             TeamLink,
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises/{id}/teams/{team}/responses",
+            TeamLink,
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises/{id}/decisions",
+            Role(super::Role::Controller),
+        );
+        check(
+            Method::GET,
+            "/api/v1/exercises/{id}/responses",
+            Role(super::Role::Observer),
         );
         check(Method::GET, "/metrics", Role(super::Role::Observer));
         check(Method::GET, "/exercises/{id}/media/{*path}", Media);

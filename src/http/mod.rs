@@ -28,6 +28,7 @@ mod metrics;
 mod msel;
 mod packages;
 pub mod pages;
+mod play;
 mod reports;
 pub mod streams;
 mod tokens;
@@ -95,6 +96,12 @@ pub fn router(service: Service) -> Router {
             post(deliveries::reschedule),
         )
         .route("/exercises/{id}/injects", post(deliveries::send_inject))
+        .route("/exercises/{id}/decisions", post(play::decide))
+        .route("/exercises/{id}/responses", get(play::responses))
+        .route(
+            "/exercises/{id}/teams/{team}/responses",
+            post(play::respond),
+        )
         .route("/exercises/{id}/seek", post(control::seek))
         .route("/exercises/{id}/control-log", get(control::control_log))
         .route("/exercises/{id}/report", get(reports::report_json))
@@ -369,6 +376,9 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         msel::import_msel,
         msel::export_msel,
         links::receipts,
+        play::respond,
+        play::decide,
+        play::responses,
         streams::team_events,
         streams::exercise_events,
         health::healthz,

@@ -190,6 +190,13 @@ impl Events for TeamStream {
                     self.queue
                         .push_back(Event::default().event("inject").data(self.item_json(&item)));
                 }
+                // The team's own answers (from any of its screens), without
+                // the outcome: whether it was right is the controllers' to tell.
+                Ok(Live::Response { team, message }) if team == self.follow.team => {
+                    let mut message = (*message).clone();
+                    message.outcome = None;
+                    self.queue.push_back(json_event("response", &message));
+                }
                 Ok(_) => {}
                 // Fallen behind, or the exercise is gone: the browser
                 // reconnects and starts from a fresh history.
@@ -273,6 +280,9 @@ impl Events for ControlStream {
                     Ok(Live::Reload) | Err(RecvError::Lagged(_)) => {
                         let views = self.service.deliveries(&self.id).await.ok()?;
                         self.queue.push_back(deliveries_event(views));
+                    }
+                    Ok(Live::Response { message, .. }) => {
+                        self.queue.push_back(json_event("response", &*message));
                     }
                     Ok(Live::Clock(_) | Live::Feed(_)) => {}
                     Err(RecvError::Closed) => return None,

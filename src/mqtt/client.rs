@@ -178,7 +178,7 @@ impl Mqtt {
         }
     }
 
-    /// Forwards every message on `topic` (an exact topic, no wildcards) to `to`,
+    /// Forwards every message on `topic` (a topic, or a filter with `+`) to `to`,
     /// resubscribing after every reconnect. A message that finds `to` full is
     /// dropped and counted.
     pub fn subscribe(&self, topic: impl Into<String>, to: mpsc::Sender<Received>) {
@@ -413,7 +413,7 @@ impl Manager {
     fn deliver(&mut self, message: Received) {
         let dropped = &mut self.dropped;
         self.subscriptions.retain(|(topic, to)| {
-            if *topic != message.topic {
+            if !crate::mqtt::acl::topic_matches(topic, &message.topic) {
                 return true;
             }
             match to.try_send(message.clone()) {

@@ -20,6 +20,10 @@ pub struct Topics {
     pub timer: String,
     pub status: String,
     pub monitoring: String,
+    /// Responses, posts, outcomes and decisions, as they happen.
+    pub responses: String,
+    /// Every team's responses topic, as one filter.
+    pub team_responses: String,
     base: String,
 }
 
@@ -31,12 +35,24 @@ impl Topics {
             timer: format!("{base}/timer"),
             status: format!("{base}/status"),
             monitoring: format!("{base}/monitoring"),
+            responses: format!("{base}/responses"),
+            team_responses: format!("{base}/team/+/responses"),
             base,
         }
     }
 
     pub fn feed(&self, team: &TeamId) -> String {
         format!("{}/team/{team}/feed", self.base)
+    }
+
+    /// The team a message on a team's responses topic came from, as the
+    /// topic names it.
+    pub fn responding_team<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.base.as_str())?
+            .strip_prefix("/team/")?
+            .strip_suffix("/responses")
+            .filter(|team| !team.contains('/'))
     }
 }
 
@@ -99,6 +115,10 @@ impl FeedTemplate {
         for ours in ["timestamp", "team_id", "exercise_id", "delivered_at"] {
             m.remove(ours);
         }
+        // The expected answer and the branches are not the team's to read.
+        for hidden in crate::scenario::play::HIDDEN_FIELDS {
+            m.remove(hidden);
+        }
         m.insert("id".into(), inject.id.as_str().into());
         m.insert("exerciseTime".into(), inject.time.get().into());
         m.insert("time".into(), inject.time.get().into());
@@ -142,6 +162,11 @@ struct ControlIn {
     reason: Option<Value>,
     #[serde(default)]
     source: Option<Value>,
+    /// `decide`: the decision's name and, optionally, the teams it is for.
+    #[serde(default)]
+    decision: Option<Value>,
+    #[serde(default)]
+    teams: Option<Value>,
 }
 
 /// What a control-topic message turned out to be.
@@ -149,6 +174,12 @@ struct ControlIn {
 pub enum ControlInput {
     Command {
         command: Command,
+        reason: Option<String>,
+    },
+    /// `decide`: a controller's decision, for `teams` (None: every team).
+    Decide {
+        decision: String,
+        teams: Option<Vec<String>>,
         reason: Option<String>,
     },
     /// One of the engine's own announcements: not a command.
@@ -178,16 +209,131 @@ pub fn parse_control(payload: &[u8]) -> ControlInput {
     let Some(name) = msg.command.as_str() else {
         return ControlInput::Invalid(format!("\"command\" must be a string, got {}", msg.command));
     };
-    let command = match name.parse::<Command>() {
-        Ok(c) => c,
-        Err(e) => return ControlInput::Invalid(e.to_string()),
-    };
     let reason = match msg.reason {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(other) => Some(other.to_string()),
     };
+    if name == "decide" {
+        let Some(decision) = msg.decision.as_ref().and_then(Value::as_str) else {
+            return ControlInput::Invalid(
+                "\"decide\" needs \"decision\": the name of the decision".into(),
+            );
+        };
+        let teams = match msg.teams {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                match items
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+                {
+                    Some(teams) => Some(teams),
+                    None => {
+                        return ControlInput::Invalid(
+                            "\"teams\" must be an array of team ids".into(),
+                        );
+                    }
+                }
+            }
+            Some(_) => {
+                return ControlInput::Invalid("\"teams\" must be an array of team ids".into());
+            }
+        };
+        return ControlInput::Decide {
+            decision: decision.to_owned(),
+            teams,
+            reason,
+        };
+    }
+    let command = match name.parse::<Command>() {
+        Ok(c) => c,
+        Err(e) => return ControlInput::Invalid(format!("{e} (or decide)")),
+    };
     ControlInput::Command { command, reason }
+}
+
+/// A team's answer as it arrives on its responses topic (or from its
+/// dashboard): unknown fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ResponseIn {
+    pub inject_id: String,
+    #[serde(default)]
+    pub choice: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `/exercise/{id}/responses`, `event: "response"`: a team answered.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResponseMessage {
+    pub event: &'static str,
+    pub exercise_id: String,
+    pub team_id: String,
+    pub inject_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// `dashboard`, `mqtt` or `api`.
+    pub source: String,
+    /// A later answer to the same inject: kept, the outcome unchanged.
+    pub edit: bool,
+    /// The team's outcome on the inject, when it expects an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub timestamp: String,
+}
+
+/// `/exercise/{id}/responses`, `event: "play"`: where a team's inject
+/// stands in two-way play: its outcome, or its condition (held, released,
+/// skipped and why).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlayMessage {
+    pub event: &'static str,
+    pub exercise_id: String,
+    pub team_id: String,
+    pub inject_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// The exercise second the answer window closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<u32>,
+    /// `held`, `released` or `skipped`, for a conditional inject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<&'static str>,
+    /// The second a released inject is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due: Option<u32>,
+    /// Why a skipped inject will never go out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub timestamp: String,
+}
+
+/// `/exercise/{id}/responses`, `event: "decision"`: a controller decided.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionMessage {
+    pub event: &'static str,
+    pub exercise_id: String,
+    pub decision: String,
+    /// The teams it is for; every team when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teams: Option<Vec<String>>,
+    /// How many injects it released.
+    pub released: usize,
+    pub source: String,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub timestamp: String,
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{error, info, warn};
 
 use crate::mqtt::{Message, Mqtt};
-use crate::store::{Batch, ClockRow, ControlRow, DeliveryRow, Fence, Store, StoreError};
+use crate::store::{Batch, ClockRow, ControlRow, DeliveryRow, Fence, PlayRow, Store, StoreError};
 
 /// A change to store.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub enum JournalEntry {
     NewRows { rows: Vec<DeliveryRow> },
     /// Changed records; confirmation is written once by the store.
     Deliveries(Vec<DeliveryRow>),
+    /// A response, post, score or decision.
+    Play(PlayRow),
 }
 
 /// Why what was journaled before a reply is not stored (yet). Either way it
@@ -252,6 +254,7 @@ struct Waiting {
 #[derive(Default)]
 struct Pending {
     controls: Vec<ControlRow>,
+    plays: Vec<PlayRow>,
     inserts: Vec<DeliveryRow>,
     /// The newest clock of each exercise.
     clocks: BTreeMap<String, ClockRow>,
@@ -269,6 +272,7 @@ struct Pending {
 impl Pending {
     fn is_empty(&self) -> bool {
         self.controls.is_empty()
+            && self.plays.is_empty()
             && self.inserts.is_empty()
             && self.clocks.is_empty()
             && self.saves.is_empty()
@@ -278,6 +282,7 @@ impl Pending {
     fn add(&mut self, entry: JournalEntry) {
         match entry {
             JournalEntry::Control(row) => self.controls.push(row),
+            JournalEntry::Play(row) => self.plays.push(row),
             JournalEntry::Clock { exercise_id, row } => {
                 self.clocks.insert(exercise_id, row);
             }
@@ -328,6 +333,7 @@ impl Pending {
     /// `self` (older) followed by `newer`.
     fn absorb(&mut self, newer: Pending) {
         self.controls.extend(newer.controls);
+        self.plays.extend(newer.plays);
         self.inserts.extend(newer.inserts);
         self.clocks.extend(newer.clocks);
         self.saves.extend(newer.saves);
@@ -349,6 +355,7 @@ impl Pending {
             inserts: std::mem::take(&mut self.inserts),
             clocks: std::mem::take(&mut self.clocks).into_iter().collect(),
             saves,
+            plays: std::mem::take(&mut self.plays),
         }
     }
 
@@ -356,6 +363,7 @@ impl Pending {
     fn restore(batch: Batch, publishes: VecDeque<(Message, bool)>, dropped: u64) -> Self {
         let mut p = Pending {
             controls: batch.controls,
+            plays: batch.plays,
             inserts: batch.inserts,
             clocks: batch.clocks.into_iter().collect(),
             dropped,
@@ -572,6 +580,10 @@ impl Writer {
             saves: vec![r],
             ..Batch::default()
         }));
+        singles.extend(batch.plays.into_iter().map(|r| Batch {
+            plays: vec![r],
+            ..Batch::default()
+        }));
         while let Some(mut single) = singles.pop_front() {
             single.fence = fence.clone();
             match self.store.write(&single).await {
@@ -583,6 +595,7 @@ impl Writer {
                         left.inserts.extend(b.inserts);
                         left.clocks.extend(b.clocks);
                         left.saves.extend(b.saves);
+                        left.plays.extend(b.plays);
                     }
                     return Err((e, left));
                 }
@@ -706,6 +719,7 @@ mod tests {
             inject_json: None,
             watched: None,
             sent_secs: None,
+            play: None,
         };
         let clock = |state: &str| ClockRow {
             state: state.into(),

@@ -29,6 +29,11 @@ pub enum Live {
     /// Many records changed at once (start, stop, reset, seek, edits): read
     /// them all again.
     Reload,
+    /// Team `team` answered an inject.
+    Response {
+        team: usize,
+        message: Arc<crate::mqtt::wire::ResponseMessage>,
+    },
 }
 
 /// The exercise clock as dashboards show it: the timer message of SPEC

@@ -176,6 +176,14 @@ pub fn to_inline(scenario: &Scenario) -> Value {
         })
         .collect();
     root.insert("teams".to_owned(), Value::Array(teams));
+    if !scenario.channels.is_empty() {
+        let channels = scenario.channels.iter().map(|c| c.to_value()).collect();
+        root.insert("channels".to_owned(), Value::Array(channels));
+    }
+    if !scenario.objectives.is_empty() {
+        let objectives = scenario.objectives.iter().map(|o| o.to_value()).collect();
+        root.insert("objectives".to_owned(), Value::Array(objectives));
+    }
     let timelines = distinct
         .iter()
         .zip(&ids)
@@ -597,6 +605,8 @@ mod tests {
                 .collect(),
             turns: None,
             package: None,
+            channels: Vec::new(),
+            objectives: Vec::new(),
         }
     }
 

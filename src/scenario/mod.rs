@@ -11,6 +11,8 @@
 //!   injects, the duration and turns, and single fields.
 //! - `summary`: the one-screen summary `validate` and `import` print.
 //! - `plan`: the engine's [`Plan`](crate::core::Plan) of a scenario.
+//! - [`play`]: two-way play: responses, expectations, conditions, channels
+//!   and objectives, and their checks.
 //! - [`package`]: scenario packages (a folder or `.tar.gz` with its timelines
 //!   and media) imported into and exported from MEDIA_STORAGE_PATH.
 //! - [`media`]: which files of a package are media, and references to them.
@@ -37,6 +39,9 @@ mod model;
 pub mod msel;
 pub mod package;
 mod plan;
+pub mod play;
+#[cfg(test)]
+mod play_tests;
 mod summary;
 mod timeline;
 mod timing;

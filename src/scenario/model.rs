@@ -30,6 +30,10 @@ pub struct Scenario {
     /// The package (folder under MEDIA_STORAGE_PATH) it came from, where its
     /// media is looked for first.
     pub package: Option<String>,
+    /// Simulated public channels teams post to (two-way play).
+    pub channels: Vec<super::play::Channel>,
+    /// What evaluators score teams on.
+    pub objectives: Vec<super::play::Objective>,
 }
 
 /// The turns of a turn-based scenario. Each inject names its `turn` and its

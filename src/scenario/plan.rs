@@ -1,7 +1,8 @@
 //! A scenario as the engine runs it: its [`Plan`].
 
-use crate::core::{Plan, Planned};
+use crate::core::{Condition, Plan, Planned, SlotPlay, Trigger};
 use crate::scenario::Scenario;
+use crate::scenario::play::WhenSpec;
 
 impl Scenario {
     /// Every inject as (team, inject, due, turn), by team then timeline
@@ -32,7 +33,46 @@ impl Scenario {
                 .turns
                 .as_ref()
                 .map_or_else(Vec::new, |t| t.ends.clone()),
+            play: self.slot_play(),
         }
+    }
+
+    /// Each slot's expectation and condition, a condition naming the slot
+    /// of the same team's inject; empty when no inject has either.
+    fn slot_play(&self) -> Vec<SlotPlay> {
+        let mut base = 0;
+        let mut out = Vec::new();
+        for team in &self.teams {
+            let injects = &team.timeline.injects;
+            for inject in injects {
+                let play = inject.play();
+                let when = play.when.and_then(|when| match when {
+                    WhenSpec::After { inject, on, delay } => {
+                        let index = injects.iter().position(|i| i.id == inject)?;
+                        Some(Condition {
+                            trigger: Trigger::After {
+                                slot: base + index,
+                                on,
+                            },
+                            delay,
+                        })
+                    }
+                    WhenSpec::Decision { name, delay } => Some(Condition {
+                        trigger: Trigger::Decision(name),
+                        delay,
+                    }),
+                });
+                out.push(SlotPlay {
+                    expect: play.expect,
+                    when,
+                });
+            }
+            base += injects.len();
+        }
+        if out.iter().all(|p| p.expect.is_none() && p.when.is_none()) {
+            out.clear();
+        }
+        out
     }
 }
 
@@ -234,6 +274,7 @@ mod tests {
                 turn: 0,
             }],
             turn_ends: Vec::new(),
+            play: Vec::new(),
         };
         let mut engine = Engine::new(&plain, Speed::ONE, policy());
         let refused = engine

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{Report, as_array, as_str, describe, optional_string, required, required_id};
 use super::model::{Inject, Timeline, ValidationError};
+use super::play::check_inject_play;
 use crate::config::Limits;
 use crate::domain::{ExerciseSeconds, InjectId};
 
@@ -133,11 +134,17 @@ fn inject(
             )),
         }),
     );
-    let extra = fields
+    let extra: Map<String, Value> = fields
         .iter()
         .filter(|(key, _)| !INJECT_FIELDS.contains(&key.as_str()))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
+    if let Err(reasons) = check_inject_play(&extra) {
+        for reason in reasons {
+            report.error(location, reason);
+        }
+        return None;
+    }
     Some(Inject {
         id: id?,
         time: time?,

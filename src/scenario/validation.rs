@@ -13,6 +13,9 @@ use super::fields::{
     Report, as_array, as_str, describe, optional_string, parse_start_time, required, required_id,
 };
 use super::model::{MAX_TURNS, Scenario, Team, Timeline, ValidationError};
+use super::play::{
+    Channel, Objective, check_channel_teams, check_channels, check_objectives, check_timeline_play,
+};
 use super::timing::{scenario_duration, turns};
 use crate::config::Limits;
 use crate::domain::{ExerciseId, ExerciseSeconds, TeamId};
@@ -31,6 +34,8 @@ pub(super) struct Header {
     turn_based: bool,
     total_turns: Option<u16>,
     package: Option<String>,
+    channels: Vec<Channel>,
+    objectives: Vec<Objective>,
     /// The valid team entries.
     specs: Vec<TeamSpec>,
 }
@@ -132,6 +137,8 @@ pub(super) fn read_header(
         .and_then(Value::as_str)
         .filter(|name| crate::scenario::package::is_plain_name(name))
         .map(str::to_owned);
+    let channels = check_channels(root, report);
+    let objectives = check_objectives(root, report);
     let raw_teams = report
         .check(
             None,
@@ -179,6 +186,8 @@ pub(super) fn read_header(
         turn_based,
         total_turns,
         package,
+        channels,
+        objectives,
         specs,
     }
 }
@@ -249,6 +258,30 @@ impl Header {
                 ),
             });
         }
+        if let Some(duration) = duration {
+            let mut seen: Vec<&Arc<Timeline>> = Vec::new();
+            for timeline in &loaded {
+                if !seen.iter().any(|s| Arc::ptr_eq(s, timeline)) {
+                    seen.push(timeline);
+                    check_timeline_play(
+                        timeline,
+                        &self.objectives,
+                        self.turn_based,
+                        duration,
+                        &mut errors,
+                    );
+                }
+            }
+        }
+        let team_ids: Vec<TeamId> = self.specs.iter().map(|s| s.id.clone()).collect();
+        check_channel_teams(
+            &self.channels,
+            &team_ids,
+            &mut Report {
+                file: path,
+                errors: &mut errors,
+            },
+        );
         let Some(duration) = duration.filter(|_| errors.is_empty()) else {
             return Err(errors);
         };
@@ -275,6 +308,8 @@ impl Header {
             teams,
             turns,
             package: self.package,
+            channels: self.channels,
+            objectives: self.objectives,
         })
     }
 }

@@ -1,9 +1,10 @@
 //! The journal's unit of writing: control rows, new delivery records,
-//! clocks and progress in one transaction.
+//! clocks, progress and play rows in one transaction.
 
 use super::control::{ControlRow, insert_control_on};
 use super::deliveries::{DeliveryRow, insert_deliveries_on, save_deliveries_on};
 use super::exercises::{ClockRow, update_clock_on};
+use super::play::{PlayRow, insert_play_on};
 use super::{Store, StoreError, classify};
 
 /// The lease epoch a writer holds an exercise at: a batch carrying one is
@@ -30,6 +31,8 @@ pub struct Batch {
     pub clocks: Vec<(String, ClockRow)>,
     /// Progress of stored records, as [`Store::save_deliveries`] writes it.
     pub saves: Vec<DeliveryRow>,
+    /// Responses, posts, scores and decisions, appended in this order.
+    pub plays: Vec<PlayRow>,
 }
 
 impl Batch {
@@ -38,6 +41,7 @@ impl Batch {
             && self.inserts.is_empty()
             && self.clocks.is_empty()
             && self.saves.is_empty()
+            && self.plays.is_empty()
     }
 }
 
@@ -89,6 +93,9 @@ impl Store {
                     update_clock_on!(tx, id, clock)?;
                 }
                 save_deliveries_on!(tx, &batch.saves).await?;
+                for row in &batch.plays {
+                    insert_play_on!(tx, row).await?;
+                }
                 tx.commit().await
             }
             .await

@@ -40,6 +40,9 @@ pub struct DeliveryRow {
     /// The exercise second it last went out (after a seek: the second the
     /// clock jumped to).
     pub sent_secs: Option<i64>,
+    /// Two-way play: the record's outcome, answer window, first answer and
+    /// condition, as JSON; None when it has none.
+    pub play: Option<String>,
 }
 
 /// Runs the statements that write `$rows` (new delivery records) on the
@@ -156,14 +159,14 @@ impl Store {
     }
 }
 
-/// Most rows in one statement: 512 rows of 18 columns stay far below both
+/// Most rows in one statement: 512 rows of 19 columns stay far below both
 /// backends' limits on bound parameters (SQLite 32766, PostgreSQL 65535).
 const MAX_CHUNK: usize = 512;
 
 /// In the order `insert_deliveries_sql` binds them.
 const DELIVERY_COLUMNS: &str = "exercise_id, run, team_id, inject_id, due_secs, status, \
     attempts, due_wall_ms, published_wall_ms, acked_wall_ms, received_wall_ms, latency_ms, late, \
-    last_error, position, inject_json, watched, sent_secs";
+    last_error, position, inject_json, watched, sent_secs, play";
 
 /// The statement inserting `rows`, new delivery records. Its parameters are
 /// spelled as the backend's arguments format them: `$1, $2, ..` on
@@ -201,7 +204,8 @@ where
             .push_bind(r.position)
             .push_bind(r.inject_json.as_deref())
             .push_bind(r.watched)
-            .push_bind(r.sent_secs);
+            .push_bind(r.sent_secs)
+            .push_bind(r.play.as_deref());
     });
     sql
 }
@@ -239,6 +243,8 @@ where
         keep("last_error", "column13"),
         once("watched", "column14"),
         keep("sent_secs", "column15"),
+        // An outcome changes after delivery: never frozen.
+        "play = COALESCE(v.column16, d.play)".to_owned(),
     ];
     let mut sql = QueryBuilder::new(format!(
         "UPDATE deliveries AS d SET {} FROM (",
@@ -259,7 +265,8 @@ where
             .push_bind(r.late)
             .push_bind(r.last_error.as_deref())
             .push_bind(r.watched)
-            .push_bind(r.sent_secs);
+            .push_bind(r.sent_secs)
+            .push_bind(r.play.as_deref());
     });
     sql.push(
         ") AS v WHERE d.exercise_id = v.column1 AND d.run = v.column2 \
@@ -333,6 +340,7 @@ mod tests {
             inject_json: None,
             watched: None,
             sent_secs: None,
+            play: None,
         }
     }
 
@@ -353,27 +361,27 @@ mod tests {
         assert!(
             insert_deliveries_sql::<Postgres>(&rows)
                 .sql()
-                .ends_with(&format!("VALUES {}, {}", numbered(1, 18), numbered(19, 36)))
+                .ends_with(&format!("VALUES {}, {}", numbered(1, 19), numbered(20, 38)))
         );
         assert!(
             save_deliveries_sql::<Postgres>(&rows)
                 .sql()
                 .contains(&format!(
                     "(VALUES {}, {}) AS v",
-                    numbered(1, 15),
-                    numbered(16, 30)
+                    numbered(1, 16),
+                    numbered(17, 32)
                 ))
         );
         let anonymous = |n: usize| format!("({})", vec!["?"; n].join(", "));
         assert!(
             insert_deliveries_sql::<Sqlite>(&rows[..1])
                 .sql()
-                .ends_with(&format!("VALUES {}", anonymous(18)))
+                .ends_with(&format!("VALUES {}", anonymous(19)))
         );
         assert!(
             save_deliveries_sql::<Sqlite>(&rows[..1])
                 .sql()
-                .contains(&format!("(VALUES {}) AS v", anonymous(15)))
+                .contains(&format!("(VALUES {}) AS v", anonymous(16)))
         );
     }
 }

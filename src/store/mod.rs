@@ -5,7 +5,7 @@
 //!
 //! `Store` wraps a pool of either backend (this file: connecting, the
 //! schema's migrations, errors); each table group adds its methods in a file
-//! of its own: `exercises`, `deliveries`, `control`, `tokens`, and `batch`,
+//! of its own: `exercises`, `deliveries`, `control`, `play`, `tokens`, and `batch`,
 //! the journal's transaction over several of them. Every query is written
 //! once in portable SQL and runs on both (`$1` placeholders, which SQLite
 //! reads too); multi-row statements are built with `sqlx::QueryBuilder`,
@@ -46,6 +46,7 @@ mod cluster;
 mod control;
 mod deliveries;
 mod exercises;
+mod play;
 mod tokens;
 
 pub use batch::{Batch, Fence};
@@ -53,6 +54,7 @@ pub use cluster::{Claimed, ClusterRows, LeaseRow, NodeLock, NodeRow};
 pub use control::ControlRow;
 pub use deliveries::{DELIVERED, DeliveryRow};
 pub use exercises::{ClockRow, ExerciseRow};
+pub use play::PlayRow;
 pub use tokens::{TeamLinkRow, TokenRow};
 
 /// How long a SQLite writer waits for another one before giving up.

@@ -37,6 +37,7 @@ async fn delivery_round_trip_in_run_order(db: &TestDb) {
         inject_json: Some(r#"{"id":"i-1","type":"sms","content":{"text":"é ✓"}}"#.into()),
         watched: Some(true),
         sent_secs: Some(1),
+        play: None,
         ..rows[1].clone()
     };
     let other_run = delivery("ex-1", 2, "blue", "i-1", 0);
@@ -184,6 +185,23 @@ async fn confirmation_is_written_once(db: &TestDb) {
     received_again.received_wall_ms = Some(99_999);
     s.save_deliveries(&[received_again]).await.unwrap();
     assert_eq!(s.deliveries("ex-1", 1).await.unwrap()[0], received);
+
+    // Its two-way play state is not frozen: an outcome comes after delivery
+    // (and turns from missed to late); a save without one keeps it.
+    let mut answered = received.clone();
+    answered.play = Some(r#"{"outcome":"missed","window_end":70}"#.into());
+    s.save_deliveries(std::slice::from_ref(&answered))
+        .await
+        .unwrap();
+    answered.play = Some(r#"{"outcome":"late","window_end":70}"#.into());
+    s.save_deliveries(std::slice::from_ref(&answered))
+        .await
+        .unwrap();
+    let mut without = answered.clone();
+    without.play = None;
+    s.save_deliveries(&[without]).await.unwrap();
+    assert_eq!(s.deliveries("ex-1", 1).await.unwrap()[0], answered);
+    let received = answered;
 
     // Within one batch, saves apply in order: delivered then a stale retry
     // stays delivered; an acknowledgement then a later one keeps the first.

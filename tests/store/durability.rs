@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use scip_orchestrator::store::{Batch, ClockRow, DELIVERED, Store, default_sqlite_url};
+use scip_orchestrator::store::{Batch, ClockRow, DELIVERED, PlayRow, Store, default_sqlite_url};
 
 use crate::support::{TestDb, control, delivery, exercise};
 
@@ -44,6 +44,19 @@ async fn a_batch_is_written_whole_or_not_at_all(db: &TestDb) {
             ("gone".into(), clock.clone()),
         ],
         saves: vec![delivered.clone()],
+        plays: vec![PlayRow {
+            id: 0,
+            exercise_id: "ex-1".into(),
+            run: 1,
+            kind: "response".into(),
+            team_id: Some("red".into()),
+            subject: Some("i-1".into()),
+            body: r#"{"choice":"B"}"#.into(),
+            by_name: Some("Ana".into()),
+            source: "mqtt".into(),
+            wall_ms: 1_700_000_000_450,
+            exercise_secs: 3,
+        }],
     };
 
     // A row that repeats a stored key: nothing of the batch is written.
@@ -52,6 +65,7 @@ async fn a_batch_is_written_whole_or_not_at_all(db: &TestDb) {
     let err = s.write(&bad).await.unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
     assert!(s.control_log("ex-1").await.unwrap().is_empty());
+    assert!(s.play_events("ex-1", 1).await.unwrap().is_empty());
     assert_eq!(
         s.deliveries("ex-1", 1).await.unwrap(),
         std::slice::from_ref(&first)
@@ -69,6 +83,13 @@ async fn a_batch_is_written_whole_or_not_at_all(db: &TestDb) {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].status, DELIVERED);
     assert_eq!(rows[1].team_id, "red");
+    let plays = s.play_events("ex-1", 1).await.unwrap();
+    assert_eq!(plays.len(), 1);
+    assert!(plays[0].id > 0, "ids are assigned on insert");
+    assert_eq!(
+        (plays[0].kind.as_str(), plays[0].body.as_str()),
+        ("response", r#"{"choice":"B"}"#)
+    );
     let row = s.get_exercise("ex-1").await.unwrap().unwrap();
     assert_eq!(
         (row.state.as_str(), row.updated_wall_ms),

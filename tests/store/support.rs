@@ -174,6 +174,7 @@ pub fn delivery(
         inject_json: None,
         watched: None,
         sent_secs: None,
+        play: None,
     }
 }
 

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::domain::ExerciseSeconds;
+use crate::play::PlayState;
 
 /// The delivery settings of SPEC section 5, as the engine uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ impl DeliveryStatus {
 pub enum Phase {
     /// Not due yet.
     Scheduled,
+    /// A conditional inject waiting for its condition: out of the due index.
+    Held,
     /// Due, but held: the broker is away or the exercise is paused.
     Waiting,
     /// Attempt `n` is with the broker, awaiting its acknowledgement.
@@ -122,6 +125,8 @@ pub struct DeliveryRecord {
     pub status: DeliveryStatus,
     pub last_error: Option<String>,
     pub phase: Phase,
+    /// Two-way play: outcome, answer window, first answer, condition.
+    pub play: PlayState,
 }
 
 impl DeliveryRecord {
@@ -146,6 +151,7 @@ impl DeliveryRecord {
             status: DeliveryStatus::Pending,
             last_error: None,
             phase: Phase::Scheduled,
+            play: PlayState::default(),
         }
     }
 

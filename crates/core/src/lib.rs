@@ -8,13 +8,17 @@
 //! - `clock`: exercise time from a start instant, paused time and speed.
 //! - `delivery`: delivery records, their counts and the delivery policy.
 //! - `engine`: the engine of one exercise, driven by its [`Plan`].
+//! - `play`: two-way play: outcomes, conditions, what a record keeps of them.
 
 pub mod clock;
 pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod lifecycle;
+pub mod play;
 
+#[cfg(test)]
+mod play_tests;
 #[cfg(test)]
 mod tests;
 
@@ -25,3 +29,7 @@ pub use engine::{
     Transition,
 };
 pub use lifecycle::{Command, Refusal, State};
+pub use play::{
+    Answer, Answered, Condition, Expectation, Gate, Outcome, OutcomeMatch, PlayError, PlayState,
+    Skip, SlotPlay, Trigger,
+};

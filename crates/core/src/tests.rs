@@ -25,17 +25,18 @@ pub(crate) fn scenario(teams: usize, times: &[u32], duration: u32) -> Plan {
             })
             .collect(),
         turn_ends: Vec::new(),
+        play: Vec::new(),
     }
 }
 
-fn now() -> Now {
+pub(crate) fn now() -> Now {
     Now {
         mono: Instant::now(),
         wall: OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     }
 }
 
-fn policy() -> DeliveryPolicy {
+pub(crate) fn policy() -> DeliveryPolicy {
     DeliveryPolicy {
         timeout: Duration::from_secs(5),
         retry_delay: Duration::from_secs(5),
@@ -46,16 +47,17 @@ fn policy() -> DeliveryPolicy {
 
 /// What the driver saw, in order.
 #[derive(Debug, Default)]
-struct Seen {
-    delivered: Vec<(DeliveryTag, Instant)>,
-    ticks: Vec<(u32, State, Instant)>,
-    transitions: Vec<Transition>,
-    failed: Vec<usize>,
+pub(crate) struct Seen {
+    pub(crate) delivered: Vec<(DeliveryTag, Instant)>,
+    pub(crate) ticks: Vec<(u32, State, Instant)>,
+    pub(crate) transitions: Vec<Transition>,
+    pub(crate) failed: Vec<usize>,
+    pub(crate) played: Vec<usize>,
 }
 
 /// Drains the engine's outputs; acknowledges every delivery at once when
 /// `ack` says so.
-fn drain(engine: &mut Engine, seen: &mut Seen, ack: bool) {
+pub(crate) fn drain(engine: &mut Engine, seen: &mut Seen, ack: bool) {
     while let Some(out) = engine.poll_output() {
         match out {
             Output::Timer(t) => seen.ticks.push((t.current.get(), t.state, Instant::now())),
@@ -67,6 +69,7 @@ fn drain(engine: &mut Engine, seen: &mut Seen, ack: bool) {
             }
             Output::StateChanged(t) => seen.transitions.push(t),
             Output::DeliveryFailed { slot } => seen.failed.push(slot),
+            Output::Played { slot } => seen.played.push(slot),
         }
     }
 }
@@ -79,7 +82,7 @@ async fn step(engine: &mut Engine, seen: &mut Seen, until: Instant) {
     drain(engine, seen, true);
 }
 
-async fn run_until(engine: &mut Engine, seen: &mut Seen, until: Instant) {
+pub(crate) async fn run_until(engine: &mut Engine, seen: &mut Seen, until: Instant) {
     while Instant::now() < until {
         step(engine, seen, until).await;
     }
@@ -402,7 +405,7 @@ async fn controllers_can_cancel_reschedule_add_and_retry() {
     run_until(&mut engine, &mut seen, t0 + Duration::from_secs(5)).await;
 
     // Slots: team 0 -> 0 (T+10), 1 (T+20); team 1 -> 2 (T+10), 3 (T+20).
-    engine.cancel(2).unwrap();
+    engine.cancel(2, now()).unwrap();
     engine
         .reschedule(1, ExerciseSeconds::new(30), now())
         .unwrap();
@@ -450,7 +453,7 @@ async fn controllers_can_cancel_reschedule_add_and_retry() {
     );
     assert_eq!(engine.records()[2].status, DeliveryStatus::Cancelled);
     assert!(
-        engine.cancel(0).is_err(),
+        engine.cancel(0, now()).is_err(),
         "a delivered one cannot be cancelled"
     );
     assert_eq!(engine.state(), State::Completed);

@@ -24,6 +24,7 @@ pub fn row(team: &str, inject: &str, due: i64, status: &str) -> DeliveryRow {
         inject_json: None,
         watched: None,
         sent_secs: None,
+        play: None,
     }
 }
 

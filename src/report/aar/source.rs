@@ -89,6 +89,7 @@ pub fn from_view(exercise_id: &str, run: i64, position: usize, v: DeliveryView) 
             inject_json: None,
             watched: r.watched,
             sent_secs: r.published_at.map(|s| i64::from(s.get())),
+            play: crate::runtime::exercise::play_json(&r.play),
         },
         kind: v.kind,
         live: v.live,

@@ -42,6 +42,45 @@ impl Actor {
                 info!(exercise_id = %self.id(), %command, reason = reason.as_deref().unwrap_or(""), "control command");
                 self.command(command, reason, "mqtt".into(), None);
             }
+            ControlInput::Decide { decision, .. } if self.closing => {
+                let why = format!("exercise {} is being deleted", self.id());
+                self.refuse_decision(&decision, why);
+            }
+            ControlInput::Decide {
+                decision,
+                teams,
+                reason,
+            } => {
+                if let Err(refused) = self.control_rate.check("mqtt", Instant::now()) {
+                    let why = format!(
+                        "rate limited: {}",
+                        refused.describe("commands", "on the control topic")
+                    );
+                    self.refuse_decision(&decision, why);
+                    return;
+                }
+                info!(exercise_id = %self.id(), %decision, reason = reason.as_deref().unwrap_or(""), "decision on the control topic");
+                let now = super::now();
+                let result = self.decide(&decision, teams, "mqtt", now);
+                let done = result
+                    .as_ref()
+                    .map(|m| format!("decision {decision:?}: {} injects released", m.released));
+                if let Err(e) = &result {
+                    self.refuse_decision(&decision, e.to_string());
+                }
+                let row = ControlRow {
+                    id: 0,
+                    exercise_id: self.id().to_string(),
+                    at_wall_ms: wall_ms(now.wall),
+                    command: "decide".into(),
+                    reason,
+                    source: "mqtt".into(),
+                    accepted: done.is_ok(),
+                    message: Some(done.unwrap_or_else(|e| e.to_string())),
+                    exercise_secs: Some(i64::from(self.engine.exercise_time(now.mono).get())),
+                };
+                self.journal.write(JournalEntry::Control(row));
+            }
             ControlInput::Announcement => {}
             ControlInput::Invalid(why) => {
                 let Some(unreported) = self.may_report() else {
@@ -53,6 +92,19 @@ impl Actor {
                 self.publish_status(&status);
             }
         }
+    }
+
+    /// A decision on the control topic not taken: reported on the status
+    /// topic, within the report rate.
+    fn refuse_decision(&mut self, decision: &str, why: String) {
+        let Some(unreported) = self.may_report() else {
+            return;
+        };
+        warn!(exercise_id = %self.id(), decision, %why, unreported, "decision refused");
+        let mut status = self.status_now("command_refused");
+        status.command = Some("decide".into());
+        status.message = Some(with_unreported(why, unreported));
+        self.publish_status(&status);
     }
 
     /// A control-topic command not taken: logged, audited and reported on
@@ -85,7 +137,7 @@ impl Actor {
     /// commands are accepted, so a flood costs neither memory nor disk.
     /// Beyond that it is counted (`scip_control_reports_suppressed_total`),
     /// and the next report says how many went unreported: Some(that many).
-    fn may_report(&mut self) -> Option<u64> {
+    pub(super) fn may_report(&mut self) -> Option<u64> {
         if self.report_rate.check("reports", Instant::now()).is_ok() {
             Some(std::mem::take(&mut self.unreported))
         } else {

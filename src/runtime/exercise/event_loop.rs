@@ -28,6 +28,9 @@ impl Actor {
         let mut acks = self.acks_rx.take().expect("run once");
         let (control_tx, mut control) = mpsc::channel(CONTROL_QUEUE);
         self.mqtt.subscribe(self.topics.control.clone(), control_tx);
+        let (responses_tx, mut responses) = mpsc::channel(CONTROL_QUEUE);
+        self.mqtt
+            .subscribe(self.topics.team_responses.clone(), responses_tx);
         let mut connected = self.mqtt.connected();
         let up = *connected.borrow_and_update();
         self.engine.set_connected(up && self.trusted(), now());
@@ -123,6 +126,12 @@ impl Actor {
                 Some(message) = control.recv(), if clock_runs => {
                     self.check_trust(*connected.borrow());
                     self.on_control(message);
+                    self.counts = None;
+                    self.publish_snapshot(*connected.borrow());
+                }
+                Some(message) = responses.recv(), if clock_runs && !self.closing => {
+                    self.check_trust(*connected.borrow());
+                    self.on_mqtt_response(message);
                     self.counts = None;
                     self.publish_snapshot(*connected.borrow());
                 }

@@ -9,13 +9,15 @@
 //! Its parts: the event loop (`event_loop`), controllers' requests
 //! (`requests`), the control topic (`control`), what goes out to the broker,
 //! the journal and followers (`outputs`), the scenario's entries by slot
-//! (`entries`) and the clock as stored values (`clock`).
+//! (`entries`), the clock as stored values (`clock`) and two-way play:
+//! answers, decisions and their announcements (`play`).
 
 mod clock;
 mod control;
 mod entries;
 mod event_loop;
 mod outputs;
+mod play;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -43,6 +45,8 @@ use crate::store::{ClockRow, DeliveryRow};
 
 pub use clock::{clock_row, from_wall_ms, stored_elapsed, wall_ms};
 use entries::{Entry, scenario_entries};
+pub use outputs::play_json;
+pub use play::{MAX_BY_CHARS, MAX_RESPONSE_CHARS};
 
 /// Control-topic messages waiting for the actor; more are dropped (counted in
 /// `scip_mqtt_received_dropped_total`): a flood is refused before it queues.
@@ -212,6 +216,21 @@ pub enum Request {
     End {
         reply: Reply<()>,
     },
+    /// Team `team` answered an inject (from its dashboard or the API).
+    Respond {
+        team: usize,
+        input: crate::mqtt::wire::ResponseIn,
+        /// `dashboard` or `api:<ip>`.
+        source: String,
+        reply: Reply<crate::mqtt::wire::ResponseMessage>,
+    },
+    /// A controller's decision, for `teams` (every team when None).
+    Decide {
+        decision: String,
+        teams: Option<Vec<String>>,
+        source: String,
+        reply: Reply<crate::mqtt::wire::DecisionMessage>,
+    },
     /// A team dashboard showed these injects of `run`; answers how many
     /// receipts were new.
     Receipts {
@@ -255,6 +274,8 @@ pub struct Actor {
     report_rate: RateLimit,
     /// Refused or invalid control messages not reported since the last report.
     unreported: u64,
+    /// Answers per team (whatever their path).
+    response_rate: RateLimit,
     /// Being deleted: no command or edit is taken.
     closing: bool,
     /// Deleted: the loop ends, nothing more is written.
@@ -303,6 +324,7 @@ impl Actor {
         let presence = Presence::new(scenario.teams.len());
         let control_rate = RateLimit::per_minute(options.max_commands_per_minute);
         let report_rate = RateLimit::per_minute(options.max_commands_per_minute);
+        let response_rate = RateLimit::per_minute(options.max_commands_per_minute);
         let snapshot = watch::channel(Snapshot {
             id: id.clone(),
             time: engine.exercise_time(Instant::now()),
@@ -342,6 +364,7 @@ impl Actor {
             control_rate,
             report_rate,
             unreported: 0,
+            response_rate,
             closing: false,
             closed: false,
         }

@@ -10,7 +10,7 @@ use tracing::{error, info};
 
 use super::clock::{clock_row, wall_ms};
 use super::{Actor, now};
-use crate::core::{DeliveryTag, Output, State, Transition};
+use crate::core::{DeliveryTag, Output, PlayState, State, Transition};
 use crate::mqtt::wire::{
     ANNOUNCEMENT_SOURCE, Announcement, MonitoringMessage, StatusMessage, TimerMessage, timestamp,
 };
@@ -35,6 +35,10 @@ impl Actor {
                 Output::Deliver(tag) => {
                     self.deliver(tag);
                     self.dirty.push(tag.slot as usize);
+                }
+                Output::Played { slot } => {
+                    self.dirty.push(slot);
+                    announcements.push(output);
                 }
                 // A tick announces nothing to store: straight out, on time.
                 Output::Timer(t) if t.state == State::Running => {
@@ -95,11 +99,19 @@ impl Actor {
                     self.publish_status(&status);
                     self.publish_monitoring();
                 }
+                Output::Played { slot } => self.announce_play(slot),
                 Output::Deliver(_) => unreachable!("sent above"),
             }
         }
     }
+}
 
+/// A record's play state as stored; None when it has none.
+pub fn play_json(play: &PlayState) -> Option<String> {
+    (!play.is_empty()).then(|| serde_json::to_string(play).expect("play state serializes"))
+}
+
+impl Actor {
     /// Tells followers which records changed since the last call.
     fn emit_changes(&mut self) {
         if self.live.receiver_count() == 0 {
@@ -169,6 +181,7 @@ impl Actor {
             last_error: r.last_error.clone(),
             watched: r.watched,
             sent_secs: r.published_at.map(|s| i64::from(s.get())),
+            play: play_json(&r.play),
             position: slot as i64,
             inject_json: e
                 .live
@@ -287,7 +300,13 @@ impl Actor {
     /// Announcements go through the journal: after what they announce is
     /// stored. The timer and monitoring messages are snapshots: while held,
     /// only the newest of each matters.
-    fn publish_json(&self, topic: &str, body: &impl serde::Serialize, qos: QoS, retain: bool) {
+    pub(super) fn publish_json(
+        &self,
+        topic: &str,
+        body: &impl serde::Serialize,
+        qos: QoS,
+        retain: bool,
+    ) {
         let payload = serde_json::to_vec(body).expect("wire types serialize");
         let message = Message {
             topic: topic.to_owned(),

@@ -106,6 +106,14 @@ impl Actor {
                 let _ = reply.send(Err(self.being_deleted()));
                 return;
             }
+            Request::Respond { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
+            Request::Decide { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
             other => other,
         };
         match request {
@@ -115,6 +123,28 @@ impl Actor {
                 source,
                 reply,
             } => self.command(command, reason, source, Some(reply)),
+            Request::Respond {
+                team,
+                input,
+                source,
+                reply,
+            } => {
+                let result = self.respond(team, input, &source, now);
+                self.reply_stored(result, reply);
+            }
+            Request::Decide {
+                decision,
+                teams,
+                source,
+                reply,
+            } => {
+                let result = self.decide(&decision, teams, &source, now);
+                let done = result
+                    .as_ref()
+                    .map(|m| format!("decision {decision:?}: {} injects released", m.released));
+                self.audit("decide", source, done, None, now);
+                self.reply_stored(result, reply);
+            }
             Request::Deliveries { reply } => {
                 let _ = reply.send(Ok(self.views()));
             }
@@ -155,7 +185,7 @@ impl Actor {
             Request::Cancel { key, source, reply } => {
                 let result = self
                     .slot(&key)
-                    .and_then(|slot| self.engine.cancel(slot).map_err(Into::into));
+                    .and_then(|slot| self.engine.cancel(slot, now).map_err(Into::into));
                 let done = result.as_ref().map(|()| describe_key(&key));
                 self.audit("cancel", source, done, None, now);
                 self.answer(result, reply);
@@ -295,6 +325,19 @@ impl Actor {
         });
     }
 
+    /// Replies once what was journaled is stored, without rewriting
+    /// every record (an answer changes a few, and marks them itself).
+    fn reply_stored<T: Send + 'static>(
+        &mut self,
+        result: Result<T, RequestError>,
+        reply: Reply<T>,
+    ) {
+        self.flush();
+        self.journal.reply(move |stored| {
+            let _ = reply.send(stored.map_err(RequestError::from).and(result));
+        });
+    }
+
     fn being_deleted(&self) -> RequestError {
         RequestError::Conflict(format!("exercise {} is being deleted", self.id()))
     }
@@ -308,6 +351,12 @@ impl Actor {
     ) -> Result<usize, RequestError> {
         if teams.is_empty() {
             return Err(RequestError::Invalid("name at least one team".into()));
+        }
+        let play = inject.play();
+        if play.expect.is_some() || play.when.is_some() {
+            return Err(RequestError::Invalid(
+                "\"expect\" and \"when\" belong to scenario injects; an inject sent live may ask for a \"response\"".into(),
+            ));
         }
         let mut indices = Vec::new();
         for team in &teams {
@@ -477,7 +526,7 @@ impl Actor {
         })
     }
 
-    fn slot_of(&self, team: usize, inject: &InjectId) -> Option<usize> {
+    pub(super) fn slot_of(&self, team: usize, inject: &InjectId) -> Option<usize> {
         self.entries
             .iter()
             .position(|e| e.team == team && e.inject().id == *inject)

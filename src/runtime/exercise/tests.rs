@@ -96,6 +96,8 @@ struct Log {
     others: Vec<(String, Value, Instant)>,
     /// Where messages on the control topic go.
     control: Option<mpsc::Sender<Received>>,
+    /// Where messages on the teams' responses topics go.
+    responses: Option<mpsc::Sender<Received>>,
     /// Acknowledgements held back (`Answer::Hold`).
     held: Vec<AckTo>,
 }
@@ -123,6 +125,9 @@ fn play(
         while let Some(asked) = broker.next().await {
             let mut log = shared.lock().unwrap();
             match asked {
+                Asked::Subscribe(topic, to) if topic == topics().team_responses => {
+                    log.responses = Some(to);
+                }
                 Asked::Subscribe(topic, to) => {
                     assert_eq!(topic, topics().control);
                     log.control = Some(to);

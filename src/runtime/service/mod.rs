@@ -10,6 +10,7 @@
 mod cluster;
 mod links;
 mod peers;
+mod play;
 mod registry;
 mod requests;
 mod restore;

@@ -251,6 +251,12 @@ fn records_from_rows(
             .filter(|_| record.watched == Some(true))
             .map(|shown| crate::core::engine::receipt_latency(record.due_wall, shown));
         record.last_error = row.last_error.clone();
+        // Unreadable play state reads as none: the plan's starting state.
+        record.play = row
+            .play
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
         records.push(record);
     }
     if records.is_empty() {

@@ -64,16 +64,22 @@ impl Engine {
         Ok(failed.len())
     }
 
-    /// Cancels a delivery that is not yet due.
-    pub fn cancel(&mut self, slot: usize) -> Result<(), EditError> {
+    /// Cancels a delivery that is not yet due (or still waits for its
+    /// condition: what waited on it is skipped in turn).
+    pub fn cancel(&mut self, slot: usize, now: Now) -> Result<(), EditError> {
         let record = self.existing(slot)?;
-        if record.phase != Phase::Scheduled {
+        if !matches!(record.phase, Phase::Scheduled | Phase::Held) {
             return Err(wrong_status(slot, record.status, "pending and not yet due"));
         }
+        let held = record.phase == Phase::Held;
         let record = &mut self.records[slot];
         record.status = DeliveryStatus::Cancelled;
         record.phase = Phase::Done;
         record.last_error = Some("cancelled by a controller".to_owned());
+        if held {
+            let at = self.exercise_time(now.mono).get();
+            self.settle(slot, at, now);
+        }
         Ok(())
     }
 
@@ -208,7 +214,7 @@ impl Engine {
     }
 
     /// Puts a scheduled record into the due index.
-    fn schedule(&mut self, slot: usize, _now: Now) {
+    pub(super) fn schedule(&mut self, slot: usize, _now: Now) {
         let due = self.records[slot].due;
         let pos = self.cursor
             + self.order[self.cursor..]

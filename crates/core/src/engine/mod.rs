@@ -17,6 +17,7 @@ use crate::domain::{ExerciseSeconds, Speed};
 use crate::lifecycle::{Command, Refusal, State};
 
 mod edit;
+mod play;
 mod types;
 
 pub use edit::{EditError, SeekMode};
@@ -53,12 +54,19 @@ pub struct Engine {
     archived: Vec<ArchivedRun>,
     /// When this run started (monotonic and wall).
     started: Option<Now>,
+    /// Two-way play per plan slot (expectations, conditions).
+    play: Vec<crate::play::SlotPlay>,
+    /// Per plan slot, the slots whose condition waits on it.
+    dependents: Vec<Vec<usize>>,
+    /// Open answer windows: (the exercise second it closes, slot).
+    windows: BTreeSet<(u32, usize)>,
 }
 
 impl Engine {
     /// An initialized exercise of `plan`, running at `speed`.
     pub fn new(plan: &Plan, speed: Speed, policy: DeliveryPolicy) -> Self {
         let (plan_duration, turn_ends) = (plan.duration, plan.turn_ends.clone());
+        let play = plan.play.clone();
         let plan: Vec<_> = plan
             .injects
             .iter()
@@ -77,7 +85,7 @@ impl Engine {
             order,
             cursor: 0,
             next_tick: 0,
-            records: fresh_records(&plan),
+            records: fresh_records(&plan, &play),
             plan,
             turn_ends,
             turn: 0,
@@ -87,6 +95,9 @@ impl Engine {
             outputs: VecDeque::new(),
             archived: Vec::new(),
             started: None,
+            dependents: Self::dependents_of(&play),
+            play,
+            windows: BTreeSet::new(),
         }
     }
 
@@ -127,6 +138,7 @@ impl Engine {
             wall,
         });
         engine.records = stored.records;
+        engine.restore_play();
         engine.order = (0..engine.records.len()).collect();
         engine
             .order
@@ -146,6 +158,7 @@ impl Engine {
         for slot in 0..engine.records.len() {
             let record = &mut engine.records[slot];
             record.phase = match record.status {
+                DeliveryStatus::Pending if record.play.is_held() => Phase::Held,
                 DeliveryStatus::Pending | DeliveryStatus::Retrying => Phase::Scheduled,
                 _ => Phase::Done,
             };
@@ -376,6 +389,7 @@ impl Engine {
                     state: self.state,
                 }));
                 self.fire_through(second.get(), now);
+                self.close_windows(second.get(), now);
                 self.next_tick += 1;
                 if self.turn_over(second.get()) {
                     self.end_turn(now);
@@ -538,7 +552,7 @@ impl Engine {
             if record.is_outstanding() {
                 record.last_error = Some(why.to_owned());
             }
-            if record.is_outstanding() || record.phase == Phase::Scheduled {
+            if record.is_outstanding() || matches!(record.phase, Phase::Scheduled | Phase::Held) {
                 record.status = DeliveryStatus::Cancelled;
                 record.phase = Phase::Done;
             }
@@ -598,8 +612,12 @@ impl Engine {
         // the ticket's report is still matched to the attempt in flight.
         let attempt = u16::try_from(record.attempts).unwrap_or(u16::MAX);
         record.phase = Phase::InFlight(u32::from(attempt));
+        let first = record.published_wall.is_none();
         record.published_wall = Some(now.wall);
         record.published_at = Some(at);
+        if first {
+            self.open_window(slot, at.get());
+        }
         self.outputs.push_back(Output::Deliver(DeliveryTag {
             run: self.run,
             slot: slot as u32,
@@ -616,6 +634,7 @@ impl Engine {
     fn complete(&mut self, now: Now) {
         let from = self.state;
         self.state = State::Completed;
+        self.end_play();
         self.outputs.push_back(Output::StateChanged(Transition {
             from,
             to: State::Completed,
@@ -631,10 +650,11 @@ impl Engine {
     fn cancel_unsent(&mut self) {
         self.waiting.clear();
         self.retries.clear();
+        self.windows.clear();
         for record in &mut self.records {
             if matches!(
                 record.phase,
-                Phase::Scheduled | Phase::Waiting | Phase::RetryAt(_)
+                Phase::Scheduled | Phase::Held | Phase::Waiting | Phase::RetryAt(_)
             ) {
                 record.status = DeliveryStatus::Cancelled;
                 record.phase = Phase::Done;
@@ -643,7 +663,7 @@ impl Engine {
     }
 
     fn reset(&mut self) {
-        let records = std::mem::replace(&mut self.records, fresh_records(&self.plan));
+        let records = std::mem::replace(&mut self.records, fresh_records(&self.plan, &self.play));
         // Injects added or moved by controllers belonged to the old run.
         self.order = (0..self.plan.len()).collect();
         self.order
@@ -658,16 +678,25 @@ impl Engine {
         self.next_tick = 0;
         self.waiting.clear();
         self.retries.clear();
+        self.windows.clear();
         self.started = None;
         self.turn = 0;
     }
 }
 
-fn fresh_records(plan: &[(u32, u32, ExerciseSeconds, u16)]) -> Vec<DeliveryRecord> {
+fn fresh_records(
+    plan: &[(u32, u32, ExerciseSeconds, u16)],
+    play: &[crate::play::SlotPlay],
+) -> Vec<DeliveryRecord> {
     plan.iter()
-        .map(|&(team, inject, due, turn)| {
+        .enumerate()
+        .map(|(slot, &(team, inject, due, turn))| {
             let mut record = DeliveryRecord::new(team as usize, inject as usize, due);
             record.turn = turn;
+            record.play = Engine::fresh_play(play, slot);
+            if record.play.is_held() {
+                record.phase = Phase::Held;
+            }
             record
         })
         .collect()

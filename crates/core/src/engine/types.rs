@@ -82,6 +82,9 @@ pub enum Output {
     StateChanged(Transition),
     /// Record `slot` failed its last attempt.
     DeliveryFailed { slot: usize },
+    /// The play state of record `slot` changed: its outcome, its answer
+    /// window, or its condition (released or skipped).
+    Played { slot: usize },
 }
 
 /// What an engine runs: every inject as (team, inject, due, turn), by team
@@ -94,6 +97,9 @@ pub struct Plan {
     pub injects: Vec<Planned>,
     /// Turn-based exercises: the second each turn ends; empty otherwise.
     pub turn_ends: Vec<u32>,
+    /// Two-way play per slot (expectations, conditions); empty when the
+    /// scenario has none.
+    pub play: Vec<crate::play::SlotPlay>,
 }
 
 /// One inject of a [`Plan`].

@@ -1,0 +1,236 @@
+//! Two-way play over HTTP: a team answers from its dashboard (its signed
+//! link, checked before the body is read), a controller takes a named
+//! decision, and anyone with a role reads a run's responses and decisions.
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::http::errors::{ErrorCode, ErrorResponse};
+use crate::http::extract::{ApiJson, ClientSource, JsonBody, json_body};
+use crate::http::links::LinkToken;
+use crate::http::types::TeamPath;
+use crate::http::{ApiError, MAX_RECEIPT_BYTES};
+use crate::mqtt::wire::{ResponseIn, timestamp};
+use crate::runtime::exercise::from_wall_ms;
+use crate::runtime::service::Service;
+
+/// A team's answer to an inject it was sent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRequest {
+    #[schema(example = "inject-007")]
+    pub inject_id: String,
+    /// One of the inject's options, for a choice.
+    #[schema(example = "B")]
+    pub choice: Option<String>,
+    /// The answer, for a text response; a comment otherwise (at most 4000
+    /// characters).
+    pub text: Option<String>,
+    /// Who answers, as they want to be named (at most 100 characters).
+    pub by: Option<String>,
+}
+
+impl JsonBody for ResponseRequest {
+    const EXPECTED: &str =
+        "a JSON object with \"inject_id\" and, as the inject asks, \"choice\" or \"text\"";
+}
+
+/// The answer as recorded. The outcome is not shown to the team.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RespondedResponse {
+    pub team_id: String,
+    pub inject_id: String,
+    pub choice: Option<String>,
+    pub text: Option<String>,
+    pub by: Option<String>,
+    /// The team had answered this inject before: this answer is kept as an
+    /// edit, and the first one still decides the outcome.
+    pub edit: bool,
+    /// The exercise second it was recorded at.
+    pub exercise_time: u32,
+    pub timestamp: String,
+}
+
+/// A controller's named decision.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    #[schema(example = "escalate")]
+    pub decision: String,
+    /// The teams it is for; every team when absent.
+    pub teams: Option<Vec<String>>,
+}
+
+impl JsonBody for DecisionRequest {
+    const EXPECTED: &str = "a JSON object with \"decision\" and optionally \"teams\"";
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionResponse {
+    pub decision: String,
+    pub teams: Option<Vec<String>>,
+    /// How many waiting injects it released (0 when decided before).
+    pub released: usize,
+    pub exercise_time: u32,
+}
+
+/// One response, post, score or decision of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlayEventResponse {
+    pub id: i64,
+    /// `response` or `decision`.
+    pub kind: String,
+    pub team_id: Option<String>,
+    /// The inject answered, or the decision's name.
+    pub subject: Option<String>,
+    /// The rest: a response's choice, text, edit and outcome; a decision's
+    /// teams and the injects it released.
+    #[schema(value_type = Object)]
+    pub body: Value,
+    pub by: Option<String>,
+    /// `dashboard`, `mqtt`, `api:<ip>`.
+    pub source: String,
+    pub timestamp: String,
+    pub exercise_time: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/teams/{team}/responses",
+    tag = "dashboards",
+    params(
+        TeamPath,
+        ("token" = String, Query, description = "The token of the team's dashboard link"),
+    ),
+    request_body = ResponseRequest,
+    responses(
+        (status = 200, description = "Recorded, announced on /exercise/{id}/responses, and given to the scenario's conditions", body = RespondedResponse),
+        (status = 400, description = "Not what the inject asks (an option it does not offer, no text for a text answer, too long)", body = ErrorResponse),
+        (status = 401, description = "No link token (checked before the body is read)", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
+        (status = 404, description = "No such exercise or team, or no such inject sent to this team (an inject not sent yet reads the same)", body = ErrorResponse),
+        (status = 409, description = "The exercise has not started or is over, or the team answers too often", body = ErrorResponse),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorResponse),
+    )
+)]
+pub(super) async fn respond(
+    State(service): State<Service>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
+    Query(link): Query<LinkToken>,
+    request: Request,
+) -> Result<Json<RespondedResponse>, ApiError> {
+    // The link first: without it the body is never read, however large.
+    service.check_team_link(&id, &team, link.token.as_deref())?;
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("a response is at most {MAX_RECEIPT_BYTES} bytes"),
+        )
+    };
+    let announced = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_RECEIPT_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit") {
+                too_large()
+            } else {
+                ApiError::invalid(format!("the request body could not be read: {e}"))
+            }
+        })?;
+    let body: ResponseRequest = json_body(&parts.headers, &bytes)?;
+    let input = ResponseIn {
+        inject_id: body.inject_id,
+        choice: body.choice,
+        text: body.text,
+        by: body.by,
+    };
+    let m = service
+        .respond(&id, &team, link.token.as_deref(), input)
+        .await?;
+    Ok(Json(RespondedResponse {
+        team_id: m.team_id,
+        inject_id: m.inject_id,
+        choice: m.choice,
+        text: m.text,
+        by: m.by,
+        edit: m.edit,
+        exercise_time: m.exercise_time,
+        timestamp: m.timestamp,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/decisions",
+    tag = "exercises",
+    params(("id" = String, Path, description = "Exercise id")),
+    request_body = DecisionRequest,
+    responses(
+        (status = 200, description = "Taken: the injects waiting for it (for these teams) are scheduled, each its delay later", body = DecisionResponse),
+        (status = 400, description = "Invalid body", body = ErrorResponse),
+        (status = 404, description = "No such exercise or team, or no inject waits for this decision", body = ErrorResponse),
+        (status = 409, description = "The exercise has not started or is over", body = ErrorResponse),
+    )
+)]
+pub(super) async fn decide(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    source: ClientSource,
+    ApiJson(body): ApiJson<DecisionRequest>,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let m = service
+        .decide(&id, body.decision, body.teams, source.0)
+        .await?;
+    Ok(Json(DecisionResponse {
+        decision: m.decision,
+        teams: m.teams,
+        released: m.released,
+        exercise_time: m.exercise_time,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exercises/{id}/responses",
+    tag = "exercises",
+    params(("id" = String, Path, description = "Exercise id")),
+    responses(
+        (status = 200, description = "Every response (edits included) and decision of the current run, oldest first", body = [PlayEventResponse]),
+        (status = 404, description = "No such exercise", body = ErrorResponse),
+    )
+)]
+pub(super) async fn responses(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<PlayEventResponse>>, ApiError> {
+    let rows = service.play_events(&id).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| PlayEventResponse {
+                id: row.id,
+                kind: row.kind,
+                team_id: row.team_id,
+                subject: row.subject,
+                body: serde_json::from_str(&row.body).unwrap_or(Value::Null),
+                by: row.by_name,
+                source: row.source,
+                timestamp: timestamp(from_wall_ms(row.wall_ms)),
+                exercise_time: row.exercise_secs,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,321 @@
+//! Two-way play in the actor (SPEC section 9): a team's answers (its
+//! dashboard, its MQTT responses topic), controllers' decisions (API,
+//! control topic), and what they announce on the responses topic. Each
+//! is stored (a play row) before it is announced.
+
+use std::sync::Arc;
+
+use rumqttc::QoS;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::clock::wall_ms;
+use super::{Actor, RequestError};
+use crate::core::{Gate, Now, PlayError, Skip};
+use crate::domain::InjectId;
+use crate::mqtt::Received;
+use crate::mqtt::wire::{DecisionMessage, PlayMessage, ResponseIn, ResponseMessage, timestamp};
+use crate::runtime::journal::JournalEntry;
+use crate::runtime::live::Live;
+use crate::scenario::play::ResponseKind;
+use crate::store::PlayRow;
+
+/// The longest free-text answer, in characters.
+pub const MAX_RESPONSE_CHARS: usize = 4000;
+/// The longest name a responder gives (`by`).
+pub const MAX_BY_CHARS: usize = 100;
+
+impl Actor {
+    /// A team's answer to an inject it was sent: checked against what the
+    /// inject asks, given to the engine (outcome, branches), stored, then
+    /// announced. An inject not (yet) sent to the team is refused as if it
+    /// did not exist, so answering reveals nothing of the team's future.
+    pub(super) fn respond(
+        &mut self,
+        team: usize,
+        input: ResponseIn,
+        source: &str,
+        now: Now,
+    ) -> Result<ResponseMessage, RequestError> {
+        let team_id = self.scenario.teams[team].id.to_string();
+        let not_sent = || {
+            RequestError::NotFound(format!(
+                "no inject {:?} has been sent to team {team_id:?}",
+                input.inject_id
+            ))
+        };
+        let id = InjectId::parse(&input.inject_id).map_err(|_| not_sent())?;
+        let slot = self.slot_of(team, &id).ok_or_else(not_sent)?;
+        if self.engine.records()[slot].published_wall.is_none() {
+            return Err(not_sent());
+        }
+        if let Err(refused) = self.response_rate.check(&team_id, Instant::now()) {
+            return Err(RequestError::Conflict(format!(
+                "rate limited: {}",
+                refused.describe("responses", "from this team")
+            )));
+        }
+        let spec = self.entries[slot].inject().play().response.ok_or_else(|| {
+            RequestError::Invalid(format!("inject {:?} asks for no response", id.as_str()))
+        })?;
+        let text = bounded(input.text, MAX_RESPONSE_CHARS, "text")?;
+        let by = bounded(input.by, MAX_BY_CHARS, "by")?;
+        let choice = match (spec.kind, input.choice) {
+            (ResponseKind::Choice, Some(choice)) if spec.options.contains(&choice) => Some(choice),
+            (ResponseKind::Choice, _) => {
+                return Err(RequestError::Invalid(format!(
+                    "choose one of the options: {}",
+                    spec.options.join(", ")
+                )));
+            }
+            (_, Some(_)) => {
+                return Err(RequestError::Invalid(
+                    "this inject offers no options to choose from".into(),
+                ));
+            }
+            (_, None) => None,
+        };
+        if spec.kind == ResponseKind::Text && text.is_none() {
+            return Err(RequestError::Invalid(
+                "this inject asks for a text answer".into(),
+            ));
+        }
+        let answered = self
+            .engine
+            .answer(slot, choice.clone(), now)
+            .map_err(|e| play_error(e, not_sent))?;
+        let outcome = answered.outcome.map(|o| o.as_str());
+        self.journal.write(JournalEntry::Play(PlayRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            run: i64::from(self.engine.run()),
+            kind: "response".into(),
+            team_id: Some(team_id.clone()),
+            subject: Some(id.to_string()),
+            body:
+                json!({"choice": choice, "text": text, "edit": answered.edit, "outcome": outcome})
+                    .to_string(),
+            by_name: by.clone(),
+            source: source.to_owned(),
+            wall_ms: wall_ms(now.wall),
+            exercise_secs: i64::from(answered.at),
+        }));
+        let message = ResponseMessage {
+            event: "response",
+            exercise_id: self.id().to_string(),
+            team_id,
+            inject_id: id.to_string(),
+            choice,
+            text,
+            by,
+            source: source.to_owned(),
+            edit: answered.edit,
+            outcome,
+            exercise_time: answered.at,
+            timestamp: timestamp(now.wall),
+        };
+        info!(
+            exercise_id = %self.id(),
+            team_id = %message.team_id,
+            inject_id = %message.inject_id,
+            outcome = outcome.unwrap_or(""),
+            edit = answered.edit,
+            "response"
+        );
+        let topic = self.topics.responses.clone();
+        self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
+        self.emit(|| Live::Response {
+            team,
+            message: Arc::new(message.clone()),
+        });
+        self.flush();
+        Ok(message)
+    }
+
+    /// A message on a team's responses topic: answered like one from the
+    /// dashboard; what is refused is reported on the status topic.
+    pub(super) fn on_mqtt_response(&mut self, message: Received) {
+        if message.payload.is_empty() || message.retain {
+            // A cleared or retained message is no live answer.
+            return;
+        }
+        let Some(team) = self
+            .topics
+            .responding_team(&message.topic)
+            .and_then(|t| self.scenario.teams.iter().position(|s| s.id.as_str() == t))
+        else {
+            return;
+        };
+        let result = serde_json::from_slice::<ResponseIn>(&message.payload)
+            .map_err(|e| RequestError::Invalid(format!("not a response: {e}")))
+            .and_then(|input| self.respond(team, input, "mqtt", super::now()));
+        if let Err(refused) = result {
+            let Some(unreported) = self.may_report() else {
+                return;
+            };
+            let team_id = self.scenario.teams[team].id.to_string();
+            warn!(exercise_id = %self.id(), team_id = %team_id, %refused, unreported, "response refused");
+            let mut status = self.status_now("response_refused");
+            status.team_id = Some(team_id);
+            status.message = Some(refused.to_string());
+            self.publish_status(&status);
+        }
+    }
+
+    /// A controller's decision for `teams` (every team when None): what
+    /// waits for it is scheduled. Deciding again releases nothing more.
+    pub(super) fn decide(
+        &mut self,
+        decision: &str,
+        teams: Option<Vec<String>>,
+        source: &str,
+        now: Now,
+    ) -> Result<DecisionMessage, RequestError> {
+        let indices = match &teams {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|name| {
+                        self.scenario
+                            .teams
+                            .iter()
+                            .position(|t| t.id.as_str() == name)
+                            .ok_or_else(|| {
+                                RequestError::NotFound(format!("no team {name:?} in this exercise"))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let released = self
+            .engine
+            .decide(decision, indices.as_deref(), now)
+            .map_err(|e| play_error(e, || RequestError::NotFound(String::new())))?;
+        let at = self.engine.exercise_time(now.mono).get();
+        let names: Vec<String> = released
+            .iter()
+            .map(|&slot| {
+                let (team, inject) = self.names(slot);
+                format!("{team}/{inject}")
+            })
+            .collect();
+        self.journal.write(JournalEntry::Play(PlayRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            run: i64::from(self.engine.run()),
+            kind: "decision".into(),
+            team_id: None,
+            subject: Some(decision.to_owned()),
+            body: json!({"teams": teams, "released": names}).to_string(),
+            by_name: None,
+            source: source.to_owned(),
+            wall_ms: wall_ms(now.wall),
+            exercise_secs: i64::from(at),
+        }));
+        let message = DecisionMessage {
+            event: "decision",
+            exercise_id: self.id().to_string(),
+            decision: decision.to_owned(),
+            teams,
+            released: released.len(),
+            source: source.to_owned(),
+            exercise_time: at,
+            timestamp: timestamp(now.wall),
+        };
+        info!(exercise_id = %self.id(), decision, released = released.len(), "decision");
+        let topic = self.topics.responses.clone();
+        self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
+        self.flush();
+        Ok(message)
+    }
+
+    /// Announces where the record in `slot` stands in two-way play.
+    pub(super) fn announce_play(&mut self, slot: usize) {
+        let record = &self.engine.records()[slot];
+        let (team_id, inject_id) = self.names(slot);
+        let (condition, due, reason) = match &record.play.gate {
+            None => (None, None, None),
+            Some(Gate::Held) => (Some("held"), None, None),
+            Some(Gate::Released { due, .. }) => (Some("released"), Some(*due), None),
+            Some(Gate::Skipped { reason }) => {
+                (Some("skipped"), None, Some(self.skip_reason(reason)))
+            }
+        };
+        let message = PlayMessage {
+            event: "play",
+            exercise_id: self.id().to_string(),
+            team_id,
+            inject_id,
+            outcome: record.play.outcome.map(|o| o.as_str()),
+            window_end: record.play.window_end,
+            condition,
+            due,
+            reason,
+            exercise_time: self.engine.exercise_time(Instant::now()).get(),
+            timestamp: timestamp(OffsetDateTime::now_utc()),
+        };
+        let topic = self.topics.responses.clone();
+        self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
+    }
+
+    /// Why a conditional inject was skipped, in the scenario's names.
+    pub(super) fn skip_reason(&self, skip: &Skip) -> String {
+        let inject = |slot: usize| {
+            self.entries
+                .get(slot)
+                .map_or_else(String::new, |e| e.inject().id.to_string())
+        };
+        match skip {
+            Skip::Outcome { after, outcome } => {
+                format!("the outcome on {} was {outcome}", inject(*after))
+            }
+            Skip::Choice {
+                after,
+                choice: Some(choice),
+            } => format!("the team chose {choice:?} on {}", inject(*after)),
+            Skip::Choice {
+                after,
+                choice: None,
+            } => {
+                format!("the team answered {} without a choice", inject(*after))
+            }
+            Skip::NotSent { after } => format!("{} never went out", inject(*after)),
+            Skip::AfterEnd { at } => format!(
+                "its condition held at T+{at} s, and with its delay it would be due after the end"
+            ),
+            Skip::Ended => "the exercise ended before its condition held".into(),
+        }
+    }
+}
+
+/// An optional text, trimmed; empty reads as absent.
+fn bounded(value: Option<String>, max: usize, field: &str) -> Result<Option<String>, RequestError> {
+    let Some(value) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().count() > max {
+        return Err(RequestError::Invalid(format!(
+            "\"{field}\" is at most {max} characters"
+        )));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(RequestError::Invalid(format!(
+            "\"{field}\" must not hold control characters"
+        )));
+    }
+    Ok(Some(value))
+}
+
+fn play_error(error: PlayError, not_sent: impl FnOnce() -> RequestError) -> RequestError {
+    match error {
+        PlayError::NotSent | PlayError::UnknownDelivery(_) => not_sent(),
+        PlayError::UnknownDecision(_) => RequestError::NotFound(error.to_string()),
+        PlayError::NotStarted | PlayError::Over(_) => RequestError::Conflict(error.to_string()),
+    }
+}

@@ -1,0 +1,61 @@
+//! Two-way play through the service: a team's answer from its dashboard
+//! (its signed link), a controller's decision, and the responses, posts,
+//! scores and decisions of a run, as stored.
+
+use crate::mqtt::wire::{DecisionMessage, ResponseIn, ResponseMessage};
+use crate::runtime::exercise::Request;
+use crate::store::PlayRow;
+
+use super::{Service, ServiceError};
+
+impl Service {
+    /// Team `team` answers an inject from its dashboard; `token` is its
+    /// link's, checked first.
+    pub async fn respond(
+        &self,
+        id: &str,
+        team: &str,
+        token: Option<&str>,
+        input: ResponseIn,
+    ) -> Result<ResponseMessage, ServiceError> {
+        let index = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
+            let index = handle.team_index(id, team)?;
+            self.check_link(handle, id, team, index, token)?;
+            index
+        };
+        self.ask(id, |reply| Request::Respond {
+            team: index,
+            input,
+            source: "dashboard".into(),
+            reply,
+        })
+        .await
+    }
+
+    /// A controller's decision for `teams` (every team when None).
+    pub async fn decide(
+        &self,
+        id: &str,
+        decision: String,
+        teams: Option<Vec<String>>,
+        source: String,
+    ) -> Result<DecisionMessage, ServiceError> {
+        self.ask(id, |reply| Request::Decide {
+            decision,
+            teams,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// The responses and decisions of the exercise's current run, in the
+    /// order they were taken.
+    pub async fn play_events(&self, id: &str) -> Result<Vec<PlayRow>, ServiceError> {
+        let info = self.get(id)?;
+        let run = info.snapshot().map_or(1, |s| s.run);
+        Ok(self.inner.store.play_events(id, i64::from(run)).await?)
+    }
+}
