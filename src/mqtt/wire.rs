@@ -487,6 +487,15 @@ mod tests {
         extra.insert("media".into(), json!(["/media/a.jpg"]));
         extra.insert("team_id".into(), json!("spoofed"));
         extra.insert("delivered_at".into(), json!(1));
+        // Two-way play: the question reaches the team; the expected answer,
+        // the branches and the objectives never do.
+        extra.insert(
+            "response".into(),
+            json!({"kind": "choice", "options": ["A", "B"]}),
+        );
+        extra.insert("expect".into(), json!({"within": 60, "choice": "B"}));
+        extra.insert("when".into(), json!({"after": "q", "outcome": "choice:A"}));
+        extra.insert("objectives".into(), json!(["comms"]));
         let inject = Inject {
             id: InjectId::parse("inject-042").unwrap(),
             time: ExerciseSeconds::new(332),
@@ -507,7 +516,8 @@ mod tests {
             v,
             json!({"id":"inject-042","timestamp":"2024-01-15T10:05:32.000Z","exerciseTime":332,
                    "time":332,"delivered_at":335,"type":"social","content":{"text":"BREAKING"},"team_id":"blue","exercise_id":"ex-1",
-                   "priority":"high","media":["/media/a.jpg"]})
+                   "priority":"high","media":["/media/a.jpg"],
+                   "response":{"kind":"choice","options":["A","B"]}})
         );
     }
 
@@ -544,5 +554,48 @@ mod tests {
         invalid(r#"{"command":"launch"}"#, "unknown command \"launch\"");
         invalid(r#"{"command":7}"#, "must be a string");
         invalid("[1,2,3]", "not a control message");
+        check(
+            r#"{"command":"decide","decision":"escalate","teams":["blue"],"reason":"drill"}"#,
+            ControlInput::Decide {
+                decision: "escalate".into(),
+                teams: Some(vec!["blue".into()]),
+                reason: Some("drill".into()),
+            },
+        );
+        check(
+            r#"{"command":"decide","decision":"escalate"}"#,
+            ControlInput::Decide {
+                decision: "escalate".into(),
+                teams: None,
+                reason: None,
+            },
+        );
+        invalid(r#"{"command":"decide"}"#, "needs \"decision\"");
+        invalid(
+            r#"{"command":"decide","decision":"x","teams":"blue"}"#,
+            "array of team ids",
+        );
+        invalid(
+            r#"{"command":"decide","decision":"x","teams":[1]}"#,
+            "array of team ids",
+        );
+    }
+
+    #[test]
+    fn a_team_is_read_from_its_responses_topic_only() {
+        let topics = Topics::new(&ExerciseId::parse("ex-1").unwrap());
+        assert_eq!(topics.team_responses, "/exercise/ex-1/team/+/responses");
+        assert_eq!(
+            topics.responding_team("/exercise/ex-1/team/blue/responses"),
+            Some("blue")
+        );
+        for other in [
+            "/exercise/ex-1/team/blue/feed",
+            "/exercise/ex-2/team/blue/responses",
+            "/exercise/ex-1/team/a/b/responses",
+            "/exercise/ex-1/responses",
+        ] {
+            assert_eq!(topics.responding_team(other), None, "{other}");
+        }
     }
 }

@@ -201,7 +201,6 @@ async fn confirmation_is_written_once(db: &TestDb) {
     without.play = None;
     s.save_deliveries(&[without]).await.unwrap();
     assert_eq!(s.deliveries("ex-1", 1).await.unwrap()[0], answered);
-    let received = answered;
 
     // Within one batch, saves apply in order: delivered then a stale retry
     // stays delivered; an acknowledgement then a later one keeps the first.
