@@ -195,6 +195,25 @@ pub struct DeliveryResponse {
     pub last_error: Option<String>,
     /// Sent live through the API rather than from the scenario.
     pub live: bool,
+    /// Two-way play: the team's outcome on an inject that expects an
+    /// answer (`pending`, `met`, `late`, `wrong`, `missed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The exercise second its answer window closes, once it went out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_window_end: Option<u32>,
+    /// The team's first answer: the exercise second and the option chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<String>,
+    /// A conditional inject: `held` (waiting for its condition),
+    /// `released` (due at `due_exercise_time`) or `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Why a skipped conditional inject will never go out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
 }
 
 /// One command as the audit log recorded it.
@@ -421,6 +440,19 @@ impl From<DeliveryView> for DeliveryResponse {
             watched: r.watched,
             last_error: r.last_error,
             live: v.live,
+            outcome: r.play.outcome.map(|o| o.as_str().to_owned()),
+            answer_window_end: r.play.window_end,
+            answered_at: r.play.answer.as_ref().map(|a| a.at),
+            choice: r.play.answer.and_then(|a| a.choice),
+            condition: r.play.gate.as_ref().map(|g| {
+                match g {
+                    crate::core::Gate::Held => "held",
+                    crate::core::Gate::Released { .. } => "released",
+                    crate::core::Gate::Skipped { .. } => "skipped",
+                }
+                .to_owned()
+            }),
+            skip_reason: v.skip_reason,
         }
     }
 }

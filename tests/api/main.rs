@@ -16,6 +16,7 @@ mod msel;
 mod openapi;
 mod package_paths;
 mod packages;
+mod play;
 mod support;
 mod teams;
 mod turns;

@@ -213,6 +213,7 @@ mod tests {
             kind: "news".into(),
             record,
             live: true,
+            skip_reason: None,
         };
         let hosted = input(source(2, 2, RunDeliveries::Hosted(vec![view])), 0).unwrap();
         let d = &hosted.deliveries[0];

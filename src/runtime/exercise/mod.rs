@@ -119,6 +119,8 @@ pub struct DeliveryView {
     pub kind: String,
     pub record: DeliveryRecord,
     pub live: bool,
+    /// Why a conditional inject was skipped, in the scenario's names.
+    pub skip_reason: Option<String>,
 }
 
 /// Why a controller's request was not carried out.

@@ -546,6 +546,10 @@ impl Actor {
             kind: e.inject().kind.clone(),
             record: self.engine.records()[slot].clone(),
             live: e.live,
+            skip_reason: match &self.engine.records()[slot].play.gate {
+                Some(crate::core::Gate::Skipped { reason }) => Some(self.skip_reason(reason)),
+                _ => None,
+            },
         }
     }
 }

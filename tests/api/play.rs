@@ -1,0 +1,280 @@
+//! Two-way play end to end: teams answer from their dashboard link and on
+//! MQTT, each team gets the branch of its own answer and nobody else's,
+//! a missed window fires its fallback, decisions release what waits for
+//! them, and everything lands on the responses topic and in the API.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+use scip_orchestrator::testing::Subscriber;
+
+use crate::support::*;
+
+const SECS: Duration = Duration::from_secs(15);
+
+/// Blue and red share a timeline: a question at T+1 (B expected within
+/// `within` s), a branch per option, a fallback when nobody answers in
+/// time, and an inject that waits for the decision "escalate".
+fn branching(within: u32) -> Value {
+    let injects = json!([
+        {"id": "q", "time": 1, "type": "email", "content": {"subject": "Statement?"},
+         "response": {"kind": "choice", "options": ["A", "B"], "prompt": "Which line do we take?"},
+         "expect": {"within": within, "choice": "B"}},
+        {"id": "branch-a", "time": 0, "type": "news", "content": {"headline": "A"},
+         "when": {"after": "q", "outcome": "choice:A"}},
+        {"id": "branch-b", "time": 0, "type": "news", "content": {"headline": "B"},
+         "when": {"after": "q", "outcome": "choice:B"}},
+        {"id": "fallback", "time": 0, "type": "sms", "content": {"text": "Well?"},
+         "when": {"after": "q", "outcome": "missed"}},
+        {"id": "escalation", "time": 0, "type": "news", "content": {"headline": "Escalated"},
+         "when": {"decision": "escalate", "delay": 1}},
+    ]);
+    json!({
+        "name": "Two-way",
+        "duration_minutes": 10,
+        "teams": [{"id": "blue", "timeline_id": "t"}, {"id": "red", "timeline_id": "t"}],
+        "timelines": [{"id": "t", "injects": injects}],
+    })
+}
+
+/// Waits for the feed message `inject` on `team`'s feed; returns every
+/// message seen on the way.
+async fn feed_until(feeds: &mut Subscriber, team: &str, inject: &str) -> Vec<(String, String)> {
+    let topic = |seen: &scip_orchestrator::testing::Seen| {
+        let team = seen.topic.split('/').nth(4).unwrap_or("").to_owned();
+        (team, seen.payload["id"].as_str().unwrap_or("").to_owned())
+    };
+    feeds
+        .collect_until(SECS, |m| topic(m) == (team.to_owned(), inject.to_owned()))
+        .await
+        .iter()
+        .map(topic)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_team_gets_the_branch_of_its_own_answer_from_the_dashboard_or_mqtt() {
+    let app = spawn_app().await;
+    let mut feeds = app.feeds("tw").await;
+    let mut announced = subscribe(&app, "/exercise/tw/responses").await;
+    app.create("tw", 1.0, branching(300)).await;
+    let blue = team_path(&app, "tw", "blue", "responses").await;
+    let answer = |choice: &str| json!({"inject_id": "q", "choice": choice, "by": "Ana"});
+
+    // Before the question went out, answering it reads as no such inject.
+    let early = app.post(&blue, Some(answer("B"))).await;
+    assert_error(&early, StatusCode::NOT_FOUND, "not_found");
+    app.command("tw", "start").await;
+    feed_until(&mut feeds, "blue", "q").await;
+    feed_until(&mut feeds, "red", "q").await;
+
+    // Refusals change nothing.
+    assert_error(
+        &app.post(&blue, Some(answer("C"))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &app.post(&blue, Some(json!({"inject_id": "branch-a", "choice": "A"})))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let no_link = app
+        .anonymous
+        .post(app.url("/api/v1/exercises/tw/teams/blue/responses"))
+        .json(&answer("B"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_link.status(), StatusCode::UNAUTHORIZED);
+    let red_link = team_path(&app, "tw", "red", "responses").await;
+    let query = red_link.split_once('?').unwrap().1;
+    let forged = app
+        .anonymous
+        .post(app.url(&format!(
+            "/api/v1/exercises/tw/teams/blue/responses?{query}"
+        )))
+        .json(&answer("A"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        StatusCode::FORBIDDEN,
+        "red's link is not blue's"
+    );
+
+    // Blue answers B on its dashboard: branch B at once, for blue only.
+    let (status, body) = app.post(&blue, Some(answer("B"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["edit"], false);
+    assert!(
+        body.get("outcome").is_none(),
+        "a team is not told its outcome"
+    );
+    let seen = feed_until(&mut feeds, "blue", "branch-b").await;
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, i)| i.starts_with("branch") && i != "branch-b"),
+        "{seen:?}"
+    );
+
+    // Red answers A on its MQTT responses topic: branch A, for red only.
+    feeds
+        .client
+        .publish(
+            "/exercise/tw/team/red/responses",
+            QoS::AtLeastOnce,
+            false,
+            json!({"inject_id": "q", "choice": "A", "by": "Bo"}).to_string(),
+        )
+        .await
+        .unwrap();
+    let seen = feed_until(&mut feeds, "red", "branch-a").await;
+    assert!(!seen.iter().any(|(_, i)| i == "branch-b"), "{seen:?}");
+
+    // Announced: both responses with their outcomes, and where each branch stands.
+    let messages = announced
+        .collect_until(SECS, |m| {
+            m.payload["event"] == "response" && m.payload["team_id"] == "red"
+        })
+        .await;
+    let response = |team: &str| {
+        messages
+            .iter()
+            .find(|m| m.payload["event"] == "response" && m.payload["team_id"] == team)
+            .map(|m| m.payload.clone())
+            .unwrap_or_else(|| panic!("no response of {team}"))
+    };
+    assert_eq!(response("blue")["outcome"], "met");
+    assert_eq!(response("blue")["source"], "dashboard");
+    assert_eq!(response("blue")["by"], "Ana");
+    assert_eq!(response("red")["outcome"], "wrong");
+    assert_eq!(response("red")["source"], "mqtt");
+    assert!(messages.iter().any(|m| m.payload["event"] == "play"
+        && m.payload["team_id"] == "blue"
+        && m.payload["inject_id"] == "branch-a"
+        && m.payload["condition"] == "skipped"
+        && m.payload["reason"] == "the team chose \"B\" on q"));
+
+    // The controllers' view: outcomes, answers and conditions per delivery.
+    let (_, list) = app.get("/api/v1/exercises/tw/deliveries").await;
+    assert_eq!(find(&list, "blue", "q")["outcome"], "met");
+    assert_eq!(find(&list, "blue", "q")["choice"], "B");
+    assert_eq!(find(&list, "red", "q")["outcome"], "wrong");
+    assert_eq!(find(&list, "blue", "branch-b")["condition"], "released");
+    assert_eq!(find(&list, "blue", "branch-a")["status"], "skipped");
+    assert_eq!(find(&list, "red", "fallback")["condition"], "skipped");
+    assert_eq!(find(&list, "red", "escalation")["condition"], "held");
+
+    // An edit is kept; the outcome stays the first answer's.
+    let (status, body) = app.post(&blue, Some(answer("A"))).await;
+    assert_eq!((status, &body["edit"]), (StatusCode::OK, &json!(true)));
+    let (_, rows) = app.get("/api/v1/exercises/tw/responses").await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        (
+            rows[2]["team_id"].as_str(),
+            rows[2]["body"]["edit"].as_bool()
+        ),
+        (Some("blue"), Some(true))
+    );
+    let (_, list) = app.get("/api/v1/exercises/tw/deliveries").await;
+    assert_eq!(find(&list, "blue", "q")["outcome"], "met");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_window_fires_the_fallback_and_a_late_answer_turns_it_late() {
+    let app = spawn_app().await;
+    let mut feeds = app.feeds("miss").await;
+    let mut announced = subscribe(&app, "/exercise/miss/responses").await;
+    app.create("miss", 1.0, branching(2)).await;
+    app.command("miss", "start").await;
+    // Window: T+1 to T+3; nobody answers; the fallback goes out at T+3.
+    feed_until(&mut feeds, "blue", "fallback").await;
+    feed_until(&mut feeds, "red", "fallback").await;
+    let (_, list) = app.get("/api/v1/exercises/miss/deliveries").await;
+    assert_eq!(find(&list, "blue", "q")["outcome"], "missed");
+    assert_eq!(find(&list, "blue", "fallback")["due_exercise_time"], 3);
+    // A late answer still counts (late) and picks its branch; the fallback stands.
+    let blue = team_path(&app, "miss", "blue", "responses").await;
+    let (status, _) = app
+        .post(&blue, Some(json!({"inject_id": "q", "choice": "B"})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    feed_until(&mut feeds, "blue", "branch-b").await;
+    let late = announced
+        .collect_until(SECS, |m| m.payload["event"] == "response")
+        .await;
+    assert_eq!(late.last().unwrap().payload["outcome"], "late");
+    let (_, list) = app.get("/api/v1/exercises/miss/deliveries").await;
+    assert_eq!(find(&list, "blue", "q")["outcome"], "late");
+    assert_eq!(find(&list, "blue", "fallback")["status"], "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_from_the_api_and_the_control_topic_release_what_waits() {
+    let app = spawn_app().await;
+    let mut feeds = app.feeds("dec").await;
+    app.create("dec", 1.0, branching(300)).await;
+    let decide = |body: Value| app.post("/api/v1/exercises/dec/decisions", Some(body));
+    assert_error(
+        &decide(json!({"decision": "escalate"})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    app.command("dec", "start").await;
+    assert_error(
+        &decide(json!({"decision": "evacuate"})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &decide(json!({"decision": "escalate", "teams": ["green"]})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let (status, body) = decide(json!({"decision": "escalate", "teams": ["red"]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["released"], 1);
+    let seen = feed_until(&mut feeds, "red", "escalation").await;
+    assert!(!seen.contains(&("blue".into(), "escalation".into())));
+    let (_, list) = app.get("/api/v1/exercises/dec/deliveries").await;
+    assert_eq!(find(&list, "blue", "escalation")["condition"], "held");
+
+    // The control topic takes the same decision for blue.
+    feeds
+        .client
+        .publish(
+            "/exercise/dec/control",
+            QoS::AtLeastOnce,
+            false,
+            json!({"command": "decide", "decision": "escalate", "teams": ["blue"]}).to_string(),
+        )
+        .await
+        .unwrap();
+    feed_until(&mut feeds, "blue", "escalation").await;
+    let (_, log) = app.get("/api/v1/exercises/dec/control-log").await;
+    let decisions: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["command"] == "decide")
+        .collect();
+    assert_eq!(decisions.len(), 5, "{log}");
+    assert_eq!(decisions.last().unwrap()["source"], "mqtt");
+    let (_, rows) = app.get("/api/v1/exercises/dec/responses").await;
+    let kinds: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["decision", "decision"]);
+}
