@@ -8,6 +8,7 @@
 //! (`queues`).
 
 mod graceful;
+mod play;
 mod queues;
 mod restore;
 mod store_failure;
