@@ -4,8 +4,9 @@
 //! the embedded broker checks too.
 //!
 //! An exercise is a closed room: each team reads only its own feed and the
-//! exercise's clock, status and monitoring; the controller alone may command
-//! the exercise and reads everything of it; the engine reads and writes
+//! exercise's clock, status and monitoring, and answers and posts only as
+//! itself; the controller alone may command the exercise and reads
+//! everything of it; the engine reads and writes
 //! everything of it. Topics start with `/`, and ACL lines match them as
 //! written.
 
@@ -131,6 +132,8 @@ impl AccessPlan {
                     ("read", format!("{ex}/timer")),
                     ("read", format!("{ex}/status")),
                     ("read", format!("{ex}/monitoring")),
+                    ("write", format!("{ex}/team/{team}/responses")),
+                    ("write", format!("{ex}/team/{team}/posts")),
                 ],
                 Role::Controller => vec![
                     ("readwrite", format!("{ex}/control")),
@@ -138,6 +141,7 @@ impl AccessPlan {
                     ("read", format!("{ex}/status")),
                     ("read", format!("{ex}/monitoring")),
                     ("read", format!("{ex}/team/+/feed")),
+                    ("read", format!("{ex}/responses")),
                 ],
                 Role::Engine => vec![("readwrite", format!("{ex}/#"))],
             };
@@ -220,9 +224,11 @@ impl AccessPlan {
 impl Role {
     fn describe(&self) -> String {
         match self {
-            Role::Team(team) => format!("team {team}: its own feed, the clock, status and monitoring"),
+            Role::Team(team) => format!(
+                "team {team}: its own feed, the clock, status and monitoring; answers and posts as itself"
+            ),
             Role::Controller => {
-                "controller: commands on control; reads control, clock, status, monitoring and every feed".into()
+                "controller: commands on control; reads control, clock, status, monitoring, every feed and the responses".into()
             }
             Role::Engine => "engine: reads and writes everything of the exercise".into(),
         }
@@ -510,7 +516,7 @@ mod tests {
         let blue = blue.split("\n\n").next().unwrap();
         assert_eq!(
             blue,
-            "topic read /exercise/ex-1/team/blue/feed\ntopic read /exercise/ex-1/timer\ntopic read /exercise/ex-1/status\ntopic read /exercise/ex-1/monitoring"
+            "topic read /exercise/ex-1/team/blue/feed\ntopic read /exercise/ex-1/timer\ntopic read /exercise/ex-1/status\ntopic read /exercise/ex-1/monitoring\ntopic write /exercise/ex-1/team/blue/responses\ntopic write /exercise/ex-1/team/blue/posts"
         );
         assert!(acl.contains("user ex-1-engine\ntopic readwrite /exercise/ex-1/#\n"));
         assert!(acl.contains("topic readwrite /exercise/ex-1/control\n"));

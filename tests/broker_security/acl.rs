@@ -245,4 +245,32 @@ async fn closed_room(
         seen.iter().all(|Seen::Message(t, _)| allowed(t)),
         "the team saw a topic it may not read: {seen:?}"
     );
+
+    // A team answers as itself only: its answer posing as red is dropped,
+    // its own reaches the engine, which announces it to the controller
+    // (and not to the team, which may not read the others' answers).
+    assert!(granted(controller.subscribe(&topic("responses")).await));
+    blue.publish(
+        &topic("team/red/responses"),
+        json!({"inject_id": "red-1", "by": "blue posing as red"}),
+    )
+    .await;
+    blue.publish(
+        &topic("team/blue/responses"),
+        json!({"inject_id": "blue-1", "by": "blue"}),
+    )
+    .await;
+    let seen = controller
+        .wait_for(|t, m| t == topic("responses") && m["team_id"] == "blue")
+        .await;
+    assert!(
+        seen.iter().all(|s| !matches!(s, Seen::Message(t, m)
+            if *t == topic("responses") && m["team_id"] == "red")),
+        "an answer posing as another team got through: {seen:?}"
+    );
+    let seen = blue.collect(NEGATIVE).await;
+    assert!(
+        seen.iter().all(|(t, _)| allowed(t)),
+        "the team saw a topic it may not read: {seen:?}"
+    );
 }

@@ -31,7 +31,8 @@ pub fn write_scenario(dir: &Path, exercise: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("timelines")).unwrap();
     for team in ["blue", "red"] {
         let injects: Vec<Value> = (0..120)
-            .map(|t| json!({"id": format!("{team}-{t}"), "time": t, "type": "news", "content": {"headline": format!("{team} {t}")}}))
+            .map(|t| json!({"id": format!("{team}-{t}"), "time": t, "type": "news",
+                "content": {"headline": format!("{team} {t}")}, "response": {"kind": "acknowledge"}}))
             .collect();
         std::fs::write(
             dir.join(format!("timelines/{team}.json")),
