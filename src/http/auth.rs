@@ -30,6 +30,7 @@ pub fn required(method: &Method, path: &str) -> Access {
     if path.ends_with("/teams/{team}/events")
         || path.ends_with("/teams/{team}/receipts")
         || path.ends_with("/teams/{team}/responses")
+        || path.ends_with("/teams/{team}/posts")
     {
         return Access::TeamLink;
     }
@@ -214,6 +215,11 @@ mod tests {
         check(
             Method::POST,
             "/api/v1/exercises/{id}/teams/{team}/responses",
+            TeamLink,
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises/{id}/teams/{team}/posts",
             TeamLink,
         );
         check(

@@ -101,6 +101,41 @@ impl FromRequestParts<crate::runtime::service::Service> for ClientSource {
 
 /// A request body that must be JSON: not empty, of a JSON type, and
 /// parsed as [`ApiJson`] parses it.
+/// The JSON body of `request`, read only up to `limit` bytes (a larger
+/// announced length is refused before anything is read): for the routes a
+/// team's link opens, whose bodies are small. `what` names the body in the
+/// 413's message.
+pub(super) async fn small_json_body<T: JsonBody>(
+    request: Request,
+    limit: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("{what} is at most {limit} bytes"),
+        )
+    };
+    let announced = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            too_large()
+        } else {
+            ApiError::invalid(format!("the request body could not be read: {e}"))
+        }
+    })?;
+    json_body(&parts.headers, &bytes)
+}
+
 pub(super) fn json_body<T: JsonBody>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("the request needs a JSON body"));

@@ -4,12 +4,11 @@
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_LENGTH;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::errors::{ErrorCode, ErrorResponse};
-use crate::http::extract::{JsonBody, json_body};
+use crate::http::errors::ErrorResponse;
+use crate::http::extract::{JsonBody, small_json_body};
 use crate::http::types::{TeamPath, TeamResponse};
 use crate::http::{ApiError, MAX_RECEIPT_BYTES};
 use crate::runtime::service::Service;
@@ -103,34 +102,12 @@ pub(super) async fn receipts(
 ) -> Result<Json<RecordedResponse>, ApiError> {
     // The link first: without it the body is never read, however large.
     service.check_team_link(&id, &team, link.token.as_deref())?;
-    let (parts, body) = request.into_parts();
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "a receipt is at most {MAX_RECEIPT_BYTES} bytes: send fewer inject ids at once"
-            ),
-        )
-    };
-    let announced = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > MAX_RECEIPT_BYTES) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
-        .await
-        .map_err(|e| {
-            if e.to_string().contains("length limit") {
-                too_large()
-            } else {
-                ApiError::invalid(format!("the request body could not be read: {e}"))
-            }
-        })?;
-    let body: ReceiptsRequest = json_body(&parts.headers, &bytes)?;
+    let body: ReceiptsRequest = small_json_body(
+        request,
+        MAX_RECEIPT_BYTES,
+        "a receipt (send fewer inject ids at once)",
+    )
+    .await?;
     let recorded = service
         .receipts(&id, &team, link.token.as_deref(), body.run, body.inject_ids)
         .await?;

@@ -97,6 +97,8 @@ pub fn router(service: Service) -> Router {
         )
         .route("/exercises/{id}/injects", post(deliveries::send_inject))
         .route("/exercises/{id}/decisions", post(play::decide))
+        .route("/exercises/{id}/posts", post(play::persona_post))
+        .route("/exercises/{id}/teams/{team}/posts", post(play::team_post))
         .route("/exercises/{id}/responses", get(play::responses))
         .route(
             "/exercises/{id}/teams/{team}/responses",
@@ -377,6 +379,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         msel::export_msel,
         links::receipts,
         play::respond,
+        play::team_post,
+        play::persona_post,
         play::decide,
         play::responses,
         streams::team_events,

@@ -4,18 +4,16 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_LENGTH;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::http::errors::{ErrorCode, ErrorResponse};
-use crate::http::extract::{ApiJson, ClientSource, JsonBody, json_body};
+use crate::http::errors::ErrorResponse;
+use crate::http::extract::{ApiJson, ClientSource, JsonBody, small_json_body};
 use crate::http::links::LinkToken;
 use crate::http::types::TeamPath;
 use crate::http::{ApiError, MAX_RECEIPT_BYTES};
-use crate::mqtt::wire::{ResponseIn, timestamp};
+use crate::mqtt::wire::{PostIn, PostMessage, ResponseIn, timestamp};
 use crate::runtime::exercise::from_wall_ms;
 use crate::runtime::service::Service;
 
@@ -54,6 +52,60 @@ pub struct RespondedResponse {
     /// The exercise second it was recorded at.
     pub exercise_time: u32,
     pub timestamp: String,
+}
+
+/// A team's post to a public channel it sees.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostRequest {
+    #[schema(example = "social")]
+    pub channel: String,
+    /// At most 4000 characters.
+    pub text: String,
+    /// Who posts, as they want to be named (at most 100 characters).
+    pub by: Option<String>,
+}
+
+impl JsonBody for PostRequest {
+    const EXPECTED: &str = "a JSON object with \"channel\" and \"text\"";
+}
+
+/// A controller's post, as a persona of the scenario's world.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaPostRequest {
+    pub channel: String,
+    pub text: String,
+    /// The name the teams see (a journalist, a minister, an account).
+    #[serde(rename = "as")]
+    #[schema(example = "@CityNewsDesk")]
+    pub persona: String,
+}
+
+impl JsonBody for PersonaPostRequest {
+    const EXPECTED: &str = "a JSON object with \"channel\", \"text\" and \"as\"";
+}
+
+/// A post as it went out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostedResponse {
+    pub channel: String,
+    /// The inject it reached the feeds as.
+    pub inject_id: String,
+    /// The teams whose feeds it reached.
+    pub reached: Vec<String>,
+    pub exercise_time: u32,
+}
+
+impl From<PostMessage> for PostedResponse {
+    fn from(m: PostMessage) -> Self {
+        Self {
+            channel: m.channel,
+            inject_id: m.inject_id,
+            reached: m.reached,
+            exercise_time: m.exercise_time,
+        }
+    }
 }
 
 /// A controller's named decision.
@@ -126,32 +178,7 @@ pub(super) async fn respond(
 ) -> Result<Json<RespondedResponse>, ApiError> {
     // The link first: without it the body is never read, however large.
     service.check_team_link(&id, &team, link.token.as_deref())?;
-    let (parts, body) = request.into_parts();
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            format!("a response is at most {MAX_RECEIPT_BYTES} bytes"),
-        )
-    };
-    let announced = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > MAX_RECEIPT_BYTES) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
-        .await
-        .map_err(|e| {
-            if e.to_string().contains("length limit") {
-                too_large()
-            } else {
-                ApiError::invalid(format!("the request body could not be read: {e}"))
-            }
-        })?;
-    let body: ResponseRequest = json_body(&parts.headers, &bytes)?;
+    let body: ResponseRequest = small_json_body(request, MAX_RECEIPT_BYTES, "a response").await?;
     let input = ResponseIn {
         inject_id: body.inject_id,
         choice: body.choice,
@@ -171,6 +198,74 @@ pub(super) async fn respond(
         exercise_time: m.exercise_time,
         timestamp: m.timestamp,
     }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/teams/{team}/posts",
+    tag = "dashboards",
+    params(
+        TeamPath,
+        ("token" = String, Query, description = "The token of the team's dashboard link"),
+    ),
+    request_body = PostRequest,
+    responses(
+        (status = 200, description = "Posted: it reached the feed of every team that sees the channel, as an inject of the channel's kind marked with `author_team`", body = PostedResponse),
+        (status = 400, description = "No text, or too long", body = ErrorResponse),
+        (status = 401, description = "No link token (checked before the body is read)", body = ErrorResponse),
+        (status = 403, description = "The token is forged, for another team or exercise, revoked or expired", body = ErrorResponse),
+        (status = 404, description = "No such exercise or team, or no channel of this name that the team sees", body = ErrorResponse),
+        (status = 409, description = "The exercise has not started or is over, or the team posts too often", body = ErrorResponse),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorResponse),
+    )
+)]
+pub(super) async fn team_post(
+    State(service): State<Service>,
+    Path(TeamPath { id, team }): Path<TeamPath>,
+    Query(link): Query<LinkToken>,
+    request: Request,
+) -> Result<Json<PostedResponse>, ApiError> {
+    service.check_team_link(&id, &team, link.token.as_deref())?;
+    let body: PostRequest = small_json_body(request, MAX_RECEIPT_BYTES, "a post").await?;
+    let input = PostIn {
+        channel: body.channel,
+        text: Some(body.text),
+        by: body.by,
+    };
+    let m = service
+        .post_as_team(&id, &team, link.token.as_deref(), input)
+        .await?;
+    Ok(Json(m.into()))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/posts",
+    tag = "exercises",
+    params(("id" = String, Path, description = "Exercise id")),
+    request_body = PersonaPostRequest,
+    responses(
+        (status = 200, description = "Posted as the persona to every team that sees the channel", body = PostedResponse),
+        (status = 400, description = "Invalid body", body = ErrorResponse),
+        (status = 404, description = "No such exercise or channel", body = ErrorResponse),
+        (status = 409, description = "The exercise has not started or is over", body = ErrorResponse),
+    )
+)]
+pub(super) async fn persona_post(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    source: ClientSource,
+    ApiJson(body): ApiJson<PersonaPostRequest>,
+) -> Result<Json<PostedResponse>, ApiError> {
+    let input = PostIn {
+        channel: body.channel,
+        text: Some(body.text),
+        by: None,
+    };
+    let m = service
+        .post_as_persona(&id, body.persona, input, source.0)
+        .await?;
+    Ok(Json(m.into()))
 }
 
 #[utoipa::path(

@@ -284,6 +284,9 @@ impl Events for ControlStream {
                     Ok(Live::Response { message, .. }) => {
                         self.queue.push_back(json_event("response", &*message));
                     }
+                    Ok(Live::Post(message)) => {
+                        self.queue.push_back(json_event("post", &*message));
+                    }
                     Ok(Live::Clock(_) | Live::Feed(_)) => {}
                     Err(RecvError::Closed) => return None,
                 },

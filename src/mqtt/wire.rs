@@ -24,6 +24,8 @@ pub struct Topics {
     pub responses: String,
     /// Every team's responses topic, as one filter.
     pub team_responses: String,
+    /// Every team's posts topic, as one filter.
+    pub team_posts: String,
     base: String,
 }
 
@@ -37,6 +39,7 @@ impl Topics {
             monitoring: format!("{base}/monitoring"),
             responses: format!("{base}/responses"),
             team_responses: format!("{base}/team/+/responses"),
+            team_posts: format!("{base}/team/+/posts"),
             base,
         }
     }
@@ -48,10 +51,19 @@ impl Topics {
     /// The team a message on a team's responses topic came from, as the
     /// topic names it.
     pub fn responding_team<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        self.team_of(topic, "/responses")
+    }
+
+    /// The team a message on a team's posts topic came from.
+    pub fn posting_team<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        self.team_of(topic, "/posts")
+    }
+
+    fn team_of<'a>(&self, topic: &'a str, suffix: &str) -> Option<&'a str> {
         topic
             .strip_prefix(self.base.as_str())?
             .strip_prefix("/team/")?
-            .strip_suffix("/responses")
+            .strip_suffix(suffix)
             .filter(|team| !team.contains('/'))
     }
 }
@@ -264,6 +276,41 @@ pub struct ResponseIn {
     pub text: Option<String>,
     #[serde(default)]
     pub by: Option<String>,
+}
+
+/// A team's post as it arrives on its posts topic (or from its dashboard).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PostIn {
+    pub channel: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `/exercise/{id}/responses`, `event: "post"`: a post to a public
+/// channel, and the teams whose feeds it reached.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PostMessage {
+    pub event: &'static str,
+    pub exercise_id: String,
+    pub channel: String,
+    /// The inject it reached the feeds as (`post-<n>`).
+    pub inject_id: String,
+    /// The team that posted; absent for a controller's post.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author_team: Option<String>,
+    /// The persona a controller posted as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    pub text: String,
+    pub reached: Vec<String>,
+    pub source: String,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub timestamp: String,
 }
 
 /// `/exercise/{id}/responses`, `event: "response"`: a team answered.
@@ -585,6 +632,14 @@ mod tests {
     fn a_team_is_read_from_its_responses_topic_only() {
         let topics = Topics::new(&ExerciseId::parse("ex-1").unwrap());
         assert_eq!(topics.team_responses, "/exercise/ex-1/team/+/responses");
+        assert_eq!(
+            topics.posting_team("/exercise/ex-1/team/red/posts"),
+            Some("red")
+        );
+        assert_eq!(
+            topics.posting_team("/exercise/ex-1/team/red/responses"),
+            None
+        );
         assert_eq!(
             topics.responding_team("/exercise/ex-1/team/blue/responses"),
             Some("blue")

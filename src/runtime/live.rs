@@ -29,6 +29,8 @@ pub enum Live {
     /// Many records changed at once (start, stop, reset, seek, edits): read
     /// them all again.
     Reload,
+    /// A post to a public channel.
+    Post(Arc<crate::mqtt::wire::PostMessage>),
     /// Team `team` answered an inject.
     Response {
         team: usize,

@@ -52,6 +52,8 @@ async fn the_openapi_document_lists_every_endpoint() {
         "POST /api/v1/exercises/{id}/teams/{team}/receipts",
         "POST /api/v1/exercises/{id}/teams/{team}/responses",
         "POST /api/v1/exercises/{id}/decisions",
+        "POST /api/v1/exercises/{id}/posts",
+        "POST /api/v1/exercises/{id}/teams/{team}/posts",
         "GET /api/v1/exercises/{id}/responses",
         "POST /api/v1/exercises/{id}/teams/{team}/link",
         "DELETE /api/v1/exercises/{id}/teams/{team}/link",

@@ -278,3 +278,127 @@ async fn decisions_from_the_api_and_the_control_topic_release_what_waits() {
         .collect();
     assert_eq!(kinds, ["decision", "decision"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_reaches_exactly_the_teams_that_see_its_channel() {
+    let app = spawn_app().await;
+    let mut feeds = app.feeds("pub").await;
+    let mut announced = subscribe(&app, "/exercise/pub/responses").await;
+    let line = json!([{"id": "start", "time": 0, "type": "news", "content": {}}]);
+    let package = json!({
+        "name": "Channels",
+        "duration_minutes": 10,
+        "teams": [{"id": "blue", "timeline_id": "t"}, {"id": "red", "timeline_id": "t"},
+                  {"id": "green", "timeline_id": "t"}],
+        "timelines": [{"id": "t", "injects": line}],
+        "channels": [
+            {"id": "social", "kind": "social", "name": "Chirper", "visible_to": ["blue", "red"]},
+            {"id": "wire", "kind": "news", "visible_to": ["red"]},
+        ],
+    });
+    app.create("pub", 1.0, package).await;
+    let blue = team_path(&app, "pub", "blue", "posts").await;
+    let post = |channel: &str| json!({"channel": channel, "text": "We are on it.", "by": "Ana"});
+    assert_error(
+        &app.post(&blue, Some(post("social"))).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    app.command("pub", "start").await;
+    feed_until(&mut feeds, "green", "start").await;
+
+    // Blue posts on the social network: blue and red see it, green does not.
+    let (status, body) = app.post(&blue, Some(post("social"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reached"], json!(["blue", "red"]));
+    let inject = body["inject_id"].as_str().unwrap().to_owned();
+    let mut seen = feed_until(&mut feeds, "blue", &inject).await;
+    seen.extend(feed_until(&mut feeds, "red", &inject).await);
+    // A channel blue does not see reads as no channel at all.
+    assert_error(
+        &app.post(&blue, Some(post("wire"))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // A controller posts on the wire as a persona: red only.
+    let (status, body) = app
+        .post(
+            "/api/v1/exercises/pub/posts",
+            Some(json!({"channel": "wire", "text": "Minister resigns", "as": "City News"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reached"], json!(["red"]));
+    let wire = body["inject_id"].as_str().unwrap().to_owned();
+    seen.extend(feed_until(&mut feeds, "red", &wire).await);
+    // Red posts on its MQTT posts topic.
+    feeds
+        .client
+        .publish(
+            "/exercise/pub/team/red/posts",
+            QoS::AtLeastOnce,
+            false,
+            json!({"channel": "social", "text": "Red here", "by": "Bo"}).to_string(),
+        )
+        .await
+        .unwrap();
+    let messages = announced
+        .collect_until(SECS, |m| {
+            m.payload["event"] == "post" && m.payload["author_team"] == "red"
+        })
+        .await;
+    let red_post = messages.last().unwrap().payload["inject_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    seen.extend(feed_until(&mut feeds, "blue", &red_post).await);
+    seen.extend(feeds.drain().iter().map(|m| {
+        (
+            m.topic.split('/').nth(4).unwrap_or("").to_owned(),
+            m.payload["id"].as_str().unwrap_or("").to_owned(),
+        )
+    }));
+    assert!(
+        !seen
+            .iter()
+            .any(|(team, id)| team == "green" && id.starts_with("post-")),
+        "green saw a post of a channel it does not see: {seen:?}"
+    );
+    assert!(!seen.contains(&("blue".into(), wire.clone())), "{seen:?}");
+
+    // On the feed: the channel's kind, marked with its author.
+    let (_, list) = app.get("/api/v1/exercises/pub/deliveries?team=red").await;
+    assert_eq!(find(&list, "red", &inject)["type"], "social");
+    assert_eq!(find(&list, "red", &wire)["type"], "news");
+    let blue_stream = team_path(&app, "pub", "blue", "events").await;
+    let mut stream = EventStream::open(&app, &blue_stream).await;
+    let history = stream.until(SECS, "history", |_| true).await.pop().unwrap();
+    let post = history.data["injects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["message"]["id"] == inject.as_str())
+        .unwrap()["message"]
+        .clone();
+    assert_eq!(post["author_team"], "blue");
+    assert_eq!(post["channel"], "social");
+    assert_eq!(post["content"]["text"], "We are on it.");
+    assert_eq!(post["content"]["username"], "Ana");
+    let (_, rows) = app.get("/api/v1/exercises/pub/responses").await;
+    let posts: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "post")
+        .map(|r| {
+            (
+                r["subject"].as_str().unwrap(),
+                r["team_id"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        posts,
+        [("social", "blue"), ("wire", "-"), ("social", "red")]
+    );
+}

@@ -30,7 +30,10 @@ impl Actor {
         self.mqtt.subscribe(self.topics.control.clone(), control_tx);
         let (responses_tx, mut responses) = mpsc::channel(CONTROL_QUEUE);
         self.mqtt
-            .subscribe(self.topics.team_responses.clone(), responses_tx);
+            .subscribe(self.topics.team_responses.clone(), responses_tx.clone());
+        // Posts share the queue: the topic tells them apart.
+        self.mqtt
+            .subscribe(self.topics.team_posts.clone(), responses_tx);
         let mut connected = self.mqtt.connected();
         let up = *connected.borrow_and_update();
         self.engine.set_connected(up && self.trusted(), now());
@@ -131,7 +134,11 @@ impl Actor {
                 }
                 Some(message) = responses.recv(), if clock_runs && !self.closing => {
                     self.check_trust(*connected.borrow());
-                    self.on_mqtt_response(message);
+                    if self.topics.posting_team(&message.topic).is_some() {
+                        self.on_mqtt_post(message);
+                    } else {
+                        self.on_mqtt_response(message);
+                    }
                     self.counts = None;
                     self.publish_snapshot(*connected.borrow());
                 }

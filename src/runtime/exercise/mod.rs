@@ -18,6 +18,7 @@ mod entries;
 mod event_loop;
 mod outputs;
 mod play;
+mod posts;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ pub use clock::{clock_row, from_wall_ms, stored_elapsed, wall_ms};
 use entries::{Entry, scenario_entries};
 pub use outputs::play_json;
 pub use play::{MAX_BY_CHARS, MAX_RESPONSE_CHARS};
+pub use posts::Author;
 
 /// Control-topic messages waiting for the actor; more are dropped (counted in
 /// `scip_mqtt_received_dropped_total`): a flood is refused before it queues.
@@ -225,6 +227,14 @@ pub enum Request {
         /// `dashboard` or `api:<ip>`.
         source: String,
         reply: Reply<crate::mqtt::wire::ResponseMessage>,
+    },
+    /// A post to a public channel, by a team or as a controller's persona.
+    Post {
+        author: Author,
+        input: crate::mqtt::wire::PostIn,
+        /// `dashboard` or `api:<ip>`.
+        source: String,
+        reply: Reply<crate::mqtt::wire::PostMessage>,
     },
     /// A controller's decision, for `teams` (every team when None).
     Decide {

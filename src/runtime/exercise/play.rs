@@ -292,7 +292,11 @@ impl Actor {
 }
 
 /// An optional text, trimmed; empty reads as absent.
-fn bounded(value: Option<String>, max: usize, field: &str) -> Result<Option<String>, RequestError> {
+pub(super) fn bounded(
+    value: Option<String>,
+    max: usize,
+    field: &str,
+) -> Result<Option<String>, RequestError> {
     let Some(value) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };

@@ -114,6 +114,10 @@ impl Actor {
                 let _ = reply.send(Err(self.being_deleted()));
                 return;
             }
+            Request::Post { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
             other => other,
         };
         match request {
@@ -130,6 +134,15 @@ impl Actor {
                 reply,
             } => {
                 let result = self.respond(team, input, &source, now);
+                self.reply_stored(result, reply);
+            }
+            Request::Post {
+                author,
+                input,
+                source,
+                reply,
+            } => {
+                let result = self.post(author, input, &source, now);
                 self.reply_stored(result, reply);
             }
             Request::Decide {

@@ -2,8 +2,8 @@
 //! (its signed link), a controller's decision, and the responses, posts,
 //! scores and decisions of a run, as stored.
 
-use crate::mqtt::wire::{DecisionMessage, ResponseIn, ResponseMessage};
-use crate::runtime::exercise::Request;
+use crate::mqtt::wire::{DecisionMessage, PostIn, PostMessage, ResponseIn, ResponseMessage};
+use crate::runtime::exercise::{Author, Request};
 use crate::store::PlayRow;
 
 use super::{Service, ServiceError};
@@ -29,6 +29,48 @@ impl Service {
             team: index,
             input,
             source: "dashboard".into(),
+            reply,
+        })
+        .await
+    }
+
+    /// Team `team` posts to a public channel from its dashboard; `token`
+    /// is its link's, checked first.
+    pub async fn post_as_team(
+        &self,
+        id: &str,
+        team: &str,
+        token: Option<&str>,
+        input: PostIn,
+    ) -> Result<PostMessage, ServiceError> {
+        let index = {
+            let exercises = self.inner.exercises.read().expect("registry");
+            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
+            let index = handle.team_index(id, team)?;
+            self.check_link(handle, id, team, index, token)?;
+            index
+        };
+        self.ask(id, |reply| Request::Post {
+            author: Author::Team(index),
+            input,
+            source: "dashboard".into(),
+            reply,
+        })
+        .await
+    }
+
+    /// A controller posts as `persona` (a name the teams see).
+    pub async fn post_as_persona(
+        &self,
+        id: &str,
+        persona: String,
+        input: PostIn,
+        source: String,
+    ) -> Result<PostMessage, ServiceError> {
+        self.ask(id, |reply| Request::Post {
+            author: Author::Persona(persona),
+            input,
+            source,
             reply,
         })
         .await
