@@ -157,7 +157,7 @@ enum Cmd {
         /// Make a new token.
         #[arg(long)]
         new: bool,
-        /// Its role: observer, controller or admin.
+        /// Its role: observer, evaluator, controller or admin.
         #[arg(long, default_value = "controller")]
         role: String,
     },

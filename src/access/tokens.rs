@@ -1,4 +1,4 @@
-//! API tokens and their roles (observer < controller < admin), kept only as
+//! API tokens and their roles (observer < evaluator < controller < admin), kept only as
 //! SHA-256 hashes: configured at start (`API_TOKENS=role:hash,...`) or
 //! issued by an admin (stored). Which route needs which role is the HTTP
 //! layer's (`http::auth`).
@@ -17,6 +17,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub enum Role {
     /// Read everything.
     Observer,
+    /// Read everything, and score teams (two-way play).
+    Evaluator,
     /// Run exercises: create, control, edit, delete, import.
     Controller,
     /// Issue and revoke tokens.
@@ -24,11 +26,17 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Observer, Role::Controller, Role::Admin];
+    pub const ALL: [Role; 4] = [
+        Role::Observer,
+        Role::Evaluator,
+        Role::Controller,
+        Role::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Observer => "observer",
+            Role::Evaluator => "evaluator",
             Role::Controller => "controller",
             Role::Admin => "admin",
         }
@@ -157,8 +165,9 @@ pub fn parse_configured(raw: &str) -> Result<(Role, String), String> {
             "{raw:?}: expected role:sha256-hex (hash a token with `scip-orchestrator hash-token`)"
         )
     })?;
-    let role = Role::parse(role)
-        .ok_or_else(|| format!("{raw:?}: role {role:?} is not observer, controller or admin"))?;
+    let role = Role::parse(role).ok_or_else(|| {
+        format!("{raw:?}: role {role:?} is not observer, evaluator, controller or admin")
+    })?;
     let hash = hash.to_ascii_lowercase();
     if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!(

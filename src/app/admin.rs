@@ -135,7 +135,7 @@ fn package_root(config: &Config) -> anyhow::Result<PathBuf> {
 /// `hash-token`: the API_TOKENS entry of a token, or of a new one.
 pub fn hash_token(token: Option<String>, new: bool, role: &str) -> anyhow::Result<()> {
     let role = crate::access::tokens::Role::parse(role).ok_or_else(|| {
-        anyhow::anyhow!("--role {role:?}: expected observer, controller or admin")
+        anyhow::anyhow!("--role {role:?}: expected observer, evaluator, controller or admin")
     })?;
     let token = match (token, new) {
         (Some(_), true) => bail!("give a token or --new, not both"),

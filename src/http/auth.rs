@@ -40,6 +40,9 @@ pub fn required(method: &Method, path: &str) -> Access {
     if path.starts_with("/api/v1/tokens") {
         return Access::Role(Role::Admin);
     }
+    if path == "/api/v1/exercises/{id}/scores" && method == Method::POST {
+        return Access::Role(Role::Evaluator);
+    }
     if path.starts_with("/api/v1/") {
         return Access::Role(if method == Method::GET || method == Method::HEAD {
             Role::Observer
@@ -231,6 +234,11 @@ mod tests {
             Method::GET,
             "/api/v1/exercises/{id}/responses",
             Role(super::Role::Observer),
+        );
+        check(
+            Method::POST,
+            "/api/v1/exercises/{id}/scores",
+            Role(super::Role::Evaluator),
         );
         check(Method::GET, "/metrics", Role(super::Role::Observer));
         check(Method::GET, "/exercises/{id}/media/{*path}", Media);

@@ -98,6 +98,7 @@ pub fn router(service: Service) -> Router {
         .route("/exercises/{id}/injects", post(deliveries::send_inject))
         .route("/exercises/{id}/decisions", post(play::decide))
         .route("/exercises/{id}/posts", post(play::persona_post))
+        .route("/exercises/{id}/scores", post(play::score))
         .route("/exercises/{id}/teams/{team}/posts", post(play::team_post))
         .route("/exercises/{id}/responses", get(play::responses))
         .route(
@@ -381,6 +382,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         play::respond,
         play::team_post,
         play::persona_post,
+        play::score,
         play::decide,
         play::responses,
         streams::team_events,

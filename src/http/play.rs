@@ -14,7 +14,7 @@ use crate::http::links::LinkToken;
 use crate::http::types::TeamPath;
 use crate::http::{ApiError, MAX_RECEIPT_BYTES};
 use crate::mqtt::wire::{PostIn, PostMessage, ResponseIn, timestamp};
-use crate::runtime::exercise::from_wall_ms;
+use crate::runtime::exercise::{Score, ScoreTarget, from_wall_ms};
 use crate::runtime::service::Service;
 
 /// A team's answer to an inject it was sent.
@@ -106,6 +106,42 @@ impl From<PostMessage> for PostedResponse {
             exercise_time: m.exercise_time,
         }
     }
+}
+
+/// An evaluator's score of a team on one inject or one objective.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    #[schema(example = "blue")]
+    pub team: String,
+    /// The inject scored (one of `inject` and `objective`).
+    pub inject: Option<String>,
+    /// The scenario objective scored.
+    #[schema(example = "comms")]
+    pub objective: Option<String>,
+    /// 0 to 100.
+    #[schema(example = 80)]
+    pub score: u8,
+    /// At most 4000 characters.
+    pub note: Option<String>,
+}
+
+impl JsonBody for ScoreRequest {
+    const EXPECTED: &str =
+        "a JSON object with \"team\", \"inject\" or \"objective\", and \"score\"";
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoredResponse {
+    pub team: String,
+    /// `inject` or `objective`.
+    pub target: String,
+    pub target_id: String,
+    pub score: u8,
+    pub note: Option<String>,
+    /// The evaluator, as their token is named.
+    pub by: Option<String>,
+    pub exercise_time: u32,
 }
 
 /// A controller's named decision.
@@ -266,6 +302,55 @@ pub(super) async fn persona_post(
         .post_as_persona(&id, body.persona, input, source.0)
         .await?;
     Ok(Json(m.into()))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exercises/{id}/scores",
+    tag = "exercises",
+    params(("id" = String, Path, description = "Exercise id")),
+    request_body = ScoreRequest,
+    responses(
+        (status = 200, description = "Recorded (an evaluator's later score of the same thing supersedes this one in the scorecard)", body = ScoredResponse),
+        (status = 400, description = "Not one of inject and objective, a score over 100, a note too long", body = ErrorResponse),
+        (status = 403, description = "An observer's token: scoring needs the evaluator role or above", body = ErrorResponse),
+        (status = 404, description = "No such exercise, team, inject or objective", body = ErrorResponse),
+    )
+)]
+pub(super) async fn score(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    source: ClientSource,
+    caller: Option<axum::Extension<crate::access::tokens::TokenEntry>>,
+    ApiJson(body): ApiJson<ScoreRequest>,
+) -> Result<Json<ScoredResponse>, ApiError> {
+    let target = match (body.inject, body.objective) {
+        (Some(inject), None) => ScoreTarget::Inject(inject),
+        (None, Some(objective)) => ScoreTarget::Objective(objective),
+        _ => {
+            return Err(ApiError::invalid(
+                "score either an \"inject\" or an \"objective\"",
+            ));
+        }
+    };
+    let by = caller.and_then(|c| c.0.name.clone().or(Some(format!("token {}", c.0.id))));
+    let score = Score {
+        team: body.team,
+        target,
+        score: body.score,
+        note: body.note,
+        by,
+    };
+    let m = service.score(&id, score, source.0).await?;
+    Ok(Json(ScoredResponse {
+        team: m.team_id,
+        target: m.target.to_owned(),
+        target_id: m.target_id,
+        score: m.score,
+        note: m.note,
+        by: m.by,
+        exercise_time: m.exercise_time,
+    }))
 }
 
 #[utoipa::path(

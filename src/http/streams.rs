@@ -287,6 +287,9 @@ impl Events for ControlStream {
                     Ok(Live::Post(message)) => {
                         self.queue.push_back(json_event("post", &*message));
                     }
+                    Ok(Live::Score(message)) => {
+                        self.queue.push_back(json_event("score", &*message));
+                    }
                     Ok(Live::Clock(_) | Live::Feed(_)) => {}
                     Err(RecvError::Closed) => return None,
                 },

@@ -15,7 +15,7 @@ use crate::runtime::service::Service;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueTokenRequest {
-    /// observer, controller or admin.
+    /// observer, evaluator, controller or admin.
     #[schema(example = "controller")]
     pub role: String,
     /// What it is for, shown in the list.
@@ -90,7 +90,7 @@ pub(super) async fn issue_token(
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let role = crate::access::tokens::Role::parse(&body.role).ok_or_else(|| {
         ApiError::invalid(format!(
-            "role {:?}: expected observer, controller or admin",
+            "role {:?}: expected observer, evaluator, controller or admin",
             body.role
         ))
     })?;

@@ -313,6 +313,29 @@ pub struct PostMessage {
     pub timestamp: String,
 }
 
+/// `/exercise/{id}/responses`, `event: "score"`: an evaluator scored a
+/// team on an inject or an objective.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScoreMessage {
+    pub event: &'static str,
+    pub exercise_id: String,
+    pub team_id: String,
+    /// `inject` or `objective`.
+    pub target: &'static str,
+    /// The inject's or the objective's id.
+    pub target_id: String,
+    /// 0 to 100.
+    pub score: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    pub source: String,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub timestamp: String,
+}
+
 /// `/exercise/{id}/responses`, `event: "response"`: a team answered.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ResponseMessage {

@@ -31,6 +31,8 @@ pub enum Live {
     Reload,
     /// A post to a public channel.
     Post(Arc<crate::mqtt::wire::PostMessage>),
+    /// An evaluator's score.
+    Score(Arc<crate::mqtt::wire::ScoreMessage>),
     /// Team `team` answered an inject.
     Response {
         team: usize,

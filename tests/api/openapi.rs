@@ -53,6 +53,7 @@ async fn the_openapi_document_lists_every_endpoint() {
         "POST /api/v1/exercises/{id}/teams/{team}/responses",
         "POST /api/v1/exercises/{id}/decisions",
         "POST /api/v1/exercises/{id}/posts",
+        "POST /api/v1/exercises/{id}/scores",
         "POST /api/v1/exercises/{id}/teams/{team}/posts",
         "GET /api/v1/exercises/{id}/responses",
         "POST /api/v1/exercises/{id}/teams/{team}/link",

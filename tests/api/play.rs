@@ -402,3 +402,154 @@ async fn a_post_reaches_exactly_the_teams_that_see_its_channel() {
         [("social", "blue"), ("wire", "-"), ("social", "red")]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluator_scores_and_the_report_shows_the_scorecard() {
+    let app = spawn_app().await;
+    let mut feeds = app.feeds("eval").await;
+    let mut package = branching(300);
+    package["objectives"] = json!([{"id": "comms", "title": "Public communication"}]);
+    app.create("eval", 1.0, package).await;
+    let token = |role: &str, name: &str| {
+        let app = &app;
+        let (role, name) = (role.to_owned(), name.to_owned());
+        async move {
+            let (status, body) = app
+                .post("/api/v1/tokens", Some(json!({"role": role, "name": name})))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            authorized(body["token"].as_str().unwrap())
+        }
+    };
+    let evaluator = token("evaluator", "Eva").await;
+    let observer = token("observer", "Olli").await;
+    app.command("eval", "start").await;
+    feed_until(&mut feeds, "blue", "q").await;
+    let blue = team_path(&app, "eval", "blue", "responses").await;
+    let (status, _) = app
+        .post(
+            &blue,
+            Some(json!({"inject_id": "q", "choice": "B", "text": "Holding line"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let score = |client: &reqwest::Client, body: Value| {
+        let request = client
+            .post(app.url("/api/v1/exercises/eval/scores"))
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _) = score(
+        &observer,
+        json!({"team": "blue", "objective": "comms", "score": 50}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an observer reads, an evaluator scores"
+    );
+    // An evaluator may read like an observer, and not control.
+    let refused = evaluator
+        .post(app.url("/api/v1/exercises/eval/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let read = evaluator
+        .get(app.url("/api/v1/exercises/eval/deliveries"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    for (body, status) in [
+        (
+            json!({"team": "blue", "objective": "speed", "score": 50}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"team": "blue", "inject": "q", "objective": "comms", "score": 50}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"team": "blue", "objective": "comms", "score": 101}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"team": "green", "objective": "comms", "score": 1}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert_eq!(score(&evaluator, body.clone()).await.0, status, "{body}");
+    }
+    let (status, body) = score(
+        &evaluator,
+        json!({"team": "blue", "objective": "comms", "score": 60}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["by"], "Eva");
+    // A later score of the same evaluator supersedes the earlier one.
+    score(
+        &evaluator,
+        json!({"team": "blue", "objective": "comms", "score": 80, "note": "Clear and fast"}),
+    )
+    .await;
+    let (status, _) = score(
+        &app.client,
+        json!({"team": "blue", "inject": "q", "score": 90}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "a controller may score too");
+
+    let (_, report) = app.get("/api/v1/exercises/eval/report").await;
+    let card = report["play"]["scorecard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["team_id"] == "blue")
+        .unwrap()
+        .clone();
+    assert_eq!(card["met"], 1);
+    assert_eq!(card["scores"][0]["target_id"], "comms");
+    assert_eq!(card["scores"][0]["score"], 80.0);
+    assert_eq!(
+        card["scores"][0]["by_evaluator"][0]["note"],
+        "Clear and fast"
+    );
+    assert_eq!(card["scores"][1]["target_id"], "q");
+    assert_eq!(card["scores"][1]["score"], 90.0);
+    let responses = report["play"]["responses"].as_array().unwrap();
+    assert_eq!(responses[0]["choice"], "B");
+    assert_eq!(responses[0]["outcome"], "met");
+    assert!(responses[0]["response_time_s"].as_i64().unwrap() >= 0);
+    let outcomes = report["play"]["outcomes"].as_array().unwrap();
+    assert!(outcomes.iter().any(|o| o["team_id"] == "blue"
+        && o["inject_id"] == "branch-a"
+        && o["skip_reason"] == "the team chose \"B\" on q"));
+    let html = app
+        .client
+        .get(app.url("/api/v1/exercises/eval/report.html"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for shown in [
+        "Scorecard",
+        "Public communication",
+        "Clear and fast",
+        "Holding line",
+    ] {
+        assert!(html.contains(shown), "the HTML report lacks {shown:?}");
+    }
+}

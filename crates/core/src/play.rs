@@ -145,6 +145,30 @@ pub enum Skip {
     Ended,
 }
 
+impl Skip {
+    /// Why, in words; `name` gives the inject id of a slot.
+    pub fn describe(&self, name: impl Fn(usize) -> String) -> String {
+        match self {
+            Skip::Outcome { after, outcome } => {
+                format!("the outcome on {} was {outcome}", name(*after))
+            }
+            Skip::Choice {
+                after,
+                choice: Some(choice),
+            } => format!("the team chose {choice:?} on {}", name(*after)),
+            Skip::Choice {
+                after,
+                choice: None,
+            } => format!("the team answered {} without a choice", name(*after)),
+            Skip::NotSent { after } => format!("{} never went out", name(*after)),
+            Skip::AfterEnd { at } => format!(
+                "its condition held at T+{at} s, and with its delay it would be due after the end"
+            ),
+            Skip::Ended => "the exercise ended before its condition held".into(),
+        }
+    }
+}
+
 /// Where a conditional inject stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -70,6 +70,8 @@ pub fn input(deliveries: Vec<DeliveryRow>, control_log: Vec<ControlRow>) -> Inpu
             })
             .collect(),
         control_log,
+        plays: Vec::new(),
+        objectives: Vec::new(),
         generated_wall_ms: 1_705_313_200_000,
     }
 }

@@ -88,6 +88,7 @@ pub fn html(report: &AfterActionReport) -> String {
                     span class="key cancelled" {} "cancelled or skipped "
                     span class="key outstanding" {} "not sent yet"
                 }
+                (super::play_html::play_sections(&report.play))
                 (deliveries_table(&report.deliveries))
                 (control_table(&report.control_log))
                 p class="note" {
@@ -109,7 +110,7 @@ h1{font-size:1.5rem;margin:0 0 .5rem}h2{font-size:1.15rem;margin:1.6rem 0 .5rem;
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{border:1px solid #d6dbe3;padding:3px 6px;text-align:left;vertical-align:top}\
 th{background:#eef1f5}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}tr.total td{font-weight:600;background:#f6f8fa}\
 .s-delivered{color:#1b7f3b}.s-late{color:#b35c00;font-weight:600}.s-failed{color:#b3261e;font-weight:600}.s-cancelled,.s-skipped{color:#6b7280}\
-.refused{color:#b3261e}.note{color:#5b6678;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:12px}\
+.refused{color:#b3261e}.note{color:#5b6678;font-size:12px}.o-met{color:#1b7f3b}.o-late{color:#b35c00}.o-wrong,.o-missed{color:#b3261e;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:12px}\
 figure{margin:0;border:1px solid #d6dbe3;border-radius:6px;padding:6px;flex:1 1 460px;max-width:640px}figcaption{text-align:center;font-weight:600}\
 svg{width:100%;height:auto;font:11px system-ui,sans-serif}svg .axis{stroke:#1d2430;stroke-width:1}svg .grid{stroke:#e3e7ed;stroke-width:1}\
 svg .diag{stroke:#8a94a6;stroke-dasharray:5 4;stroke-width:1}svg text{fill:#1d2430}svg .tick{text-anchor:middle}svg .ytick{text-anchor:end}\

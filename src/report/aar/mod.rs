@@ -18,6 +18,8 @@ mod csv;
 mod fixtures;
 mod html;
 mod model;
+mod play;
+mod play_html;
 mod source;
 
 pub use chart::{Chart, tick_step};

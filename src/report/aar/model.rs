@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 
 use crate::mqtt::wire::timestamp;
 use crate::runtime::exercise::from_wall_ms;
-use crate::store::{ControlRow, DeliveryRow};
+use crate::store::{ControlRow, DeliveryRow, PlayRow};
+
+use super::play::{ReportPlay, build_play};
 
 /// The number of an exercise's first run; every accepted reset starts the next.
 pub const FIRST_RUN: i64 = 1;
@@ -36,6 +38,10 @@ pub struct Input {
     pub deliveries: Vec<Delivery>,
     /// Every command given to the exercise, every run, oldest first.
     pub control_log: Vec<ControlRow>,
+    /// The run's responses, posts, scores and decisions, oldest first.
+    pub plays: Vec<PlayRow>,
+    /// The scenario's objectives: (id, title).
+    pub objectives: Vec<(String, String)>,
     /// When the report is made.
     pub generated_wall_ms: i64,
 }
@@ -68,6 +74,8 @@ pub struct AfterActionReport {
     /// The commands given during the run, oldest first; the reset that ended
     /// it included.
     pub control_log: Vec<ReportControlEntry>,
+    /// Two-way play: responses, outcomes, the scorecard, decisions, posts.
+    pub play: ReportPlay,
 }
 
 /// The exercise and the run reported on.
@@ -293,6 +301,7 @@ pub fn build(input: &Input) -> AfterActionReport {
         summary,
         deliveries,
         control_log,
+        play: build_play(input),
     }
 }
 

@@ -35,6 +35,7 @@ pub fn input(source: ReportSource, generated_wall_ms: i64) -> Result<Input, Serv
         scenario,
         deliveries,
         control_log,
+        plays,
     } = source;
     if !(FIRST_RUN..=current_run).contains(&run) {
         return Err(ServiceError::NotFound(format!(
@@ -62,6 +63,16 @@ pub fn input(source: ReportSource, generated_wall_ms: i64) -> Result<Input, Serv
         teams,
         deliveries,
         control_log,
+        plays,
+        objectives: scenario
+            .as_deref()
+            .map(|s| {
+                s.objectives
+                    .iter()
+                    .map(|o| (o.id.clone(), o.title.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
         generated_wall_ms,
     })
 }
@@ -174,6 +185,7 @@ mod tests {
             scenario: None,
             deliveries,
             control_log: vec![control("start", true, None)],
+            plays: Vec::new(),
         }
     }
 

@@ -48,6 +48,7 @@ pub use clock::{clock_row, from_wall_ms, stored_elapsed, wall_ms};
 use entries::{Entry, scenario_entries};
 pub use outputs::play_json;
 pub use play::{MAX_BY_CHARS, MAX_RESPONSE_CHARS};
+pub use play::{Score, ScoreTarget};
 pub use posts::Author;
 
 /// Control-topic messages waiting for the actor; more are dropped (counted in
@@ -235,6 +236,13 @@ pub enum Request {
         /// `dashboard` or `api:<ip>`.
         source: String,
         reply: Reply<crate::mqtt::wire::PostMessage>,
+    },
+    /// An evaluator scores a team on an inject or an objective.
+    Score {
+        score: Score,
+        /// `api:<ip>`.
+        source: String,
+        reply: Reply<crate::mqtt::wire::ScoreMessage>,
     },
     /// A controller's decision, for `teams` (every team when None).
     Decide {

@@ -16,7 +16,9 @@ use super::{Actor, RequestError};
 use crate::core::{Gate, Now, PlayError, Skip};
 use crate::domain::InjectId;
 use crate::mqtt::Received;
-use crate::mqtt::wire::{DecisionMessage, PlayMessage, ResponseIn, ResponseMessage, timestamp};
+use crate::mqtt::wire::{
+    DecisionMessage, PlayMessage, ResponseIn, ResponseMessage, ScoreMessage, timestamp,
+};
 use crate::runtime::journal::JournalEntry;
 use crate::runtime::live::Live;
 use crate::scenario::play::ResponseKind;
@@ -27,7 +29,107 @@ pub const MAX_RESPONSE_CHARS: usize = 4000;
 /// The longest name a responder gives (`by`).
 pub const MAX_BY_CHARS: usize = 100;
 
+/// What an evaluator scores a team on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScoreTarget {
+    Inject(String),
+    Objective(String),
+}
+
+/// An evaluator's score of a team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Score {
+    pub team: String,
+    pub target: ScoreTarget,
+    /// 0 to 100.
+    pub score: u8,
+    pub note: Option<String>,
+    /// The evaluator, as their token is named.
+    pub by: Option<String>,
+}
+
 impl Actor {
+    /// An evaluator's score of a team on one of its injects or a scenario
+    /// objective: stored, announced and shown to the control room. Scores
+    /// are taken while the exercise runs and after it ended (the debrief).
+    pub(super) fn score(
+        &mut self,
+        score: Score,
+        source: &str,
+        now: Now,
+    ) -> Result<ScoreMessage, RequestError> {
+        let team = self
+            .scenario
+            .teams
+            .iter()
+            .position(|t| t.id.as_str() == score.team)
+            .ok_or_else(|| {
+                RequestError::NotFound(format!("no team {:?} in this exercise", score.team))
+            })?;
+        if score.score > 100 {
+            return Err(RequestError::Invalid(format!(
+                "a score is 0 to 100, not {}",
+                score.score
+            )));
+        }
+        let (target, target_id) = match &score.target {
+            ScoreTarget::Inject(id) => {
+                let known = InjectId::parse(id)
+                    .ok()
+                    .and_then(|id| self.slot_of(team, &id))
+                    .is_some();
+                if !known {
+                    return Err(RequestError::NotFound(format!(
+                        "no inject {id:?} for team {:?} in this run",
+                        score.team
+                    )));
+                }
+                ("inject", id.clone())
+            }
+            ScoreTarget::Objective(id) => {
+                if !self.scenario.objectives.iter().any(|o| &o.id == id) {
+                    return Err(RequestError::NotFound(format!(
+                        "no objective {id:?} in this scenario"
+                    )));
+                }
+                ("objective", id.clone())
+            }
+        };
+        let note = bounded(score.note, MAX_RESPONSE_CHARS, "note")?;
+        let by = bounded(score.by, MAX_BY_CHARS, "by")?;
+        let at = self.engine.exercise_time(now.mono).get();
+        self.journal.write(JournalEntry::Play(PlayRow {
+            id: 0,
+            exercise_id: self.id().to_string(),
+            run: i64::from(self.engine.run()),
+            kind: "score".into(),
+            team_id: Some(score.team.clone()),
+            subject: Some(format!("{target}:{target_id}")),
+            body: json!({"score": score.score, "note": note}).to_string(),
+            by_name: by.clone(),
+            source: source.to_owned(),
+            wall_ms: wall_ms(now.wall),
+            exercise_secs: i64::from(at),
+        }));
+        let message = ScoreMessage {
+            event: "score",
+            exercise_id: self.id().to_string(),
+            team_id: score.team,
+            target,
+            target_id,
+            score: score.score,
+            note,
+            by,
+            source: source.to_owned(),
+            exercise_time: at,
+            timestamp: timestamp(now.wall),
+        };
+        let topic = self.topics.responses.clone();
+        self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
+        self.emit(|| Live::Score(Arc::new(message.clone())));
+        Ok(message)
+    }
+
     /// A team's answer to an inject it was sent: checked against what the
     /// inject asks, given to the engine (outcome, branches), stored, then
     /// announced. An inject not (yet) sent to the team is refused as if it
@@ -263,31 +365,11 @@ impl Actor {
 
     /// Why a conditional inject was skipped, in the scenario's names.
     pub(super) fn skip_reason(&self, skip: &Skip) -> String {
-        let inject = |slot: usize| {
+        skip.describe(|slot| {
             self.entries
                 .get(slot)
                 .map_or_else(String::new, |e| e.inject().id.to_string())
-        };
-        match skip {
-            Skip::Outcome { after, outcome } => {
-                format!("the outcome on {} was {outcome}", inject(*after))
-            }
-            Skip::Choice {
-                after,
-                choice: Some(choice),
-            } => format!("the team chose {choice:?} on {}", inject(*after)),
-            Skip::Choice {
-                after,
-                choice: None,
-            } => {
-                format!("the team answered {} without a choice", inject(*after))
-            }
-            Skip::NotSent { after } => format!("{} never went out", inject(*after)),
-            Skip::AfterEnd { at } => format!(
-                "its condition held at T+{at} s, and with its delay it would be due after the end"
-            ),
-            Skip::Ended => "the exercise ended before its condition held".into(),
-        }
+        })
     }
 }
 

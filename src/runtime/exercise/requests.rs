@@ -118,6 +118,10 @@ impl Actor {
                 let _ = reply.send(Err(self.being_deleted()));
                 return;
             }
+            Request::Score { reply, .. } if self.closing => {
+                let _ = reply.send(Err(self.being_deleted()));
+                return;
+            }
             other => other,
         };
         match request {
@@ -134,6 +138,14 @@ impl Actor {
                 reply,
             } => {
                 let result = self.respond(team, input, &source, now);
+                self.reply_stored(result, reply);
+            }
+            Request::Score {
+                score,
+                source,
+                reply,
+            } => {
+                let result = self.score(score, &source, now);
                 self.reply_stored(result, reply);
             }
             Request::Post {

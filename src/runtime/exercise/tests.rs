@@ -128,6 +128,7 @@ fn play(
                 Asked::Subscribe(topic, to) if topic == topics().team_responses => {
                     log.responses = Some(to);
                 }
+                Asked::Subscribe(topic, _) if topic == topics().team_posts => {}
                 Asked::Subscribe(topic, to) => {
                     assert_eq!(topic, topics().control);
                     log.control = Some(to);

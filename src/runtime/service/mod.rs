@@ -221,6 +221,8 @@ pub struct ReportSource {
     pub deliveries: RunDeliveries,
     /// Every command given to the exercise, every run, oldest first.
     pub control_log: Vec<ControlRow>,
+    /// The responses, posts, scores and decisions of `run`, as stored.
+    pub plays: Vec<crate::store::PlayRow>,
 }
 
 /// The delivery records of one run.

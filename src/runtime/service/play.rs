@@ -2,8 +2,10 @@
 //! (its signed link), a controller's decision, and the responses, posts,
 //! scores and decisions of a run, as stored.
 
-use crate::mqtt::wire::{DecisionMessage, PostIn, PostMessage, ResponseIn, ResponseMessage};
-use crate::runtime::exercise::{Author, Request};
+use crate::mqtt::wire::{
+    DecisionMessage, PostIn, PostMessage, ResponseIn, ResponseMessage, ScoreMessage,
+};
+use crate::runtime::exercise::{Author, Request, Score};
 use crate::store::PlayRow;
 
 use super::{Service, ServiceError};
@@ -70,6 +72,21 @@ impl Service {
         self.ask(id, |reply| Request::Post {
             author: Author::Persona(persona),
             input,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// An evaluator's score of a team.
+    pub async fn score(
+        &self,
+        id: &str,
+        score: Score,
+        source: String,
+    ) -> Result<ScoreMessage, ServiceError> {
+        self.ask(id, |reply| Request::Score {
+            score,
             source,
             reply,
         })

@@ -310,6 +310,7 @@ impl Service {
             scenario,
             deliveries,
             control_log: self.inner.store.control_log(id).await?,
+            plays: self.inner.store.play_events(id, run).await?,
         })
     }
 
