@@ -523,6 +523,7 @@
       for (const g of groups.values()) g.replaceChildren();
       for (const [team, frag] of frags) groupOf(team).append(frag);
       afterRowsChanged();
+      document.dispatchEvent(new CustomEvent("scip:deliveries", { detail: list })); // play-room.js
     }
 
     function onDelivery(d) {
@@ -538,7 +539,12 @@
       }
       rows.set(key, { d, tr });
       soon();
+      document.dispatchEvent(new CustomEvent("scip:delivery", { detail: d })); // play-room.js
     }
+
+    // Two-way play (play-room.js draws it): answers, posts and scores as they happen.
+    const playEvent = (kind) => (data) =>
+      document.dispatchEvent(new CustomEvent("scip:play", { detail: { kind, data } }));
 
     // Bursts of `delivery` events: recount once per frame, not once per event.
     let recount = 0;
@@ -764,7 +770,8 @@
     let checking = false;
     const token = SCIP.apiToken();
     const es = SCIP.stream(`${base}/events${token ? `?access_token=${encodeURIComponent(token)}` : ""}`,
-      { exercise: onExercise, deliveries: onDeliveries, delivery: onDelivery },
+      { exercise: onExercise, deliveries: onDeliveries, delivery: onDelivery,
+        response: playEvent("response"), post: playEvent("post"), score: playEvent("score") },
       (status) => { $("connection").hidden = false; SCIP.setConnection($("connection"), status); },
       async () => { // is it gone for good (404), the token refused (401) or just a blip?
         if (checking || !stops.length) return;

@@ -1,5 +1,6 @@
 // Team dashboard: /exercises/{id}/teams/{team}. Shows the exercise clock and the
-// team's feed (newest first) and confirms every inject it has shown (receipts).
+// team's feed (newest first), confirms every inject it has shown (receipts),
+// answers the injects that ask for a response and posts to public channels.
 "use strict";
 (() => {
   const { el, api, enc, fmtT, isImage, isVideo } = SCIP;
@@ -28,6 +29,7 @@
   let names = { exercise: exId, team: teamId };
   let es = null;
 
+  const answers = new Map();  // message.id -> {at, choice}: this team's first answer
   let startTime = null;       // the scenario's start_time, seconds after midnight (null: none)
   let lastClock = null;
 
@@ -92,6 +94,7 @@
     showWorldTime();
     $("exercise-name").textContent = [ex.id, ex.name && ex.name !== ex.id && ex.name, team.name && `team ${team.id}`].filter(Boolean).join(" · ");
     $("team-name").textContent = team.name || team.id;
+    showComposer(Array.isArray(n.channels) ? n.channels : []);
     updateTitle();
   }
 
@@ -379,8 +382,108 @@
         el("time", { class: "inject-time", title: m.timestamp || "", text: fmtT(m.exerciseTime) })),
       el("div", { class: "inject-body" }, (RENDER[type] || RENDER.other)(c, media, m)),
       m.action ? el("div", { class: "action-box" }, el("span", { class: "action-label", text: "Action" }),
-        el("span", { class: "action", text: m.action })) : null);
+        el("span", { class: "action", text: m.action })) : null,
+      responseBox(m));
   }
+
+  // ---- two-way play: answers and posts ------------------------------------
+  // Who answers and posts, as the team wants to be named; kept in this browser.
+  const byName = () => ($("by-name").value || "").trim() || undefined;
+  const PROMPTS = { acknowledge: "Acknowledge receipt", choice: "Your decision", text: "Your answer" };
+
+  // An inject that asks for a response gets a form: the options of a choice, a text
+  // box, or an acknowledge button. Once answered it says so; answering again
+  // changes the answer (the first one still counts for the exercise control).
+  function responseBox(m) {
+    const r = m.response;
+    if (!r || typeof r !== "object" || !PROMPTS[r.kind]) return null;
+    const id = String(m.id);
+    const promptId = `prompt-${id}`;
+    const form = el("form", { class: "response-box", "data-kind": r.kind, "aria-labelledby": promptId });
+    form.append(el("div", { class: "response-prompt", id: promptId, text: r.prompt || PROMPTS[r.kind] }));
+    if (r.kind === "choice") {
+      const options = Array.isArray(r.options) ? r.options.map(String) : [];
+      form.append(el("div", { class: "options", role: "radiogroup", "aria-labelledby": promptId },
+        options.map((o) => el("label", { class: "option" },
+          el("input", { type: "radio", name: `choice-${id}`, value: o, required: "" }), " ", o))));
+    }
+    if (r.kind === "text") {
+      form.append(el("textarea", { name: "text", rows: "3", maxlength: "4000", required: "", "aria-labelledby": promptId }));
+    }
+    const status = el("div", { class: "response-status", role: "status" });
+    const button = el("button", { type: "submit", class: "primary",
+      text: r.kind === "acknowledge" ? "Acknowledge" : "Send" });
+    form.append(el("div", { class: "response-actions" }, button, status));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const data = new FormData(form);
+      const body = { inject_id: id, by: byName() };
+      if (r.kind === "choice") body.choice = data.get(`choice-${id}`) || undefined;
+      if (r.kind === "text") body.text = String(data.get("text") || "");
+      button.disabled = true;
+      status.textContent = "Sending…";
+      try {
+        const done = await api("POST", `${teamBase}/responses${withToken}`, body);
+        showAnswer(id, { at: done.exercise_time, choice: done.choice, edit: done.edit });
+      } catch (err) {
+        status.textContent = `Not sent: ${err.message}`;
+        status.dataset.error = "true";
+      } finally {
+        button.disabled = false;
+      }
+    });
+    const answered = answers.get(id);
+    if (answered) markAnswered(form, answered);
+    return form;
+  }
+
+  function markAnswered(form, a) {
+    const status = form.querySelector(".response-status");
+    delete status.dataset.error;
+    status.textContent = `Answered at ${fmtT(a.at)}${a.choice ? `: ${a.choice}` : ""}${a.by ? ` (${a.by})` : ""}`;
+    form.dataset.answered = "true";
+    const button = form.querySelector("button[type=submit]");
+    if (button && form.dataset.kind !== "acknowledge") button.textContent = "Change answer";
+  }
+
+  function showAnswer(id, a) {
+    // The first answer is the one that counts; a later one is shown as the latest.
+    if (!answers.has(id) || a.edit) answers.set(id, a);
+    const node = shown.get(id);
+    const form = node && node.querySelector(".response-box");
+    if (form) markAnswered(form, answers.get(id));
+  }
+
+  // An answer from any of this team's screens (the stream tells every one of them).
+  function onResponse(r) {
+    if (r && r.inject_id) showAnswer(String(r.inject_id), { at: r.exerciseTime, choice: r.choice, by: r.by, edit: r.edit });
+  }
+
+  // The public channels this team sees: a post reaches every team that sees it.
+  function showComposer(channels) {
+    const box = $("compose");
+    box.hidden = !channels.length;
+    $("compose-channel").replaceChildren(...channels.map((c) =>
+      el("option", { value: c.id, text: c.name || c.id })));
+  }
+
+  $("compose").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const status = $("compose-status");
+    const text = $("compose-text").value.trim();
+    if (!text) { status.textContent = "Write something to post."; return; }
+    status.textContent = "Posting…";
+    try {
+      await api("POST", `${teamBase}/posts${withToken}`, { channel: $("compose-channel").value, text, by: byName() });
+      $("compose-text").value = "";
+      status.textContent = "Posted.";
+    } catch (err) {
+      status.textContent = `Not posted: ${err.message}`;
+    }
+  });
+
+  $("by-name").value = localStorage.getItem("scip-by") || "";
+  $("by-name").addEventListener("change", () => localStorage.setItem("scip-by", $("by-name").value.trim()));
 
   // Highlights a node while its id is fresh; the glow animation continues where it was
   // when the node is re-rendered (retry or reconnect).
@@ -402,6 +505,7 @@
     confirmed.clear();
     pending.clear();
     unseen.clear();
+    answers.clear();
     feed.replaceChildren();
   }
 
@@ -417,6 +521,7 @@
     const items = [...byId.values()];
     const frag = document.createDocumentFragment();
     const next = new Map();
+    for (const item of items) if (item.answered) answers.set(String(item.message.id), item.answered);
     for (const item of items.slice().reverse()) {
       if (reconnect && !shown.has(item.message.id)) {
         newUntil.set(item.message.id, Date.now() + HIGHLIGHT_MS);
@@ -522,7 +627,7 @@
   $("team-name").textContent = teamId;
   let opened = false;
   es = SCIP.stream(streamUrl,
-    { clock: onClock, names: onNames, history: onHistory, inject: onInject },
+    { clock: onClock, names: onNames, history: onHistory, inject: onInject, response: onResponse },
     (status) => {
       if (status === "live") opened = true;
       SCIP.setConnection($("connection"), status);

@@ -28,7 +28,7 @@ use crate::http::{ApiError, content_disposition, header_safe};
 use crate::runtime::service::Service;
 
 /// The embedded files: name, content type, content.
-const ASSETS: [(&str, &str, &str); 5] = [
+const ASSETS: [(&str, &str, &str); 6] = [
     ("app.css", "text/css", include_str!("../../web/app.css")),
     (
         "common.js",
@@ -49,6 +49,11 @@ const ASSETS: [(&str, &str, &str); 5] = [
         "team-summary.js",
         "text/javascript",
         include_str!("../../web/team-summary.js"),
+    ),
+    (
+        "play-room.js",
+        "text/javascript",
+        include_str!("../../web/play-room.js"),
     ),
 ];
 const TEAM_PAGE: &str = include_str!("../../web/team.html");

@@ -50,6 +50,28 @@ pub struct ExerciseResponse {
     /// back at start (it is listed, refuses commands, and can be deleted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_error: Option<String>,
+    /// Two-way play: the scenario's objectives, which evaluators score.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<ObjectiveResponse>,
+    /// Two-way play: the scenario's public channels and who sees each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectiveResponse {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelResponse {
+    pub id: String,
+    /// The inject type its posts reach the feeds as.
+    pub kind: String,
+    pub name: Option<String>,
+    pub visible_to: Vec<String>,
 }
 
 /// Delivery records of the current run by status.
@@ -214,6 +236,13 @@ pub struct DeliveryResponse {
     /// Why a skipped conditional inject will never go out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// What a conditional inject waits for, in words: `after q: choice:B
+    /// (+5 s)` or `decision escalate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<String>,
+    /// The decision a conditional inject waits for, if that is its condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
 }
 
 /// One command as the audit log recorded it.
@@ -308,6 +337,8 @@ impl From<ExerciseInfo> for ExerciseResponse {
                     teams: Vec::new(),
                     created_at: wall(e.created_wall_ms),
                     restore_error: Some(u.reason),
+                    objectives: Vec::new(),
+                    channels: Vec::new(),
                 };
             }
         };
@@ -328,6 +359,27 @@ impl From<ExerciseInfo> for ExerciseResponse {
             restore_error,
             teams: e.teams.into_iter().map(TeamResponse::from).collect(),
             created_at: wall(e.created_wall_ms),
+            objectives: e.scenario.as_deref().map_or_else(Vec::new, |s| {
+                s.objectives
+                    .iter()
+                    .map(|o| ObjectiveResponse {
+                        id: o.id.clone(),
+                        title: o.title.clone(),
+                        description: o.description.clone(),
+                    })
+                    .collect()
+            }),
+            channels: e.scenario.as_deref().map_or_else(Vec::new, |s| {
+                s.channels
+                    .iter()
+                    .map(|c| ChannelResponse {
+                        id: c.id.clone(),
+                        kind: c.kind.clone(),
+                        name: c.name.clone(),
+                        visible_to: c.visible_to.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -453,6 +505,8 @@ impl From<DeliveryView> for DeliveryResponse {
                 .to_owned()
             }),
             skip_reason: v.skip_reason,
+            waits_for: v.waits_for,
+            decision: v.decision,
         }
     }
 }

@@ -65,15 +65,25 @@ pub struct FeedItem {
     pub run: u16,
     /// A dashboard has confirmed it.
     pub received: bool,
+    /// The team's first answer to it: (exercise second, option chosen).
+    pub answered: Option<(u32, Option<String>)>,
     /// The feed message, exactly as MQTT subscribers get it.
     pub message: String,
 }
 
 impl FeedItem {
-    /// `{"run":..,"received":..,"message":{feed message}}`.
+    /// `{"run":..,"received":..,"message":{feed message}}`, and
+    /// `"answered":{"at":..,"choice":..}` once the team answered it.
     pub fn to_json(&self) -> String {
+        let answered = match &self.answered {
+            Some((at, choice)) => format!(
+                ",\"answered\":{}",
+                serde_json::json!({"at": at, "choice": choice})
+            ),
+            None => String::new(),
+        };
         format!(
-            "{{\"run\":{},\"received\":{},\"message\":{}}}",
+            "{{\"run\":{},\"received\":{}{answered},\"message\":{}}}",
             self.run, self.received, self.message
         )
     }
@@ -224,11 +234,20 @@ mod tests {
             team: 0,
             run: 2,
             received: true,
+            answered: None,
             message: r#"{"id":"a","content":{"text":"x"}}"#.into(),
         };
         let v: serde_json::Value = serde_json::from_str(&item.to_json()).unwrap();
         assert_eq!(v["run"], 2);
         assert_eq!(v["received"], true);
         assert_eq!(v["message"]["content"]["text"], "x");
+        assert!(v.get("answered").is_none());
+        let answered = FeedItem {
+            answered: Some((42, Some("B".into()))),
+            ..item
+        };
+        let v: serde_json::Value = serde_json::from_str(&answered.to_json()).unwrap();
+        assert_eq!(v["answered"], serde_json::json!({"at": 42, "choice": "B"}));
+        assert_eq!(v["message"]["id"], "a");
     }
 }

@@ -580,10 +580,15 @@ mod tests {
             .teams
             .iter()
             .map(|team| {
+                // The original schedule: what goes out whatever the teams do.
                 let mut injects: Vec<(u32, &str)> = team
                     .timeline
                     .injects
                     .iter()
+                    .filter(|inject| {
+                        let play = inject.play();
+                        play.response.is_none() && play.when.is_none()
+                    })
                     .map(|inject| (inject.time.get(), inject.kind.as_str()))
                     .collect();
                 injects.sort_unstable();
@@ -616,6 +621,11 @@ mod tests {
                 ("green", vec![(0, "briefing"), (120, "email"), (300, "sms")]),
             ]
         );
-        assert_eq!(loaded.delivery_count(), 15);
+        // Two-way play on top: a decision with a branch per choice and one
+        // for silence, a statement, an acknowledgement, an escalation that
+        // waits for the controllers, a social network and two objectives.
+        assert_eq!(loaded.delivery_count(), 23);
+        assert_eq!(loaded.channels.len(), 1);
+        assert_eq!(loaded.objectives.len(), 2);
     }
 }

@@ -47,6 +47,9 @@ pub fn summary(scenario: &Scenario) -> String {
         scenario.teams.len(),
         scenario.delivery_count()
     );
+    if let Some(line) = two_way(scenario) {
+        let _ = writeln!(out, "Two-way:   {line}");
+    }
     let _ = writeln!(out);
 
     let rows: Vec<[String; 5]> = scenario
@@ -66,6 +69,48 @@ pub fn summary(scenario: &Scenario) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
+}
+
+/// What the scenario asks of teams and how it branches, in one line; None
+/// for a one-way scenario.
+fn two_way(scenario: &Scenario) -> Option<String> {
+    use super::play::WhenSpec;
+    let (mut asks, mut branches) = (0, 0);
+    let mut decisions: Vec<String> = Vec::new();
+    for team in &scenario.teams {
+        for inject in &team.timeline.injects {
+            let play = inject.play();
+            asks += usize::from(play.response.is_some());
+            match play.when {
+                Some(WhenSpec::Decision { name, .. }) => {
+                    branches += 1;
+                    if !decisions.contains(&name) {
+                        decisions.push(name);
+                    }
+                }
+                Some(WhenSpec::After { .. }) => branches += 1,
+                None => {}
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if asks > 0 {
+        parts.push(format!("{asks} ask for a response"));
+    }
+    if branches > 0 {
+        parts.push(format!("{branches} conditional"));
+    }
+    if !decisions.is_empty() {
+        parts.push(format!("decisions: {}", decisions.join(", ")));
+    }
+    if !scenario.channels.is_empty() {
+        let ids: Vec<&str> = scenario.channels.iter().map(|c| c.id.as_str()).collect();
+        parts.push(format!("channels: {}", ids.join(", ")));
+    }
+    if !scenario.objectives.is_empty() {
+        parts.push(format!("{} objectives", scenario.objectives.len()));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Team, timeline (and who shares it), inject count, first and last inject.

@@ -226,6 +226,8 @@ mod tests {
             record,
             live: true,
             skip_reason: None,
+            waits_for: None,
+            decision: None,
         };
         let hosted = input(source(2, 2, RunDeliveries::Hosted(vec![view])), 0).unwrap();
         let d = &hosted.deliveries[0];

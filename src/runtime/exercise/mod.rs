@@ -124,6 +124,10 @@ pub struct DeliveryView {
     pub live: bool,
     /// Why a conditional inject was skipped, in the scenario's names.
     pub skip_reason: Option<String>,
+    /// What a conditional inject waits for, in the scenario's names.
+    pub waits_for: Option<String>,
+    /// The decision it waits for, when that is its condition.
+    pub decision: Option<String>,
 }
 
 /// Why a controller's request was not carried out.

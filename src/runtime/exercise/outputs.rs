@@ -220,6 +220,7 @@ impl Actor {
                 received: self.engine.records()[tag.slot as usize]
                     .received_wall
                     .is_some(),
+                answered: None,
                 message: String::from_utf8_lossy(&payload).into_owned(),
             };
             let _ = self.live.send(Live::Feed(Arc::new(item)));

@@ -363,6 +363,23 @@ impl Actor {
         self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
     }
 
+    /// A condition in words, in the scenario's names.
+    pub(super) fn describe_condition(&self, condition: &crate::core::Condition) -> String {
+        let what = match &condition.trigger {
+            crate::core::Trigger::After { slot, on } => format!(
+                "after {}: {on}",
+                self.entries
+                    .get(*slot)
+                    .map_or_else(String::new, |e| e.inject().id.to_string())
+            ),
+            crate::core::Trigger::Decision(name) => format!("decision {name}"),
+        };
+        match condition.delay {
+            0 => what,
+            delay => format!("{what} (+{delay} s)"),
+        }
+    }
+
     /// Why a conditional inject was skipped, in the scenario's names.
     pub(super) fn skip_reason(&self, skip: &Skip) -> String {
         skip.describe(|slot| {

@@ -496,6 +496,7 @@ impl Actor {
             team: e.team,
             run: self.engine.run(),
             received: r.received_wall.is_some(),
+            answered: r.play.answer.as_ref().map(|a| (a.at, a.choice.clone())),
             message: String::from_utf8(message).expect("rendered from strings"),
         }
     }
@@ -573,6 +574,17 @@ impl Actor {
             live: e.live,
             skip_reason: match &self.engine.records()[slot].play.gate {
                 Some(crate::core::Gate::Skipped { reason }) => Some(self.skip_reason(reason)),
+                _ => None,
+            },
+            waits_for: self
+                .engine
+                .condition(slot)
+                .map(|c| self.describe_condition(c)),
+            decision: match self.engine.condition(slot) {
+                Some(crate::core::Condition {
+                    trigger: crate::core::Trigger::Decision(name),
+                    ..
+                }) => Some(name.clone()),
                 _ => None,
             },
         }

@@ -139,6 +139,8 @@ pub struct ExerciseInfo {
     /// Teams with at least one dashboard open.
     pub teams_connected: usize,
     pub created_wall_ms: i64,
+    /// The scenario of a hosted exercise (its objectives and channels).
+    pub scenario: Option<Arc<Scenario>>,
 }
 
 impl ExerciseInfo {

@@ -321,6 +321,7 @@ impl Service {
         ExerciseInfo {
             id: id.to_owned(),
             name: handle.scenario.name.clone(),
+            scenario: Some(handle.scenario.clone()),
             standing: Standing::Hosted(snapshot.clone()),
             teams: handle
                 .scenario
@@ -427,6 +428,7 @@ fn unrestorable_info((id, not): (&String, &NotRestored)) -> ExerciseInfo {
         teams: Vec::new(),
         teams_connected: 0,
         created_wall_ms: not.created_wall_ms,
+        scenario: None,
     }
 }
 

@@ -107,9 +107,18 @@ impl Service {
             let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
             let index = handle.team_index(id, team)?;
             let link = self.check_link(handle, id, team, index, token)?;
+            // The public channels this team sees, to post to.
+            let channels: Vec<Value> = handle
+                .scenario
+                .channels
+                .iter()
+                .filter(|c| c.visible_to.iter().any(|t| t.as_str() == team))
+                .map(|c| serde_json::json!({"id": c.id, "name": c.name, "kind": c.kind}))
+                .collect();
             let mut names = serde_json::json!({
                 "exercise": {"id": id, "name": handle.scenario.name},
                 "team": {"id": team, "name": handle.scenario.teams[index].name},
+                "channels": channels,
             });
             // The in-world time of day at T+0, when the scenario gives one.
             if let Some(start) = handle.scenario.start_time {

@@ -457,6 +457,10 @@ fn scenario_fields(sheet: &Sheet, problems: &mut Vec<Problem>) -> Map<String, Va
         }
         let value = match cells.get(1).unwrap_or(&Cell::Empty) {
             Cell::Empty => continue,
+            // Lists (two-way play's channels and objectives) are written as JSON.
+            Cell::Text(s) if matches!(key, "channels" | "objectives") => {
+                serde_json::from_str(s).unwrap_or_else(|_| Value::from(s.clone()))
+            }
             Cell::Text(s) => Value::from(s.clone()),
             Cell::Bool(b) => Value::from(*b),
             Cell::Number(n) | Cell::Duration(n) => number_value(*n),
