@@ -33,7 +33,11 @@ fn validate_prints_a_summary_of_the_sample() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("four-teams-demo"), "{stdout}");
-    assert!(stdout.contains("15 deliveries"), "{stdout}");
+    assert!(stdout.contains("23 deliveries"), "{stdout}");
+    assert!(
+        stdout.contains("Two-way:   3 ask for a response; 5 conditional; decisions: escalate; channels: chirper; 2 objectives"),
+        "{stdout}"
+    );
     for team in ["blue", "red", "orange", "green"] {
         assert!(stdout.contains(team), "{team} missing from {stdout}");
     }
@@ -247,11 +251,21 @@ async fn sigterm_stops_cleanly_cancels_the_rest_and_writes_the_report() {
     assert_eq!(report["state"], "stopped");
     assert_eq!(report["exercise_id"], "sigterm-1");
     let deliveries = report["deliveries"].as_array().unwrap();
-    assert_eq!(deliveries.len(), 15);
+    assert_eq!(deliveries.len(), 23);
+    // What waits for a condition (a team's answer, a decision) never went out.
+    let conditional = [
+        "blue-evacuated",
+        "blue-sheltered",
+        "blue-chased",
+        "red-statement-chased",
+        "green-escalated",
+    ];
     for d in deliveries {
         let due = d["due_exercise_time"].as_u64().unwrap();
         let status = d["status"].as_str().unwrap();
-        if due <= 120 {
+        if conditional.contains(&d["inject_id"].as_str().unwrap()) {
+            assert_eq!(status, "cancelled", "{d}");
+        } else if due <= 120 {
             assert_eq!(status, "delivered", "{d}");
             assert!(
                 d["acknowledged_at"].is_string() && d["latency_ms"].is_number(),
@@ -262,7 +276,7 @@ async fn sigterm_stops_cleanly_cancels_the_rest_and_writes_the_report() {
         }
     }
     assert_eq!(report["counts"]["delivered"], 10);
-    assert_eq!(report["counts"]["cancelled"], 5);
+    assert_eq!(report["counts"]["cancelled"], 13);
     // The final summary names every team; JSON logs name every delivery.
     let stdout = String::from_utf8_lossy(&out.stdout);
     for team in ["blue", "red", "orange", "green"] {

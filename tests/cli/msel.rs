@@ -29,7 +29,7 @@ fn an_exported_msel_imports_as_the_same_scenario() {
     let sample_dir = sample().parent().unwrap().to_str().unwrap();
     let (ok, stdout, stderr) = run(&["msel-export", sample_dir, "--out", xlsx.to_str().unwrap()]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("15 injects of 4 teams"), "{stdout}");
+    assert!(stdout.contains("23 injects of 4 teams"), "{stdout}");
     // Never over an existing file.
     let (ok, _, stderr) = run(&["msel-export", sample_dir, "--out", xlsx.to_str().unwrap()]);
     assert!(!ok && stderr.contains("exists already"), "{stderr}");
@@ -41,7 +41,7 @@ fn an_exported_msel_imports_as_the_same_scenario() {
         folder.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("15 deliveries"), "{stdout}");
+    assert!(stdout.contains("23 deliveries"), "{stdout}");
     let (ok, _, stderr) = run(&["validate", folder.join("scenario.json").to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert_eq!(
