@@ -7,6 +7,7 @@ mod media;
 mod msel;
 mod noise;
 mod phone;
+mod play;
 mod reports;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
