@@ -113,7 +113,7 @@ async fn main() {
         }
         // All ten at once: five on MQTT, five through the dashboard.
         let mut answers = Vec::new();
-        for t in 0..TEAMS {
+        for (t, link) in links.iter().enumerate() {
             let team = format!("t{t}");
             let body = json!({"inject_id": question, "choice": "A", "by": "bench"});
             let key = (team.clone(), format!("b-{i}"));
@@ -128,7 +128,7 @@ async fn main() {
             } else {
                 let url = format!(
                     "http://127.0.0.1:{}/api/v1/exercises/play/teams/{team}/responses?token={}",
-                    serve.port, links[t]
+                    serve.port, link
                 );
                 sent.insert(
                     key,
