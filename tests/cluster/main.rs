@@ -8,6 +8,7 @@
 
 mod any_node;
 mod cut;
+mod play;
 mod refusals;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
