@@ -92,7 +92,8 @@ pub struct PostedResponse {
     pub channel: String,
     /// The inject it reached the feeds as.
     pub inject_id: String,
-    /// The teams whose feeds it reached.
+    /// The teams whose feeds it reached (a controller's post only; empty
+    /// in the answer to a team).
     pub reached: Vec<String>,
     pub exercise_time: u32,
 }
@@ -271,7 +272,10 @@ pub(super) async fn team_post(
     let m = service
         .post_as_team(&id, &team, link.token.as_deref(), input)
         .await?;
-    Ok(Json(m.into()))
+    // Which other teams see the channel is not the team's to know.
+    let mut posted = PostedResponse::from(m);
+    posted.reached.clear();
+    Ok(Json(posted))
 }
 
 #[utoipa::path(

@@ -336,6 +336,24 @@ pub struct ScoreMessage {
     pub timestamp: String,
 }
 
+/// `/exercise/{id}/responses`, `event: "refused"`: an answer or post on a
+/// team's topic, or a decision on the control topic, that was not taken.
+/// On the controllers' topic, not the status topic every team reads: a
+/// refusal may name another team's options or a branch.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RefusedMessage {
+    pub event: &'static str,
+    pub exercise_id: String,
+    /// `response`, `post` or `decide`.
+    pub what: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    pub message: String,
+    #[serde(rename = "exerciseTime")]
+    pub exercise_time: u32,
+    pub timestamp: String,
+}
+
 /// `/exercise/{id}/responses`, `event: "response"`: a team answered.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ResponseMessage {

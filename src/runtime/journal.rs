@@ -49,8 +49,12 @@ pub enum JournalEntry {
     NewRows { rows: Vec<DeliveryRow> },
     /// Changed records; confirmation is written once by the store.
     Deliveries(Vec<DeliveryRow>),
-    /// A response, post, score or decision.
-    Play(PlayRow),
+    /// Responses, posts, scores or decisions, with the records they changed
+    /// (an outcome, a released branch): stored in one transaction.
+    Played {
+        plays: Vec<PlayRow>,
+        rows: Vec<DeliveryRow>,
+    },
 }
 
 /// Why what was journaled before a reply is not stored (yet). Either way it
@@ -282,7 +286,10 @@ impl Pending {
     fn add(&mut self, entry: JournalEntry) {
         match entry {
             JournalEntry::Control(row) => self.controls.push(row),
-            JournalEntry::Play(row) => self.plays.push(row),
+            JournalEntry::Played { plays, rows } => {
+                self.plays.extend(plays);
+                self.add(JournalEntry::Deliveries(rows));
+            }
             JournalEntry::Clock { exercise_id, row } => {
                 self.clocks.insert(exercise_id, row);
             }

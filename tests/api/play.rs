@@ -124,6 +124,46 @@ async fn each_team_gets_the_branch_of_its_own_answer_from_the_dashboard_or_mqtt(
         "{seen:?}"
     );
 
+    // A receipt for an inject not sent yet reads as one that does not exist.
+    let receipts = team_path(&app, "tw", "blue", "receipts").await;
+    for inject in ["escalation", "no-such-inject"] {
+        assert_error(
+            &app.post(&receipts, Some(json!({"run": 1, "inject_ids": [inject]})))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+    }
+
+    // A refused MQTT answer is reported to the controllers only (it may name
+    // the options), never on the status topic every team reads.
+    let mut status = subscribe(&app, "/exercise/tw/status").await;
+    feeds
+        .client
+        .publish(
+            "/exercise/tw/team/red/responses",
+            QoS::AtLeastOnce,
+            false,
+            json!({"inject_id": "q", "choice": "C"}).to_string(),
+        )
+        .await
+        .unwrap();
+    let mut messages = announced
+        .collect_until(SECS, |m| m.payload["event"] == "refused")
+        .await;
+    let refused = messages.last().unwrap().payload.clone();
+    assert_eq!(
+        (refused["team_id"].as_str(), refused["what"].as_str()),
+        (Some("red"), Some("response"))
+    );
+    assert!(
+        status
+            .drain()
+            .iter()
+            .all(|m| !m.raw.windows(6).any(|w| w == b"choose")),
+        "a refusal reached the status topic"
+    );
+
     // Red answers A on its MQTT responses topic: branch A, for red only.
     feeds
         .client
@@ -139,11 +179,13 @@ async fn each_team_gets_the_branch_of_its_own_answer_from_the_dashboard_or_mqtt(
     assert!(!seen.iter().any(|(_, i)| i == "branch-b"), "{seen:?}");
 
     // Announced: both responses with their outcomes, and where each branch stands.
-    let messages = announced
-        .collect_until(SECS, |m| {
-            m.payload["event"] == "response" && m.payload["team_id"] == "red"
-        })
-        .await;
+    messages.extend(
+        announced
+            .collect_until(SECS, |m| {
+                m.payload["event"] == "response" && m.payload["team_id"] == "red"
+            })
+            .await,
+    );
     let response = |team: &str| {
         messages
             .iter()
@@ -310,7 +352,12 @@ async fn a_post_reaches_exactly_the_teams_that_see_its_channel() {
     // Blue posts on the social network: blue and red see it, green does not.
     let (status, body) = app.post(&blue, Some(post("social"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["reached"], json!(["blue", "red"]));
+    assert_eq!(
+        body["reached"],
+        json!([]),
+        "who else sees it is not blue's to know"
+    );
+    assert_eq!(body["inject_id"], "social-post-1");
     let inject = body["inject_id"].as_str().unwrap().to_owned();
     let mut seen = feed_until(&mut feeds, "blue", &inject).await;
     seen.extend(feed_until(&mut feeds, "red", &inject).await);
@@ -330,6 +377,7 @@ async fn a_post_reaches_exactly_the_teams_that_see_its_channel() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["reached"], json!(["red"]));
     let wire = body["inject_id"].as_str().unwrap().to_owned();
+    assert_eq!(wire, "wire-post-1", "numbered per channel");
     seen.extend(feed_until(&mut feeds, "red", &wire).await);
     // Red posts on its MQTT posts topic.
     feeds
@@ -383,7 +431,9 @@ async fn a_post_reaches_exactly_the_teams_that_see_its_channel() {
     assert_eq!(post["author_team"], "blue");
     assert_eq!(post["channel"], "social");
     assert_eq!(post["content"]["text"], "We are on it.");
-    assert_eq!(post["content"]["username"], "Ana");
+    // A team's post always names its team: no passing for a persona.
+    assert_eq!(post["content"]["display_name"], "Ana (team blue)");
+    assert_eq!(post["content"]["username"], "blue");
     let (_, rows) = app.get("/api/v1/exercises/pub/responses").await;
     let posts: Vec<(&str, &str)> = rows
         .as_array()

@@ -117,10 +117,13 @@ async fn a_team_answers_on_its_dashboard_and_only_it_gets_its_branch_on_time() {
             m.topic.ends_with("/team/red/feed") && m.payload["author_team"] == "blue"
         })
         .await;
-    assert_eq!(post.last().unwrap().payload["content"]["username"], "Ana");
+    assert_eq!(
+        post.last().unwrap().payload["content"]["display_name"],
+        "Ana (team blue)"
+    );
     blue.wait(
         "the post on blue's own feed",
-        "document.querySelector('article[data-inject-id^=\"post-\"]')",
+        "document.querySelector('article[data-inject-id*=\"-post-\"]')",
         SECS,
     )
     .await;

@@ -48,7 +48,9 @@ async fn a_takeover_keeps_branches_windows_and_what_waits_for_a_decision() {
         .to_owned();
     let other = Node::start("p2", broker.port, &db.url, media.path(), &[]);
     assert_eq!(
-        http(owner.port, "POST", "/api/v1/exercises/tw/start", None).await.0,
+        http(owner.port, "POST", "/api/v1/exercises/tw/start", None)
+            .await
+            .0,
         200
     );
     let mut seen = feeds

@@ -387,3 +387,139 @@ async fn stop_cancels_what_waits_and_reset_holds_it_again() {
     assert!(engine.records()[0].play.is_held());
     assert_eq!(engine.records()[0].status, DeliveryStatus::Pending);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_branch_due_later_holds_back_nothing_and_goes_out_once() {
+    // The branch's own time (300) is after its condition holds (20) plus its
+    // delay: due at 300. Injects between must not wait for it; a seek that
+    // delivers what it passes sends it once.
+    let p = plan(
+        1,
+        &[
+            (10, expect(None, None)),
+            (300, after(0, "met", 100)),
+            (150, SlotPlay::default()),
+            (200, SlotPlay::default()),
+        ],
+        600,
+    );
+    let (mut engine, mut seen, t0) = started(&p);
+    let s = Duration::from_secs;
+    run_until(&mut engine, &mut seen, t0 + s(20)).await;
+    engine.answer(0, None, now()).unwrap();
+    drain(&mut engine, &mut seen, true);
+    assert_eq!(gate(&engine, 1), Some(Gate::Released { at: 20, due: 300 }));
+    run_until(&mut engine, &mut seen, t0 + s(201)).await;
+    assert_eq!(
+        sent_at(&seen, t0, 2),
+        Some(s(150)),
+        "not held back by the branch"
+    );
+    assert_eq!(sent_at(&seen, t0, 3), Some(s(200)));
+    engine.handle_command(Command::Pause, None, now()).unwrap();
+    let passed = engine
+        .seek(ExerciseSeconds::new(400), crate::SeekMode::Deliver, now())
+        .unwrap();
+    assert_eq!(passed, 1);
+    drain(&mut engine, &mut seen, true);
+    let times = seen.delivered.iter().filter(|(t, _)| t.slot == 1).count();
+    assert_eq!(times, 1, "the branch went out once");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_seek_that_delivers_opens_the_window_where_it_lands() {
+    let p = plan(
+        1,
+        &[(100, expect(Some(60), None)), (0, after(0, "missed", 0))],
+        600,
+    );
+    let (mut engine, mut seen, t0) = started(&p);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(50)).await;
+    engine.handle_command(Command::Pause, None, now()).unwrap();
+    engine
+        .seek(ExerciseSeconds::new(500), crate::SeekMode::Deliver, now())
+        .unwrap();
+    drain(&mut engine, &mut seen, true);
+    assert_eq!(engine.records()[0].play.window_end, Some(560));
+    engine.handle_command(Command::Resume, None, now()).unwrap();
+    let t1 = Instant::now();
+    run_until(&mut engine, &mut seen, t1 + Duration::from_secs(30)).await;
+    assert_eq!(engine.records()[0].play.outcome, Some(Outcome::Pending));
+    assert_eq!(
+        engine.answer(0, None, now()).unwrap().outcome,
+        Some(Outcome::Met)
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn what_never_went_out_has_no_outcome_and_a_cancel_settles_what_waits() {
+    let p = plan(
+        1,
+        &[
+            (10, expect(Some(30), Some("A"))),
+            (0, after(0, "choice:B", 0)),
+            (
+                20,
+                SlotPlay {
+                    expect: Some(Expectation {
+                        within: None,
+                        choice: None,
+                    }),
+                    when: None,
+                },
+            ),
+            (0, after(2, "met", 0)),
+        ],
+        100,
+    );
+    let (mut engine, mut seen, t0) = started(&p);
+    let s = Duration::from_secs;
+    run_until(&mut engine, &mut seen, t0 + s(5)).await;
+    // A controller cancels slot 2: slot 3, waiting on it, is skipped now.
+    engine.cancel(2, now()).unwrap();
+    assert_eq!(
+        gate(&engine, 3),
+        Some(Gate::Skipped {
+            reason: Skip::NotSent { after: 2 }
+        })
+    );
+    run_until(&mut engine, &mut seen, t0 + s(12)).await;
+    engine.answer(0, Some("A".into()), now()).unwrap();
+    run_until(&mut engine, &mut seen, t0 + s(101)).await;
+    assert_eq!(engine.state(), State::Completed);
+    assert_eq!(engine.records()[0].play.outcome, Some(Outcome::Met));
+    assert_eq!(
+        engine.records()[2].play.outcome,
+        None,
+        "cancelled: never sent"
+    );
+    assert_eq!(engine.records()[1].status, DeliveryStatus::Skipped);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_restore_past_the_end_still_fires_the_fallback_of_a_missed_window() {
+    let p = plan(
+        1,
+        &[(0, expect(Some(10), None)), (0, after(0, "missed", 0))],
+        60,
+    );
+    let (mut engine, mut seen, t0) = started(&p);
+    run_until(&mut engine, &mut seen, t0 + Duration::from_secs(5)).await;
+    let persisted = Persisted {
+        state: engine.state(),
+        run: engine.run(),
+        elapsed: Duration::from_secs(500),
+        started_wall: engine.started().map(|n| n.wall),
+        turn: 0,
+        records: engine.records().to_vec(),
+    };
+    let mut restored = Engine::restore(&p, Speed::ONE, policy(), persisted, now());
+    restored.set_connected(true, now());
+    let mut seen = Seen::default();
+    restored.handle_timeout(now());
+    drain(&mut restored, &mut seen, true);
+    assert_eq!(restored.state(), State::Completed);
+    assert_eq!(restored.records()[0].play.outcome, Some(Outcome::Missed));
+    assert_eq!(gate(&restored, 1), Some(Gate::Released { at: 10, due: 10 }));
+    assert_eq!(seen.delivered.len(), 1, "the fallback went out, late");
+}

@@ -39,7 +39,7 @@ pub struct ReportResponse {
     #[schema(format = DateTime)]
     pub at: String,
     pub exercise_time: i64,
-    /// Exercise seconds from the inject going out to this answer.
+    /// Exercise seconds from the inject coming due to this answer.
     pub response_time_s: Option<i64>,
     /// A later answer to the same inject.
     pub edit: bool,
@@ -142,11 +142,13 @@ pub fn build_play(input: &Input) -> ReportPlay {
             "response" => {
                 let team = row.team_id.clone().unwrap_or_default();
                 let inject = row.subject.clone().unwrap_or_default();
+                // From the second it was due (a released branch: its due
+                // second), never before the answer.
                 let sent = by_key
                     .get(&(team.as_str(), inject.as_str()))
-                    .and_then(|d| d.row.sent_secs);
+                    .map(|d| due_second(d));
                 out.responses.push(ReportResponse {
-                    response_time_s: sent.map(|s| row.exercise_secs - s),
+                    response_time_s: sent.map(|s| (row.exercise_secs - s).max(0)),
                     team_id: team,
                     inject_id: inject,
                     choice: text("choice"),
@@ -209,6 +211,20 @@ pub fn build_play(input: &Input) -> ReportPlay {
     }
     out.scorecard = scorecard(input, &out);
     out
+}
+
+/// The exercise second a delivery was due: a released conditional
+/// inject's from its play state, else the plan's.
+fn due_second(d: &Delivery) -> i64 {
+    d.row
+        .play
+        .as_deref()
+        .and_then(|json| serde_json::from_str::<PlayState>(json).ok())
+        .and_then(|p| match p.gate {
+            Some(Gate::Released { due, .. }) => Some(i64::from(due)),
+            _ => None,
+        })
+        .unwrap_or(d.row.due_secs)
 }
 
 fn scorecard(input: &Input, play: &ReportPlay) -> Vec<ReportScorecard> {

@@ -94,17 +94,11 @@ impl Actor {
         }
     }
 
-    /// A decision on the control topic not taken: reported on the status
-    /// topic, within the report rate.
+    /// A decision on the control topic not taken: reported on the
+    /// controllers' responses topic (a team reads the status topic, and the
+    /// name of a decision tells of a branch), within the report rate.
     fn refuse_decision(&mut self, decision: &str, why: String) {
-        let Some(unreported) = self.may_report() else {
-            return;
-        };
-        warn!(exercise_id = %self.id(), decision, %why, unreported, "decision refused");
-        let mut status = self.status_now("command_refused");
-        status.command = Some("decide".into());
-        status.message = Some(with_unreported(why, unreported));
-        self.publish_status(&status);
+        self.report_refused("decide", None, &format!("decision {decision:?}: {why}"));
     }
 
     /// A control-topic command not taken: logged, audited and reported on

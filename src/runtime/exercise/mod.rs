@@ -300,6 +300,9 @@ pub struct Actor {
     unreported: u64,
     /// Answers per team (whatever their path).
     response_rate: RateLimit,
+    /// Play rows (answers, posts, scores, decisions) to store with the
+    /// records they changed, in one entry of the journal.
+    plays: Vec<crate::store::PlayRow>,
     /// Being deleted: no command or edit is taken.
     closing: bool,
     /// Deleted: the loop ends, nothing more is written.
@@ -389,6 +392,7 @@ impl Actor {
             report_rate,
             unreported: 0,
             response_rate,
+            plays: Vec::new(),
             closing: false,
             closed: false,
         }

@@ -129,13 +129,15 @@ impl Actor {
         }
     }
 
-    /// Journals the clock and the records changed since the last call.
+    /// Journals the clock and the records changed since the last call, and
+    /// the play rows taken meanwhile with them (one entry: stored together).
     pub(super) fn sync_journal(&mut self) {
         if !self.journal.is_stored() {
             self.emit_changes();
             self.dirty.clear();
             self.dirty_all = false;
             self.clock_dirty = false;
+            self.plays.clear();
             return;
         }
         if self.clock_dirty {
@@ -156,9 +158,14 @@ impl Actor {
             slots.dedup();
             slots.into_iter().map(|s| self.row(s)).collect()
         } else {
-            return;
+            Vec::new()
         };
-        self.journal.write(JournalEntry::Deliveries(rows));
+        let plays = std::mem::take(&mut self.plays);
+        if !plays.is_empty() {
+            self.journal.write(JournalEntry::Played { plays, rows });
+        } else if !rows.is_empty() {
+            self.journal.write(JournalEntry::Deliveries(rows));
+        }
     }
 
     pub(super) fn row(&self, slot: usize) -> DeliveryRow {

@@ -17,9 +17,9 @@ use crate::core::{Gate, Now, PlayError, Skip};
 use crate::domain::InjectId;
 use crate::mqtt::Received;
 use crate::mqtt::wire::{
-    DecisionMessage, PlayMessage, ResponseIn, ResponseMessage, ScoreMessage, timestamp,
+    DecisionMessage, PlayMessage, RefusedMessage, ResponseIn, ResponseMessage, ScoreMessage,
+    timestamp,
 };
-use crate::runtime::journal::JournalEntry;
 use crate::runtime::live::Live;
 use crate::scenario::play::ResponseKind;
 use crate::store::PlayRow;
@@ -98,7 +98,7 @@ impl Actor {
         let note = bounded(score.note, MAX_RESPONSE_CHARS, "note")?;
         let by = bounded(score.by, MAX_BY_CHARS, "by")?;
         let at = self.engine.exercise_time(now.mono).get();
-        self.journal.write(JournalEntry::Play(PlayRow {
+        self.plays.push(PlayRow {
             id: 0,
             exercise_id: self.id().to_string(),
             run: i64::from(self.engine.run()),
@@ -110,7 +110,9 @@ impl Actor {
             source: source.to_owned(),
             wall_ms: wall_ms(now.wall),
             exercise_secs: i64::from(at),
-        }));
+        });
+        // Stored with the records it changed, before anything announces it.
+        self.flush();
         let message = ScoreMessage {
             event: "score",
             exercise_id: self.id().to_string(),
@@ -189,7 +191,7 @@ impl Actor {
             .answer(slot, choice.clone(), now)
             .map_err(|e| play_error(e, not_sent))?;
         let outcome = answered.outcome.map(|o| o.as_str());
-        self.journal.write(JournalEntry::Play(PlayRow {
+        self.plays.push(PlayRow {
             id: 0,
             exercise_id: self.id().to_string(),
             run: i64::from(self.engine.run()),
@@ -203,7 +205,9 @@ impl Actor {
             source: source.to_owned(),
             wall_ms: wall_ms(now.wall),
             exercise_secs: i64::from(answered.at),
-        }));
+        });
+        // Stored with the records it changed, before anything announces it.
+        self.flush();
         let message = ResponseMessage {
             event: "response",
             exercise_id: self.id().to_string(),
@@ -232,7 +236,6 @@ impl Actor {
             team,
             message: Arc::new(message.clone()),
         });
-        self.flush();
         Ok(message)
     }
 
@@ -254,16 +257,34 @@ impl Actor {
             .map_err(|e| RequestError::Invalid(format!("not a response: {e}")))
             .and_then(|input| self.respond(team, input, "mqtt", super::now()));
         if let Err(refused) = result {
-            let Some(unreported) = self.may_report() else {
-                return;
-            };
-            let team_id = self.scenario.teams[team].id.to_string();
-            warn!(exercise_id = %self.id(), team_id = %team_id, %refused, unreported, "response refused");
-            let mut status = self.status_now("response_refused");
-            status.team_id = Some(team_id);
-            status.message = Some(refused.to_string());
-            self.publish_status(&status);
+            self.report_refused("response", Some(team), &refused.to_string());
         }
+    }
+
+    /// Reports what a team's topic or the control topic brought and was not
+    /// taken, on the controllers' responses topic (never the status topic
+    /// every team reads), within the report rate.
+    pub(super) fn report_refused(&mut self, what: &'static str, team: Option<usize>, why: &str) {
+        let Some(unreported) = self.may_report() else {
+            return;
+        };
+        let team_id = team.map(|t| self.scenario.teams[t].id.to_string());
+        warn!(exercise_id = %self.id(), team_id = team_id.as_deref().unwrap_or(""), what, why, unreported, "refused");
+        let message = RefusedMessage {
+            event: "refused",
+            exercise_id: self.id().to_string(),
+            what,
+            team_id,
+            message: if unreported > 0 {
+                format!("{why} ({unreported} more not reported)")
+            } else {
+                why.to_owned()
+            },
+            exercise_time: self.engine.exercise_time(Instant::now()).get(),
+            timestamp: timestamp(OffsetDateTime::now_utc()),
+        };
+        let topic = self.topics.responses.clone();
+        self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
     }
 
     /// A controller's decision for `teams` (every team when None): what
@@ -304,7 +325,7 @@ impl Actor {
                 format!("{team}/{inject}")
             })
             .collect();
-        self.journal.write(JournalEntry::Play(PlayRow {
+        self.plays.push(PlayRow {
             id: 0,
             exercise_id: self.id().to_string(),
             run: i64::from(self.engine.run()),
@@ -316,7 +337,9 @@ impl Actor {
             source: source.to_owned(),
             wall_ms: wall_ms(now.wall),
             exercise_secs: i64::from(at),
-        }));
+        });
+        // Stored with the records it changed, before anything announces it.
+        self.flush();
         let message = DecisionMessage {
             event: "decision",
             exercise_id: self.id().to_string(),
@@ -330,7 +353,6 @@ impl Actor {
         info!(exercise_id = %self.id(), decision, released = released.len(), "decision");
         let topic = self.topics.responses.clone();
         self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
-        self.flush();
         Ok(message)
     }
 

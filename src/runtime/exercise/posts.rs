@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rumqttc::QoS;
 use serde_json::{Map, json};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::clock::wall_ms;
 use super::entries::Entry;
@@ -82,7 +82,10 @@ impl Actor {
             Author::Persona(p) => bounded(Some(p.clone()), MAX_BY_CHARS, "as")?,
             Author::Team(_) => None,
         };
-        // Post ids count up within the run, after any already sent.
+        // Post ids count up per channel within the run: `<channel>-post-<n>`
+        // (a team sees every post of a channel it sees, so no gap tells it
+        // of activity elsewhere).
+        let prefix = format!("{}-post-", channel.id);
         let number = 1 + self
             .entries
             .iter()
@@ -90,22 +93,30 @@ impl Actor {
                 e.inject()
                     .id
                     .as_str()
-                    .strip_prefix("post-")?
+                    .strip_prefix(&prefix)?
                     .parse::<u32>()
                     .ok()
             })
             .max()
             .unwrap_or(0);
-        let id = InjectId::parse(&format!("post-{number}")).expect("a safe id");
+        let id = InjectId::parse(&format!("{prefix}{number}")).map_err(|e| {
+            RequestError::Invalid(format!("channel {:?} makes no inject id: {e}", channel.id))
+        })?;
         let at = self.engine.exercise_time(now.mono);
-        let shown_as = persona
-            .clone()
-            .or_else(|| by.clone())
-            .or_else(|| author_team.clone())
-            .unwrap_or_default();
+        // A team's post always shows its team: a team cannot pass for a
+        // persona of the scenario or for another team, whatever `by` says.
+        let shown_as = match (&persona, &author_team, &by) {
+            (Some(persona), _, _) => persona.clone(),
+            (None, Some(team), Some(by)) => format!("{by} (team {team})"),
+            (None, Some(team), None) => format!("team {team}"),
+            (None, None, _) => String::new(),
+        };
         let mut content = Map::new();
         content.insert("text".into(), text.clone().into());
-        content.insert("username".into(), shown_as.into());
+        content.insert("display_name".into(), shown_as.into());
+        if let Some(team) = &author_team {
+            content.insert("username".into(), team.clone().into());
+        }
         content.insert(
             "source".into(),
             channel
@@ -145,7 +156,7 @@ impl Actor {
                 rows: vec![self.row(slot)],
             });
         }
-        self.journal.write(JournalEntry::Play(PlayRow {
+        self.plays.push(PlayRow {
             id: 0,
             exercise_id: self.id().to_string(),
             run: i64::from(self.engine.run()),
@@ -157,7 +168,9 @@ impl Actor {
             source: source.to_owned(),
             wall_ms: wall_ms(now.wall),
             exercise_secs: i64::from(at.get()),
-        }));
+        });
+        // Stored with the records it changed, before anything announces it.
+        self.flush();
         let message = PostMessage {
             event: "post",
             exercise_id: self.id().to_string(),
@@ -179,7 +192,6 @@ impl Actor {
         let topic = self.topics.responses.clone();
         self.publish_json(&topic, &message, QoS::AtLeastOnce, false);
         self.emit(|| Live::Post(Arc::new(message.clone())));
-        self.flush();
         Ok(message)
     }
 
@@ -200,15 +212,7 @@ impl Actor {
             .map_err(|e| RequestError::Invalid(format!("not a post: {e}")))
             .and_then(|input| self.post(Author::Team(team), input, "mqtt", super::now()));
         if let Err(refused) = result {
-            let Some(unreported) = self.may_report() else {
-                return;
-            };
-            let team_id = self.scenario.teams[team].id.to_string();
-            warn!(exercise_id = %self.id(), team_id = %team_id, %refused, unreported, "post refused");
-            let mut status = self.status_now("post_refused");
-            status.team_id = Some(team_id);
-            status.message = Some(refused.to_string());
-            self.publish_status(&status);
+            self.report_refused("post", Some(team), &refused.to_string());
         }
     }
 }

@@ -456,12 +456,17 @@ impl Actor {
         for id in inject_ids {
             let inject = InjectId::parse(id)
                 .map_err(|e| RequestError::Invalid(format!("inject_ids: {e}")))?;
-            let slot = self.slot_of(team, &inject).ok_or_else(|| {
-                RequestError::NotFound(format!(
-                    "no inject {id:?} for team {:?} in this run",
-                    self.scenario.teams[team].id.as_str()
-                ))
-            })?;
+            // An inject not sent to the team yet reads as none at all: a
+            // receipt must not tell a team what its future holds.
+            let slot = self
+                .slot_of(team, &inject)
+                .filter(|&slot| self.engine.records()[slot].published_wall.is_some())
+                .ok_or_else(|| {
+                    RequestError::NotFound(format!(
+                        "no inject {id:?} for team {:?} in this run",
+                        self.scenario.teams[team].id.as_str()
+                    ))
+                })?;
             slots.push(slot);
         }
         let mut recorded = 0;

@@ -71,15 +71,16 @@ impl Engine {
         if !matches!(record.phase, Phase::Scheduled | Phase::Held) {
             return Err(wrong_status(slot, record.status, "pending and not yet due"));
         }
-        let held = record.phase == Phase::Held;
         let record = &mut self.records[slot];
         record.status = DeliveryStatus::Cancelled;
         record.phase = Phase::Done;
         record.last_error = Some("cancelled by a controller".to_owned());
-        if held {
-            let at = self.exercise_time(now.mono).get();
-            self.settle(slot, at, now);
+        if record.play.outcome == Some(crate::play::Outcome::Pending) {
+            record.play.outcome = None;
         }
+        // What waits on it will never see it: skipped in turn.
+        let at = self.exercise_time(now.mono).get();
+        self.settle(slot, at, now);
         Ok(())
     }
 
@@ -163,6 +164,10 @@ impl Engine {
             .filter(|&s| self.records[s].phase == Phase::Scheduled)
             .collect();
         self.cursor = passed_end;
+        // The clock moves first: what goes out now goes out at `to`, and
+        // an answer window opens there.
+        self.clock
+            .seek(Duration::from_secs(to.get().into()), now.mono);
         for &slot in &passed {
             match mode {
                 SeekMode::Deliver => self.fire_at(slot, now.mono, now, true),
@@ -170,6 +175,10 @@ impl Engine {
                     let record = &mut self.records[slot];
                     record.status = DeliveryStatus::Skipped;
                     record.phase = Phase::Done;
+                    if record.play.outcome == Some(crate::play::Outcome::Pending) {
+                        record.play.outcome = None;
+                    }
+                    self.settle(slot, to.get(), now);
                 }
             }
         }
@@ -181,8 +190,6 @@ impl Engine {
                 }
             }
         }
-        self.clock
-            .seek(Duration::from_secs(to.get().into()), now.mono);
         self.next_tick = to.get();
         self.outputs.push_back(Output::Timer(self.timer(now.mono)));
         Ok(passed.len())

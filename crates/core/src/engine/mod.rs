@@ -72,7 +72,7 @@ impl Engine {
             .iter()
             .map(|p| (p.team, p.inject, p.due, p.turn))
             .collect();
-        let mut order: Vec<usize> = (0..plan.len()).collect();
+        let mut order = unconditional(plan.len(), &play);
         // Records are laid out by team then timeline position, so a stable
         // sort by (time, turn) gives (time, turn, team, timeline position).
         order.sort_by_key(|&i| (plan[i].2, plan[i].3));
@@ -139,7 +139,13 @@ impl Engine {
         });
         engine.records = stored.records;
         engine.restore_play();
-        engine.order = (0..engine.records.len()).collect();
+        // What waits for its condition is out of the due index until released.
+        engine.order = (0..engine.records.len())
+            .filter(|&i| {
+                !(engine.records[i].play.is_held()
+                    && engine.records[i].status == DeliveryStatus::Pending)
+            })
+            .collect();
         engine
             .order
             .sort_by_key(|&i| (engine.records[i].due, engine.records[i].turn, i));
@@ -634,6 +640,9 @@ impl Engine {
     fn complete(&mut self, now: Now) {
         let from = self.state;
         self.state = State::Completed;
+        // Windows that closed by the end (a restart past it ran no tick
+        // for them) settle first: their fallbacks go out, late.
+        self.close_windows(self.duration, now);
         self.end_play();
         self.outputs.push_back(Output::StateChanged(Transition {
             from,
@@ -665,7 +674,7 @@ impl Engine {
     fn reset(&mut self) {
         let records = std::mem::replace(&mut self.records, fresh_records(&self.plan, &self.play));
         // Injects added or moved by controllers belonged to the old run.
-        self.order = (0..self.plan.len()).collect();
+        self.order = unconditional(self.plan.len(), &self.play);
         self.order
             .sort_by_key(|&i| (self.plan[i].2, self.plan[i].3));
         self.archived.push(ArchivedRun {
@@ -682,6 +691,14 @@ impl Engine {
         self.started = None;
         self.turn = 0;
     }
+}
+
+/// The slots of a plan of `len` that are due without a condition: what
+/// starts in the due index (a conditional slot enters it when released).
+fn unconditional(len: usize, play: &[crate::play::SlotPlay]) -> Vec<usize> {
+    (0..len)
+        .filter(|&i| play.get(i).is_none_or(|p| p.when.is_none()))
+        .collect()
 }
 
 fn fresh_records(

@@ -291,19 +291,22 @@ impl Engine {
     fn skip(&mut self, slot: usize, reason: Skip) {
         let record = &mut self.records[slot];
         record.play.gate = Some(Gate::Skipped { reason });
+        // Never sent: no outcome to have.
+        record.play.outcome = None;
         record.status = DeliveryStatus::Skipped;
         record.phase = Phase::Done;
         self.outputs.push_back(Output::Played { slot });
     }
 
-    /// The exercise completed: an outcome still pending is missed, and
-    /// what still waits for its condition is skipped.
+    /// The exercise completed: an outcome still pending is missed (none
+    /// for what never went out), and what still waits for its condition
+    /// is skipped.
     pub(super) fn end_play(&mut self) {
         self.windows.clear();
         for slot in 0..self.records.len() {
             let record = &mut self.records[slot];
             if record.play.outcome == Some(Outcome::Pending) {
-                record.play.outcome = Some(Outcome::Missed);
+                record.play.outcome = record.published_wall.is_some().then_some(Outcome::Missed);
                 self.outputs.push_back(Output::Played { slot });
             }
             if record.play.is_held() {
