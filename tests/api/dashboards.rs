@@ -230,14 +230,20 @@ async fn receipts_and_streams_refuse_what_does_not_exist() {
         let reply = app.post(path, Some(body.clone())).await;
         assert_error(&reply, status, code);
     }
-    // Not sent yet, or of another run: nothing to confirm, and no error.
-    for run in [1, 7] {
-        let (status, body) = app
-            .post(receipts, Some(json!({"run": run, "inject_ids": ["a"]})))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["recorded"], 0);
-    }
+    // Not sent yet: the same as no such inject (a receipt must not tell a
+    // team what its future holds).
+    assert_error(
+        &app.post(receipts, Some(json!({"run": 1, "inject_ids": ["a"]})))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // Of another run: nothing to confirm, and no error.
+    let (status, body) = app
+        .post(receipts, Some(json!({"run": 7, "inject_ids": ["a"]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +360,7 @@ async fn pages_assets_and_media_are_served_from_the_binary_and_the_media_root() 
     let (_, scenarios) = app.get("/api/v1/scenarios").await;
     assert_eq!(scenarios[0]["name"], "four-teams");
     assert_eq!(scenarios[0]["teams"], 4);
-    assert_eq!(scenarios[0]["injects"], 15);
+    assert_eq!(scenarios[0]["injects"], 23);
     assert_eq!(scenarios[0]["duration"], 720);
     assert_eq!(scenarios[0]["error"], Value::Null);
     // A broken folder is listed with why.

@@ -37,8 +37,8 @@ async fn creates_an_exercise_from_a_scenario_folder() {
     assert_eq!(created["total"], 720);
     assert_eq!(created["speed"], 10.0);
     assert_eq!(created["run"], 1);
-    assert_eq!(created["counts"]["scheduled"], 15);
-    assert_eq!(created["counts"]["pending"], 15);
+    assert_eq!(created["counts"]["scheduled"], 23);
+    assert_eq!(created["counts"]["pending"], 23);
     assert_eq!(created["counts"]["delivered"], 0);
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
     let teams: Vec<(&str, &str)> = created["teams"]
