@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use scip_orchestrator::store::Store;
 use scip_orchestrator::testing::{Mosquitto, PgDatabase, Subscriber};
 
 use super::{Node, cluster, http, wait_for};
@@ -72,6 +73,17 @@ async fn a_takeover_keeps_branches_windows_and_what_waits_for_a_decision() {
             .collect_until(Duration::from_secs(10), |m| m.payload["id"] == "b")
             .await,
     );
+    // Killed once the branch's delivery is stored: what a crash leaves sent
+    // but not recorded goes out again, by design; this is not that case.
+    let store = Store::connect(&db.url).await.unwrap();
+    wait_for(Duration::from_secs(10), async || {
+        let rows = store.deliveries("tw", 1).await.unwrap();
+        rows.iter()
+            .any(|r| r.team_id == "blue" && r.inject_id == "b" && r.status == "delivered")
+            .then_some(())
+    })
+    .await;
+    store.close().await;
     owner.kill_9();
     wait_for(Duration::from_secs(20), async || {
         let view = cluster(other.port).await;
