@@ -302,16 +302,26 @@ async fn decisions_from_the_api_and_the_control_topic_release_what_waits() {
         .await
         .unwrap();
     feed_until(&mut feeds, "blue", "escalation").await;
-    let (_, log) = app.get("/api/v1/exercises/dec/control-log").await;
-    let decisions: Vec<&Value> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["command"] == "decide")
-        .collect();
-    assert_eq!(decisions.len(), 5, "{log}");
-    assert_eq!(decisions.last().unwrap()["source"], "mqtt");
-    let (_, rows) = app.get("/api/v1/exercises/dec/responses").await;
+    // The inject goes out at once; the log row follows it into the store.
+    let decided = |log: &Value| {
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["command"] == "decide")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let log = app
+        .wait_for("/api/v1/exercises/dec/control-log", SECS, |log| {
+            decided(log).len() == 5
+        })
+        .await;
+    assert_eq!(decided(&log).last().unwrap()["source"], "mqtt");
+    let rows = app
+        .wait_for("/api/v1/exercises/dec/responses", SECS, |rows| {
+            rows.as_array().is_some_and(|r| r.len() == 2)
+        })
+        .await;
     let kinds: Vec<&str> = rows
         .as_array()
         .unwrap()
