@@ -496,14 +496,7 @@ impl From<DeliveryView> for DeliveryResponse {
             answer_window_end: r.play.window_end,
             answered_at: r.play.answer.as_ref().map(|a| a.at),
             choice: r.play.answer.and_then(|a| a.choice),
-            condition: r.play.gate.as_ref().map(|g| {
-                match g {
-                    crate::core::Gate::Held => "held",
-                    crate::core::Gate::Released { .. } => "released",
-                    crate::core::Gate::Skipped { .. } => "skipped",
-                }
-                .to_owned()
-            }),
+            condition: r.play.gate.as_ref().map(|g| g.as_str().to_owned()),
             skip_reason: v.skip_reason,
             waits_for: v.waits_for,
             decision: v.decision,

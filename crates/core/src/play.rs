@@ -181,6 +181,17 @@ pub enum Gate {
     Skipped { reason: Skip },
 }
 
+impl Gate {
+    /// `held`, `released` or `skipped`, as the API and the report name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Gate::Held => "held",
+            Gate::Released { .. } => "released",
+            Gate::Skipped { .. } => "skipped",
+        }
+    }
+}
+
 /// What a delivery record keeps of two-way play.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PlayState {

@@ -195,14 +195,7 @@ pub fn build_play(input: &Input) -> ReportPlay {
             window_end: play.window_end,
             answered_at: play.answer.as_ref().map(|a| a.at),
             choice: play.answer.as_ref().and_then(|a| a.choice.clone()),
-            condition: play.gate.as_ref().map(|g| {
-                match g {
-                    Gate::Held => "held",
-                    Gate::Released { .. } => "released",
-                    Gate::Skipped { .. } => "skipped",
-                }
-                .to_owned()
-            }),
+            condition: play.gate.as_ref().map(|g| g.as_str().to_owned()),
             skip_reason: match &play.gate {
                 Some(Gate::Skipped { reason }) => Some(describe_skip(reason, &by_slot)),
                 _ => None,

@@ -360,13 +360,12 @@ impl Actor {
     pub(super) fn announce_play(&mut self, slot: usize) {
         let record = &self.engine.records()[slot];
         let (team_id, inject_id) = self.names(slot);
-        let (condition, due, reason) = match &record.play.gate {
-            None => (None, None, None),
-            Some(Gate::Held) => (Some("held"), None, None),
-            Some(Gate::Released { due, .. }) => (Some("released"), Some(*due), None),
-            Some(Gate::Skipped { reason }) => {
-                (Some("skipped"), None, Some(self.skip_reason(reason)))
-            }
+        let gate = record.play.gate.as_ref();
+        let condition = gate.map(Gate::as_str);
+        let (due, reason) = match gate {
+            Some(Gate::Released { due, .. }) => (Some(*due), None),
+            Some(Gate::Skipped { reason }) => (None, Some(self.skip_reason(reason))),
+            _ => (None, None),
         };
         let message = PlayMessage {
             event: "play",

@@ -168,18 +168,20 @@ impl Service {
         })
     }
 
-    /// Checks a team link token for `team` of exercise `id`, as its stream
-    /// and receipts do; 401 without one, 403 for one that does not open it.
+    /// Checks a team link token for `team` of exercise `id`, as its stream,
+    /// receipts, answers and posts do; 401 without one, 403 for one that
+    /// does not open it. The team's index when it opens it.
     pub fn check_team_link(
         &self,
         id: &str,
         team: &str,
         token: Option<&str>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<usize, ServiceError> {
         let exercises = self.inner.exercises.read().expect("registry");
-        let handle = exercises.get(id).ok_or_else(|| not_found(id))?;
+        let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
         let index = handle.team_index(id, team)?;
-        self.check_link(handle, id, team, index, token).map(drop)
+        self.check_link(handle, id, team, index, token)?;
+        Ok(index)
     }
 
     /// The URL (path and query) at which the dashboard of the link

@@ -20,13 +20,7 @@ impl Service {
         token: Option<&str>,
         input: ResponseIn,
     ) -> Result<ResponseMessage, ServiceError> {
-        let index = {
-            let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
-            let index = handle.team_index(id, team)?;
-            self.check_link(handle, id, team, index, token)?;
-            index
-        };
+        let index = self.check_team_link(id, team, token)?;
         self.ask(id, |reply| Request::Respond {
             team: index,
             input,
@@ -45,13 +39,7 @@ impl Service {
         token: Option<&str>,
         input: PostIn,
     ) -> Result<PostMessage, ServiceError> {
-        let index = {
-            let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
-            let index = handle.team_index(id, team)?;
-            self.check_link(handle, id, team, index, token)?;
-            index
-        };
+        let index = self.check_team_link(id, team, token)?;
         self.ask(id, |reply| Request::Post {
             author: Author::Team(index),
             input,

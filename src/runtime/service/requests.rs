@@ -169,13 +169,7 @@ impl Service {
         run: u16,
         inject_ids: Vec<String>,
     ) -> Result<usize, ServiceError> {
-        let index = {
-            let exercises = self.inner.exercises.read().expect("registry");
-            let handle = exercises.get(id).ok_or_else(|| self.absent(id))?;
-            let index = handle.team_index(id, team)?;
-            self.check_link(handle, id, team, index, token)?;
-            index
-        };
+        let index = self.check_team_link(id, team, token)?;
         self.ask(id, |reply| Request::Receipts {
             team: index,
             run,
