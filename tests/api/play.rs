@@ -613,3 +613,116 @@ async fn an_evaluator_scores_and_the_report_shows_the_scorecard() {
         assert!(html.contains(shown), "the HTML report lacks {shown:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_two_way_route_refuses_an_outsider_a_team_and_an_observer_as_it_should() {
+    let app = spawn_app().await;
+    let mut package = branching(300);
+    package["channels"] =
+        json!([{"id": "social", "kind": "social", "visible_to": ["blue", "red"]}]);
+    package["objectives"] = json!([{"id": "comms", "title": "Comms"}]);
+    app.create("gate", 1.0, package).await;
+    app.command("gate", "start").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/tokens",
+            Some(json!({"role": "observer", "name": "o"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let observer = authorized(body["token"].as_str().unwrap());
+    let blue_responses = team_path(&app, "gate", "blue", "responses").await;
+    let link = blue_responses.split_once('?').unwrap().1.to_owned();
+    let answer = json!({"inject_id": "q", "choice": "B"});
+    let post = json!({"channel": "social", "text": "hi"});
+    let send = |client: &reqwest::Client, method: reqwest::Method, path: String, body: Value| {
+        let request = client.request(method, app.url(&path)).json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    let (get, post_m) = (reqwest::Method::GET, reqwest::Method::POST);
+    // Controllers' routes: an outsider 401, an observer 403 (reads only),
+    // a team's link in the address opens none of them.
+    for (path, body) in [
+        (
+            "/api/v1/exercises/gate/decisions",
+            json!({"decision": "escalate"}),
+        ),
+        (
+            "/api/v1/exercises/gate/posts",
+            json!({"channel": "social", "text": "x", "as": "Press"}),
+        ),
+        (
+            "/api/v1/exercises/gate/scores",
+            json!({"team": "blue", "objective": "comms", "score": 1}),
+        ),
+    ] {
+        assert_eq!(
+            send(&app.anonymous, post_m.clone(), path.into(), body.clone()).await,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            send(&observer, post_m.clone(), path.into(), body.clone()).await,
+            403,
+            "{path}"
+        );
+        let with_link = format!("{path}?{link}");
+        assert_eq!(
+            send(&app.anonymous, post_m.clone(), with_link, body).await,
+            401,
+            "{path}"
+        );
+    }
+    // The run's responses: any role reads them, an outsider or a team does not.
+    let responses = "/api/v1/exercises/gate/responses".to_owned();
+    assert_eq!(
+        send(&observer, get.clone(), responses.clone(), Value::Null).await,
+        200
+    );
+    assert_eq!(
+        send(&app.anonymous, get.clone(), responses.clone(), Value::Null).await,
+        401
+    );
+    assert_eq!(
+        send(
+            &app.anonymous,
+            get,
+            format!("{responses}?{link}"),
+            Value::Null
+        )
+        .await,
+        401
+    );
+    // A team's answer and post routes: only that team's link opens them,
+    // never an API token, whatever its role.
+    for (what, body) in [("responses", answer), ("posts", post)] {
+        let path = format!("/api/v1/exercises/gate/teams/blue/{what}");
+        assert_eq!(
+            send(&app.anonymous, post_m.clone(), path.clone(), body.clone()).await,
+            401,
+            "{what}"
+        );
+        assert_eq!(
+            send(&observer, post_m.clone(), path.clone(), body.clone()).await,
+            401,
+            "{what}"
+        );
+        assert_eq!(
+            send(&app.client, post_m.clone(), path.clone(), body.clone()).await,
+            401,
+            "{what}"
+        );
+        let red = format!("/api/v1/exercises/gate/teams/red/{what}?{link}");
+        assert_eq!(
+            send(&app.anonymous, post_m.clone(), red, body.clone()).await,
+            403,
+            "{what}"
+        );
+        let forged = format!("{path}?token=forged");
+        assert_eq!(
+            send(&app.anonymous, post_m.clone(), forged, body.clone()).await,
+            403,
+            "{what}"
+        );
+    }
+}
